@@ -1,0 +1,31 @@
+import { ApolloGateway, LocalGraphQLDataSource, RemoteGraphQLDataSource } from '@apollo/gateway';
+import type { GraphQLSchema } from 'graphql';
+import type { Context } from '../lib/auth';
+import { config } from '../lib/config';
+import { readSchemaFile } from '../lib/schema-files';
+import type { SubgraphName } from './compose';
+
+/** Forwards the caller's credential, so each subgraph checks it again: subgraphs are reachable on their own too. */
+class ForwardingDataSource extends RemoteGraphQLDataSource<Context> {
+  override willSendRequest({ request, context }: Parameters<NonNullable<RemoteGraphQLDataSource<Context>['willSendRequest']>>[0]) {
+    if (context.authorization) request.http?.headers.set('authorization', context.authorization);
+  }
+}
+
+// Loaded only in the single-process shape, so the HTTP gateway does not pay for the subgraphs' code at cold start.
+const localSchema = (name: SubgraphName): GraphQLSchema => {
+  /* eslint-disable @typescript-eslint/no-require-imports */
+  if (name === 'panama') return require('../subgraphs/panama/schema').panamaSchema();
+  if (name === 'ark') return require('../subgraphs/ark/schema').arkSchema();
+  return require('../subgraphs/butler/schema').butlerSchema();
+};
+
+/** The federation gateway on the committed supergraph (no introspection at start). */
+export function createGateway(transport = config().subgraphTransport, urlBase = config().subgraphUrlBase): ApolloGateway {
+  return new ApolloGateway({
+    supergraphSdl: readSchemaFile('supergraph.graphql'),
+    buildService: ({ name }) => transport === 'inprocess'
+      ? new LocalGraphQLDataSource(localSchema(name as SubgraphName))
+      : new ForwardingDataSource({ url: `${urlBase}/${name}` }),
+  });
+}

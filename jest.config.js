@@ -1,0 +1,13 @@
+/** Unit tests are plain functions; integration tests use the store and the Docker engine; e2e tests run the stack. */
+const transform = { '^.+\\.ts$': ['@swc/jest', { jsc: { target: 'es2022' }, module: { type: 'commonjs' } }] };
+const project = (name, extra = {}) => ({
+  displayName: name,
+  testEnvironment: 'node',
+  transform,
+  testMatch: [`<rootDir>/test/${name}/**/*.test.ts`],
+  ...extra,
+});
+module.exports = {
+  projects: [project('unit'), project('integration'), project('e2e')],
+  testTimeout: 120000,
+};

@@ -1,0 +1,26 @@
+/** Every setting the handlers read, in one place, with the embedded-stack defaults. */
+const num = (name: string, fallback: number) => {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value)) throw new Error(`${name} must be a number, got "${raw}"`);
+  return value;
+};
+
+export const config = () => ({
+  /** Any DynamoDB endpoint; unset means the AWS default for the region. */
+  dynamodbEndpoint: process.env.DYNAMODB_ENDPOINT || undefined,
+  region: process.env.AWS_REGION || 'local',
+  tablePrefix: process.env.FZ_TABLE_PREFIX ?? 'fangzhou-',
+  /** `http` (the deployed shape) or `inprocess` (one process runs the gateway and all subgraphs). */
+  subgraphTransport: (process.env.FZ_SUBGRAPH_TRANSPORT ?? 'http') as 'http' | 'inprocess',
+  /** Base URL of the subgraph handlers: `<base>/panama`, `<base>/ark`, `<base>/butler`. */
+  subgraphUrlBase: process.env.FZ_SUBGRAPH_URL_BASE ?? 'http://localhost:3000/subgraphs',
+  /** Hash of the operator token; unset means no operator can be authenticated. */
+  adminTokenHash: process.env.FZ_ADMIN_TOKEN_HASH || undefined,
+  runnerPollSeconds: num('FZ_RUNNER_POLL_SECONDS', 2),
+  joinTokenTtlSeconds: num('FZ_JOIN_TOKEN_TTL_SECONDS', 3600),
+  dnsZone: process.env.FZ_DNS_ZONE ?? 'fz.internal',
+});
+
+export type Config = ReturnType<typeof config>;

@@ -1,0 +1,102 @@
+/**
+ * What a host runner and Ark say to each other on every `runnerSync` call. The runner reports what it observes
+ * on its Docker engine and receives what should run there; both sides use these shapes, the GraphQL types in
+ * `schema/ark.graphql` mirror them field for field.
+ */
+
+export const LABELS = {
+  managed: 'fangzhou.managed',
+  host: 'fangzhou.host',
+  instance: 'fangzhou.instance',
+  release: 'fangzhou.release',
+  spec: 'fangzhou.spec',
+} as const;
+
+export type ContainerState = 'CREATED' | 'RUNNING' | 'RESTARTING' | 'EXITED' | 'DEAD' | 'MISSING';
+export type ContainerHealth = 'STARTING' | 'HEALTHY' | 'UNHEALTHY' | 'NONE';
+
+export interface KeyValue {
+  key: string;
+  value: string;
+}
+
+export interface PortSpec {
+  name: string;
+  containerPort: number;
+  protocol: 'tcp' | 'udp';
+}
+
+export interface HealthcheckSpec {
+  command: string[];
+  intervalSeconds: number;
+  timeoutSeconds: number;
+  retries: number;
+  startPeriodSeconds: number;
+}
+
+export interface ConfigFileSpec {
+  /** Absolute path inside the container. */
+  path: string;
+  content: string;
+}
+
+/** One container that should exist on the runner's host. */
+export interface DesiredContainer {
+  instanceId: string;
+  releaseId: string;
+  /** Docker container name, unique per host: `fz-<release name>-<ordinal>`. */
+  name: string;
+  image: string;
+  /** Hash of everything below that shapes the container; a changed hash means recreate. */
+  specHash: string;
+  desiredState: 'RUNNING' | 'STOPPED';
+  env: { name: string; value: string }[];
+  ports: PortSpec[];
+  cpuMillis: number;
+  memoryMb: number;
+  healthcheck: HealthcheckSpec | null;
+  /** The instance's DNS name; the runner adds it as a network alias. */
+  domainName: string;
+  configFiles: ConfigFileSpec[];
+}
+
+export interface ObservedPort {
+  containerPort: number;
+  protocol: 'tcp' | 'udp';
+  hostPort: number | null;
+}
+
+/** One container carrying our labels, as the runner sees it on its engine. */
+export interface ObservedContainer {
+  containerId: string;
+  instanceId: string;
+  specHash: string;
+  name: string;
+  state: ContainerState;
+  health: ContainerHealth;
+  restartCount: number;
+  exitCode: number | null;
+  oomKilled: boolean;
+  startedAt: string | null;
+  ip: string | null;
+  ports: ObservedPort[];
+  /** Why the runner could not bring this instance to its desired state (missing image, engine error), if so. */
+  error: string | null;
+}
+
+export interface EngineInfo {
+  version: string;
+  os: string;
+}
+
+export interface SyncRequest {
+  observed: ObservedContainer[];
+  engine: EngineInfo | null;
+}
+
+export interface SyncResponse {
+  hostId: string;
+  desired: DesiredContainer[];
+  /** How long the runner waits before its next sync when nothing happens. */
+  pollSeconds: number;
+}

@@ -1,0 +1,190 @@
+import {
+  ConditionalCheckFailedException, CreateTableCommand, DescribeTableCommand, DynamoDBClient, ResourceInUseException,
+} from '@aws-sdk/client-dynamodb';
+import { DeleteCommand, DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, ScanCommand } from '@aws-sdk/lib-dynamodb';
+import tables from './tables.json';
+import { createTableInputs } from './tables';
+import { config } from './config';
+
+/**
+ * The one store client. Every write is a single item with a condition (DESIGN.md): `create` only when absent,
+ * `replace` and `remove` only at the version that was read. Items carry a `seq` write counter for that.
+ */
+export type Table = keyof typeof tables;
+type TableDef = { key: string; indexes?: Record<string, string> };
+const defs = tables as Record<Table, TableDef>;
+
+export interface Versioned {
+  /** Write counter of the item, for conditional writes. */
+  seq: number;
+}
+
+/** A conditional write lost a race or found the item in another state; callers decide what it means. */
+export class ConditionFailed extends Error {
+  constructor(readonly table: Table, readonly key: string) {
+    super(`conditional write on ${table}/${key} failed`);
+  }
+}
+
+const isConditionFailure = (err: unknown) =>
+  err instanceof ConditionalCheckFailedException || (err as { name?: string })?.name === 'ConditionalCheckFailedException';
+
+export class Store {
+  readonly doc: DynamoDBDocumentClient;
+
+  constructor(readonly client: DynamoDBClient, readonly prefix: string) {
+    this.doc = DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
+  }
+
+  tableName(table: Table) {
+    return `${this.prefix}${table}`;
+  }
+
+  async get<T>(table: Table, key: string): Promise<T | undefined> {
+    const out = await this.doc.send(new GetCommand({ TableName: this.tableName(table), Key: { [defs[table].key]: key }, ConsistentRead: true }));
+    return out.Item as T | undefined;
+  }
+
+  /** Writes the item only if no item with its key exists; returns false when one does. */
+  async create<T extends object>(table: Table, item: T): Promise<T & Versioned | undefined> {
+    const keyName = defs[table].key;
+    const stored = { ...item, seq: 1 };
+    try {
+      await this.doc.send(new PutCommand({
+        TableName: this.tableName(table),
+        Item: stored,
+        ConditionExpression: 'attribute_not_exists(#k)',
+        ExpressionAttributeNames: { '#k': keyName },
+      }));
+      return stored;
+    } catch (err) {
+      if (isConditionFailure(err)) return undefined;
+      throw err;
+    }
+  }
+
+  /** Writes the item over the stored one at `item.seq`; throws ConditionFailed if someone wrote in between. */
+  async replace<T extends Versioned>(table: Table, item: T): Promise<T> {
+    const keyName = defs[table].key;
+    const stored = { ...item, seq: item.seq + 1 };
+    try {
+      await this.doc.send(new PutCommand({
+        TableName: this.tableName(table),
+        Item: stored,
+        ConditionExpression: '#v = :v',
+        ExpressionAttributeNames: { '#v': 'seq' },
+        ExpressionAttributeValues: { ':v': item.seq },
+      }));
+      return stored;
+    } catch (err) {
+      if (isConditionFailure(err)) throw new ConditionFailed(table, String((item as Record<string, unknown>)[keyName]));
+      throw err;
+    }
+  }
+
+  /**
+   * Read-modify-write with optimistic concurrency: `change` gets the current item (or undefined) and returns the
+   * new one, or undefined to write nothing. Retried on a lost race, so `change` must be a pure function of its input.
+   */
+  async mutate<T extends Versioned>(table: Table, key: string, change: (current: T | undefined) => Omit<T, 'seq'> & Partial<Versioned> | undefined, attempts = 20): Promise<T | undefined> {
+    for (let attempt = 0; attempt < attempts; attempt++) {
+      const current = await this.get<T>(table, key);
+      const next = change(current);
+      if (!next) return current;
+      if (!current) {
+        const created = await this.create(table, next);
+        if (created) return created as unknown as T;
+      } else {
+        try {
+          return await this.replace(table, { ...next, seq: current.seq } as T);
+        } catch (err) {
+          if (!(err instanceof ConditionFailed)) throw err;
+        }
+      }
+      await new Promise((r) => setTimeout(r, Math.random() * 10 * (attempt + 1)));
+    }
+    throw new ConditionFailed(table, key);
+  }
+
+  /** Removes the item; with `seq`, only if it is still at that write. Absent items are fine. */
+  async remove(table: Table, key: string, seq?: number): Promise<void> {
+    try {
+      await this.doc.send(new DeleteCommand({
+        TableName: this.tableName(table),
+        Key: { [defs[table].key]: key },
+        ...(seq === undefined ? {} : {
+          ConditionExpression: '#v = :v',
+          ExpressionAttributeNames: { '#v': 'seq' },
+          ExpressionAttributeValues: { ':v': seq },
+        }),
+      }));
+    } catch (err) {
+      if (isConditionFailure(err)) throw new ConditionFailed(table, key);
+      throw err;
+    }
+  }
+
+  async scan<T>(table: Table): Promise<T[]> {
+    const items: T[] = [];
+    let start: Record<string, unknown> | undefined;
+    do {
+      const out = await this.doc.send(new ScanCommand({ TableName: this.tableName(table), ExclusiveStartKey: start, ConsistentRead: true }));
+      items.push(...((out.Items ?? []) as T[]));
+      start = out.LastEvaluatedKey;
+    } while (start);
+    return items;
+  }
+
+  /** All items whose indexed attribute equals `value`. Index reads are eventually consistent on DynamoDB. */
+  async query<T>(table: Table, index: string, value: string): Promise<T[]> {
+    const attribute = defs[table].indexes?.[index];
+    if (!attribute) throw new Error(`table ${table} has no index ${index}`);
+    const items: T[] = [];
+    let start: Record<string, unknown> | undefined;
+    do {
+      const out = await this.doc.send(new QueryCommand({
+        TableName: this.tableName(table),
+        IndexName: index,
+        KeyConditionExpression: '#a = :v',
+        ExpressionAttributeNames: { '#a': attribute },
+        ExpressionAttributeValues: { ':v': value },
+        ExclusiveStartKey: start,
+      }));
+      items.push(...((out.Items ?? []) as T[]));
+      start = out.LastEvaluatedKey;
+    } while (start);
+    return items;
+  }
+}
+
+/** Creates the tables that do not exist yet and waits until they are active. Safe to run concurrently. */
+export async function ensureTables(client: DynamoDBClient, prefix: string): Promise<void> {
+  for (const input of createTableInputs(prefix)) {
+    try {
+      await client.send(new CreateTableCommand(input));
+    } catch (err) {
+      if (!(err instanceof ResourceInUseException) && (err as { name?: string }).name !== 'ResourceInUseException') throw err;
+    }
+    for (let i = 0; i < 100; i++) {
+      const out = await client.send(new DescribeTableCommand({ TableName: input.TableName }));
+      if (out.Table?.TableStatus === 'ACTIVE') break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+export function createClient(endpoint = config().dynamodbEndpoint, region = config().region): DynamoDBClient {
+  return new DynamoDBClient({
+    region,
+    endpoint,
+    // A local endpoint (dynalite, DynamoDB Local) accepts any key; real AWS uses the default credential chain.
+    ...(endpoint && !process.env.AWS_ACCESS_KEY_ID ? { credentials: { accessKeyId: 'local', secretAccessKey: 'local' } } : {}),
+  });
+}
+
+let shared: Store | undefined;
+/** The process-wide store, built from the environment on first use (module-level caches are fine in Lambda). */
+export function store(): Store {
+  shared ??= new Store(createClient(), config().tablePrefix);
+  return shared;
+}

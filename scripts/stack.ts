@@ -1,0 +1,160 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import type { Server } from 'node:http';
+import { join, resolve } from 'node:path';
+import { hashSecret, newSecret } from '../lib/ids';
+import { createClient, ensureTables } from '../lib/store';
+
+/**
+ * The embedded stack: dynalite (persisted), serverless-offline with every handler, and optionally a host runner
+ * on the local Docker engine. `npm start` and the end-to-end tests both use it.
+ */
+
+const ROOT = resolve(__dirname, '..');
+const bin = (name: string) => join(ROOT, 'node_modules', '.bin', name);
+
+export interface StackOptions {
+  dataDir: string;
+  httpPort?: number;
+  wsPort?: number;
+  lambdaPort?: number;
+  storePort?: number;
+  /** Use this DynamoDB endpoint instead of starting dynalite. */
+  dynamodbEndpoint?: string;
+  tablePrefix?: string;
+  subgraphTransport?: 'http' | 'inprocess';
+  /** Child output goes here (the dev stack shows it, tests keep it in a file). */
+  output?: 'inherit' | 'ignore' | string;
+  env?: Record<string, string>;
+}
+
+export interface Stack {
+  url: string;
+  wsUrl: string;
+  adminToken: string;
+  env: Record<string, string>;
+  /** GraphQL over HTTP with the operator token; throws on transport errors, returns data and errors. */
+  graphql<T = Record<string, any>>(query: string, variables?: Record<string, unknown>, token?: string | null): Promise<{ data?: T; errors?: { message: string; extensions?: { code?: string } }[] }>;
+  startRunner(name: string, args?: string[], env?: Record<string, string>): Promise<ChildProcess>;
+  stop(): Promise<void>;
+}
+
+/** The operator token lives in the data dir (mode 0600); handlers get only its hash. */
+function operatorToken(dataDir: string): string {
+  const file = join(dataDir, 'admin-token');
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  const token = newSecret('fza');
+  writeFileSync(file, token + '\n', { mode: 0o600 });
+  chmodSync(file, 0o600);
+  return token;
+}
+
+function outputStream(output: StackOptions['output']): 'inherit' | 'ignore' | number {
+  if (output === 'inherit' || output === 'ignore' || output === undefined) return output ?? 'inherit';
+  return require('node:fs').openSync(output, 'a');
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number, child?: ChildProcess) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child && child.exitCode !== null) throw new Error(`${what}: the process exited with code ${child.exitCode}`);
+    if (await check().catch(() => false)) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`${what} did not become ready within ${timeoutMs / 1000}s`);
+}
+
+export async function startStack(options: StackOptions): Promise<Stack> {
+  const dataDir = resolve(options.dataDir);
+  mkdirSync(join(dataDir, 'data'), { recursive: true });
+  const httpPort = options.httpPort ?? 3000;
+  const stop: (() => Promise<void>)[] = [];
+
+  let endpoint = options.dynamodbEndpoint;
+  if (!endpoint) {
+    const storePort = options.storePort ?? 4567;
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const dynalite = require('dynalite') as (o: object) => Server;
+    const server = dynalite({ path: join(dataDir, 'data'), createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
+    await new Promise<void>((ok, fail) => server.once('error', fail).listen(storePort, '127.0.0.1', () => ok()));
+    stop.push(() => new Promise((ok) => server.close(() => ok())));
+    endpoint = `http://127.0.0.1:${storePort}`;
+  }
+  const tablePrefix = options.tablePrefix ?? 'fangzhou-';
+  await ensureTables(createClient(endpoint, 'local'), tablePrefix);
+
+  const adminToken = operatorToken(dataDir);
+  const url = `http://localhost:${httpPort}/graphql`;
+  const env: Record<string, string> = {
+    ...process.env as Record<string, string>,
+    DYNAMODB_ENDPOINT: endpoint,
+    FZ_TABLE_PREFIX: tablePrefix,
+    FZ_ADMIN_TOKEN_HASH: hashSecret(adminToken),
+    FZ_HTTP_PORT: String(httpPort),
+    FZ_WS_PORT: String(options.wsPort ?? 3001),
+    FZ_LAMBDA_PORT: String(options.lambdaPort ?? 3002),
+    FZ_SUBGRAPH_TRANSPORT: options.subgraphTransport ?? 'http',
+    FZ_SUBGRAPH_URL_BASE: `http://localhost:${httpPort}/subgraphs`,
+    ...options.env,
+  };
+  const out = outputStream(options.output);
+  const offline = spawn(process.execPath, [bin('serverless'), 'offline', 'start'], {
+    cwd: ROOT, env, stdio: ['ignore', out, out], detached: true,
+  });
+  stop.unshift(() => killGroup(offline));
+
+  const graphql: Stack['graphql'] = async (query, variables, token = adminToken) => {
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      body: JSON.stringify({ query, variables }),
+    });
+    return res.json() as never;
+  };
+
+  const stack: Stack = {
+    url,
+    wsUrl: `ws://localhost:${options.wsPort ?? 3001}`,
+    adminToken,
+    env,
+    graphql,
+    async startRunner(name, args = [], runnerEnv = {}) {
+      const stateDir = join(dataDir, 'runners');
+      let joinToken = '';
+      if (!existsSync(join(stateDir, `${name}.json`))) {
+        const res = await graphql<{ createJoinToken: { token: string } }>('mutation { createJoinToken { token } }');
+        joinToken = res.data!.createJoinToken.token;
+      }
+      const runner = spawn(process.execPath, [bin('tsx'), join(ROOT, 'runner/main.ts'), '--name', name, '--state-dir', stateDir, ...args], {
+        cwd: ROOT, env: { ...process.env, FZ_API_URL: url, FZ_JOIN_TOKEN: joinToken, ...runnerEnv }, stdio: ['ignore', out, out], detached: true,
+      });
+      stop.unshift(() => killGroup(runner));
+      return runner;
+    },
+    async stop() {
+      for (const s of stop.splice(0)) await s().catch(() => undefined);
+    },
+  };
+  try {
+    await waitFor('serverless offline', async () => (await graphql('{ __typename }')).data !== undefined, 180_000, offline);
+  } catch (err) {
+    await stack.stop();
+    throw err;
+  }
+  return stack;
+}
+
+async function killGroup(child: ChildProcess) {
+  if (child.exitCode !== null || child.pid === undefined) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  try { process.kill(-child.pid, 'SIGTERM'); } catch { return; }
+  const timer = setTimeout(() => { try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ } }, 5000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** Runs scripts/ensure-docker.sh; returns why no engine is available, or null when one is. */
+export function ensureDocker(): string | null {
+  const res = spawnSync('bash', [join(ROOT, 'scripts/ensure-docker.sh')], { stdio: ['ignore', 'inherit', 'inherit'] });
+  return res.status === 0 ? null : `scripts/ensure-docker.sh exited with ${res.status}`;
+}

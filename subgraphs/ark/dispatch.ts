@@ -1,0 +1,21 @@
+import { config } from '../../lib/config';
+import type { SyncRequest, SyncResponse } from '../../lib/runner-protocol';
+import type { Store } from '../../lib/store';
+import { recordObservations } from '../butler/status';
+import { finishDeletions } from '../panama/releases';
+import { heartbeat } from './hosts';
+import { instancesOfHost, toDesired } from './instances';
+
+/**
+ * One round trip with a host runner: its call is the heartbeat, its report becomes the live status, and the answer
+ * is every container that should run on that host. Level-triggered: the runner converges to the answer whatever
+ * it missed before.
+ */
+export async function runnerSync(store: Store, hostId: string, request: SyncRequest): Promise<SyncResponse> {
+  await heartbeat(store, hostId, request.engine);
+  const instances = await instancesOfHost(store, hostId);
+  const desired = new Map(instances.map((i) => [i.id, i]));
+  const touched = await recordObservations(store, hostId, request.observed, desired);
+  await finishDeletions(store, touched);
+  return { hostId, desired: instances.map(toDesired), pollSeconds: config().runnerPollSeconds };
+}

@@ -1,0 +1,135 @@
+import { AppError, conflict, notFound } from '../../lib/errors';
+import { hashSecret, newId, newSecret } from '../../lib/ids';
+import type { EngineInfo } from '../../lib/runner-protocol';
+import type { Store, Versioned } from '../../lib/store';
+import * as check from '../../lib/validate';
+
+export type HostStatus = 'READY' | 'DOWN' | 'CORDONED' | 'DRAINING';
+
+export interface Host extends Versioned {
+  id: string;
+  name: string;
+  address: string;
+  labels: check.Label[];
+  exclusiveFor: string | null;
+  capacity: check.Resources;
+  /** What each placed instance holds on this host; `allocated` is their sum. */
+  reservations: Record<string, check.Resources>;
+  allocated: check.Resources;
+  status: HostStatus;
+  lastHeartbeatAt: string | null;
+  engine: EngineInfo | null;
+  createdAt: string;
+}
+
+interface JoinClaim {
+  key: string;
+  expiresAt: string;
+}
+
+export async function createJoinToken(store: Store, ttlSeconds: number, now = new Date()) {
+  check.intInRange(ttlSeconds, 'ttlSeconds', 60, 7 * 24 * 3600);
+  const token = newSecret('fzj');
+  const expiresAt = new Date(now.getTime() + ttlSeconds * 1000).toISOString();
+  await store.create<JoinClaim>('claims', { key: `join-token#${hashSecret(token)}`, expiresAt });
+  return { token, expiresAt };
+}
+
+export interface RegisterHostInput {
+  joinToken: string;
+  name: string;
+  address: string;
+  labels?: check.Label[] | null;
+  capacity: check.Resources;
+}
+
+const ADDRESS = /^[A-Za-z0-9.:-]{1,253}$/;
+
+/**
+ * Exchanges a join token for a host and its own token. The name is claimed first so two runners racing for one
+ * name cannot both win; the host token is returned once and stored only as a hash.
+ */
+export async function registerHost(store: Store, input: RegisterHostInput, now = new Date()) {
+  const join = await store.get<JoinClaim>('claims', `join-token#${hashSecret(input.joinToken)}`);
+  if (!join || join.expiresAt < now.toISOString()) {
+    throw new AppError('UNAUTHENTICATED', 'the join token is not valid or has expired: ask an operator for a new one (createJoinToken)');
+  }
+  const name = check.dnsLabel(input.name, 'name', 63);
+  if (!ADDRESS.test(input.address)) throw check.badAddress(input.address);
+  const labels = check.labels(input.labels, 'labels');
+  const capacity = check.resources(input.capacity, 'capacity');
+  const id = newId('h');
+  const claimed = await store.create('claims', { key: `host-name#${name}`, hostId: id });
+  if (!claimed) {
+    const existing = await store.get<{ hostId: string }>('claims', `host-name#${name}`);
+    throw conflict(`a host named "${name}" is already registered (${existing?.hostId}); pick another name, or restart its runner with its saved state`);
+  }
+  const host = await store.create<Omit<Host, 'seq'>>('hosts', {
+    id, name, address: input.address, labels, exclusiveFor: null, capacity,
+    reservations: {}, allocated: { cpuMillis: 0, memoryMb: 0 },
+    status: 'READY', lastHeartbeatAt: now.toISOString(), engine: null, createdAt: now.toISOString(),
+  });
+  const hostToken = newSecret('fzh');
+  await store.create('claims', { key: `host-token#${hashSecret(hostToken)}`, hostId: id });
+  return { host: host as Host, hostToken };
+}
+
+export const getHost = (store: Store, id: string) => store.get<Host>('hosts', id);
+
+export async function mustGetHost(store: Store, id: string): Promise<Host> {
+  const host = await getHost(store, id);
+  if (!host) throw notFound('host', id);
+  return host;
+}
+
+export async function listHosts(store: Store): Promise<Host[]> {
+  return (await store.scan<Host>('hosts')).sort((a, b) => a.name.localeCompare(b.name));
+}
+
+export async function labelHost(store: Store, id: string, labels: check.Label[]): Promise<Host> {
+  const valid = check.labels(labels, 'labels');
+  await mustGetHost(store, id);
+  return (await store.mutate<Host>('hosts', id, (host) => host && { ...host, labels: valid }))!;
+}
+
+/** A runner's sync is its heartbeat; a host that was marked DOWN comes back READY. */
+export async function heartbeat(store: Store, id: string, engine: EngineInfo | null, now = new Date()): Promise<Host> {
+  const host = await store.mutate<Host>('hosts', id, (h) => h && {
+    ...h,
+    lastHeartbeatAt: now.toISOString(),
+    engine: engine ?? h.engine,
+    status: h.status === 'DOWN' ? 'READY' : h.status,
+  });
+  if (!host) throw notFound('host', id);
+  return host;
+}
+
+const sum = (list: check.Resources[]) => list.reduce(
+  (a, r) => ({ cpuMillis: a.cpuMillis + r.cpuMillis, memoryMb: a.memoryMb + r.memoryMb }), { cpuMillis: 0, memoryMb: 0 });
+
+/**
+ * Holds resources on a host for one instance. A conditional write on the host item, so concurrent deploys can
+ * never over-commit it; holding twice for the same instance is a no-op. Returns false when it no longer fits.
+ */
+export async function reserve(store: Store, hostId: string, instanceId: string, want: check.Resources): Promise<boolean> {
+  let fits = false;
+  await store.mutate<Host>('hosts', hostId, (host) => {
+    fits = false;
+    if (!host || host.status !== 'READY') return undefined;
+    if (host.reservations[instanceId]) { fits = true; return undefined; }
+    const reservations = { ...host.reservations, [instanceId]: want };
+    const allocated = sum(Object.values(reservations));
+    if (allocated.cpuMillis > host.capacity.cpuMillis || allocated.memoryMb > host.capacity.memoryMb) return undefined;
+    fits = true;
+    return { ...host, reservations, allocated };
+  });
+  return fits;
+}
+
+export async function unreserve(store: Store, hostId: string, instanceId: string): Promise<void> {
+  await store.mutate<Host>('hosts', hostId, (host) => {
+    if (!host || !host.reservations[instanceId]) return undefined;
+    const { [instanceId]: _gone, ...reservations } = host.reservations;
+    return { ...host, reservations, allocated: sum(Object.values(reservations)) };
+  });
+}

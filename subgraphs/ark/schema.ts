@@ -1,0 +1,53 @@
+import { buildSubgraphSchema } from '@apollo/subgraph';
+import gql from 'graphql-tag';
+import { requireHost, secure, type Context } from '../../lib/auth';
+import { config } from '../../lib/config';
+import type { SyncRequest } from '../../lib/runner-protocol';
+import { readSchemaFile } from '../../lib/schema-files';
+import { store } from '../../lib/store';
+import type { Label } from '../../lib/validate';
+import { getContainer } from '../butler/status';
+import { runnerSync } from './dispatch';
+import { createJoinToken, getHost, labelHost, listHosts, registerHost, type RegisterHostInput } from './hosts';
+import { getInstance, instancesOfHost, instancesOfRelease, type Instance } from './instances';
+
+const resolvers = {
+  Query: {
+    hosts: () => listHosts(store()),
+    host: (_: unknown, { id }: { id: string }) => getHost(store(), id),
+    instance: (_: unknown, { id }: { id: string }) => getInstance(store(), id),
+  },
+  Mutation: {
+    createJoinToken: (_: unknown, { ttlSeconds }: { ttlSeconds?: number | null }) =>
+      createJoinToken(store(), ttlSeconds ?? config().joinTokenTtlSeconds),
+    registerHost: (_: unknown, { input }: { input: RegisterHostInput }) => registerHost(store(), input),
+    labelHost: (_: unknown, { id, labels }: { id: string; labels: Label[] }) => labelHost(store(), id, labels),
+    runnerSync: (_: unknown, { input }: { input: SyncRequest }, ctx: Context) => runnerSync(store(), requireHost(ctx), input),
+  },
+  Host: {
+    __resolveReference: ({ id }: { id: string }) => getHost(store(), id),
+    instances: ({ id }: { id: string }) => instancesOfHost(store(), id),
+  },
+  Instance: {
+    __resolveReference: ({ id }: { id: string }) => getInstance(store(), id),
+    release: (i: Instance) => ({ __typename: 'Release', id: i.releaseId }),
+    host: (i: Instance) => getHost(store(), i.hostId),
+    image: (i: Instance) => i.spec.image,
+    ip: async (i: Instance) => (await getContainer(store(), i.id))?.ip ?? null,
+    ports: async (i: Instance) => {
+      const observed = (await getContainer(store(), i.id))?.ports ?? [];
+      return i.spec.ports.map((p) => ({
+        ...p,
+        hostPort: observed.find((o) => o.containerPort === p.containerPort && o.protocol === p.protocol)?.hostPort ?? null,
+      }));
+    },
+  },
+  Release: {
+    instances: ({ id }: { id: string }) => instancesOfRelease(store(), id),
+  },
+} satisfies Record<string, Record<string, unknown>>;
+
+export const arkSchema = () => buildSubgraphSchema({
+  typeDefs: gql(readSchemaFile('ark.graphql')),
+  resolvers: secure(resolvers, { anonymous: ['registerHost'], host: ['runnerSync'] }) as never,
+});

@@ -1,0 +1,57 @@
+import type { ObservedContainer } from '../../lib/runner-protocol';
+import type { Store, Versioned } from '../../lib/store';
+
+/** The last observed state of an instance's container, as its host runner reported it. */
+export interface ContainerRecord extends Omit<ObservedContainer, 'instanceId'>, Versioned {
+  instanceId: string;
+  hostId: string;
+  releaseId: string;
+  updatedAt: string;
+}
+
+const sameObservation = (a: ObservedContainer, b: ContainerRecord) =>
+  (Object.keys(a) as (keyof ObservedContainer)[]).every((k) => JSON.stringify(a[k]) === JSON.stringify(b[k]));
+
+/**
+ * Stores what one host reports. Only instances that are (still) desired on that host are recorded; records of this
+ * host that the report no longer contains are dropped, because the runner removed those containers.
+ * Returns the release ids whose containers changed.
+ */
+export async function recordObservations(
+  store: Store, hostId: string, observed: ObservedContainer[], desired: Map<string, { releaseId: string }>, now = new Date(),
+): Promise<Set<string>> {
+  const changed = new Set<string>();
+  const previous = await store.query<ContainerRecord>('containers', 'byHost', hostId);
+  const previousById = new Map(previous.map((p) => [p.instanceId, p]));
+  const reported = new Set<string>();
+  for (const o of observed) {
+    const instance = desired.get(o.instanceId);
+    if (!instance || reported.has(o.instanceId)) continue;
+    // A runner mid-recreate may briefly report an old container next to the new one: prefer the desired spec.
+    const best = observed.filter((x) => x.instanceId === o.instanceId).sort((a, b) => rank(b) - rank(a))[0];
+    reported.add(o.instanceId);
+    const before = previousById.get(o.instanceId);
+    if (before && before.hostId === hostId && sameObservation(best, before)) continue;
+    await store.mutate<ContainerRecord>('containers', o.instanceId, () => ({
+      ...best, hostId, releaseId: instance.releaseId, updatedAt: now.toISOString(),
+    }));
+    changed.add(instance.releaseId);
+  }
+  for (const p of previous) {
+    if (reported.has(p.instanceId)) continue;
+    await store.remove('containers', p.instanceId);
+    changed.add(p.releaseId);
+  }
+  return changed;
+}
+
+const rank = (o: ObservedContainer) => (o.state === 'RUNNING' ? 2 : 0) + (o.error ? 0 : 1);
+
+export const getContainer = (store: Store, instanceId: string) => store.get<ContainerRecord>('containers', instanceId);
+export const containersOfHost = (store: Store, hostId: string) => store.query<ContainerRecord>('containers', 'byHost', hostId);
+export const containersOfRelease = (store: Store, releaseId: string) => store.query<ContainerRecord>('containers', 'byRelease', releaseId);
+
+/** Running and healthy: RUNNING, and HEALTHY or without a healthcheck. */
+export const isServing = (c: Pick<ContainerRecord, 'state' | 'health'>) => c.state === 'RUNNING' && (c.health === 'HEALTHY' || c.health === 'NONE');
+export const isFailing = (c: Pick<ContainerRecord, 'state' | 'health' | 'error'>) =>
+  Boolean(c.error) || c.state === 'EXITED' || c.state === 'DEAD' || c.health === 'UNHEALTHY';

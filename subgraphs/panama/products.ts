@@ -1,0 +1,119 @@
+import semver from 'semver';
+import { badInput, notFound } from '../../lib/errors';
+import type { Store, Versioned } from '../../lib/store';
+import type { HealthcheckSpec, PortSpec } from '../../lib/runner-protocol';
+import * as check from '../../lib/validate';
+
+export interface ProductVersion {
+  version: string;
+  image: string;
+  notes?: string | null;
+}
+
+export interface Product extends Versioned {
+  name: string;
+  description: string;
+  versions: ProductVersion[];
+  dependencies: { product: string; versionRange: string }[];
+  defaults: {
+    replicas: number;
+    resources: check.Resources;
+    ports: PortSpec[];
+    env: { name: string; value: string }[];
+    healthcheck: HealthcheckSpec | null;
+  };
+  configTemplates: { path: string; template: string }[];
+  updatedAt: string;
+}
+
+export type ProductInput = {
+  name: string;
+  description?: string | null;
+  versions: ProductVersion[];
+  dependencies?: { product: string; versionRange: string }[] | null;
+  defaults?: {
+    replicas?: number | null;
+    resources?: check.Resources | null;
+    ports?: { name: string; containerPort: number; protocol?: string | null }[] | null;
+    env?: { name: string; value: string }[] | null;
+    healthcheck?: Partial<HealthcheckSpec> & { command: string[] } | null;
+  } | null;
+  configTemplates?: { path: string; template: string }[] | null;
+};
+
+const IMAGE = /^[a-z0-9]+([._\-/:@][a-zA-Z0-9]+)*$/;
+
+/** Turns client input into a product definition, or says which field is wrong. */
+export function productFromInput(input: ProductInput, now = new Date()): Omit<Product, 'seq'> {
+  const name = check.dnsLabel(input.name, 'name', 30);
+  if (input.versions.length === 0) throw badInput('versions must list at least one version with its image', 'versions');
+  const seen = new Set<string>();
+  const versions = input.versions.map((v, i) => {
+    if (!semver.valid(v.version)) throw badInput(`versions[${i}].version "${v.version}" is not a semantic version (e.g. 7.0.15)`, `versions[${i}].version`);
+    if (seen.has(v.version)) throw badInput(`versions lists ${v.version} twice`, `versions[${i}].version`);
+    seen.add(v.version);
+    if (!IMAGE.test(v.image)) throw badInput(`versions[${i}].image "${v.image}" is not a Docker image reference (e.g. fangzhou/redis:7)`, `versions[${i}].image`);
+    return { version: v.version, image: v.image, notes: v.notes ?? null };
+  });
+  const dependencies = (input.dependencies ?? []).map((d, i) => {
+    check.dnsLabel(d.product, `dependencies[${i}].product`, 30);
+    if (d.product === name) throw badInput(`${name} cannot depend on itself`, `dependencies[${i}].product`);
+    if (!semver.validRange(d.versionRange)) throw badInput(`dependencies[${i}].versionRange "${d.versionRange}" is not a semver range (e.g. ^3.8)`, `dependencies[${i}].versionRange`);
+    return { product: d.product, versionRange: d.versionRange };
+  });
+  const d = input.defaults ?? {};
+  const ports = (d.ports ?? []).map((p, i) => {
+    const protocol = (p.protocol ?? 'tcp').toLowerCase();
+    if (protocol !== 'tcp' && protocol !== 'udp') throw badInput(`defaults.ports[${i}].protocol must be tcp or udp`, `defaults.ports[${i}].protocol`);
+    check.dnsLabel(p.name, `defaults.ports[${i}].name`, 15);
+    return { name: p.name, containerPort: check.intInRange(p.containerPort, `defaults.ports[${i}].containerPort`, 1, 65535), protocol: protocol as 'tcp' | 'udp' };
+  });
+  const hc = d.healthcheck;
+  const healthcheck = hc ? {
+    command: hc.command.length ? hc.command : (() => { throw badInput('defaults.healthcheck.command must not be empty', 'defaults.healthcheck.command'); })(),
+    intervalSeconds: check.intInRange(hc.intervalSeconds ?? 10, 'defaults.healthcheck.intervalSeconds', 1, 3600),
+    timeoutSeconds: check.intInRange(hc.timeoutSeconds ?? 5, 'defaults.healthcheck.timeoutSeconds', 1, 3600),
+    retries: check.intInRange(hc.retries ?? 3, 'defaults.healthcheck.retries', 1, 100),
+    startPeriodSeconds: check.intInRange(hc.startPeriodSeconds ?? 0, 'defaults.healthcheck.startPeriodSeconds', 0, 3600),
+  } : null;
+  const configTemplates = (input.configTemplates ?? []).map((t, i) => {
+    if (!t.path.startsWith('/')) throw badInput(`configTemplates[${i}].path "${t.path}" must be an absolute path inside the container`, `configTemplates[${i}].path`);
+    return { path: t.path, template: t.template };
+  });
+  return {
+    name,
+    description: input.description ?? '',
+    versions,
+    dependencies,
+    defaults: {
+      replicas: check.intInRange(d.replicas ?? 1, 'defaults.replicas', 0, 100),
+      resources: check.resources(d.resources ?? { cpuMillis: 250, memoryMb: 128 }, 'defaults.resources'),
+      ports,
+      env: check.envVars(d.env, 'defaults.env'),
+      healthcheck,
+    },
+    configTemplates,
+    updatedAt: now.toISOString(),
+  };
+}
+
+export async function defineProduct(store: Store, input: ProductInput): Promise<Product> {
+  const product = productFromInput(input);
+  return (await store.mutate<Product>('products', product.name, () => product))!;
+}
+
+export const getProduct = (store: Store, name: string) => store.get<Product>('products', name);
+
+export async function mustGetProduct(store: Store, name: string): Promise<Product> {
+  const product = await getProduct(store, name);
+  if (!product) throw notFound('product', name);
+  return product;
+}
+
+export async function listProducts(store: Store): Promise<Product[]> {
+  return (await store.scan<Product>('products')).sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** The newest version by semver order. */
+export const latestVersion = (product: Product) =>
+  [...product.versions].sort((a, b) => semver.rcompare(a.version, b.version))[0];
