@@ -10,4 +10,5 @@ const project = (name, extra = {}) => ({
 module.exports = {
   projects: [project('unit'), project('integration'), project('e2e')],
   testTimeout: 120000,
+  reporters: ['default', '<rootDir>/test/support/summary-reporter.js'],
 };

@@ -45,7 +45,7 @@ export class Store {
     return out.Item as T | undefined;
   }
 
-  /** Writes the item only if no item with its key exists; returns false when one does. */
+  /** Writes the item only if no item with its key exists; returns undefined when one does. */
   async create<T extends object>(table: Table, item: T): Promise<T & Versioned | undefined> {
     const keyName = defs[table].key;
     const stored = { ...item, seq: 1 };
@@ -106,7 +106,7 @@ export class Store {
     throw new ConditionFailed(table, key);
   }
 
-  /** Removes the item; with `seq`, only if it is still at that write. Absent items are fine. */
+  /** Removes the item; with `seq`, only if it is still at that write (then an absent item fails too). */
   async remove(table: Table, key: string, seq?: number): Promise<void> {
     try {
       await this.doc.send(new DeleteCommand({
@@ -165,10 +165,14 @@ export async function ensureTables(client: DynamoDBClient, prefix: string): Prom
     } catch (err) {
       if (!(err instanceof ResourceInUseException) && (err as { name?: string }).name !== 'ResourceInUseException') throw err;
     }
-    for (let i = 0; i < 100; i++) {
-      const out = await client.send(new DescribeTableCommand({ TableName: input.TableName }));
-      if (out.Table?.TableStatus === 'ACTIVE') break;
-      await new Promise((r) => setTimeout(r, 100));
+    // Real DynamoDB takes seconds to minutes for a table with indexes; local stores are immediate.
+    const deadline = Date.now() + 5 * 60_000;
+    for (;;) {
+      const { Table } = await client.send(new DescribeTableCommand({ TableName: input.TableName }));
+      const active = Table?.TableStatus === 'ACTIVE' && (Table.GlobalSecondaryIndexes ?? []).every((i) => i.IndexStatus === 'ACTIVE');
+      if (active) break;
+      if (Date.now() > deadline) throw new Error(`table ${input.TableName} is not ACTIVE after 5 minutes`);
+      await new Promise((r) => setTimeout(r, 200));
     }
   }
 }

@@ -1,8 +1,8 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import type { Server } from 'node:http';
 import { join, resolve } from 'node:path';
 import { hashSecret, newSecret } from '../lib/ids';
+import { ListTablesCommand } from '@aws-sdk/client-dynamodb';
 import { createClient, ensureTables } from '../lib/store';
 
 /**
@@ -70,15 +70,17 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   const httpPort = options.httpPort ?? 3000;
   const stop: (() => Promise<void>)[] = [];
 
+  const out = outputStream(options.output);
   let endpoint = options.dynamodbEndpoint;
   if (!endpoint) {
+    // Its own process, so the store outlives nothing it should not and stops with the stack.
     const storePort = options.storePort ?? 4567;
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const dynalite = require('dynalite') as (o: object) => Server;
-    const server = dynalite({ path: join(dataDir, 'data'), createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
-    await new Promise<void>((ok, fail) => server.once('error', fail).listen(storePort, '127.0.0.1', () => ok()));
-    stop.push(() => new Promise((ok) => server.close(() => ok())));
+    const store = spawn(process.execPath, [bin('dynalite'), '--host', '127.0.0.1', '--port', String(storePort), '--path', join(dataDir, 'data'),
+      '--createTableMs', '0', '--deleteTableMs', '0', '--updateTableMs', '0'], { stdio: ['ignore', out, out], detached: true });
+    stop.push(() => killGroup(store));
     endpoint = `http://127.0.0.1:${storePort}`;
+    const client = createClient(endpoint, 'local');
+    await waitFor(`dynalite on port ${storePort}`, async () => (await client.send(new ListTablesCommand({}))) !== undefined, 30_000, store);
   }
   const tablePrefix = options.tablePrefix ?? 'fangzhou-';
   await ensureTables(createClient(endpoint, 'local'), tablePrefix);
@@ -97,7 +99,6 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     FZ_SUBGRAPH_URL_BASE: `http://localhost:${httpPort}/subgraphs`,
     ...options.env,
   };
-  const out = outputStream(options.output);
   const offline = spawn(process.execPath, [bin('serverless'), 'offline', 'start'], {
     cwd: ROOT, env, stdio: ['ignore', out, out], detached: true,
   });
@@ -125,7 +126,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
         const res = await graphql<{ createJoinToken: { token: string } }>('mutation { createJoinToken { token } }');
         joinToken = res.data!.createJoinToken.token;
       }
-      const runner = spawn(process.execPath, [bin('tsx'), join(ROOT, 'runner/main.ts'), '--name', name, '--state-dir', stateDir, ...args], {
+      // One process (tsx as a loader, not its CLI wrapper), so a signal to it reaches the runner itself.
+      const runner = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'runner/main.ts'), '--name', name, '--state-dir', stateDir, ...args], {
         cwd: ROOT, env: { ...process.env, FZ_API_URL: url, FZ_JOIN_TOKEN: joinToken, ...runnerEnv }, stdio: ['ignore', out, out], detached: true,
       });
       stop.unshift(() => killGroup(runner));
@@ -144,12 +146,14 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   return stack;
 }
 
+/** SIGTERM to the child's process group, SIGKILL if it is still there after 5 s; never waits longer than that. */
 async function killGroup(child: ChildProcess) {
-  if (child.exitCode !== null || child.pid === undefined) return;
+  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
   const exited = new Promise((r) => child.once('exit', r));
-  try { process.kill(-child.pid, 'SIGTERM'); } catch { return; }
-  const timer = setTimeout(() => { try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ } }, 5000);
-  await exited;
+  const signal = (sig: NodeJS.Signals) => { try { process.kill(-child.pid!, sig); } catch { /* already gone */ } };
+  signal('SIGTERM');
+  const timer = setTimeout(() => signal('SIGKILL'), 5000);
+  await Promise.race([exited, new Promise((r) => setTimeout(r, 6000))]);
   clearTimeout(timer);
 }
 

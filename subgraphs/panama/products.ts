@@ -114,6 +114,8 @@ export async function listProducts(store: Store): Promise<Product[]> {
   return (await store.scan<Product>('products')).sort((a, b) => a.name.localeCompare(b.name));
 }
 
-/** The newest version by semver order. */
-export const latestVersion = (product: Product) =>
-  [...product.versions].sort((a, b) => semver.rcompare(a.version, b.version))[0];
+/** The newest stable version by semver order; a pre-release only when there is nothing else. */
+export function latestVersion(product: Product): ProductVersion {
+  const newestFirst = [...product.versions].sort((a, b) => semver.rcompare(a.version, b.version));
+  return newestFirst.find((v) => !semver.prerelease(v.version)) ?? newestFirst[0];
+}

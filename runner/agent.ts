@@ -1,0 +1,225 @@
+/**
+ * The host runner's life: register once, then observe → sync → converge for as long as it runs. Failures of the
+ * API or the engine are retried with back-off; a revoked host token ends the runner, since retrying cannot help.
+ */
+import type Docker from 'dockerode';
+import { log } from '../lib/log';
+import type { KeyValue } from '../lib/runner-protocol';
+import { ApiError, ApiUnreachableError, createApi, type Api, type RegisterHostResult } from './api';
+import { connectEngine, converge, engineFacts, followEvents, isEngineUnreachable, observe, type EngineFacts } from './engine';
+import type { InstanceError } from './plan';
+import { loadState, saveState, stateFile, type RunnerState } from './state';
+
+export interface RunnerConfig {
+  name: string;
+  labels: KeyValue[];
+  address: string;
+  /** Capacity offered to the scheduler; defaults to what the engine reports. */
+  cpuMillis?: number;
+  memoryMb?: number;
+  apiUrl: string;
+  /** Needed only for the first registration. */
+  joinToken?: string;
+  /** Socket path, `unix://` or `tcp://` address of the Docker engine. */
+  dockerTarget: string;
+  stateDir: string;
+}
+
+/** The runner cannot go on (bad join token, revoked host token, unregistered without a join token). */
+export class RunnerFatalError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RunnerFatalError';
+  }
+}
+
+export interface Runner {
+  /** Resolves once stopped; rejects with RunnerFatalError when the runner gives up. */
+  done: Promise<void>;
+  /** Sync at once instead of waiting for the poll interval. */
+  syncNow(): void;
+  /** Finishes the current step and stops; containers keep running. */
+  stop(): Promise<void>;
+}
+
+const MAX_BACKOFF_SECONDS = 30;
+/** Consecutive immediate re-syncs allowed; a flapping container must not turn the loop into a busy loop. */
+const MAX_QUICK_RESYNCS = 3;
+
+export function startRunner(config: RunnerConfig): Runner {
+  const stopper = new AbortController();
+  const waker = new Waker();
+  // Aborting also on a fatal end stops the event watcher, which would otherwise keep the process alive.
+  const done = run(config, waker, stopper.signal).finally(() => stopper.abort());
+  return {
+    done,
+    syncNow: () => waker.wake(),
+    stop: async () => {
+      stopper.abort();
+      await done.catch(() => undefined);
+    },
+  };
+}
+
+/** Returns the saved registration for this API, or registers the host and saves it. */
+export async function ensureRegistered(api: Api, config: RunnerConfig, facts: EngineFacts): Promise<RunnerState> {
+  const file = stateFile(config.stateDir, config.name);
+  const saved = loadState(file);
+  if (saved?.apiUrl === api.url) {
+    log.info({ hostId: saved.hostId, stateFile: file }, 'using saved registration');
+    return saved;
+  }
+  if (saved) log.warn({ stateFile: file, savedApiUrl: saved.apiUrl }, 'saved registration belongs to another API; registering again');
+  if (!config.joinToken) {
+    throw new RunnerFatalError(`host ${config.name} is not registered with ${api.url} (no ${file}); set FZ_JOIN_TOKEN to register it`);
+  }
+  let result: RegisterHostResult;
+  try {
+    result = await api.registerHost({
+      joinToken: config.joinToken,
+      name: config.name,
+      address: config.address,
+      labels: config.labels,
+      capacity: { cpuMillis: config.cpuMillis ?? facts.cpuMillis, memoryMb: config.memoryMb ?? facts.memoryMb },
+    });
+  } catch (err) {
+    if (err instanceof ApiError && err.code !== 'INTERNAL') {
+      throw new RunnerFatalError(`registration of host ${config.name} refused (${err.code}): ${err.message}`);
+    }
+    throw err;
+  }
+  const state = { hostId: result.host.id, hostToken: result.hostToken, apiUrl: api.url };
+  saveState(file, state);
+  log.info({ hostId: state.hostId, name: config.name, stateFile: file }, 'registered host');
+  return state;
+}
+
+async function run(config: RunnerConfig, waker: Waker, signal: AbortSignal): Promise<void> {
+  const api = createApi(config.apiUrl);
+  const docker = connectEngine(config.dockerTarget);
+  const backoff = new Backoff();
+  let facts: EngineFacts | null = null;
+  let registration: RunnerState | null = null;
+  let errors: InstanceError[] = [];
+  let quickResyncs = 0;
+
+  while (!signal.aborted) {
+    try {
+      facts ??= await engineFacts(docker);
+      if (!registration) {
+        registration = await ensureRegistered(api, config, facts);
+        void watchEvents(docker, config.dockerTarget, registration.hostId, waker, signal);
+      }
+      const { hostId, hostToken } = registration;
+      const observed = await observe(docker, hostId, errors);
+      const response = await api.runnerSync(hostToken, { observed, engine: facts.engine });
+      const result = await converge(docker, hostId, response.desired);
+      const errorsChanged = errorKey(result.errors) !== errorKey(errors);
+      errors = result.errors;
+      backoff.reset();
+      if ((result.changed || errorsChanged) && quickResyncs < MAX_QUICK_RESYNCS) {
+        quickResyncs++;
+        continue;
+      }
+      quickResyncs = 0;
+      await waker.sleep(response.pollSeconds * 1000, signal);
+    } catch (err) {
+      const delay = backoff.next();
+      log.warn(failure(err, config, registration, delay));
+      if (isEngineUnreachable(err)) facts = null; // the engine may come back as another version
+      await pause(delay * 1000, signal);
+    }
+  }
+  log.info({ name: config.name }, 'runner stopped; containers keep running');
+}
+
+/** The log line for a failed step, or a RunnerFatalError when retrying cannot help. */
+function failure(err: unknown, config: RunnerConfig, registration: RunnerState | null, delay: number): string {
+  if (err instanceof RunnerFatalError) throw err;
+  if (err instanceof ApiError && err.code === 'UNAUTHENTICATED') {
+    throw new RunnerFatalError(
+      `the API at ${config.apiUrl} refused the host token of ${config.name} (host ${registration?.hostId} deleted or token revoked): ` +
+        `remove ${stateFile(config.stateDir, config.name)} and register again with FZ_JOIN_TOKEN`,
+    );
+  }
+  const retry = `retrying in ${delay}s`;
+  const message = (err as Error).message;
+  if (err instanceof ApiUnreachableError) return `API unreachable at ${config.apiUrl}: ${message}; ${retry}`;
+  if (isEngineUnreachable(err)) return `Docker engine unreachable at ${config.dockerTarget}: ${message}; ${retry}`;
+  if (err instanceof ApiError) return `API answered with an error (${err.code}): ${message}; ${retry}`;
+  return `runner step failed: ${message}; ${retry}`;
+}
+
+const errorKey = (errors: InstanceError[]) =>
+  errors.map((e) => `${e.instanceId}:${e.message}`).sort().join('\n');
+
+/** Wakes the loop on engine events about our containers, so a die or health change is reported within a second. */
+async function watchEvents(docker: Docker, target: string, hostId: string, waker: Waker, signal: AbortSignal): Promise<void> {
+  const backoff = new Backoff();
+  while (!signal.aborted) {
+    try {
+      const watch = await followEvents(docker, hostId, (e) => {
+        log.debug(e, 'engine event');
+        waker.wake();
+      });
+      const stop = () => watch.stop();
+      signal.addEventListener('abort', stop);
+      backoff.reset();
+      waker.wake(); // events may have been missed while disconnected
+      await watch.ended.finally(() => signal.removeEventListener('abort', stop));
+    } catch (err) {
+      log.debug({ err: (err as Error).message, target }, 'engine event stream failed');
+    }
+    await pause(backoff.next() * 1000, signal);
+  }
+}
+
+class Backoff {
+  private seconds = 1;
+
+  next(): number {
+    const current = this.seconds;
+    this.seconds = Math.min(current * 2, MAX_BACKOFF_SECONDS);
+    return current;
+  }
+
+  reset(): void {
+    this.seconds = 1;
+  }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done);
+  });
+}
+
+/** A sleep that `wake()` cuts short; a wake while awake makes the next sleep return at once. */
+class Waker {
+  private pending = false;
+  private interrupt: (() => void) | null = null;
+
+  wake(): void {
+    if (this.interrupt) this.interrupt();
+    else this.pending = true;
+  }
+
+  async sleep(ms: number, signal: AbortSignal): Promise<void> {
+    if (this.pending) {
+      this.pending = false;
+      return;
+    }
+    const interrupted = new AbortController();
+    this.interrupt = () => interrupted.abort();
+    await pause(ms, AbortSignal.any([signal, interrupted.signal]));
+    this.interrupt = null;
+  }
+}

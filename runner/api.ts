@@ -1,0 +1,107 @@
+/** The runner's two GraphQL calls to Ark, over the global fetch. */
+import type { KeyValue, SyncRequest, SyncResponse } from '../lib/runner-protocol';
+
+const REQUEST_TIMEOUT_MS = 30_000;
+
+/** The API answered with a GraphQL error; `code` is its `extensions.code`. */
+export class ApiError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+/** No usable answer: connection failure, timeout, 5xx or a body that is not GraphQL. Worth retrying. */
+export class ApiUnreachableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ApiUnreachableError';
+  }
+}
+
+export interface RegisterHostInput {
+  joinToken: string;
+  name: string;
+  address: string;
+  labels: KeyValue[];
+  capacity: { cpuMillis: number; memoryMb: number };
+}
+
+export interface RegisterHostResult {
+  host: { id: string; name: string };
+  hostToken: string;
+}
+
+const REGISTER_HOST = `mutation($input: RegisterHostInput!) {
+  registerHost(input: $input) { host { id name } hostToken }
+}`;
+
+const RUNNER_SYNC = `mutation($input: RunnerSyncInput!) {
+  runnerSync(input: $input) {
+    hostId pollSeconds
+    desired {
+      instanceId releaseId name image specHash desiredState
+      env { name value }
+      ports { name containerPort protocol }
+      cpuMillis memoryMb
+      healthcheck { command intervalSeconds timeoutSeconds retries startPeriodSeconds }
+      domainName
+      configFiles { path content }
+    }
+  }
+}`;
+
+export interface Api {
+  url: string;
+  registerHost(input: RegisterHostInput): Promise<RegisterHostResult>;
+  runnerSync(hostToken: string, input: SyncRequest): Promise<SyncResponse>;
+}
+
+export function createApi(url: string): Api {
+  return {
+    url,
+    registerHost: async (input) =>
+      (await call<{ registerHost: RegisterHostResult }>(url, REGISTER_HOST, { input })).registerHost,
+    runnerSync: async (hostToken, input) =>
+      (await call<{ runnerSync: SyncResponse }>(url, RUNNER_SYNC, { input }, hostToken)).runnerSync,
+  };
+}
+
+interface GraphQLBody<T> {
+  data?: T | null;
+  errors?: { message: string; extensions?: { code?: string } }[];
+}
+
+/** Node's fetch says only "fetch failed"; the cause says why (ECONNREFUSED, ENOTFOUND, ...). */
+function reason(err: unknown): string {
+  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+  return cause?.code ?? cause?.message ?? (err as Error).message;
+}
+
+async function call<T>(url: string, query: string, variables: Record<string, unknown>, token?: string): Promise<T> {
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ query, variables }),
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+    });
+  } catch (err) {
+    throw new ApiUnreachableError(reason(err));
+  }
+  if (res.status >= 500) throw new ApiUnreachableError(`HTTP ${res.status}`);
+  let body: GraphQLBody<T>;
+  try {
+    body = (await res.json()) as GraphQLBody<T>;
+  } catch {
+    if (res.status === 401) throw new ApiError('UNAUTHENTICATED', 'HTTP 401');
+    throw new ApiUnreachableError(`HTTP ${res.status} with a body that is not JSON`);
+  }
+  const first = body.errors?.[0];
+  if (first) throw new ApiError(first.extensions?.code ?? 'INTERNAL', first.message);
+  if (!body.data) throw new ApiUnreachableError(`HTTP ${res.status} without data`);
+  return body.data;
+}

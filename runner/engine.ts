@@ -1,0 +1,271 @@
+/**
+ * The dockerode adapter: observe our containers and converge them to the desired list. Every step is idempotent
+ * and only touches containers labelled with this runner's host id, so a crash between any two steps is repaired
+ * by the next pass and several runners can share one engine.
+ */
+import Docker from 'dockerode';
+import type { Readable } from 'node:stream';
+import { pack } from 'tar-stream';
+import { LABELS, type ConfigFileSpec, type DesiredContainer, type EngineInfo, type ObservedContainer } from '../lib/runner-protocol';
+import { log } from '../lib/log';
+import {
+  NETWORK,
+  createOptions,
+  ownContainer,
+  planInstance,
+  strays,
+  toObserved,
+  withErrors,
+  type InstanceError,
+  type OwnContainer,
+} from './plan';
+
+const CONCURRENCY = 8;
+const STOP_TIMEOUT_SECONDS = 10;
+
+export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
+
+/** `target` is a socket path, `unix:///path` or `tcp://host:port` (DOCKER_HOST syntax). */
+export function connectEngine(target: string): Docker {
+  const tcp = /^(?:tcp|http):\/\/([^:/]+):(\d+)\/?$/.exec(target);
+  if (tcp) return new Docker({ host: tcp[1], port: Number(tcp[2]), protocol: 'http' });
+  return new Docker({ socketPath: target.replace(/^unix:\/\//, '') });
+}
+
+const CONNECTION_CODES = new Set([
+  'ECONNREFUSED', 'ENOENT', 'EACCES', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN',
+]);
+
+/** True when the engine itself could not be reached (as opposed to refusing one request). */
+export function isEngineUnreachable(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && CONNECTION_CODES.has(code);
+}
+
+const statusOf = (err: unknown) => (err as { statusCode?: number } | null)?.statusCode;
+
+/** Runs `op`, treating the given HTTP statuses (e.g. 304 already started, 404 already gone) as success. */
+async function tolerate(op: Promise<unknown>, ...statuses: number[]): Promise<void> {
+  try {
+    await op;
+  } catch (err) {
+    if (!statuses.includes(statusOf(err) ?? 0)) throw err;
+  }
+}
+
+async function forEachLimit<T>(items: T[], fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await fn(items[next++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(CONCURRENCY, items.length) }, worker));
+}
+
+export interface EngineFacts {
+  engine: EngineInfo;
+  cpuMillis: number;
+  memoryMb: number;
+}
+
+export async function engineFacts(docker: Docker): Promise<EngineFacts> {
+  const info = await docker.info();
+  return {
+    engine: { version: String(info.ServerVersion), os: String(info.OperatingSystem) },
+    cpuMillis: Number(info.NCPU) * 1000,
+    memoryMb: Math.floor(Number(info.MemTotal) / (1024 * 1024)),
+  };
+}
+
+export async function listOwn(docker: Docker, hostId: string): Promise<OwnContainer[]> {
+  const list = await docker.listContainers({ all: true, filters: { label: [`${LABELS.host}=${hostId}`] } });
+  return list.map(ownContainer);
+}
+
+/** Our containers as the sync reports them, with the errors of the last converge attached. */
+export async function observe(docker: Docker, hostId: string, errors: InstanceError[] = []): Promise<ObservedContainer[]> {
+  const own = await listOwn(docker, hostId);
+  const observed: ObservedContainer[] = [];
+  await forEachLimit(own, async (c) => {
+    try {
+      observed.push(toObserved(await docker.getContainer(c.id).inspect()));
+    } catch (err) {
+      if (statusOf(err) !== 404) throw err; // removed since the listing: nothing to report
+    }
+  });
+  observed.sort((a, b) => a.name.localeCompare(b.name) || a.containerId.localeCompare(b.containerId));
+  return withErrors(observed, errors);
+}
+
+export interface ConvergeResult {
+  /** Whether anything was created, started, stopped or removed: the caller then reports at once. */
+  changed: boolean;
+  errors: InstanceError[];
+}
+
+/** An expected reason an instance cannot be converged, worded for the operator. */
+class InstanceProblem extends Error {}
+
+export async function converge(docker: Docker, hostId: string, desired: DesiredContainer[]): Promise<ConvergeResult> {
+  let changed = await ensureNetwork(docker);
+  const own = await listOwn(docker, hostId);
+
+  // Strays go first so that a desired container may take over a name a removed instance held.
+  await forEachLimit(strays(own, desired), async (c) => {
+    try {
+      await removeContainer(docker, c);
+      changed = true;
+    } catch (err) {
+      // Not worth holding up the desired instances; the next pass tries again.
+      if (isEngineUnreachable(err)) throw err;
+      log.warn({ containerId: c.id, name: c.name, err: (err as Error).message }, 'could not remove container');
+    }
+  });
+
+  const errors: InstanceError[] = [];
+  await forEachLimit(desired, async (d) => {
+    try {
+      const mine = own.filter((c) => c.instanceId === d.instanceId);
+      if (await convergeInstance(docker, hostId, d, mine)) changed = true;
+    } catch (err) {
+      if (isEngineUnreachable(err)) throw err;
+      const message = err instanceof InstanceProblem ? err.message : `engine error: ${(err as Error).message}`;
+      log.warn({ instanceId: d.instanceId, name: d.name, err: message }, 'could not converge instance');
+      errors.push({ instanceId: d.instanceId, name: d.name, specHash: d.specHash, message });
+    }
+  });
+  return { changed, errors };
+}
+
+/** Returns whether it created the network. Another runner on the same engine may create it concurrently. */
+async function ensureNetwork(docker: Docker): Promise<boolean> {
+  try {
+    await docker.getNetwork(NETWORK).inspect();
+    return false;
+  } catch (err) {
+    if (statusOf(err) !== 404) throw err;
+  }
+  try {
+    // CheckDuplicate: without it older engines happily create a second network of the same name.
+    await docker.createNetwork({ Name: NETWORK, Driver: 'bridge', CheckDuplicate: true, Labels: { [LABELS.managed]: 'true' } });
+    log.info({ network: NETWORK }, 'created network');
+    return true;
+  } catch (err) {
+    if (statusOf(err) === 409) return false;
+    throw err;
+  }
+}
+
+async function convergeInstance(docker: Docker, hostId: string, d: DesiredContainer, mine: OwnContainer[]): Promise<boolean> {
+  const plan = planInstance(d, mine);
+  // Check before removing the old containers: without the new image they keep serving.
+  if (plan.create && !(await imagePresent(docker, d.image))) {
+    throw new InstanceProblem(`image ${d.image} is not present on this host`);
+  }
+  await Promise.all(plan.remove.map((c) => removeContainer(docker, c)));
+
+  let container = plan.keep ? docker.getContainer(plan.keep.id) : null;
+  if (plan.create) {
+    container = await createContainer(docker, hostId, d);
+    if (!container) return true;
+  }
+  if (container && plan.start) {
+    // Copied before every start, so a crash between create and start still yields the files.
+    await copyConfigFiles(container, d.configFiles);
+    await tolerate(container.start(), 304);
+    log.info({ instanceId: d.instanceId, name: d.name, containerId: container.id }, 'started container');
+  }
+  if (container && plan.stop) {
+    await tolerate(container.stop({ t: STOP_TIMEOUT_SECONDS }), 304);
+    log.info({ instanceId: d.instanceId, name: d.name }, 'stopped container');
+  }
+  return plan.create || plan.start || plan.stop || plan.remove.length > 0;
+}
+
+async function imagePresent(docker: Docker, image: string): Promise<boolean> {
+  try {
+    await docker.getImage(image).inspect();
+    return true;
+  } catch (err) {
+    if (statusOf(err) === 404) return false;
+    throw err;
+  }
+}
+
+/** Null when the name is held by a container of this very instance that the listing missed: the next pass sees it. */
+async function createContainer(docker: Docker, hostId: string, d: DesiredContainer): Promise<Docker.Container | null> {
+  try {
+    const container = await docker.createContainer(createOptions(hostId, d));
+    log.info({ instanceId: d.instanceId, name: d.name, image: d.image, specHash: d.specHash }, 'created container');
+    return container;
+  } catch (err) {
+    if (statusOf(err) !== 409) throw err;
+  }
+  const holder = await docker.getContainer(d.name).inspect();
+  const labels = holder.Config.Labels ?? {};
+  if (labels[LABELS.host] === hostId && labels[LABELS.instance] === d.instanceId) return null;
+  throw new InstanceProblem(`container name ${d.name} is taken by container ${holder.Id.slice(0, 12)}, which this runner does not manage`);
+}
+
+async function removeContainer(docker: Docker, c: OwnContainer): Promise<void> {
+  const container = docker.getContainer(c.id);
+  await tolerate(container.stop({ t: STOP_TIMEOUT_SECONDS }), 304, 404);
+  await tolerate(container.remove({ force: true }), 404);
+  log.info({ instanceId: c.instanceId, name: c.name, containerId: c.id }, 'removed container');
+}
+
+async function copyConfigFiles(container: Docker.Container, files: ConfigFileSpec[]): Promise<void> {
+  if (files.length === 0) return;
+  await container.putArchive(await tarOf(files), { path: '/' });
+}
+
+/** The engine creates missing parent directories while unpacking, so plain file entries suffice. */
+async function tarOf(files: ConfigFileSpec[]): Promise<Buffer> {
+  const archive = pack();
+  for (const f of files) archive.entry({ name: f.path.replace(/^\/+/, ''), mode: 0o644 }, f.content);
+  archive.finalize();
+  const chunks: Buffer[] = [];
+  for await (const chunk of archive) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+export interface EngineEvent {
+  action: string;
+  instanceId: string;
+}
+
+// exec_* events fire on every healthcheck probe; these are the ones that change what we report.
+const WATCHED_EVENTS = ['start', 'die', 'oom', 'stop', 'destroy', 'pause', 'unpause', 'health_status'];
+
+/**
+ * Streams engine events about our containers to `onEvent`. `ended` settles when the stream is over (engine
+ * restart, or `stop`); the caller decides whether to reconnect.
+ */
+export async function followEvents(docker: Docker, hostId: string, onEvent: (e: EngineEvent) => void): Promise<{
+  ended: Promise<void>;
+  stop: () => void;
+}> {
+  const stream = (await docker.getEvents({
+    filters: { type: ['container'], label: [`${LABELS.host}=${hostId}`], event: WATCHED_EVENTS },
+  })) as Readable;
+  let buffered = '';
+  stream.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString('utf8');
+    const lines = buffered.split('\n');
+    buffered = lines.pop() ?? '';
+    for (const line of lines.filter((l) => l.trim())) {
+      let e: { Action?: string; Actor?: { Attributes?: Record<string, string> } };
+      try {
+        e = JSON.parse(line);
+      } catch {
+        e = {}; // still an event: wake up, the sync will look for itself
+      }
+      onEvent({ action: e.Action ?? '', instanceId: e.Actor?.Attributes?.[LABELS.instance] ?? '' });
+    }
+  });
+  const ended = new Promise<void>((resolve, reject) => {
+    stream.on('end', resolve);
+    stream.on('close', resolve);
+    stream.on('error', reject);
+  });
+  return { ended, stop: () => stream.destroy() };
+}

@@ -1,0 +1,122 @@
+/** `npm run runner -- --name h1 --labels zone=a,disk=ssd`: the host runner's command line. */
+import os from 'node:os';
+import { parseArgs } from 'node:util';
+import { log } from '../lib/log';
+import type { KeyValue } from '../lib/runner-protocol';
+import { RunnerFatalError, startRunner, type RunnerConfig } from './agent';
+import { DEFAULT_DOCKER_SOCKET } from './engine';
+
+const USAGE = `usage: npm run runner -- --name NAME [options]
+
+Registers this host with Fangzhou (once) and keeps its Docker containers in the desired state.
+
+options:
+  --name NAME            host name, unique in the fleet (required)
+  --labels K=V,K=V       host labels for placement, e.g. zone=a,disk=ssd
+  --address IP           address other hosts reach this one at (default: first non-internal IPv4)
+  --cpu-millis N         CPU offered to the scheduler (default: engine CPUs x 1000)
+  --memory-mb N          memory offered to the scheduler (default: engine memory)
+  --docker-socket PATH   Docker engine socket or tcp://host:port (default: $DOCKER_HOST or ${DEFAULT_DOCKER_SOCKET})
+  --state-dir DIR        where the registration is saved (default: .fangzhou/runners)
+  --help                 show this text
+
+environment:
+  FZ_API_URL      GraphQL endpoint (default: http://localhost:3000/graphql)
+  FZ_JOIN_TOKEN   join token, needed only for the first registration
+  DOCKER_HOST     Docker engine address, unless --docker-socket is given
+`;
+
+class UsageError extends Error {}
+
+function parseLabels(text: string): KeyValue[] {
+  return text
+    .split(',')
+    .filter((pair) => pair.trim())
+    .map((pair) => {
+      const at = pair.indexOf('=');
+      if (at <= 0) throw new UsageError(`label "${pair}" is not KEY=VALUE`);
+      return { key: pair.slice(0, at).trim(), value: pair.slice(at + 1).trim() };
+    });
+}
+
+function positiveInt(option: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`--${option} must be a positive integer, got "${text}"`);
+  return n;
+}
+
+function defaultAddress(): string {
+  for (const addresses of Object.values(os.networkInterfaces())) {
+    const found = addresses?.find((a) => a.family === 'IPv4' && !a.internal);
+    if (found) return found.address;
+  }
+  return '127.0.0.1';
+}
+
+function parseConfig(argv: string[]): RunnerConfig | null {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      name: { type: 'string' },
+      labels: { type: 'string', default: '' },
+      address: { type: 'string' },
+      'cpu-millis': { type: 'string' },
+      'memory-mb': { type: 'string' },
+      'docker-socket': { type: 'string' },
+      'state-dir': { type: 'string', default: '.fangzhou/runners' },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) return null;
+  if (!values.name) throw new UsageError('--name is required');
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(values.name)) {
+    throw new UsageError(`--name "${values.name}" may hold only letters, digits, '.', '_' and '-'`);
+  }
+  return {
+    name: values.name,
+    labels: parseLabels(values.labels),
+    address: values.address ?? defaultAddress(),
+    cpuMillis: positiveInt('cpu-millis', values['cpu-millis']),
+    memoryMb: positiveInt('memory-mb', values['memory-mb']),
+    apiUrl: process.env.FZ_API_URL ?? 'http://localhost:3000/graphql',
+    joinToken: process.env.FZ_JOIN_TOKEN || undefined,
+    dockerTarget: values['docker-socket'] ?? process.env.DOCKER_HOST ?? DEFAULT_DOCKER_SOCKET,
+    stateDir: values['state-dir'],
+  };
+}
+
+async function main(): Promise<number> {
+  let config: RunnerConfig | null;
+  try {
+    config = parseConfig(process.argv.slice(2));
+  } catch (err) {
+    console.error(`${(err as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (!config) {
+    console.log(USAGE);
+    return 0;
+  }
+
+  const { name, labels, address, apiUrl, dockerTarget, stateDir } = config;
+  log.info({ name, labels, address, apiUrl, dockerTarget, stateDir }, 'runner starting');
+  const runner = startRunner(config);
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      log.info({ signal }, 'stopping after the current step');
+      void runner.stop();
+    });
+  }
+  try {
+    await runner.done;
+    return 0;
+  } catch (err) {
+    if (err instanceof RunnerFatalError) log.error(err.message);
+    else log.error({ err }, 'runner failed');
+    return 1;
+  }
+}
+
+void main().then((code) => process.exit(code));
