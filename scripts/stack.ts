@@ -72,6 +72,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
 
   const out = outputStream(options.output);
   let endpoint = options.dynamodbEndpoint;
+  let storeProcess: ChildProcess | undefined;
   if (!endpoint) {
     // Its own process, so the store outlives nothing it should not and stops with the stack.
     const storePort = options.storePort ?? 4567;
@@ -79,11 +80,16 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       '--createTableMs', '0', '--deleteTableMs', '0', '--updateTableMs', '0'], { stdio: ['ignore', out, out], detached: true });
     stop.push(() => killGroup(store));
     endpoint = `http://127.0.0.1:${storePort}`;
-    const client = createClient(endpoint, 'local');
-    await waitFor(`dynalite on port ${storePort}`, async () => (await client.send(new ListTablesCommand({}))) !== undefined, 30_000, store);
+    storeProcess = store;
   }
   const tablePrefix = options.tablePrefix ?? 'fangzhou-';
-  await ensureTables(createClient(endpoint, 'local'), tablePrefix);
+  const client = createClient(endpoint, 'local');
+  try {
+    await waitFor(`the store at ${endpoint}`, async () => (await client.send(new ListTablesCommand({}))) !== undefined, 30_000, storeProcess);
+    await ensureTables(client, tablePrefix);
+  } finally {
+    client.destroy();
+  }
 
   const adminToken = operatorToken(dataDir);
   const url = `http://localhost:${httpPort}/graphql`;
@@ -152,9 +158,9 @@ async function killGroup(child: ChildProcess) {
   const exited = new Promise((r) => child.once('exit', r));
   const signal = (sig: NodeJS.Signals) => { try { process.kill(-child.pid!, sig); } catch { /* already gone */ } };
   signal('SIGTERM');
-  const timer = setTimeout(() => signal('SIGKILL'), 5000);
-  await Promise.race([exited, new Promise((r) => setTimeout(r, 6000))]);
-  clearTimeout(timer);
+  const timers = [setTimeout(() => signal('SIGKILL'), 5000)];
+  await Promise.race([exited, new Promise((r) => timers.push(setTimeout(r, 6000)))]);
+  timers.forEach(clearTimeout);
 }
 
 /** Runs scripts/ensure-docker.sh; returns why no engine is available, or null when one is. */
