@@ -92,6 +92,17 @@ export async function labelHost(store: Store, id: string, labels: check.Label[])
   return (await store.mutate<Host>('hosts', id, (host) => host && { ...host, labels: valid }))!;
 }
 
+/** Cordoned hosts take no new placements; instances already there stay. */
+export async function setCordoned(store: Store, id: string, cordoned: boolean): Promise<Host> {
+  await mustGetHost(store, id);
+  return (await store.mutate<Host>('hosts', id, (h) => {
+    if (!h) return undefined;
+    if (cordoned && h.status === 'READY') return { ...h, status: 'CORDONED' };
+    if (!cordoned && h.status === 'CORDONED') return { ...h, status: 'READY' };
+    return undefined;
+  }))!;
+}
+
 /** A runner's sync is its heartbeat; a host that was marked DOWN comes back READY. */
 export async function heartbeat(store: Store, id: string, engine: EngineInfo | null, now = new Date()): Promise<Host> {
   const host = await store.mutate<Host>('hosts', id, (h) => h && {

@@ -8,7 +8,7 @@ import { store } from '../../lib/store';
 import type { Label } from '../../lib/validate';
 import { getContainer } from '../butler/status';
 import { runnerSync } from './dispatch';
-import { createJoinToken, getHost, labelHost, listHosts, registerHost, type RegisterHostInput } from './hosts';
+import { createJoinToken, getHost, labelHost, listHosts, registerHost, setCordoned, type RegisterHostInput } from './hosts';
 import { getInstance, instancesOfHost, instancesOfRelease, type Instance } from './instances';
 
 const resolvers = {
@@ -22,6 +22,8 @@ const resolvers = {
       createJoinToken(store(), ttlSeconds ?? config().joinTokenTtlSeconds),
     registerHost: (_: unknown, { input }: { input: RegisterHostInput }) => registerHost(store(), input),
     labelHost: (_: unknown, { id, labels }: { id: string; labels: Label[] }) => labelHost(store(), id, labels),
+    cordonHost: (_: unknown, { id }: { id: string }) => setCordoned(store(), id, true),
+    uncordonHost: (_: unknown, { id }: { id: string }) => setCordoned(store(), id, false),
     runnerSync: (_: unknown, { input }: { input: SyncRequest }, ctx: Context) => runnerSync(store(), requireHost(ctx), input),
   },
   Host: {

@@ -151,6 +151,31 @@ export async function deploy(store: Store, input: DeployInput, now = new Date())
   }
 }
 
+/**
+ * Scales a release. Growing places the new instances first (all or none, so a refusal changes nothing); shrinking
+ * records the new count first and then removes the highest ordinals. Each call that changes the count is a revision.
+ */
+export async function scaleRelease(store: Store, id: string, replicas: number, now = new Date()): Promise<Release> {
+  check.intInRange(replicas, 'replicas', 0, MAX_REPLICAS);
+  const release = await mustGetRelease(store, id);
+  if (release.phase === 'DELETING') throw conflict(`release "${release.name}" is being deleted`);
+  const instances = await instancesOfRelease(store, id);
+  const ordinals = new Set(instances.map((i) => i.ordinal));
+  const missing = Array.from({ length: replicas }, (_, n) => n).filter((n) => !ordinals.has(n));
+  if (missing.length) {
+    const product = await mustGetProduct(store, release.product);
+    await placeInstances(store, unplacedInstances(release, product, missing, now), release.placement.requiredLabels, now);
+  }
+  const scaled = await store.mutate<Release>('releases', id, (r) => r && r.replicas !== replicas ? {
+    ...r,
+    replicas,
+    revision: r.revision + 1,
+    revisions: [...r.revisions, { revision: r.revision + 1, version: r.version, createdAt: now.toISOString(), reason: `scale ${r.replicas} → ${replicas}` }],
+  } : undefined);
+  for (const extra of instances.filter((i) => i.ordinal >= replicas).reverse()) await removeInstance(store, extra);
+  return scaled!;
+}
+
 export const getRelease = (store: Store, id: string) => store.get<Release>('releases', id);
 
 export async function mustGetRelease(store: Store, id: string): Promise<Release> {

@@ -4,7 +4,7 @@ import { secure } from '../../lib/auth';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
 import { defineProduct, getProduct, listProducts, mustGetProduct, type ProductInput } from './products';
-import { deleteRelease, deploy, getRelease, listReleases, statusOf, type DeployInput, type Release } from './releases';
+import { deleteRelease, deploy, getRelease, listReleases, scaleRelease, statusOf, type DeployInput, type Release } from './releases';
 
 // status and statusMessage come from one look at the instances, shared by both fields of the same release object.
 const statuses = new WeakMap<Release, ReturnType<typeof statusOf>>();
@@ -23,6 +23,7 @@ const resolvers = {
   Mutation: {
     defineProduct: (_: unknown, { input }: { input: ProductInput }) => defineProduct(store(), input),
     deploy: (_: unknown, { input }: { input: DeployInput }) => deploy(store(), input),
+    scaleRelease: (_: unknown, { id, replicas }: { id: string; replicas: number }) => scaleRelease(store(), id, replicas),
     deleteRelease: (_: unknown, { id }: { id: string }) => deleteRelease(store(), id),
   },
   Product: {

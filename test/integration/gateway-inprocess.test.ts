@@ -105,3 +105,42 @@ test('parallel deploys never over-commit a host: reservations are conditional wr
   const releases = (await run('{ releases { name } }')).data!.releases.filter((r: { name: string }) => r.name.startsWith('tight-'));
   expect(releases).toHaveLength(placed);
 });
+
+test('scaling places new instances, removes the highest ordinals first, and records each change as a revision', async () => {
+  const token = (await run('mutation { createJoinToken { token } }')).data!.createJoinToken.token;
+  await run('mutation($input: RegisterHostInput!) { registerHost(input: $input) { hostToken } }', {
+    input: { joinToken: token, name: 'scale-host', address: '127.0.0.1', labels: [{ key: 'pool', value: 'scale' }], capacity: { cpuMillis: 1000, memoryMb: 4096 } },
+  }, { principal: { kind: 'anonymous' } });
+  const placement = { requiredLabels: [{ key: 'pool', value: 'scale' }] };
+  const id = (await run('mutation($p: PlacementInput) { deploy(input: {name: "scaled", product: "demo", version: "1.0.0", replicas: 2, resources: {cpuMillis: 100, memoryMb: 16}, placement: $p}) { id } }', { p: placement })).data!.deploy.id;
+  const scale = (replicas: number) => run('mutation($id: ID!, $n: Int!) { scaleRelease(id: $id, replicas: $n) { replicas revision } }', { id, n: replicas });
+  const ordinals = async () => (await run('query($id: ID!) { release(id: $id) { instances { ordinal } } }', { id })).data!.release.instances.map((i: { ordinal: number }) => i.ordinal);
+
+  expect((await scale(4)).data!.scaleRelease).toEqual({ replicas: 4, revision: 2 });
+  expect(await ordinals()).toEqual([0, 1, 2, 3]);
+  expect((await scale(1)).data!.scaleRelease).toEqual({ replicas: 1, revision: 3 });
+  expect(await ordinals()).toEqual([0]);
+
+  // Beyond what the host holds: refused whole, nothing placed, no revision.
+  const tooMany = await scale(11);
+  expect(tooMany.errors?.[0].extensions?.code).toBe('UNSCHEDULABLE');
+  expect(await ordinals()).toEqual([0]);
+  const release = await run('query($id: ID!) { release(id: $id) { replicas revisions { revision reason } } }', { id });
+  expect(release.data!.release).toEqual({
+    replicas: 1,
+    revisions: [{ revision: 1, reason: 'deploy' }, { revision: 2, reason: 'scale 2 → 4' }, { revision: 3, reason: 'scale 4 → 1' }],
+  });
+  expect((await scale(-1)).errors?.[0].extensions?.code).toBe('BAD_USER_INPUT');
+});
+
+test('a cordoned host takes no new instances until it is uncordoned', async () => {
+  const hosts = (await run('{ hosts { id name } }')).data!.hosts;
+  const scaleHost = hosts.find((h: { name: string }) => h.name === 'scale-host');
+  expect((await run('mutation($id: ID!) { cordonHost(id: $id) { status } }', { id: scaleHost.id })).data!.cordonHost.status).toBe('CORDONED');
+  const deploy = () => run('mutation { deploy(input: {name: "after-cordon", product: "demo", version: "1.0.0", replicas: 1, placement: {requiredLabels: [{key: "pool", value: "scale"}]}}) { id } }');
+  const refused = await deploy();
+  expect(refused.errors?.[0].extensions?.code).toBe('UNSCHEDULABLE');
+  expect(refused.errors?.[0].message).toMatch(/1 not READY/);
+  await run('mutation($id: ID!) { uncordonHost(id: $id) { status } }', { id: scaleHost.id });
+  expect((await deploy()).errors).toBeUndefined();
+});
