@@ -1,6 +1,8 @@
 /**
  * Cold start of the gateway handler: module init (`require`) and first request in a fresh `node` per sample, for the
- * esbuild bundle (the options of serverless.yml custom.esbuild) and for the source under tsx.
+ * esbuild bundle (the options of serverless.yml custom.esbuild) with and without --enable-source-maps, and for the
+ * source under tsx. With source maps on, Node reads the 17 MB map at load, and the first subgraph fetch parses it:
+ * agent-base (under make-fetch-happen) reads `new Error().stack` to tell http from https.
  * `node --import tsx bench/cold-start.ts`
  */
 import { build } from 'esbuild';
@@ -8,7 +10,7 @@ import { execFile } from 'node:child_process';
 import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { benchStack, ms, post, ROOT, round, runBench, stats } from './lib';
+import { benchStack, ms, post, ROOT, round, runBench, stats, type Stats } from './lib';
 
 const SAMPLES = 5;
 const run = promisify(execFile);
@@ -55,38 +57,44 @@ runBench('cold-start', 170_000, async (b) => {
   const probe = join(b.dir, 'probe.js');
   writeFileSync(probe, PROBE);
 
-  const queries = { typename: '{ __typename }', subgraph: '{ products { name } }' };
-  await post(stack.url, queries.subgraph, undefined, stack.adminToken);
-
-  const env = {
-    ...stack.env, FZ_SCHEMA_DIR: join(ROOT, 'schema'), LOG_LEVEL: 'warn',
-    // serverless.yml sets it for every function; Node then parses the source map when the bundle loads.
-    NODE_OPTIONS: '--enable-source-maps',
+  const queries = {
+    typename: { label: '{ __typename }', query: '{ __typename }' },
+    subgraph: { label: '{ products { name } } → panama', query: '{ products { name } }' },
   };
+  await post(stack.url, queries.subgraph.query, undefined, stack.adminToken);
+
+  const env = { ...stack.env, FZ_SCHEMA_DIR: join(ROOT, 'schema'), LOG_LEVEL: 'warn', NODE_OPTIONS: '--enable-source-maps' };
+  const noSourceMaps = { ...env, NODE_OPTIONS: '' };
+  // As deployed (serverless.yml sets NODE_OPTIONS=--enable-source-maps for every function), the same bundle without
+  // it, and the source under tsx.
   const variants = {
-    bundled: { args: [probe, outfile], env },
-    tsx: { args: ['--import', 'tsx', probe, join(ROOT, 'handlers/gateway.ts')], env: { ...env, NODE_OPTIONS: '' } },
+    bundledSourceMaps: { label: 'bundle + --enable-source-maps', args: [probe, outfile], env },
+    bundled: { label: 'bundle', args: [probe, outfile], env: noSourceMaps },
+    tsx: { label: 'source via --import tsx', args: ['--import', 'tsx', probe, join(ROOT, 'handlers/gateway.ts')], env: noSourceMaps },
   };
 
-  const figures: Record<string, unknown> = { bundleMiB: round(size(outfile)), sourceMapMiB: round(size(outfile + '.map')) };
-  console.log(`${SAMPLES} samples each, one fresh node per sample, after one discarded run per variant (disk cache, tsx cache)\n`);
-  for (const [variant, { args, env: childEnv }] of Object.entries(variants)) {
-    for (const [name, query] of Object.entries(queries)) {
-      const sample = async (): Promise<Sample> => {
-        const { stdout } = await run(process.execPath, [...args, query, stack.adminToken], { cwd: ROOT, env: childEnv, timeout: 30_000 });
-        return JSON.parse(stdout.trim().split('\n').pop()!);
-      };
-      await sample();
+  const sample = async (args: string[], childEnv: NodeJS.ProcessEnv, query: string): Promise<Sample> => {
+    const { stdout } = await run(process.execPath, [...args, query, stack.adminToken], { cwd: ROOT, env: childEnv, timeout: 30_000 });
+    return JSON.parse(stdout.trim().split('\n').pop()!);
+  };
+  const show = (label: string, s: Stats) => `${label} ${ms(s.p50)} [${ms(s.min)}–${ms(s.max)}]`;
+  const brief = (s: Stats) => ({ median: round(s.p50), min: round(s.min), max: round(s.max) });
+
+  const figures: Record<string, unknown> = { samples: SAMPLES, bundleMiB: round(size(outfile)), sourceMapMiB: round(size(outfile + '.map')) };
+  console.log(`${SAMPLES} samples each, one fresh node per sample, after one discarded run (disk cache, tsx cache); median [min–max]`);
+  console.log('init = require(handler), first = first request, total = init + first (target < 1 s), boot = node start to probe\n');
+  for (const [variant, v] of Object.entries(variants)) {
+    for (const [name, q] of Object.entries(queries)) {
+      await sample(v.args, v.env, q.query);
       const samples: Sample[] = [];
-      for (let i = 0; i < SAMPLES; i++) samples.push(await sample());
-      const pick = (f: (s: Sample) => number) => stats(samples.map(f));
-      const parts = { boot: pick((s) => s.boot), init: pick((s) => s.init), first: pick((s) => s.first), total: pick((s) => s.init + s.first) };
-      const label = `${variant.padEnd(7)} ${name === 'typename' ? '{ __typename }' : '{ products { name } } (panama)'}`;
-      const show = (k: keyof typeof parts) => `${k} ${ms(parts[k].p50)} [${ms(parts[k].min)}–${ms(parts[k].max)}]`;
-      console.log(`${label.padEnd(40)} ${show('init')}  ${show('first')}  ${show('total')}  (node boot ${ms(parts.boot.p50)})`);
-      figures[`${variant}_${name}`] = Object.fromEntries(Object.entries(parts).map(([k, s]) => [k, { median: round(s.p50), min: round(s.min), max: round(s.max) }]));
+      for (let i = 0; i < SAMPLES; i++) samples.push(await sample(v.args, v.env, q.query));
+      const init = stats(samples.map((s) => s.init));
+      const first = stats(samples.map((s) => s.first));
+      const total = stats(samples.map((s) => s.init + s.first));
+      const boot = stats(samples.map((s) => s.boot));
+      console.log(`${`${v.label}: ${q.label}`.padEnd(62)} ${show('init', init)}  ${show('first', first)}  ${show('total', total)}  ${show('boot', boot)}`);
+      figures[`${variant}_${name}`] = { init: brief(init), first: brief(first), total: brief(total), boot: brief(boot) };
     }
   }
-  console.log('\nmedian [min–max]; init = require(handler), first = first request, total = init + first (target < 1 s)');
   return figures;
 });
