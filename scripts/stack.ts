@@ -143,12 +143,24 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       for (const s of stop.splice(0)) await s().catch(() => undefined);
     },
   };
+  // serverless-offline runs no schedules: invoke the tick functions ourselves, one call at a time.
+  const tickSeconds = Number(process.env.FZ_TICK_SECONDS ?? 2);
+  let ticking = true;
+  const tick = async () => {
+    while (ticking) {
+      await fetch(`http://localhost:${env.FZ_LAMBDA_PORT}/2015-03-31/functions/fangzhou-dev-reconcile/invocations`, { method: 'POST', body: '{}' })
+        .then((r) => r.arrayBuffer()).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, tickSeconds * 1000).unref());
+    }
+  };
+  stop.unshift(async () => { ticking = false; });
   try {
     await waitFor('serverless offline', async () => (await graphql('{ __typename }')).data !== undefined, 180_000, offline);
   } catch (err) {
     await stack.stop();
     throw err;
   }
+  void tick();
   return stack;
 }
 

@@ -92,6 +92,19 @@ export async function labelHost(store: Store, id: string, labels: check.Label[])
   return (await store.mutate<Host>('hosts', id, (host) => host && { ...host, labels: valid }))!;
 }
 
+/**
+ * Dedicates a host to one product, or frees it (null). Refused while instances of another product run there, so a
+ * dedicated host never holds anything else.
+ */
+export async function setHostExclusive(store: Store, id: string, product: string | null, othersOnHost: (hostId: string, product: string) => Promise<string[]>): Promise<Host> {
+  await mustGetHost(store, id);
+  if (product !== null) {
+    const others = await othersOnHost(id, product);
+    if (others.length) throw conflict(`host ${id} runs instances of other products (${others.slice(0, 5).join(', ')}); drain or move them first`);
+  }
+  return (await store.mutate<Host>('hosts', id, (h) => h && h.exclusiveFor !== product ? { ...h, exclusiveFor: product } : undefined))!;
+}
+
 /** Cordoned hosts take no new placements; instances already there stay. */
 export async function setCordoned(store: Store, id: string, cordoned: boolean): Promise<Host> {
   await mustGetHost(store, id);

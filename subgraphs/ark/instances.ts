@@ -34,6 +34,16 @@ export interface Instance extends Versioned {
 
 export type UnplacedInstance = Omit<Instance, 'seq' | 'hostId' | 'specHash'>;
 
+/** What a release asks of the hosts its instances go to. */
+export interface PlacementConstraints {
+  requiredLabels: Label[];
+  /** Only hosts dedicated to the product. */
+  exclusive: boolean;
+  /** A host label key whose values the replicas are spread across. */
+  spreadBy: string | null;
+  strategy: 'SPREAD' | 'BINPACK';
+}
+
 export const instanceId = (releaseId: string, ordinal: number) => `${releaseId}-${ordinal}`;
 export const specHash = (spec: ContainerSpec) => hashJson(spec);
 
@@ -52,14 +62,15 @@ export const getInstance = (store: Store, id: string) => store.get<Instance>('in
  * filled up in the meantime the rest is scheduled again; when nothing fits, whatever this call placed is undone
  * and the error says why, per constraint.
  */
-export async function placeInstances(store: Store, unplaced: UnplacedInstance[], requiredLabels: Label[], now = new Date()): Promise<Instance[]> {
+export async function placeInstances(store: Store, unplaced: UnplacedInstance[], constraints: PlacementConstraints, now = new Date()): Promise<Instance[]> {
   const placed: Instance[] = [];
   let pending = unplaced;
   try {
     for (let round = 0; round < 5 && pending.length; round++) {
       const hosts = await schedulableHosts(store, pending[0]?.releaseId);
       const { placements, unschedulable } = schedule(hosts, pending.map((u) => ({
-        instanceId: u.id, releaseId: u.releaseId, product: u.product, requiredLabels,
+        instanceId: u.id, releaseId: u.releaseId, product: u.product,
+        requiredLabels: constraints.requiredLabels, exclusive: constraints.exclusive, spreadBy: constraints.spreadBy, strategy: constraints.strategy,
         resources: { cpuMillis: u.spec.cpuMillis, memoryMb: u.spec.memoryMb },
       })));
       if (unschedulable.length) {
@@ -98,6 +109,12 @@ async function schedulableHosts(store: Store, releaseId: string | undefined): Pr
     id: h.id, status: h.status, labels: h.labels, exclusiveFor: h.exclusiveFor, capacity: h.capacity, allocated: h.allocated,
     releaseCounts: releaseId ? { [releaseId]: siblings.filter((s) => s.hostId === h.id).length } : {},
   }));
+}
+
+/** Gives the instance a new container spec; its runner recreates the container when the hash changed. */
+export async function respecInstance(store: Store, id: string, spec: ContainerSpec): Promise<void> {
+  const hash = specHash(spec);
+  await store.mutate<Instance>('instances', id, (i) => i && i.specHash !== hash ? { ...i, spec, specHash: hash } : undefined);
 }
 
 /** Deletes the instance (its runner then removes the container) and frees what it held on its host. */

@@ -7,8 +7,9 @@ import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
 import type { Label } from '../../lib/validate';
 import { getContainer } from '../butler/status';
+import { mustGetProduct } from '../panama/products';
 import { runnerSync } from './dispatch';
-import { createJoinToken, getHost, labelHost, listHosts, registerHost, setCordoned, type RegisterHostInput } from './hosts';
+import { createJoinToken, getHost, labelHost, listHosts, registerHost, setCordoned, setHostExclusive, type RegisterHostInput } from './hosts';
 import { getInstance, instancesOfHost, instancesOfRelease, type Instance } from './instances';
 
 const resolvers = {
@@ -22,6 +23,11 @@ const resolvers = {
       createJoinToken(store(), ttlSeconds ?? config().joinTokenTtlSeconds),
     registerHost: (_: unknown, { input }: { input: RegisterHostInput }) => registerHost(store(), input),
     labelHost: (_: unknown, { id, labels }: { id: string; labels: Label[] }) => labelHost(store(), id, labels),
+    setHostExclusive: async (_: unknown, { id, product }: { id: string; product?: string | null }) => {
+      if (product) await mustGetProduct(store(), product);
+      return setHostExclusive(store(), id, product ?? null, async (hostId, keep) =>
+        (await instancesOfHost(store(), hostId)).filter((i) => i.product !== keep).map((i) => i.id));
+    },
     cordonHost: (_: unknown, { id }: { id: string }) => setCordoned(store(), id, true),
     uncordonHost: (_: unknown, { id }: { id: string }) => setCordoned(store(), id, false),
     runnerSync: (_: unknown, { input }: { input: SyncRequest }, ctx: Context) => runnerSync(store(), requireHost(ctx), input),

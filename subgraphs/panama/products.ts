@@ -23,6 +23,7 @@ export interface Product extends Versioned {
     healthcheck: HealthcheckSpec | null;
   };
   configTemplates: { path: string; template: string }[];
+  requiresExclusiveHosts: boolean;
   updatedAt: string;
 }
 
@@ -39,6 +40,7 @@ export type ProductInput = {
     healthcheck?: Partial<HealthcheckSpec> & { command: string[] } | null;
   } | null;
   configTemplates?: { path: string; template: string }[] | null;
+  requiresExclusiveHosts?: boolean | null;
 };
 
 const IMAGE = /^[a-z0-9]+([._\-/:@][a-zA-Z0-9]+)*$/;
@@ -93,6 +95,7 @@ export function productFromInput(input: ProductInput, now = new Date()): Omit<Pr
       healthcheck,
     },
     configTemplates,
+    requiresExclusiveHosts: Boolean(input.requiresExclusiveHosts),
     updatedAt: now.toISOString(),
   };
 }

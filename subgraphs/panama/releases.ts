@@ -1,11 +1,15 @@
+import semver from 'semver';
 import { badInput, conflict, notFound } from '../../lib/errors';
 import { newId } from '../../lib/ids';
 import type { Store, Versioned } from '../../lib/store';
 import { config } from '../../lib/config';
 import * as check from '../../lib/validate';
-import { instanceId, instancesOfRelease, placeInstances, removeInstance, type ContainerSpec, type Instance, type UnplacedInstance } from '../ark/instances';
+import {
+  instanceId, instancesOfRelease, placeInstances, removeInstance, respecInstance, type ContainerSpec, type Instance, type PlacementConstraints, type UnplacedInstance,
+} from '../ark/instances';
 import { containersOfRelease, isFailing, isServing, type ContainerRecord } from '../butler/status';
-import { latestVersion, mustGetProduct, type Product } from './products';
+import { resolveDependencies } from './dependencies';
+import { latestVersion, listProducts, mustGetProduct, type Product } from './products';
 
 export type ReleaseStatus = 'PENDING' | 'DEPLOYING' | 'RUNNING' | 'DEGRADED' | 'UPGRADING' | 'ROLLING_BACK' | 'FAILED' | 'DELETING';
 
@@ -23,12 +27,19 @@ export interface Release extends Versioned {
   version: string;
   replicas: number;
   resources: check.Resources;
-  placement: { requiredLabels: check.Label[]; exclusive: boolean; spreadBy: string | null };
+  placement: { requiredLabels: check.Label[]; exclusive: boolean; spreadBy: string | null; strategy: 'SPREAD' | 'BINPACK' };
   env: { name: string; value: string }[];
   revision: number;
   revisions: Revision[];
-  /** ACTIVE, or DELETING once deleteRelease was called; the visible status is derived from the instances. */
-  phase: 'ACTIVE' | 'DELETING';
+  /** Releases that must be RUNNING before this one is placed. */
+  dependsOn: string[];
+  /**
+   * WAITING for its dependencies (nothing placed yet), ACTIVE, or DELETING once deleteRelease was called. The
+   * status a user sees is derived from this and from what the runners report.
+   */
+  phase: 'WAITING' | 'ACTIVE' | 'DELETING';
+  /** Why the reconciler could not place it last time, while WAITING. */
+  placementError: string | null;
   createdAt: string;
   idempotencyKey: string | null;
 }
@@ -39,13 +50,20 @@ export interface DeployInput {
   version?: string | null;
   replicas?: number | null;
   resources?: check.Resources | null;
-  placement?: { requiredLabels?: check.Label[] | null; exclusive?: boolean | null; spreadBy?: string | null } | null;
+  placement?: { requiredLabels?: check.Label[] | null; exclusive?: boolean | null; spreadBy?: string | null; strategy?: 'SPREAD' | 'BINPACK' | null } | null;
   env?: { name: string; value: string }[] | null;
   withDependencies?: boolean | null;
   idempotencyKey?: string | null;
 }
 
 export const MAX_REPLICAS = 100;
+const LABEL_KEY = /^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$/;
+
+const mergeEnv = (product: Product, env: DeployInput['env']) => {
+  const merged = new Map(product.defaults.env.map((e) => [e.name, e.value]));
+  for (const e of check.envVars(env, 'env')) merged.set(e.name, e.value);
+  return [...merged].map(([name, value]) => ({ name, value }));
+};
 
 /** Validates a deploy request against its product; throws before anything is written. */
 export function releaseFromInput(input: DeployInput, product: Product, id: string, now: Date): Omit<Release, 'seq'> {
@@ -54,15 +72,11 @@ export function releaseFromInput(input: DeployInput, product: Product, id: strin
   if (!product.versions.some((v) => v.version === version)) {
     throw badInput(`product ${product.name} has no version "${version}"; available: ${product.versions.map((v) => v.version).join(', ')}`, 'version');
   }
-  if (input.withDependencies && product.dependencies.length) {
-    throw badInput(`withDependencies is not available yet; deploy ${product.dependencies.map((d) => d.product).join(', ')} first`, 'withDependencies');
-  }
-  if (input.placement?.exclusive) throw badInput('exclusive placement is not available yet', 'placement.exclusive');
   if (input.idempotencyKey !== undefined && input.idempotencyKey !== null && !/^[A-Za-z0-9._:-]{8,128}$/.test(input.idempotencyKey)) {
     throw badInput('idempotencyKey must be 8-128 letters, digits, ".", "_", ":" or "-"', 'idempotencyKey');
   }
-  const env = new Map(product.defaults.env.map((e) => [e.name, e.value]));
-  for (const e of check.envVars(input.env, 'env')) env.set(e.name, e.value);
+  const spreadBy = input.placement?.spreadBy ?? null;
+  if (spreadBy !== null && !LABEL_KEY.test(spreadBy)) throw badInput(`placement.spreadBy "${spreadBy}" is not a label key`, 'placement.spreadBy');
   return {
     id,
     name,
@@ -72,18 +86,24 @@ export function releaseFromInput(input: DeployInput, product: Product, id: strin
     resources: check.resources(input.resources ?? product.defaults.resources, 'resources'),
     placement: {
       requiredLabels: check.labels(input.placement?.requiredLabels, 'placement.requiredLabels'),
-      exclusive: false,
-      spreadBy: input.placement?.spreadBy ?? null,
+      exclusive: Boolean(input.placement?.exclusive) || product.requiresExclusiveHosts,
+      spreadBy,
+      strategy: input.placement?.strategy ?? 'SPREAD',
     },
-    env: [...env].map(([n, value]) => ({ name: n, value })),
+    env: mergeEnv(product, input.env),
     revision: 1,
     revisions: [{ revision: 1, version, createdAt: now.toISOString(), reason: 'deploy' }],
+    dependsOn: [],
     phase: 'ACTIVE',
+    placementError: null,
     createdAt: now.toISOString(),
     idempotencyKey: input.idempotencyKey ?? null,
   };
 }
 
+export const domainName = (releaseName: string, ordinal: number) => `${releaseName}-${ordinal}.${releaseName}.${config().dnsZone}`;
+
+/** The container of one instance; config files are rendered per instance (ordinal, peers). */
 export function containerSpec(release: Pick<Release, 'version' | 'resources' | 'env'>, product: Product): ContainerSpec {
   const image = product.versions.find((v) => v.version === release.version)!.image;
   return {
@@ -105,17 +125,22 @@ export function unplacedInstances(release: Omit<Release, 'seq'>, product: Produc
     releaseName: release.name,
     product: product.name,
     ordinal,
-    domainName: `${release.name}-${ordinal}.${release.name}.${config().dnsZone}`,
+    domainName: domainName(release.name, ordinal),
     desiredState: 'RUNNING',
     spec,
     createdAt: now.toISOString(),
   }));
 }
 
+export const constraintsOf = (release: Pick<Release, 'placement'>): PlacementConstraints => release.placement;
+
+const ordinalsUpTo = (n: number) => Array.from({ length: n }, (_, i) => i);
+
 /**
- * Creates a release and places its instances. The name is claimed first (so two deploys of one name cannot both
- * win) and every step is undone when placement fails, so a rejected deploy leaves nothing behind. A retry with the
- * same idempotency key returns the release the first call created.
+ * Creates a release and places its instances. With dependencies, the ones without a suitable release are deployed
+ * too (dependencies first) and every release waits, PENDING, until what it depends on runs; the reconciler then
+ * places it. Names are claimed first (two deploys of one name cannot both win) and every step is undone when one
+ * fails, so a rejected deploy leaves nothing behind. A retry with the same idempotency key returns the first release.
  */
 export async function deploy(store: Store, input: DeployInput, now = new Date()): Promise<Release> {
   if (input.idempotencyKey) {
@@ -127,53 +152,77 @@ export async function deploy(store: Store, input: DeployInput, now = new Date())
     }
   }
   const product = await mustGetProduct(store, input.product);
-  const release = releaseFromInput(input, product, newId('r'), now);
-  const nameKey = `release-name#${release.name}`;
-  if (!(await store.create('claims', { key: nameKey, releaseId: release.id }))) {
-    const other = await store.get<{ releaseId: string }>('claims', nameKey);
-    throw conflict(`a release named "${release.name}" already exists (${other?.releaseId}); delete it first or choose another name`);
-  }
+  const main = releaseFromInput(input, product, newId('r'), now);
+  const plan = product.dependencies.length
+    ? await planDependencies(store, main, input.withDependencies ?? false, now)
+    : [{ release: main, product }];
+
+  const written: Omit<Release, 'seq'>[] = [];
   try {
-    if (release.idempotencyKey) await store.create('claims', { key: `deploy-key#${release.idempotencyKey}`, releaseId: release.id });
-    const created = (await store.create('releases', release)) as Release;
-    const ordinals = Array.from({ length: release.replicas }, (_, i) => i);
-    try {
-      await placeInstances(store, unplacedInstances(release, product, ordinals, now), release.placement.requiredLabels, now);
-    } catch (err) {
-      await store.remove('releases', release.id);
-      throw err;
+    for (const { release, product: p } of plan) {
+      await claimName(store, release);
+      written.push(release);
+      if (release.idempotencyKey) await store.create('claims', { key: `deploy-key#${release.idempotencyKey}`, releaseId: release.id });
+      await store.create('releases', release);
+      if (release.phase === 'ACTIVE') {
+        await placeInstances(store, unplacedInstances(release, p, ordinalsUpTo(release.replicas), now), constraintsOf(release), now);
+      }
     }
-    return created;
   } catch (err) {
-    if (release.idempotencyKey) await store.remove('claims', `deploy-key#${release.idempotencyKey}`);
-    await store.remove('claims', nameKey);
+    for (const release of written.reverse()) await discard(store, release);
     throw err;
   }
+  return (await getRelease(store, main.id))!;
+}
+
+async function claimName(store: Store, release: Pick<Release, 'id' | 'name'>) {
+  const key = `release-name#${release.name}`;
+  if (await store.create('claims', { key, releaseId: release.id })) return;
+  const other = await store.get<{ releaseId: string }>('claims', key);
+  throw conflict(`a release named "${release.name}" already exists (${other?.releaseId}); delete it first or choose another name`);
+}
+
+/** Undoes a deploy step by step; each step is harmless when the thing it removes was never written. */
+async function discard(store: Store, release: Omit<Release, 'seq'>) {
+  for (const instance of await instancesOfRelease(store, release.id)) await removeInstance(store, instance);
+  await store.remove('releases', release.id);
+  if (release.idempotencyKey) await store.remove('claims', `deploy-key#${release.idempotencyKey}`);
+  const claim = await store.get<{ releaseId: string }>('claims', `release-name#${release.name}`);
+  if (claim?.releaseId === release.id) await store.remove('claims', `release-name#${release.name}`);
 }
 
 /**
- * Scales a release. Growing places the new instances first (all or none, so a refusal changes nothing); shrinking
- * records the new count first and then removes the highest ordinals. Each call that changes the count is a revision.
+ * The releases to write for a product with dependencies: an existing release of a dependency is used when its
+ * version satisfies every range asked of it; otherwise, with `withDependencies`, a new one named after the
+ * dependency (or `<release>-<dependency>` when that name is taken) is deployed with the product's defaults.
  */
-export async function scaleRelease(store: Store, id: string, replicas: number, now = new Date()): Promise<Release> {
-  check.intInRange(replicas, 'replicas', 0, MAX_REPLICAS);
-  const release = await mustGetRelease(store, id);
-  if (release.phase === 'DELETING') throw conflict(`release "${release.name}" is being deleted`);
-  const instances = await instancesOfRelease(store, id);
-  const ordinals = new Set(instances.map((i) => i.ordinal));
-  const missing = Array.from({ length: replicas }, (_, n) => n).filter((n) => !ordinals.has(n));
-  if (missing.length) {
-    const product = await mustGetProduct(store, release.product);
-    await placeInstances(store, unplacedInstances(release, product, missing, now), release.placement.requiredLabels, now);
+async function planDependencies(store: Store, main: Omit<Release, 'seq'>, withDependencies: boolean, now: Date) {
+  const catalog = new Map((await listProducts(store)).map((p) => [p.name, p]));
+  const resolved = resolveDependencies([main.product], catalog);
+  const existing = (await listReleases(store)).filter((r) => r.phase !== 'DELETING');
+  const releaseOf = new Map<string, string>();
+  const plan: { release: Omit<Release, 'seq'>; product: Product }[] = [];
+  for (const { product, version, ranges } of resolved) {
+    const dependsOn = product.dependencies.map((d) => releaseOf.get(d.product)!);
+    if (product.name === main.product) {
+      plan.push({ release: { ...main, dependsOn, phase: 'WAITING' }, product });
+      break;
+    }
+    const suitable = existing.find((r) => r.product === product.name && ranges.every((range) => semver.satisfies(r.version, range)));
+    if (suitable) {
+      releaseOf.set(product.name, suitable.id);
+      continue;
+    }
+    if (!withDependencies) {
+      throw badInput(`${main.product} needs ${product.name} ${ranges.join(' and ')}, which has no release; deploy it first or pass withDependencies: true`, 'withDependencies');
+    }
+    const taken = existing.some((r) => r.name === product.name) || (await store.get('claims', `release-name#${product.name}`));
+    const name = taken ? `${main.name}-${product.name}`.slice(0, 40).replace(/-+$/, '') : product.name;
+    const release = releaseFromInput({ name, product: product.name, version }, product, newId('r'), now);
+    plan.push({ release: { ...release, dependsOn, phase: dependsOn.length ? 'WAITING' : 'ACTIVE' }, product });
+    releaseOf.set(product.name, release.id);
   }
-  const scaled = await store.mutate<Release>('releases', id, (r) => r && r.replicas !== replicas ? {
-    ...r,
-    replicas,
-    revision: r.revision + 1,
-    revisions: [...r.revisions, { revision: r.revision + 1, version: r.version, createdAt: now.toISOString(), reason: `scale ${r.replicas} → ${replicas}` }],
-  } : undefined);
-  for (const extra of instances.filter((i) => i.ordinal >= replicas).reverse()) await removeInstance(store, extra);
-  return scaled!;
+  return plan;
 }
 
 export const getRelease = (store: Store, id: string) => store.get<Release>('releases', id);
@@ -188,12 +237,61 @@ export async function listReleases(store: Store): Promise<Release[]> {
   return (await store.scan<Release>('releases')).sort((a, b) => a.name.localeCompare(b.name));
 }
 
+const addRevision = (r: Release, reason: string, now: Date, version = r.version): Pick<Release, 'revision' | 'revisions'> => ({
+  revision: r.revision + 1,
+  revisions: [...r.revisions, { revision: r.revision + 1, version, createdAt: now.toISOString(), reason }],
+});
+
+const mustBeChangeable = (release: Release) => {
+  if (release.phase === 'DELETING') throw conflict(`release "${release.name}" is being deleted`);
+};
+
+/**
+ * Scales a release. Growing places the new instances first (all or none, so a refusal changes nothing); shrinking
+ * records the new count first and then removes the highest ordinals. Each call that changes the count is a revision.
+ */
+export async function scaleRelease(store: Store, id: string, replicas: number, now = new Date()): Promise<Release> {
+  check.intInRange(replicas, 'replicas', 0, MAX_REPLICAS);
+  const release = await mustGetRelease(store, id);
+  mustBeChangeable(release);
+  const instances = await instancesOfRelease(store, id);
+  const ordinals = new Set(instances.map((i) => i.ordinal));
+  const missing = ordinalsUpTo(replicas).filter((n) => !ordinals.has(n));
+  if (missing.length && release.phase === 'ACTIVE') {
+    const product = await mustGetProduct(store, release.product);
+    await placeInstances(store, unplacedInstances(release, product, missing, now), constraintsOf(release), now);
+  }
+  const scaled = await store.mutate<Release>('releases', id, (r) => r && r.replicas !== replicas
+    ? { ...r, replicas, ...addRevision(r, `scale ${r.replicas} → ${replicas}`, now) }
+    : undefined);
+  for (const extra of instances.filter((i) => i.ordinal >= replicas).reverse()) await removeInstance(store, extra);
+  return scaled!;
+}
+
+/** New env for the release: a revision, and every instance gets the new spec (its runner recreates the container). */
+export async function configureRelease(store: Store, id: string, env: { name: string; value: string }[], now = new Date()): Promise<Release> {
+  const release = await mustGetRelease(store, id);
+  mustBeChangeable(release);
+  const product = await mustGetProduct(store, release.product);
+  const merged = mergeEnv(product, env);
+  const same = JSON.stringify(merged) === JSON.stringify(release.env);
+  const updated = same ? release : (await store.mutate<Release>('releases', id, (r) => r && { ...r, env: merged, ...addRevision(r, 'config change', now) }))!;
+  const spec = containerSpec(updated, product);
+  for (const instance of await instancesOfRelease(store, id)) await respecInstance(store, instance.id, spec);
+  return updated;
+}
+
 /**
  * Marks the release DELETING and removes its instances; each host runner then removes the containers, and the
  * release itself disappears once no container of it is reported (see finishDeletions). Calling it again is fine.
+ * A release that others depend on stays until they are deleted.
  */
 export async function deleteRelease(store: Store, id: string): Promise<Release> {
   const existing = await mustGetRelease(store, id);
+  const dependants = (await listReleases(store)).filter((r) => (r.dependsOn ?? []).includes(id) && r.phase !== 'DELETING');
+  if (dependants.length) {
+    throw conflict(`release "${existing.name}" is needed by ${dependants.map((d) => `"${d.name}"`).join(', ')}; delete those first`);
+  }
   const release = existing.phase === 'DELETING'
     ? existing
     : (await store.mutate<Release>('releases', id, (r) => r && { ...r, phase: 'DELETING' }))!;
@@ -215,9 +313,15 @@ export async function finishDeletions(store: Store, releaseIds: Iterable<string>
   }
 }
 
+export interface DerivedStatus {
+  status: ReleaseStatus;
+  message: string | null;
+}
+
 /** The status a user sees, derived from desired instances and what the runners report. */
-export function releaseStatus(release: Release, instances: Instance[], containers: ContainerRecord[]): { status: ReleaseStatus; message: string | null } {
+export function releaseStatus(release: Release, instances: Instance[], containers: ContainerRecord[]): DerivedStatus {
   if (release.phase === 'DELETING') return { status: 'DELETING', message: `${containers.length} container(s) still to remove` };
+  if (release.phase === 'WAITING') return { status: 'PENDING', message: release.placementError ?? 'waiting for its dependencies to run' };
   const byInstance = new Map(containers.map((c) => [c.instanceId, c]));
   const current = instances.map((i) => ({ i, c: byInstance.get(i.id) }));
   const failing = current.filter(({ c }) => c && isFailing(c));
@@ -227,11 +331,12 @@ export function releaseStatus(release: Release, instances: Instance[], container
     return { status: 'DEGRADED', message: `${failing.length} of ${instances.length} instances failing; ${first.i.id}: ${why}` };
   }
   const serving = current.filter(({ i, c }) => c && isServing(c) && c.specHash === i.specHash).length;
-  if (serving === instances.length) return { status: 'RUNNING', message: null };
-  return { status: 'DEPLOYING', message: `${serving} of ${instances.length} instances running` };
+  if (serving === instances.length && instances.length === release.replicas) return { status: 'RUNNING', message: null };
+  const unplaced = release.placementError && instances.length < release.replicas ? `; ${release.placementError}` : '';
+  return { status: 'DEPLOYING', message: `${serving} of ${release.replicas} instances running${unplaced}` };
 }
 
-export async function statusOf(store: Store, release: Release) {
+export async function statusOf(store: Store, release: Release): Promise<DerivedStatus> {
   const [instances, containers] = await Promise.all([instancesOfRelease(store, release.id), containersOfRelease(store, release.id)]);
   return releaseStatus(release, instances, containers);
 }

@@ -4,7 +4,8 @@ import { secure } from '../../lib/auth';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
 import { defineProduct, getProduct, listProducts, mustGetProduct, type ProductInput } from './products';
-import { deleteRelease, deploy, getRelease, listReleases, scaleRelease, statusOf, type DeployInput, type Release } from './releases';
+import { resolveDependencies } from './dependencies';
+import { configureRelease, deleteRelease, deploy, getRelease, listReleases, scaleRelease, statusOf, type DeployInput, type Release } from './releases';
 
 // status and statusMessage come from one look at the instances, shared by both fields of the same release object.
 const statuses = new WeakMap<Release, ReturnType<typeof statusOf>>();
@@ -19,10 +20,13 @@ const resolvers = {
     product: (_: unknown, { name }: { name: string }) => getProduct(store(), name),
     releases: () => listReleases(store()),
     release: (_: unknown, { id }: { id: string }) => getRelease(store(), id),
+    resolveDependencies: async (_: unknown, { products }: { products: string[] }) =>
+      resolveDependencies(products, new Map((await listProducts(store())).map((p) => [p.name, p]))),
   },
   Mutation: {
     defineProduct: (_: unknown, { input }: { input: ProductInput }) => defineProduct(store(), input),
     deploy: (_: unknown, { input }: { input: DeployInput }) => deploy(store(), input),
+    configureRelease: (_: unknown, { id, env }: { id: string; env: { name: string; value: string }[] }) => configureRelease(store(), id, env),
     scaleRelease: (_: unknown, { id, replicas }: { id: string; replicas: number }) => scaleRelease(store(), id, replicas),
     deleteRelease: (_: unknown, { id }: { id: string }) => deleteRelease(store(), id),
   },

@@ -1,40 +1,19 @@
-import { ApolloServer } from '@apollo/server';
-import type { Context } from '../../lib/auth';
-import { hashSecret } from '../../lib/ids';
-import { createClient, ensureTables } from '../../lib/store';
 import { DEMO_PRODUCT } from '../../scripts/demo-product';
-import { startDynalite, type DynamoDbServer } from '../support/dynamodb';
+import { anonymous, asHost, startInProcess } from '../support/inprocess';
 
 /**
  * The single-process shape: the gateway runs the three subgraphs in-process (LocalGraphQLDataSource) on the real
  * store protocol. The same cross-subgraph query as over HTTP must resolve, and credentials are still checked.
  */
-let db: DynamoDbServer;
-let server: ApolloServer<Context>;
-const operator: Context = { principal: { kind: 'operator' } };
-
-const run = async (query: string, variables: Record<string, unknown> = {}, ctx: Context = operator) => {
-  const res = await server.executeOperation({ query, variables }, { contextValue: ctx });
-  if (res.body.kind !== 'single') throw new Error('expected a single result');
-  return res.body.singleResult as { data?: Record<string, any>; errors?: { message: string; extensions?: { code?: string } }[] };
-};
+let api: Awaited<ReturnType<typeof startInProcess>>;
+const run: typeof api.run = (...args) => api.run(...args);
 
 beforeAll(async () => {
-  db = await startDynalite();
-  process.env.DYNAMODB_ENDPOINT = db.endpoint;
-  process.env.FZ_TABLE_PREFIX = 'inproc-';
-  process.env.FZ_ADMIN_TOKEN_HASH = hashSecret('fza_test');
-  await ensureTables(createClient(db.endpoint, 'local'), 'inproc-');
-  // Loaded after the environment is set: the store client is built from it on first use.
-  const { createGateway } = await import('../../gateway/gateway');
-  const { apolloServer } = await import('../../lib/graphql-lambda');
-  server = apolloServer({ gateway: createGateway('inprocess') });
-  await server.start();
+  api = await startInProcess('inproc-');
 });
 
 afterAll(async () => {
-  await server?.stop();
-  await db?.stop();
+  await api?.stop();
 });
 
 test('a release resolves through Panama, Ark and Butler in one process', async () => {
@@ -43,7 +22,7 @@ test('a release resolves through Panama, Ark and Butler in one process', async (
   const registered = await run(
     'mutation($input: RegisterHostInput!) { registerHost(input: $input) { host { id } hostToken } }',
     { input: { joinToken: token, name: 'inproc-host', address: '127.0.0.1', capacity: { cpuMillis: 2000, memoryMb: 1024 } } },
-    { principal: { kind: 'anonymous' } },
+    anonymous,
   );
   const hostId = registered.data!.registerHost.host.id;
   const deployed = await run('mutation { deploy(input: {name: "inproc", product: "demo", version: "2.0.0", replicas: 2}) { id status } }');
@@ -51,13 +30,13 @@ test('a release resolves through Panama, Ark and Butler in one process', async (
   const id = deployed.data!.deploy.id;
 
   // What the host's runner would report: both containers running and healthy.
-  const desired = (await run('mutation { runnerSync(input: {observed: []}) { desired { instanceId specHash name } } }', {}, { principal: { kind: 'host', hostId } })).data!.runnerSync.desired;
+  const desired = (await run('mutation { runnerSync(input: {observed: []}) { desired { instanceId specHash name } } }', {}, asHost(hostId))).data!.runnerSync.desired;
   expect(desired.map((d: { name: string }) => d.name)).toEqual(['fz-inproc-0', 'fz-inproc-1']);
   const observed = desired.map((d: { instanceId: string; specHash: string; name: string }, n: number) => ({
     containerId: `c${n}`, instanceId: d.instanceId, specHash: d.specHash, name: d.name, state: 'RUNNING', health: 'HEALTHY',
     restartCount: 0, oomKilled: false, ports: [{ containerPort: 8080, protocol: 'tcp', hostPort: 40000 + n }],
   }));
-  await run('mutation($o: [ObservedContainerInput!]!) { runnerSync(input: {observed: $o}) { hostId } }', { o: observed }, { principal: { kind: 'host', hostId } });
+  await run('mutation($o: [ObservedContainerInput!]!) { runnerSync(input: {observed: $o}) { hostId } }', { o: observed }, asHost(hostId));
 
   const release = await run(`query($id: ID!) { release(id: $id) {
     status product { name } health { desired healthy }
@@ -78,7 +57,7 @@ test('a release resolves through Panama, Ark and Butler in one process', async (
 });
 
 test('the in-process gateway still refuses a caller without a credential', async () => {
-  const res = await run('{ releases { name } }', {}, { principal: { kind: 'anonymous' } });
+  const res = await run('{ releases { name } }', {}, anonymous);
   expect(res.errors?.[0].extensions?.code).toBe('UNAUTHENTICATED');
 });
 
@@ -86,7 +65,7 @@ test('parallel deploys never over-commit a host: reservations are conditional wr
   const token = (await run('mutation { createJoinToken { token } }')).data!.createJoinToken.token;
   await run('mutation($input: RegisterHostInput!) { registerHost(input: $input) { hostToken } }', {
     input: { joinToken: token, name: 'tight-host', address: '127.0.0.1', labels: [{ key: 'pool', value: 'tight' }], capacity: { cpuMillis: 1000, memoryMb: 4096 } },
-  }, { principal: { kind: 'anonymous' } });
+  }, anonymous);
   const results = await Promise.all(Array.from({ length: 8 }, (_, n) => run(
     'mutation($input: DeployInput!) { deploy(input: $input) { id } }',
     { input: { name: `tight-${n}`, product: 'demo', version: '1.0.0', replicas: 2, resources: { cpuMillis: 100, memoryMb: 16 }, placement: { requiredLabels: [{ key: 'pool', value: 'tight' }] } } },
@@ -110,7 +89,7 @@ test('scaling places new instances, removes the highest ordinals first, and reco
   const token = (await run('mutation { createJoinToken { token } }')).data!.createJoinToken.token;
   await run('mutation($input: RegisterHostInput!) { registerHost(input: $input) { hostToken } }', {
     input: { joinToken: token, name: 'scale-host', address: '127.0.0.1', labels: [{ key: 'pool', value: 'scale' }], capacity: { cpuMillis: 1000, memoryMb: 4096 } },
-  }, { principal: { kind: 'anonymous' } });
+  }, anonymous);
   const placement = { requiredLabels: [{ key: 'pool', value: 'scale' }] };
   const id = (await run('mutation($p: PlacementInput) { deploy(input: {name: "scaled", product: "demo", version: "1.0.0", replicas: 2, resources: {cpuMillis: 100, memoryMb: 16}, placement: $p}) { id } }', { p: placement })).data!.deploy.id;
   const scale = (replicas: number) => run('mutation($id: ID!, $n: Int!) { scaleRelease(id: $id, replicas: $n) { replicas revision } }', { id, n: replicas });

@@ -2,23 +2,31 @@ import type { Instance } from '../../subgraphs/ark/instances';
 import type { ContainerRecord } from '../../subgraphs/butler/status';
 import { releaseStatus, type Release } from '../../subgraphs/panama/releases';
 
-const release = { phase: 'ACTIVE' } as Release;
+const release = (replicas: number) => ({ phase: 'ACTIVE', replicas }) as Release;
 const instance = (n: number) => ({ id: `r-${n}`, specHash: 'h1' }) as Instance;
 const container = (n: number, over: Partial<ContainerRecord> = {}) =>
   ({ instanceId: `r-${n}`, specHash: 'h1', state: 'RUNNING', health: 'HEALTHY', error: null, ...over }) as ContainerRecord;
 
 test('RUNNING when every instance runs healthy at its current spec', () => {
-  expect(releaseStatus(release, [instance(0), instance(1)], [container(0), container(1, { health: 'NONE' })]).status).toBe('RUNNING');
+  expect(releaseStatus(release(2), [instance(0), instance(1)], [container(0), container(1, { health: 'NONE' })]).status).toBe('RUNNING');
 });
 
 test('DEPLOYING while containers are missing, starting or at an old spec, with a count', () => {
-  const status = releaseStatus(release, [instance(0), instance(1), instance(2)], [container(0), container(1, { health: 'STARTING' }), container(2, { specHash: 'old' })]);
+  const status = releaseStatus(release(3), [instance(0), instance(1), instance(2)], [container(0), container(1, { health: 'STARTING' }), container(2, { specHash: 'old' })]);
   expect(status).toEqual({ status: 'DEPLOYING', message: '1 of 3 instances running' });
 });
 
 test('DEGRADED with the reason when an instance fails', () => {
-  const status = releaseStatus(release, [instance(0), instance(1)], [container(0), container(1, { state: 'MISSING', error: 'image fangzhou/x:9 is not present on this host' })]);
+  const status = releaseStatus(release(2), [instance(0), instance(1)], [container(0), container(1, { state: 'MISSING', error: 'image fangzhou/x:9 is not present on this host' })]);
   expect(status).toEqual({ status: 'DEGRADED', message: '1 of 2 instances failing; r-1: image fangzhou/x:9 is not present on this host' });
+});
+
+test('DEPLOYING, not RUNNING, while an instance has not been placed yet', () => {
+  expect(releaseStatus(release(3), [instance(0), instance(1)], [container(0), container(1)])).toEqual({ status: 'DEPLOYING', message: '2 of 3 instances running' });
+});
+
+test('PENDING with the reason while waiting for dependencies', () => {
+  expect(releaseStatus({ phase: 'WAITING', placementError: null } as Release, [], [])).toEqual({ status: 'PENDING', message: 'waiting for its dependencies to run' });
 });
 
 test('DELETING once deletion was asked for', () => {
