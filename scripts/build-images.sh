@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Builds the local images (no registry is reachable): fangzhou/demo:1, :2, :3 from images/demo.
-# Tags already present are skipped unless --force is given.
+# Builds the local images (no registry is reachable):
+#   fangzhou/demo:1, :2, :3       from images/demo (static busybox httpd)
+#   fangzhou/<name>:<version>, :<major>  for every images/<name>/image.env (real middleware from Debian's packages:
+#                                  redis, etcd, nats), tagged with the upstream version of the installed package.
+# Each middleware image is FROM scratch: the binaries of image.env, the libraries and loader `ldd` names for them,
+# a static busybox for a shell and the probes. Tags already present are skipped unless --force is given.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,28 +15,111 @@ case "${1:-}" in
   *) echo "usage: $0 [--force]" >&2; exit 2 ;;
 esac
 
-context=""
-trap '[ -z "$context" ] || rm -rf "$context"' EXIT
+say() { echo "build-images: $*"; }
+warn() { echo "build-images: $*" >&2; }
+have_tag() { docker image inspect "$1" >/dev/null 2>&1; }
 
+contexts=()
+trap 'for c in "${contexts[@]}"; do rm -rf "$c"; done' EXIT
+new_context() {
+  local dir
+  dir="$(mktemp -d)"
+  contexts+=("$dir")
+  echo "$dir"
+}
+
+need_static_busybox() {
+  if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then
+    warn "a static /bin/busybox is needed (apt-get install busybox-static)"
+    exit 1
+  fi
+}
+
+# The classic builder works on every engine we meet; BuildKit needs the buildx plugin.
+build() {
+  local out
+  out="$(DOCKER_BUILDKIT=0 docker build -q "$@" 2>&1)" || { echo "$out" >&2; exit 1; }
+}
+
+# --- fangzhou/demo ------------------------------------------------------------------------------------------------
+demo_context=""
 for version in 1 2 3; do
   tag="fangzhou/demo:$version"
-  if ! $force && docker image inspect "$tag" >/dev/null 2>&1; then continue; fi
-  if [ -z "$context" ]; then
-    if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then
-      echo "build-images: a static /bin/busybox is needed (apt-get install busybox-static)" >&2
-      exit 1
-    fi
-    context="$(mktemp -d)"
-    cp -r "$repo/images/demo/." "$context/"
-    cp /bin/busybox "$context/busybox"
+  if ! $force && have_tag "$tag"; then continue; fi
+  if [ -z "$demo_context" ]; then
+    need_static_busybox
+    demo_context="$(new_context)"
+    cp -r "$repo/images/demo/." "$demo_context/"
+    cp /bin/busybox "$demo_context/busybox"
   fi
-  # The classic builder works on every engine we meet; BuildKit needs the buildx plugin.
-  out="$(DOCKER_BUILDKIT=0 docker build -q --build-arg "VERSION=$version" -t "$tag" "$context" 2>&1)" \
-    || { echo "$out" >&2; exit 1; }
-  echo "build-images: built $tag"
+  build --build-arg "VERSION=$version" -t "$tag" "$demo_context"
+  say "built $tag"
+done
+
+# --- middleware from Debian's packages -----------------------------------------------------------------------------
+
+# Copies each binary (symlinks resolved, under its own name) and every library and loader `ldd` lists for it into
+# rootfs, at the paths the dynamic loader looks them up.
+stage_binaries() {
+  local rootfs="$1"; shift
+  local bin lib
+  for bin in "$@"; do
+    mkdir -p "$rootfs$(dirname "$bin")"
+    cp -L "$bin" "$rootfs$bin"
+    # "libx.so.1 => /lib/.../libx.so.1 (0x...)", "/lib64/ld-linux-x86-64.so.2 (0x...)", "linux-vdso.so.1 (0x...)"
+    while read -r lib; do
+      [ -e "$rootfs$lib" ] && continue
+      mkdir -p "$rootfs$(dirname "$lib")"
+      cp -L "$lib" "$rootfs$lib"
+    done < <(ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// { print $3; next } $1 ~ /^\// { print $1 }')
+  done
+}
+
+# 5:7.0.15-1~deb12u10 -> 7.0.15; 3.4.23-4+b4 -> 3.4.23; 1.2+dfsg-1 -> 1.2
+upstream_version() {
+  local v="${1#*:}"
+  echo "${v%%[-+~]*}"
+}
+
+build_middleware() {
+  local dir="$1" name TITLE="" PACKAGES="" BINARIES="" pkg debian_version version major context missing=()
+  name="$(basename "$dir")"
+  # shellcheck disable=SC1091
+  . "$dir/image.env"
+  for pkg in $PACKAGES; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    warn "skipping fangzhou/$name: Debian packages missing: ${missing[*]} (scripts/ensure-docker.sh installs them as root)"
+    return 0
+  fi
+  debian_version="$(dpkg-query -W -f='${Version}' "${PACKAGES%% *}")"
+  version="$(upstream_version "$debian_version")"
+  major="${version%%.*}"
+  if ! $force && have_tag "fangzhou/$name:$version" && have_tag "fangzhou/$name:$major"; then return 0; fi
+  need_static_busybox
+  context="$(new_context)"
+  cp -r "$dir/." "$context/"
+  rm -f "$context/image.env" "$context/README.md"
+  cp /bin/busybox "$context/busybox"
+  # shellcheck disable=SC2086
+  stage_binaries "$context/rootfs" $BINARIES
+  build --build-arg "VERSION=$version" --build-arg "DEBIAN_VERSION=$debian_version" \
+    -t "fangzhou/$name:$version" -t "fangzhou/$name:$major" "$context"
+  say "built fangzhou/$name:$version and :$major ($TITLE, Debian $debian_version)"
+}
+
+for env_file in "$repo"/images/*/image.env; do
+  [ -e "$env_file" ] || continue
+  build_middleware "$(dirname "$env_file")"
 done
 
 # A forced rebuild leaves the previous images untagged; drop those (only ours, by label).
 if $force; then
   docker image prune -f --filter "label=org.opencontainers.image.title=fangzhou demo" >/dev/null
+  for env_file in "$repo"/images/*/image.env; do
+    [ -e "$env_file" ] || continue
+    title="$(TITLE=""; . "$env_file"; echo "$TITLE")"
+    docker image prune -f --filter "label=org.opencontainers.image.title=$title" >/dev/null
+  done
 fi

@@ -31,6 +31,32 @@ if ! static_busybox; then
   apt_install busybox-static
 fi
 
+# The middleware images (images/*/image.env) are built from Debian's packages installed on this machine.
+# Installed with services kept from starting: the servers run in containers, not on the machine.
+missing_packages=()
+for env_file in "$repo"/images/*/image.env; do
+  [ -e "$env_file" ] || continue
+  for pkg in $(PACKAGES=""; . "$env_file"; echo "$PACKAGES"); do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing_packages+=("$pkg")
+  done
+done
+if [ ${#missing_packages[@]} -gt 0 ]; then
+  if is_root; then
+    made_policy=false
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      # invoke-rc.d and deb-systemd-invoke start nothing while this says 101 (the trap cleans up if apt fails).
+      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+      chmod 755 /usr/sbin/policy-rc.d
+      made_policy=true
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    apt_install "${missing_packages[@]}"
+    if $made_policy; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
+  else
+    say "not root: cannot install ${missing_packages[*]}; their images are skipped (sudo apt-get install ${missing_packages[*]})"
+  fi
+fi
+
 if ! engine_up; then
   # A remote engine named by DOCKER_HOST cannot be fixed by starting a local one.
   if [ -n "${DOCKER_HOST:-}" ] && [ "${DOCKER_HOST}" != "unix:///var/run/docker.sock" ]; then

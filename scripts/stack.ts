@@ -11,6 +11,8 @@ import { createClient, ensureTables } from '../lib/store';
  */
 
 const ROOT = resolve(__dirname, '..');
+/** The functions AWS runs on a schedule; offline, the stack invokes them in this order every tick. */
+const TICKS = ['watchdog', 'reconcile'];
 const bin = (name: string) => join(ROOT, 'node_modules', '.bin', name);
 
 export interface StackOptions {
@@ -148,8 +150,10 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   let ticking = true;
   const tick = async () => {
     while (ticking) {
-      await fetch(`http://localhost:${env.FZ_LAMBDA_PORT}/2015-03-31/functions/fangzhou-dev-reconcile/invocations`, { method: 'POST', body: '{}' })
-        .then((r) => r.arrayBuffer()).catch(() => undefined);
+      for (const fn of TICKS) {
+        await fetch(`http://localhost:${env.FZ_LAMBDA_PORT}/2015-03-31/functions/fangzhou-dev-${fn}/invocations`, { method: 'POST', body: '{}' })
+          .then((r) => r.arrayBuffer()).catch(() => undefined);
+      }
       await new Promise((r) => setTimeout(r, tickSeconds * 1000).unref());
     }
   };

@@ -2,6 +2,8 @@ import { config } from '../../lib/config';
 import type { SyncRequest, SyncResponse } from '../../lib/runner-protocol';
 import type { Store } from '../../lib/store';
 import { recordObservations } from '../butler/status';
+import { reactToChanges } from '../butler/watch';
+import { hostCameBack } from '../butler/watchdog';
 import { finishDeletions } from '../panama/releases';
 import { heartbeat } from './hosts';
 import { instancesOfHost, toDesired } from './instances';
@@ -12,10 +14,12 @@ import { instancesOfHost, toDesired } from './instances';
  * it missed before.
  */
 export async function runnerSync(store: Store, hostId: string, request: SyncRequest): Promise<SyncResponse> {
-  await heartbeat(store, hostId, request.engine);
+  const { host, cameBack } = await heartbeat(store, hostId, request.engine);
+  if (cameBack) await hostCameBack(store, host);
   const instances = await instancesOfHost(store, hostId);
   const desired = new Map(instances.map((i) => [i.id, i]));
-  const touched = await recordObservations(store, hostId, request.observed, desired);
-  await finishDeletions(store, touched);
+  const changes = await recordObservations(store, hostId, request.observed, desired);
+  await reactToChanges(store, hostId, changes);
+  await finishDeletions(store, new Set(changes.map((c) => c.releaseId)));
   return { hostId, desired: instances.map(toDesired), pollSeconds: config().runnerPollSeconds };
 }

@@ -111,21 +111,42 @@ export async function setCordoned(store: Store, id: string, cordoned: boolean): 
   return (await store.mutate<Host>('hosts', id, (h) => {
     if (!h) return undefined;
     if (cordoned && h.status === 'READY') return { ...h, status: 'CORDONED' };
-    if (!cordoned && h.status === 'CORDONED') return { ...h, status: 'READY' };
+    if (!cordoned && (h.status === 'CORDONED' || h.status === 'DRAINING')) return { ...h, status: 'READY' };
     return undefined;
   }))!;
 }
 
-/** A runner's sync is its heartbeat; a host that was marked DOWN comes back READY. */
-export async function heartbeat(store: Store, id: string, engine: EngineInfo | null, now = new Date()): Promise<Host> {
-  const host = await store.mutate<Host>('hosts', id, (h) => h && {
-    ...h,
-    lastHeartbeatAt: now.toISOString(),
-    engine: engine ?? h.engine,
-    status: h.status === 'DOWN' ? 'READY' : h.status,
+/** A runner's sync is its heartbeat; a host that was marked DOWN comes back READY (and says so). */
+export async function heartbeat(store: Store, id: string, engine: EngineInfo | null, now = new Date()): Promise<{ host: Host; cameBack: boolean }> {
+  let cameBack = false;
+  const host = await store.mutate<Host>('hosts', id, (h) => {
+    cameBack = h?.status === 'DOWN';
+    return h && {
+      ...h,
+      lastHeartbeatAt: now.toISOString(),
+      engine: engine ?? h.engine,
+      status: h.status === 'DOWN' ? 'READY' : h.status,
+    };
   });
   if (!host) throw notFound('host', id);
-  return host;
+  return { host, cameBack };
+}
+
+/** Marks a host whose heartbeats stopped DOWN; false when it is already DOWN or beat again in the meantime. */
+export async function markDown(store: Store, id: string, staleBefore: string): Promise<boolean> {
+  let marked = false;
+  await store.mutate<Host>('hosts', id, (h) => {
+    marked = Boolean(h && h.status !== 'DOWN' && (h.lastHeartbeatAt ?? '') < staleBefore);
+    return marked ? { ...h!, status: 'DOWN' } : undefined;
+  });
+  return marked;
+}
+
+/** Drains a host: no new placements, and the watchdog moves its instances away one at a time. */
+export async function drainHost(store: Store, id: string): Promise<Host> {
+  const host = await mustGetHost(store, id);
+  if (host.status === 'DOWN') throw conflict(`host ${host.name} is DOWN; its instances are moved automatically`);
+  return (await store.mutate<Host>('hosts', id, (h) => h && h.status !== 'DRAINING' ? { ...h, status: 'DRAINING' } : undefined))!;
 }
 
 const sum = (list: check.Resources[]) => list.reduce(

@@ -15,6 +15,8 @@ export interface ContainerSpec {
   memoryMb: number;
   healthcheck: HealthcheckSpec | null;
   configFiles: ConfigFileSpec[];
+  /** Bumped to replace the container with a fresh one (restartInstance, auto-restart); absent until then. */
+  generation?: number;
 }
 
 /** An instance is desired state: one replica of a release, placed on one host. */
@@ -30,6 +32,8 @@ export interface Instance extends Versioned {
   spec: ContainerSpec;
   specHash: string;
   createdAt: string;
+  /** When Butler replaced the container because it stayed unhealthy (for crash-loop back-off). */
+  restartLog?: string[];
 }
 
 export type UnplacedInstance = Omit<Instance, 'seq' | 'hostId' | 'specHash'>;
@@ -111,10 +115,36 @@ async function schedulableHosts(store: Store, releaseId: string | undefined): Pr
   }));
 }
 
+/**
+ * Moves an instance to another host that satisfies its release's constraints: hold resources there, point the
+ * instance at it, free the old host. The old host's runner removes its copy when it next syncs (if it ever does).
+ * Returns the new host id, or throws UNSCHEDULABLE with the reason.
+ */
+export async function migrateInstance(store: Store, instance: Instance, constraints: PlacementConstraints): Promise<string> {
+  const hosts = (await schedulableHosts(store, instance.releaseId)).filter((h) => h.id !== instance.hostId);
+  const { placements, unschedulable } = schedule(hosts, [{
+    instanceId: instance.id, releaseId: instance.releaseId, product: instance.product,
+    requiredLabels: constraints.requiredLabels, exclusive: constraints.exclusive, spreadBy: constraints.spreadBy, strategy: constraints.strategy,
+    resources: { cpuMillis: instance.spec.cpuMillis, memoryMb: instance.spec.memoryMb },
+  }]);
+  if (!placements.length) throw new AppError('UNSCHEDULABLE', `${instance.id} cannot move: ${unschedulable[0].reason}`);
+  const to = placements[0].hostId;
+  if (!(await reserve(store, to, instance.id, { cpuMillis: instance.spec.cpuMillis, memoryMb: instance.spec.memoryMb }))) {
+    throw new AppError('UNSCHEDULABLE', `${instance.id} cannot move: host ${to} filled up meanwhile`);
+  }
+  const moved = await store.mutate<Instance>('instances', instance.id, (i) => i && i.hostId === instance.hostId ? { ...i, hostId: to } : undefined);
+  if (moved?.hostId !== to) {
+    await unreserve(store, to, instance.id);
+    throw new AppError('CONFLICT', `${instance.id} was moved or removed meanwhile`);
+  }
+  await unreserve(store, instance.hostId, instance.id);
+  return to;
+}
+
 /** Gives the instance a new container spec; its runner recreates the container when the hash changed. */
-export async function respecInstance(store: Store, id: string, spec: ContainerSpec): Promise<void> {
+export async function respecInstance(store: Store, id: string, spec: ContainerSpec, restartLog?: string[]): Promise<void> {
   const hash = specHash(spec);
-  await store.mutate<Instance>('instances', id, (i) => i && i.specHash !== hash ? { ...i, spec, specHash: hash } : undefined);
+  await store.mutate<Instance>('instances', id, (i) => i && i.specHash !== hash ? { ...i, spec, specHash: hash, ...(restartLog ? { restartLog } : {}) } : undefined);
 }
 
 /** Deletes the instance (its runner then removes the container) and frees what it held on its host. */

@@ -9,7 +9,7 @@ import type { Label } from '../../lib/validate';
 import { getContainer } from '../butler/status';
 import { mustGetProduct } from '../panama/products';
 import { runnerSync } from './dispatch';
-import { createJoinToken, getHost, labelHost, listHosts, registerHost, setCordoned, setHostExclusive, type RegisterHostInput } from './hosts';
+import { createJoinToken, drainHost, getHost, labelHost, listHosts, registerHost, setCordoned, setHostExclusive, type RegisterHostInput } from './hosts';
 import { getInstance, instancesOfHost, instancesOfRelease, type Instance } from './instances';
 
 const resolvers = {
@@ -28,6 +28,7 @@ const resolvers = {
       return setHostExclusive(store(), id, product ?? null, async (hostId, keep) =>
         (await instancesOfHost(store(), hostId)).filter((i) => i.product !== keep).map((i) => i.id));
     },
+    drainHost: (_: unknown, { id }: { id: string }) => drainHost(store(), id),
     cordonHost: (_: unknown, { id }: { id: string }) => setCordoned(store(), id, true),
     uncordonHost: (_: unknown, { id }: { id: string }) => setCordoned(store(), id, false),
     runnerSync: (_: unknown, { input }: { input: SyncRequest }, ctx: Context) => runnerSync(store(), requireHost(ctx), input),

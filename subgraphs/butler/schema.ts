@@ -3,12 +3,49 @@ import gql from 'graphql-tag';
 import { secure } from '../../lib/auth';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
+import { acknowledgeAlarm, getAlarm, listAlarms, type Alarm, type AlarmFilter } from './alarms';
+import { listEvents, type EventFilter, type PlatformEvent } from './events';
+import { restart } from './watch';
+import { notFound } from '../../lib/errors';
+import { getInstance } from '../ark/instances';
 import { containersOfHost, containersOfRelease, getContainer, isFailing, isServing, type ContainerRecord } from './status';
 import { instancesOfRelease } from '../ark/instances';
 
 const resolvers = {
   Query: {
     unhealthyContainers: async () => (await store().scan<ContainerRecord>('containers')).filter(isFailing),
+    alarms: (_: unknown, { filter, first, after }: { filter?: AlarmFilter | null; first: number; after?: string | null }) =>
+      listAlarms(store(), filter ?? {}, first, after),
+    alarm: (_: unknown, { id }: { id: string }) => getAlarm(store(), id),
+    events: (_: unknown, { filter, first, after }: { filter?: EventFilter | null; first: number; after?: string | null }) =>
+      listEvents(store(), filter ?? {}, first, after),
+    event: (_: unknown, { id }: { id: string }) => store().get<PlatformEvent>('events', id),
+    containerStatus: (_: unknown, { instanceId }: { instanceId: string }) => getContainer(store(), instanceId),
+  },
+  Mutation: {
+    acknowledgeAlarm: (_: unknown, { id }: { id: string }) => acknowledgeAlarm(store(), id),
+    restartInstance: async (_: unknown, { id }: { id: string }) => {
+      const instance = await getInstance(store(), id);
+      if (!instance) throw notFound('instance', id);
+      await restart(store(), instance, 'restartInstance');
+      return { __typename: 'Instance', id };
+    },
+  },
+  Alarm: {
+    __resolveReference: ({ id }: { id: string }) => getAlarm(store(), id),
+    host: (a: Alarm) => a.hostId && { __typename: 'Host', id: a.hostId },
+    instance: (a: Alarm) => a.instanceId && { __typename: 'Instance', id: a.instanceId },
+    release: (a: Alarm) => a.releaseId && { __typename: 'Release', id: a.releaseId },
+  },
+  Event: {
+    __resolveReference: ({ id }: { id: string }) => store().get<PlatformEvent>('events', id),
+    host: (e: PlatformEvent) => e.hostId && { __typename: 'Host', id: e.hostId },
+    instance: (e: PlatformEvent) => e.instanceId && { __typename: 'Instance', id: e.instanceId },
+    release: (e: PlatformEvent) => e.releaseId && { __typename: 'Release', id: e.releaseId },
+    alarm: (e: PlatformEvent) => e.alarmId && getAlarm(store(), e.alarmId),
+  },
+  Notification: {
+    channel: (n: { channelId: string }) => ({ __typename: 'AlertChannel', id: n.channelId }),
   },
   Instance: {
     status: ({ id }: { id: string }) => getContainer(store(), id),

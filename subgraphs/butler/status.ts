@@ -12,15 +12,23 @@ export interface ContainerRecord extends Omit<ObservedContainer, 'instanceId'>, 
 const sameObservation = (a: ObservedContainer, b: ContainerRecord) =>
   (Object.keys(a) as (keyof ObservedContainer)[]).every((k) => JSON.stringify(a[k]) === JSON.stringify(b[k]));
 
+export interface StatusChange {
+  instanceId: string;
+  releaseId: string;
+  before: ContainerRecord | undefined;
+  /** Undefined when the container is gone from the host's report. */
+  after: ContainerRecord | undefined;
+}
+
 /**
  * Stores what one host reports. Only instances that are (still) desired on that host are recorded; records of this
  * host that the report no longer contains are dropped, because the runner removed those containers.
- * Returns the release ids whose containers changed.
+ * Returns what changed, for events, alarms and healing.
  */
 export async function recordObservations(
   store: Store, hostId: string, observed: ObservedContainer[], desired: Map<string, { releaseId: string }>, now = new Date(),
-): Promise<Set<string>> {
-  const changed = new Set<string>();
+): Promise<StatusChange[]> {
+  const changes: StatusChange[] = [];
   const previous = await store.query<ContainerRecord>('containers', 'byHost', hostId);
   const previousById = new Map(previous.map((p) => [p.instanceId, p]));
   const reported = new Set<string>();
@@ -30,19 +38,19 @@ export async function recordObservations(
     // A runner mid-recreate may briefly report an old container next to the new one: prefer the desired spec.
     const best = observed.filter((x) => x.instanceId === o.instanceId).sort((a, b) => rank(b) - rank(a))[0];
     reported.add(o.instanceId);
-    const before = previousById.get(o.instanceId);
+    const before = previousById.get(o.instanceId) ?? await getContainer(store, o.instanceId);
     if (before && before.hostId === hostId && sameObservation(best, before)) continue;
-    await store.mutate<ContainerRecord>('containers', o.instanceId, () => ({
+    const after = await store.mutate<ContainerRecord>('containers', o.instanceId, () => ({
       ...best, hostId, releaseId: instance.releaseId, updatedAt: now.toISOString(),
     }));
-    changed.add(instance.releaseId);
+    changes.push({ instanceId: o.instanceId, releaseId: instance.releaseId, before, after });
   }
   for (const p of previous) {
     if (reported.has(p.instanceId)) continue;
     await store.remove('containers', p.instanceId);
-    changed.add(p.releaseId);
+    changes.push({ instanceId: p.instanceId, releaseId: p.releaseId, before: p, after: undefined });
   }
-  return changed;
+  return changes;
 }
 
 const rank = (o: ObservedContainer) => (o.state === 'RUNNING' ? 2 : 0) + (o.error ? 0 : 1);

@@ -3,6 +3,7 @@ import { badInput, notFound } from '../../lib/errors';
 import type { Store, Versioned } from '../../lib/store';
 import type { HealthcheckSpec, PortSpec } from '../../lib/runner-protocol';
 import * as check from '../../lib/validate';
+import { checkTemplates } from './templates';
 
 export interface ProductVersion {
   version: string;
@@ -78,10 +79,9 @@ export function productFromInput(input: ProductInput, now = new Date()): Omit<Pr
     retries: check.intInRange(hc.retries ?? 3, 'defaults.healthcheck.retries', 1, 100),
     startPeriodSeconds: check.intInRange(hc.startPeriodSeconds ?? 0, 'defaults.healthcheck.startPeriodSeconds', 0, 3600),
   } : null;
-  const configTemplates = (input.configTemplates ?? []).map((t, i) => {
-    if (!t.path.startsWith('/')) throw badInput(`configTemplates[${i}].path "${t.path}" must be an absolute path inside the container`, `configTemplates[${i}].path`);
-    return { path: t.path, template: t.template };
-  });
+  const configTemplates = (input.configTemplates ?? []).map((t) => ({ path: t.path, template: t.template }));
+  const env = check.envVars(d.env, 'defaults.env');
+  checkTemplates(configTemplates, { product: name, env });
   return {
     name,
     description: input.description ?? '',
@@ -91,7 +91,7 @@ export function productFromInput(input: ProductInput, now = new Date()): Omit<Pr
       replicas: check.intInRange(d.replicas ?? 1, 'defaults.replicas', 0, 100),
       resources: check.resources(d.resources ?? { cpuMillis: 250, memoryMb: 128 }, 'defaults.resources'),
       ports,
-      env: check.envVars(d.env, 'defaults.env'),
+      env,
       healthcheck,
     },
     configTemplates,

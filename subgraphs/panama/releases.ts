@@ -9,6 +9,7 @@ import {
 } from '../ark/instances';
 import { containersOfRelease, isFailing, isServing, type ContainerRecord } from '../butler/status';
 import { resolveDependencies } from './dependencies';
+import { renderTemplates, templateContext } from './templates';
 import { latestVersion, listProducts, mustGetProduct, type Product } from './products';
 
 export type ReleaseStatus = 'PENDING' | 'DEPLOYING' | 'RUNNING' | 'DEGRADED' | 'UPGRADING' | 'ROLLING_BACK' | 'FAILED' | 'DELETING';
@@ -57,6 +58,7 @@ export interface DeployInput {
 }
 
 export const MAX_REPLICAS = 100;
+const ordinalsUpTo = (n: number) => Array.from({ length: n }, (_, i) => i);
 const LABEL_KEY = /^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$/;
 
 const mergeEnv = (product: Product, env: DeployInput['env']) => {
@@ -103,9 +105,11 @@ export function releaseFromInput(input: DeployInput, product: Product, id: strin
 
 export const domainName = (releaseName: string, ordinal: number) => `${releaseName}-${ordinal}.${releaseName}.${config().dnsZone}`;
 
-/** The container of one instance; config files are rendered per instance (ordinal, peers). */
-export function containerSpec(release: Pick<Release, 'version' | 'resources' | 'env'>, product: Product): ContainerSpec {
+/** The container of one instance; its config files are rendered for its ordinal and the release's peers. */
+export function instanceSpec(release: Pick<Release, 'id' | 'name' | 'version' | 'replicas' | 'resources' | 'env'>, product: Product, ordinal: number): ContainerSpec {
   const image = product.versions.find((v) => v.version === release.version)!.image;
+  const peers = ordinalsUpTo(Math.max(release.replicas, ordinal + 1))
+    .map((n) => ({ id: instanceId(release.id, n), ordinal: n, domainName: domainName(release.name, n) }));
   return {
     image,
     env: release.env,
@@ -113,12 +117,11 @@ export function containerSpec(release: Pick<Release, 'version' | 'resources' | '
     cpuMillis: release.resources.cpuMillis,
     memoryMb: release.resources.memoryMb,
     healthcheck: product.defaults.healthcheck,
-    configFiles: [],
+    configFiles: product.configTemplates.length ? renderTemplates(product.configTemplates, templateContext(release, product, peers, ordinal)) : [],
   };
 }
 
 export function unplacedInstances(release: Omit<Release, 'seq'>, product: Product, ordinals: number[], now: Date): UnplacedInstance[] {
-  const spec = containerSpec(release, product);
   return ordinals.map((ordinal) => ({
     id: instanceId(release.id, ordinal),
     releaseId: release.id,
@@ -127,14 +130,20 @@ export function unplacedInstances(release: Omit<Release, 'seq'>, product: Produc
     ordinal,
     domainName: domainName(release.name, ordinal),
     desiredState: 'RUNNING',
-    spec,
+    spec: instanceSpec(release, product, ordinal),
     createdAt: now.toISOString(),
   }));
 }
 
+/** Gives every instance the spec the release now implies (after a config change or a change of peers). */
+async function respecAll(store: Store, release: Release, product: Product) {
+  for (const instance of await instancesOfRelease(store, release.id)) {
+    await respecInstance(store, instance.id, { ...instanceSpec(release, product, instance.ordinal), ...(instance.spec.generation ? { generation: instance.spec.generation } : {}) });
+  }
+}
+
 export const constraintsOf = (release: Pick<Release, 'placement'>): PlacementConstraints => release.placement;
 
-const ordinalsUpTo = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 /**
  * Creates a release and places its instances. With dependencies, the ones without a suitable release are deployed
@@ -257,15 +266,17 @@ export async function scaleRelease(store: Store, id: string, replicas: number, n
   const instances = await instancesOfRelease(store, id);
   const ordinals = new Set(instances.map((i) => i.ordinal));
   const missing = ordinalsUpTo(replicas).filter((n) => !ordinals.has(n));
+  const product = await mustGetProduct(store, release.product);
   if (missing.length && release.phase === 'ACTIVE') {
-    const product = await mustGetProduct(store, release.product);
-    await placeInstances(store, unplacedInstances(release, product, missing, now), constraintsOf(release), now);
+    await placeInstances(store, unplacedInstances({ ...release, replicas }, product, missing, now), constraintsOf(release), now);
   }
-  const scaled = await store.mutate<Release>('releases', id, (r) => r && r.replicas !== replicas
+  const scaled = (await store.mutate<Release>('releases', id, (r) => r && r.replicas !== replicas
     ? { ...r, replicas, ...addRevision(r, `scale ${r.replicas} → ${replicas}`, now) }
-    : undefined);
+    : undefined))!;
   for (const extra of instances.filter((i) => i.ordinal >= replicas).reverse()) await removeInstance(store, extra);
-  return scaled!;
+  // Config files that list peers change with the count: the remaining instances get them (and are recreated).
+  if (product.configTemplates.length) await respecAll(store, scaled, product);
+  return scaled;
 }
 
 /** New env for the release: a revision, and every instance gets the new spec (its runner recreates the container). */
@@ -276,8 +287,7 @@ export async function configureRelease(store: Store, id: string, env: { name: st
   const merged = mergeEnv(product, env);
   const same = JSON.stringify(merged) === JSON.stringify(release.env);
   const updated = same ? release : (await store.mutate<Release>('releases', id, (r) => r && { ...r, env: merged, ...addRevision(r, 'config change', now) }))!;
-  const spec = containerSpec(updated, product);
-  for (const instance of await instancesOfRelease(store, id)) await respecInstance(store, instance.id, spec);
+  await respecAll(store, updated, product);
   return updated;
 }
 

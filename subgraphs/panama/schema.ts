@@ -4,8 +4,14 @@ import { secure } from '../../lib/auth';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
 import { defineProduct, getProduct, listProducts, mustGetProduct, type ProductInput } from './products';
+import { listHosts } from '../ark/hosts';
+import { instancesOfRelease, type Instance } from '../ark/instances';
+import type { ContainerRecord } from '../butler/status';
+import { configSummary, deploymentScript, summaryRows } from './artefacts';
 import { resolveDependencies } from './dependencies';
-import { configureRelease, deleteRelease, deploy, getRelease, listReleases, scaleRelease, statusOf, type DeployInput, type Release } from './releases';
+import { configureRelease, deleteRelease, deploy, getRelease, listReleases, mustGetRelease, scaleRelease, statusOf, type DeployInput, type Release } from './releases';
+import { createAlertChannel, deleteAlertChannel, displayTarget, getChannel, listChannels, type AlertChannel, type AlertChannelInput } from './channels';
+import { testChannel } from '../butler/notify';
 
 // status and statusMessage come from one look at the instances, shared by both fields of the same release object.
 const statuses = new WeakMap<Release, ReturnType<typeof statusOf>>();
@@ -22,6 +28,21 @@ const resolvers = {
     release: (_: unknown, { id }: { id: string }) => getRelease(store(), id),
     resolveDependencies: async (_: unknown, { products }: { products: string[] }) =>
       resolveDependencies(products, new Map((await listProducts(store())).map((p) => [p.name, p]))),
+    alertChannels: () => listChannels(store()),
+    deploymentScript: async (_: unknown, { releaseId, format }: { releaseId: string; format: 'SHELL' | 'COMPOSE' }) => {
+      const release = await mustGetRelease(store(), releaseId);
+      return deploymentScript(format, release, await instancesOfRelease(store(), releaseId));
+    },
+    configFiles: async (_: unknown, { releaseId }: { releaseId: string }) => {
+      await mustGetRelease(store(), releaseId);
+      return (await instancesOfRelease(store(), releaseId)).map((i) => ({ instanceId: i.id, ordinal: i.ordinal, domainName: i.domainName, files: i.spec.configFiles }));
+    },
+    configSummary: async (_: unknown, { format }: { format: 'CSV' | 'MARKDOWN' }) => {
+      const [releases, instances, hosts, containers] = await Promise.all([
+        listReleases(store()), store().scan<Instance>('instances'), listHosts(store()), store().scan<ContainerRecord>('containers'),
+      ]);
+      return configSummary(format, summaryRows({ releases, instances, hosts, containers }));
+    },
   },
   Mutation: {
     defineProduct: (_: unknown, { input }: { input: ProductInput }) => defineProduct(store(), input),
@@ -29,6 +50,9 @@ const resolvers = {
     configureRelease: (_: unknown, { id, env }: { id: string; env: { name: string; value: string }[] }) => configureRelease(store(), id, env),
     scaleRelease: (_: unknown, { id, replicas }: { id: string; replicas: number }) => scaleRelease(store(), id, replicas),
     deleteRelease: (_: unknown, { id }: { id: string }) => deleteRelease(store(), id),
+    createAlertChannel: (_: unknown, { input }: { input: AlertChannelInput }) => createAlertChannel(store(), input),
+    deleteAlertChannel: (_: unknown, { id }: { id: string }) => deleteAlertChannel(store(), id),
+    testAlertChannel: (_: unknown, { id }: { id: string }) => testChannel(store(), id),
   },
   Product: {
     __resolveReference: ({ name }: { name: string }) => getProduct(store(), name),
@@ -38,6 +62,12 @@ const resolvers = {
     product: (r: Release) => mustGetProduct(store(), r.product),
     status: async (r: Release) => (await status(r)).status,
     statusMessage: async (r: Release) => (await status(r)).message,
+  },
+  AlertChannel: {
+    // Deleted channels resolve too (tombstones), so old alarms' notifications still name them.
+    __resolveReference: ({ id }: { id: string }) => getChannel(store(), id),
+    // Never the stored URL: its query string and userinfo may hold a secret.
+    target: (c: AlertChannel) => displayTarget(c),
   },
 } satisfies Record<string, Record<string, unknown>>;
 

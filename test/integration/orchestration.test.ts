@@ -116,3 +116,39 @@ test('configureRelease makes a revision and gives every instance a new spec, whi
   expect(after.specHash).not.toBe(before.specHash);
   expect(after.env).toEqual([{ name: 'MAXMEMORY', value: '16mb' }]);
 });
+
+test('config files are rendered per instance with the peers list, and a broken template is refused at its line', async () => {
+  const broken = await define('zk-broken', [], { configTemplates: [{ path: '/conf/zoo.cfg', template: 'tickTime=2000\n{{#each peers}}server.{{number}}={{domainName}}:2888:3888\n{{/each}}myid={{instance.numbr}}\n' }] });
+  expect(broken.errors?.[0].extensions?.code).toBe('BAD_USER_INPUT');
+  expect(broken.errors?.[0].message).toMatch(/config template \/conf\/zoo.cfg, line 3, column 17: .*"numbr" is not defined on instance/);
+  expect((await api.run('{ product(name: "zk-broken") { name } }')).data!.product).toBeNull();
+
+  await define('zk', [], { configTemplates: [{ path: '/conf/zoo.cfg', template: '{{#each peers}}server.{{number}}={{domainName}}:2888:3888\n{{/each}}myid={{instance.number}}\n' }] });
+  const id = (await api.run('mutation { deploy(input: {name: "zk", product: "zk", replicas: 3}) { id } }')).data!.deploy.id;
+  const files = (await api.run('query($id: ID!) { configFiles(releaseId: $id) { ordinal domainName files { path content } } }', { id })).data!.configFiles;
+  const servers = [1, 2, 3].map((n) => `server.${n}=zk-${n - 1}.zk.fz.internal:2888:3888`).join('\n');
+  expect(files.map((f: { ordinal: number; files: unknown }) => [f.ordinal, f.files])).toEqual([0, 1, 2].map((n) => [n, [{ path: '/conf/zoo.cfg', content: `${servers}\nmyid=${n + 1}\n` }]]));
+
+  // Scaling changes the peers: every remaining instance gets the new list.
+  await api.run('mutation($id: ID!) { scaleRelease(id: $id, replicas: 2) { replicas } }', { id });
+  const after = (await api.run('query($id: ID!) { configFiles(releaseId: $id) { files { content } } }', { id })).data!.configFiles;
+  expect(after.map((f: { files: { content: string }[] }) => f.files[0].content)).toEqual([0, 1].map((n) =>
+    `server.1=zk-0.zk.fz.internal:2888:3888\nserver.2=zk-1.zk.fz.internal:2888:3888\nmyid=${n + 1}\n`));
+});
+
+test('the deployment script, compose file and config summary describe what is deployed', async () => {
+  const cache = await byName('cache');
+  const shell = (await api.run('query($id: ID!) { deploymentScript(releaseId: $id, format: SHELL) }', { id: cache.id })).data!.deploymentScript;
+  expect(shell).toMatch(/^#!\/bin\/sh/);
+  expect(shell).toContain("'fz-cache-0'");
+  expect(shell).toContain("'fangzhou/cache:1'");
+  const compose = (await api.run('query($id: ID!) { deploymentScript(releaseId: $id, format: COMPOSE) }', { id: cache.id })).data!.deploymentScript;
+  expect(compose).toContain('fz-cache-0');
+  const csv = (await api.run('{ configSummary(format: CSV) }')).data!.configSummary as string;
+  const lines = csv.trim().split(/\r?\n/);
+  expect(lines[0]).toMatch(/^release,/);
+  expect(lines.some((l) => l.startsWith('cache,') && l.includes('orch-host'))).toBe(true);
+  const md = (await api.run('{ configSummary(format: MARKDOWN) }')).data!.configSummary as string;
+  expect(md.split('\n')[1]).toMatch(/^\|[ -:|]+\|$/);
+  expect((await api.run('{ deploymentScript(releaseId: "r-none", format: SHELL) }')).errors?.[0].extensions?.code).toBe('NOT_FOUND');
+});

@@ -1,0 +1,86 @@
+import { log } from '../../lib/log';
+import type { Store } from '../../lib/store';
+import { getInstance, respecInstance, type Instance } from '../ark/instances';
+import { channelsFor } from '../panama/channels';
+import { raiseAlarm, resolveAlarm, type AlarmKind, type RaiseAlarm } from './alarms';
+import { recordEvent } from './events';
+import { isServing, type ContainerRecord, type StatusChange } from './status';
+
+/**
+ * What Butler does with every change a runner reports: record it as an event (the live feed), raise or resolve
+ * alarms, and replace a container that stays unhealthy — Docker does not do that by itself. A container that keeps
+ * failing is left alone with a CONTAINER_CRASH_LOOP alarm instead of being replaced forever.
+ */
+
+export const AUTO_RESTART = { max: 3, windowMs: 10 * 60_000 };
+
+export async function raise(store: Store, alarm: RaiseAlarm, now = new Date()) {
+  return raiseAlarm(store, alarm, await channelsFor(store, alarm.severity), now);
+}
+
+const describe = (c: ContainerRecord | undefined) =>
+  c ? `${c.state}${c.health !== 'NONE' ? `/${c.health}` : ''}${c.error ? ` (${c.error})` : ''}` : 'removed';
+
+export async function reactToChanges(store: Store, hostId: string, changes: StatusChange[], now = new Date()): Promise<void> {
+  for (const change of changes) {
+    try {
+      await react(store, hostId, change, now);
+    } catch (err) {
+      log.warn({ instanceId: change.instanceId, err: err instanceof Error ? err.message : String(err) }, 'could not act on a status change');
+    }
+  }
+}
+
+async function react(store: Store, hostId: string, { instanceId, releaseId, before, after }: StatusChange, now: Date) {
+  const subject = { hostId, releaseId, instanceId };
+  const name = after?.name ?? before?.name ?? instanceId;
+  await recordEvent(store, {
+    kind: 'CONTAINER_STATUS', message: `${name}: ${describe(after)} (was ${describe(before)})`,
+    severity: after && (after.health === 'UNHEALTHY' || after.state === 'EXITED' || after.state === 'DEAD') ? 'WARNING' : 'INFO',
+    ...subject, topics: ['container'],
+  }, now);
+  if (!after) return;
+  const cause = `instance:${instanceId}`;
+  const resolve = (kind: AlarmKind) => resolveAlarm(store, kind, cause, now);
+  if (isServing(after)) {
+    for (const kind of ['CONTAINER_UNHEALTHY', 'CONTAINER_RESTARTED', 'CONTAINER_OOM', 'CONTAINER_CRASH_LOOP', 'DEPLOY_FAILED', 'INSTANCE_MIGRATED'] as const) await resolve(kind);
+    return;
+  }
+  if (after.oomKilled && !before?.oomKilled) {
+    await raise(store, { kind: 'CONTAINER_OOM', severity: 'CRITICAL', cause, ...subject, message: `${name} was killed for running out of memory` }, now);
+  }
+  if (after.containerId && after.containerId === before?.containerId && after.restartCount > before.restartCount) {
+    await raise(store, { kind: 'CONTAINER_RESTARTED', severity: 'WARNING', cause, ...subject, message: `${name} exited (code ${after.exitCode ?? '?'}) and was restarted by Docker (${after.restartCount} restarts)` }, now);
+  }
+  if (after.error && after.error !== before?.error) {
+    await raise(store, { kind: 'DEPLOY_FAILED', severity: 'WARNING', cause, ...subject, message: `${name}: ${after.error}` }, now);
+  }
+  if (after.health === 'UNHEALTHY' && before?.health !== 'UNHEALTHY') {
+    await raise(store, { kind: 'CONTAINER_UNHEALTHY', severity: 'WARNING', cause, ...subject, message: `${name} is unhealthy: its healthcheck failed its retries` }, now);
+    await autoRestart(store, instanceId, name, subject, now);
+  }
+}
+
+/** Replaces an unhealthy container with a fresh one, at most AUTO_RESTART.max times in AUTO_RESTART.windowMs. */
+async function autoRestart(store: Store, instanceId: string, name: string, subject: { hostId: string; releaseId: string; instanceId: string }, now: Date) {
+  const instance = await getInstance(store, instanceId);
+  if (!instance) return;
+  const recent = (instance.restartLog ?? []).filter((at) => now.getTime() - Date.parse(at) < AUTO_RESTART.windowMs);
+  if (recent.length >= AUTO_RESTART.max) {
+    await raise(store, {
+      kind: 'CONTAINER_CRASH_LOOP', severity: 'CRITICAL', cause: `instance:${instanceId}`, ...subject,
+      message: `${name} stays unhealthy after ${recent.length} restarts in ${AUTO_RESTART.windowMs / 60_000} min; no more automatic restarts until it recovers or is restarted by hand`,
+    }, now);
+    return;
+  }
+  await restart(store, instance, 'unhealthy', now, [...recent, now.toISOString()]);
+}
+
+/** Replaces the instance's container: a new generation changes the spec hash, so its runner recreates it. */
+export async function restart(store: Store, instance: Instance, reason: string, now = new Date(), restartLog = instance.restartLog ?? []) {
+  await respecInstance(store, instance.id, { ...instance.spec, generation: (instance.spec.generation ?? 0) + 1 }, restartLog);
+  await recordEvent(store, {
+    kind: 'RESTARTED', message: `${instance.releaseName}-${instance.ordinal} replaced with a fresh container (${reason})`,
+    severity: 'INFO', hostId: instance.hostId, releaseId: instance.releaseId, instanceId: instance.id,
+  }, now);
+}
