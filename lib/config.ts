@@ -20,7 +20,7 @@ export const config = () => ({
   adminTokenHash: process.env.FZ_ADMIN_TOKEN_HASH || undefined,
   runnerPollSeconds: num('FZ_RUNNER_POLL_SECONDS', 2),
   /** A host whose runner has not synced for this long is DOWN and its instances move (runners sync every 2 s). */
-  hostDownSeconds: num('FZ_HOST_DOWN_SECONDS', 6),
+  hostDownSeconds: num('FZ_HOST_DOWN_SECONDS', 5),
   joinTokenTtlSeconds: num('FZ_JOIN_TOKEN_TTL_SECONDS', 3600),
   dnsZone: process.env.FZ_DNS_ZONE ?? 'fz.internal',
 });

@@ -146,7 +146,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     },
   };
   // serverless-offline runs no schedules: invoke the tick functions ourselves, one call at a time.
-  const tickSeconds = Number(process.env.FZ_TICK_SECONDS ?? 2);
+  const tickSeconds = Number(process.env.FZ_TICK_SECONDS ?? 1);
   let ticking = true;
   const tick = async () => {
     while (ticking) {
