@@ -1,6 +1,7 @@
 import { conflict, notFound } from '../../lib/errors';
 import { newId } from '../../lib/ids';
 import type { Store, Versioned } from '../../lib/store';
+import { channelsFor } from '../panama/channels';
 import { paginate, recordEvent, SEVERITY_RANK, type Page, type Severity } from './events';
 
 export type AlarmKind = 'HOST_DOWN' | 'CONTAINER_UNHEALTHY' | 'CONTAINER_RESTARTED' | 'CONTAINER_OOM' | 'CONTAINER_CRASH_LOOP'
@@ -54,6 +55,11 @@ export async function raiseAlarm(store: Store, input: RaiseAlarm, channelIds: st
     hostId: alarm.hostId, releaseId: alarm.releaseId, instanceId: alarm.instanceId, topics: ['alarm'],
   }, now);
   return alarm;
+}
+
+/** Raises an alarm routed to every alert channel that takes its severity. */
+export async function raise(store: Store, alarm: RaiseAlarm, now = new Date()) {
+  return raiseAlarm(store, alarm, await channelsFor(store, alarm.severity), now);
 }
 
 /** Resolves the open alarm of this kind and cause, if any (the cause cleared). */

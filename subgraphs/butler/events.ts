@@ -22,10 +22,12 @@ export interface PlatformEvent extends Versioned {
   alarmId: string | null;
   /** Subscription topics this event feeds, e.g. `alarm`, `container:<releaseId>:<hostId>`, `release:<releaseId>`. */
   topics: string[];
+  /** Upgrade and rollback steps: instances done out of the total. */
+  progress?: { done: number; total: number } | null;
   published: boolean;
 }
 
-export type NewEvent = Pick<PlatformEvent, 'kind' | 'message'> & Partial<Pick<PlatformEvent, 'severity' | 'hostId' | 'releaseId' | 'instanceId' | 'alarmId' | 'topics'>>;
+export type NewEvent = Pick<PlatformEvent, 'kind' | 'message'> & Partial<Pick<PlatformEvent, 'severity' | 'hostId' | 'releaseId' | 'instanceId' | 'alarmId' | 'topics' | 'progress'>>;
 
 export async function recordEvent(store: Store, event: NewEvent, now = new Date()): Promise<PlatformEvent> {
   const item = {

@@ -1,8 +1,9 @@
 import { log } from '../../lib/log';
 import type { Store } from '../../lib/store';
 import { getInstance, respecInstance, type Instance } from '../ark/instances';
-import { channelsFor } from '../panama/channels';
-import { raiseAlarm, resolveAlarm, type AlarmKind, type RaiseAlarm } from './alarms';
+import { getRelease } from '../panama/releases';
+import { isActive } from '../panama/upgrades';
+import { raise, resolveAlarm, type AlarmKind } from './alarms';
 import { recordEvent } from './events';
 import { isServing, type ContainerRecord, type StatusChange } from './status';
 
@@ -13,10 +14,6 @@ import { isServing, type ContainerRecord, type StatusChange } from './status';
  */
 
 export const AUTO_RESTART = { max: 3, windowMs: 10 * 60_000 };
-
-export async function raise(store: Store, alarm: RaiseAlarm, now = new Date()) {
-  return raiseAlarm(store, alarm, await channelsFor(store, alarm.severity), now);
-}
 
 const describe = (c: ContainerRecord | undefined) =>
   c ? `${c.state}${c.health !== 'NONE' ? `/${c.health}` : ''}${c.error ? ` (${c.error})` : ''}` : 'removed';
@@ -65,6 +62,8 @@ async function react(store: Store, hostId: string, { instanceId, releaseId, befo
 async function autoRestart(store: Store, instanceId: string, name: string, subject: { hostId: string; releaseId: string; instanceId: string }, now: Date) {
   const instance = await getInstance(store, instanceId);
   if (!instance) return;
+  // During an upgrade the health gate decides: a failing new container means roll back, not restart.
+  if (isActive((await getRelease(store, instance.releaseId))?.upgrade)) return;
   const recent = (instance.restartLog ?? []).filter((at) => now.getTime() - Date.parse(at) < AUTO_RESTART.windowMs);
   if (recent.length >= AUTO_RESTART.max) {
     await raise(store, {

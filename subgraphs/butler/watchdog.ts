@@ -4,10 +4,10 @@ import type { Store } from '../../lib/store';
 import { listHosts, markDown, type Host } from '../ark/hosts';
 import { instancesOfHost, migrateInstance, type Instance } from '../ark/instances';
 import { constraintsOf, getRelease } from '../panama/releases';
-import { resolveAlarm } from './alarms';
+import { raise, resolveAlarm } from './alarms';
 import { recordEvent } from './events';
 import { getContainer, isServing } from './status';
-import { raise } from './watch';
+
 
 /**
  * The watchdog tick: a host whose runner stopped syncing for `hostDownSeconds` is marked DOWN (HOST_DOWN alarm)

@@ -2,6 +2,7 @@ import { log } from '../../lib/log';
 import type { Store } from '../../lib/store';
 import { instancesOfRelease, placeInstances, removeInstance } from '../ark/instances';
 import { mustGetProduct } from './products';
+import { advanceUpgrade } from './upgrades';
 import {
   constraintsOf, finishDeletions, getRelease, listReleases, statusOf, unplacedInstances, type Release,
 } from './releases';
@@ -41,6 +42,7 @@ async function reconcileRelease(store: Store, release: Release, now: Date) {
       return note(store, release, `cannot be placed yet: ${err instanceof Error ? err.message : String(err)}`);
     }
   }
+  await advanceUpgrade(store, (await getRelease(store, release.id)) ?? release, now);
   if (release.phase === 'WAITING' || release.placementError) {
     await store.mutate<Release>('releases', release.id, (r) => r && r.phase !== 'DELETING' ? { ...r, phase: 'ACTIVE', placementError: null } : undefined);
   }

@@ -10,6 +10,7 @@ import {
 import { containersOfRelease, isFailing, isServing, type ContainerRecord } from '../butler/status';
 import { resolveDependencies } from './dependencies';
 import { renderTemplates, templateContext } from './templates';
+import type { UpgradeRecord } from './upgrades';
 import { latestVersion, listProducts, mustGetProduct, type Product } from './products';
 
 export type ReleaseStatus = 'PENDING' | 'DEPLOYING' | 'RUNNING' | 'DEGRADED' | 'UPGRADING' | 'ROLLING_BACK' | 'FAILED' | 'DELETING';
@@ -41,6 +42,8 @@ export interface Release extends Versioned {
   phase: 'WAITING' | 'ACTIVE' | 'DELETING';
   /** Why the reconciler could not place it last time, while WAITING. */
   placementError: string | null;
+  /** The upgrade or rollback in progress, or the last one. */
+  upgrade?: UpgradeRecord | null;
   createdAt: string;
   idempotencyKey: string | null;
 }
@@ -332,6 +335,13 @@ export interface DerivedStatus {
 export function releaseStatus(release: Release, instances: Instance[], containers: ContainerRecord[]): DerivedStatus {
   if (release.phase === 'DELETING') return { status: 'DELETING', message: `${containers.length} container(s) still to remove` };
   if (release.phase === 'WAITING') return { status: 'PENDING', message: release.placementError ?? 'waiting for its dependencies to run' };
+  const u = release.upgrade;
+  if (u && ['RUNNING', 'PAUSED', 'ROLLING_BACK'].includes(u.state)) {
+    const target = u.state === 'ROLLING_BACK' ? u.fromVersion : u.toVersion;
+    const what = `${u.done.length} of ${release.replicas} on ${target}${u.batch.length ? `, replacing ${u.batch.length}` : ''}`;
+    return { status: u.state === 'ROLLING_BACK' ? 'ROLLING_BACK' : 'UPGRADING', message: u.state === 'PAUSED' ? `paused: ${what}` : what };
+  }
+  if (u?.state === 'FAILED') return { status: 'FAILED', message: `upgrade to ${u.toVersion} stopped: ${u.message}` };
   const byInstance = new Map(containers.map((c) => [c.instanceId, c]));
   const current = instances.map((i) => ({ i, c: byInstance.get(i.id) }));
   const failing = current.filter(({ c }) => c && isFailing(c));

@@ -9,6 +9,7 @@ import { instancesOfRelease, type Instance } from '../ark/instances';
 import type { ContainerRecord } from '../butler/status';
 import { configSummary, deploymentScript, summaryRows } from './artefacts';
 import { resolveDependencies } from './dependencies';
+import { rollbackRelease, setPaused, startUpgrade, type UpgradeStrategy } from './upgrades';
 import { configureRelease, deleteRelease, deploy, getRelease, listReleases, mustGetRelease, scaleRelease, statusOf, type DeployInput, type Release } from './releases';
 import { createAlertChannel, deleteAlertChannel, displayTarget, getChannel, listChannels, type AlertChannel, type AlertChannelInput } from './channels';
 import { testChannel } from '../butler/notify';
@@ -48,6 +49,11 @@ const resolvers = {
     defineProduct: (_: unknown, { input }: { input: ProductInput }) => defineProduct(store(), input),
     deploy: (_: unknown, { input }: { input: DeployInput }) => deploy(store(), input),
     configureRelease: (_: unknown, { id, env }: { id: string; env: { name: string; value: string }[] }) => configureRelease(store(), id, env),
+    upgradeRelease: (_: unknown, { id, version, strategy }: { id: string; version: string; strategy?: UpgradeStrategy | null }) =>
+      startUpgrade(store(), id, version, strategy ?? {}),
+    rollbackRelease: (_: unknown, { id, revision }: { id: string; revision: number }) => rollbackRelease(store(), id, revision),
+    pauseUpgrade: (_: unknown, { id }: { id: string }) => setPaused(store(), id, true),
+    resumeUpgrade: (_: unknown, { id }: { id: string }) => setPaused(store(), id, false),
     scaleRelease: (_: unknown, { id, replicas }: { id: string; replicas: number }) => scaleRelease(store(), id, replicas),
     deleteRelease: (_: unknown, { id }: { id: string }) => deleteRelease(store(), id),
     createAlertChannel: (_: unknown, { input }: { input: AlertChannelInput }) => createAlertChannel(store(), input),
@@ -62,6 +68,7 @@ const resolvers = {
     product: (r: Release) => mustGetProduct(store(), r.product),
     status: async (r: Release) => (await status(r)).status,
     statusMessage: async (r: Release) => (await status(r)).message,
+    upgrade: (r: Release) => r.upgrade && { ...r.upgrade, done: r.upgrade.done.length, total: r.replicas },
   },
   AlertChannel: {
     // Deleted channels resolve too (tombstones), so old alarms' notifications still name them.

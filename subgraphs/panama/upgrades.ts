@@ -1,0 +1,171 @@
+import { badInput, conflict } from '../../lib/errors';
+import type { Store } from '../../lib/store';
+import * as check from '../../lib/validate';
+import { instancesOfRelease, respecInstance, specHash, type Instance } from '../ark/instances';
+import { raise } from '../butler/alarms';
+import { recordEvent } from '../butler/events';
+import { containersOfRelease, isFailing, isServing, type ContainerRecord } from '../butler/status';
+import { mustGetProduct } from './products';
+import { instanceSpec, mustGetRelease, type Release } from './releases';
+
+/**
+ * Rolling upgrades and rollbacks as state in the release item, advanced one step per reconcile tick: killing any
+ * handler or runner mid-way loses nothing, the next tick carries on where the record stands. A batch is written
+ * to the record before its instances get the new spec, so a crash in between cannot skip a batch's health gate.
+ */
+
+export type UpgradeState = 'RUNNING' | 'PAUSED' | 'ROLLING_BACK' | 'SUCCEEDED' | 'ROLLED_BACK' | 'FAILED';
+
+export interface UpgradeRecord {
+  kind: 'UPGRADE' | 'ROLLBACK';
+  state: UpgradeState;
+  fromVersion: string;
+  toVersion: string;
+  maxUnavailable: number;
+  healthTimeoutSeconds: number;
+  autoRollback: boolean;
+  pauseBetweenBatchesSeconds: number;
+  /** Instances being replaced now, and since when. */
+  batch: string[];
+  batchStartedAt: string | null;
+  nextBatchAt: string | null;
+  /** Instances on the target version and healthy. */
+  done: string[];
+  startedAt: string;
+  finishedAt: string | null;
+  message: string | null;
+}
+
+export interface UpgradeStrategy {
+  maxUnavailable?: number | null;
+  healthTimeoutSeconds?: number | null;
+  autoRollback?: boolean | null;
+  pauseBetweenBatchesSeconds?: number | null;
+}
+
+const ACTIVE: UpgradeState[] = ['RUNNING', 'PAUSED', 'ROLLING_BACK'];
+export const isActive = (u: UpgradeRecord | null | undefined) => Boolean(u && ACTIVE.includes(u.state));
+
+const topic = (releaseId: string) => [`release:${releaseId}`];
+const progressEvent = (store: Store, release: Release, kind: string, message: string, done: number, severity: 'INFO' | 'WARNING' | 'CRITICAL' = 'INFO', instanceId: string | null = null, now = new Date()) =>
+  recordEvent(store, { kind, message, severity, releaseId: release.id, instanceId, topics: topic(release.id), progress: { done, total: release.replicas } }, now);
+
+/** Starts an upgrade (or, with kind ROLLBACK, a return to an earlier version); refused while another one runs. */
+export async function startUpgrade(store: Store, id: string, version: string, strategy: UpgradeStrategy = {}, kind: UpgradeRecord['kind'] = 'UPGRADE', now = new Date()): Promise<Release> {
+  const release = await mustGetRelease(store, id);
+  const product = await mustGetProduct(store, release.product);
+  if (release.phase === 'DELETING') throw conflict(`release "${release.name}" is being deleted`);
+  if (release.phase === 'WAITING') throw conflict(`release "${release.name}" is not placed yet (waiting for its dependencies)`);
+  if (isActive(release.upgrade)) throw conflict(`release "${release.name}" is already being ${release.upgrade!.kind === 'ROLLBACK' ? 'rolled back' : 'upgraded'} to ${release.upgrade!.toVersion}; pause it, or wait until it ends`);
+  if (!product.versions.some((v) => v.version === version)) {
+    throw badInput(`product ${product.name} has no version "${version}"; available: ${product.versions.map((v) => v.version).join(', ')}`, 'version');
+  }
+  if (version === release.version) throw badInput(`release "${release.name}" already runs ${version}`, 'version');
+  if (release.replicas === 0) throw badInput(`release "${release.name}" has no instances to upgrade; scale it up first`, 'id');
+  const record: UpgradeRecord = {
+    kind,
+    state: 'RUNNING',
+    fromVersion: release.version,
+    toVersion: version,
+    maxUnavailable: check.intInRange(strategy.maxUnavailable ?? 1, 'strategy.maxUnavailable', 1, release.replicas),
+    healthTimeoutSeconds: check.intInRange(strategy.healthTimeoutSeconds ?? 120, 'strategy.healthTimeoutSeconds', 5, 3600),
+    autoRollback: kind === 'UPGRADE' && (strategy.autoRollback ?? true),
+    pauseBetweenBatchesSeconds: check.intInRange(strategy.pauseBetweenBatchesSeconds ?? 0, 'strategy.pauseBetweenBatchesSeconds', 0, 3600),
+    batch: [], batchStartedAt: null, nextBatchAt: null, done: [],
+    startedAt: now.toISOString(), finishedAt: null, message: null,
+  };
+  const reason = kind === 'UPGRADE' ? `upgrade ${release.version} → ${version}` : `rollback ${release.version} → ${version}`;
+  const updated = (await store.mutate<Release>('releases', id, (r) => {
+    if (!r) return undefined;
+    if (isActive(r.upgrade)) throw conflict(`release "${r.name}" is already being upgraded`);
+    return { ...r, version, upgrade: record, revision: r.revision + 1, revisions: [...r.revisions, { revision: r.revision + 1, version, createdAt: now.toISOString(), reason }] };
+  }))!;
+  await progressEvent(store, updated, kind === 'UPGRADE' ? 'UPGRADE_STARTED' : 'ROLLBACK_STARTED', `${reason}, ${record.maxUnavailable} at a time`, 0, 'INFO', null, now);
+  return updated;
+}
+
+export async function rollbackRelease(store: Store, id: string, revision: number, now = new Date()): Promise<Release> {
+  const release = await mustGetRelease(store, id);
+  const target = release.revisions.find((r) => r.revision === revision);
+  if (!target) throw badInput(`release "${release.name}" has no revision ${revision}; it has ${release.revisions.map((r) => r.revision).join(', ')}`, 'revision');
+  return startUpgrade(store, id, target.version, {}, 'ROLLBACK', now);
+}
+
+export async function setPaused(store: Store, id: string, paused: boolean): Promise<Release> {
+  const release = await mustGetRelease(store, id);
+  const want = paused ? 'RUNNING' : 'PAUSED';
+  if (release.upgrade?.state !== want) throw conflict(`release "${release.name}" has no ${paused ? 'running' : 'paused'} upgrade`);
+  return (await store.mutate<Release>('releases', id, (r) => r && r.upgrade?.state === want
+    ? { ...r, upgrade: { ...r.upgrade, state: paused ? 'PAUSED' : 'RUNNING' } } : undefined))!;
+}
+
+/** One step of the release's upgrade, if it has one in progress. Safe to run twice. */
+export async function advanceUpgrade(store: Store, release: Release, now = new Date()): Promise<void> {
+  const u = release.upgrade;
+  if (!u || !isActive(u) || u.state === 'PAUSED') return;
+  const product = await mustGetProduct(store, release.product);
+  const [instances, containers] = await Promise.all([instancesOfRelease(store, release.id), containersOfRelease(store, release.id)]);
+  const byInstance = new Map(containers.map((c) => [c.instanceId, c]));
+  const targetVersion = u.state === 'ROLLING_BACK' ? u.fromVersion : u.toVersion;
+  const target = (i: Instance) => instanceSpec({ ...release, version: targetVersion }, product, i.ordinal);
+  const onTarget = (i: Instance) => i.specHash === specHash(target(i));
+  const serving = (i: Instance) => { const c = byInstance.get(i.id); return Boolean(c && c.specHash === i.specHash && isServing(c)); };
+  const save = (next: Partial<UpgradeRecord>, extra: Partial<Release> = {}) =>
+    store.replace<Release>('releases', { ...release, ...extra, upgrade: { ...u, ...next } });
+
+  if (u.batch.length) {
+    const batch = instances.filter((i) => u.batch.includes(i.id));
+    for (const i of batch) await respecInstance(store, i.id, target(i)); // finishes a batch a crash interrupted
+    const failing = batch.map((i) => ({ i, c: byInstance.get(i.id) })).find(({ i, c }) => c && c.specHash === i.specHash && isFailing(c));
+    const timedOut = now.getTime() - Date.parse(u.batchStartedAt!) > u.healthTimeoutSeconds * 1000;
+    if (batch.every((i) => onTarget(i) && serving(i))) {
+      const done = [...new Set([...u.done, ...u.batch])];
+      for (const i of batch) await progressEvent(store, release, 'HEALTH_PASSED', `${i.releaseName}-${i.ordinal} is healthy on ${targetVersion}`, done.length, 'INFO', i.id, now);
+      await save({ batch: [], batchStartedAt: null, done, nextBatchAt: new Date(now.getTime() + u.pauseBetweenBatchesSeconds * 1000).toISOString() });
+      return;
+    }
+    if (!failing && !timedOut) return;
+    const why = failing ? `${failing.i.releaseName}-${failing.i.ordinal}: ${describeFailure(failing.c!)}` : `not healthy within ${u.healthTimeoutSeconds}s`;
+    await progressEvent(store, release, 'HEALTH_FAILED', `health gate failed on ${targetVersion}: ${why}`, u.done.length, 'WARNING', failing?.i.id ?? null, now);
+    if (u.state === 'RUNNING' && u.autoRollback) {
+      await save({ state: 'ROLLING_BACK', batch: [], batchStartedAt: null, done: [], message: `rolling back: ${why}` }, { version: u.fromVersion });
+      await progressEvent(store, release, 'ROLLBACK_STARTED', `rolling back to ${u.fromVersion}: ${why}`, 0, 'WARNING', null, now);
+      await raise(store, {
+        kind: 'UPGRADE_ROLLED_BACK', severity: 'WARNING', cause: `release:${release.id}:${u.startedAt}`, releaseId: release.id,
+        message: `upgrade of ${release.name} to ${u.toVersion} failed its health gate (${why}); rolled back to ${u.fromVersion}`,
+      }, now);
+    } else {
+      await save({ state: 'FAILED', finishedAt: now.toISOString(), message: why });
+      await progressEvent(store, release, 'UPGRADE_FAILED', `stopped: ${why}`, u.done.length, 'CRITICAL', null, now);
+    }
+    return;
+  }
+
+  const remaining = instances.filter((i) => !onTarget(i));
+  if (!remaining.length) {
+    const rolledBack = u.state === 'ROLLING_BACK';
+    await save({ state: rolledBack ? 'ROLLED_BACK' : 'SUCCEEDED', finishedAt: now.toISOString() },
+      rolledBack ? addRevision(release, `rolled back to ${u.fromVersion} after a failed upgrade to ${u.toVersion}`, now) : {});
+    await progressEvent(store, release, rolledBack ? 'UPGRADE_ROLLED_BACK' : 'UPGRADE_DONE',
+      rolledBack ? `back on ${u.fromVersion}` : `all ${instances.length} instances on ${u.toVersion}`, instances.length, rolledBack ? 'WARNING' : 'INFO', null, now);
+    return;
+  }
+  if (u.nextBatchAt && Date.parse(u.nextBatchAt) > now.getTime()) return;
+  // Rolling back takes every changed instance at once: they are the ones that failed or may fail.
+  const alreadyDown = instances.filter((i) => onTarget(i) && !serving(i)).length;
+  const size = u.state === 'ROLLING_BACK' ? remaining.length : u.maxUnavailable - alreadyDown;
+  if (size <= 0) return;
+  const next = remaining.slice(0, size);
+  await save({ batch: next.map((i) => i.id), batchStartedAt: now.toISOString() });
+  for (const i of next) {
+    await respecInstance(store, i.id, target(i));
+    await progressEvent(store, release, 'INSTANCE_REPLACED', `${i.releaseName}-${i.ordinal} → ${targetVersion}`, u.done.length, 'INFO', i.id, now);
+  }
+}
+
+const describeFailure = (c: ContainerRecord) => c.error ?? `${c.state.toLowerCase()}${c.health === 'UNHEALTHY' ? ', unhealthy' : ''}`;
+
+const addRevision = (r: Release, reason: string, now: Date, version = r.version) => ({
+  revision: r.revision + 1,
+  revisions: [...r.revisions, { revision: r.revision + 1, version, createdAt: now.toISOString(), reason }],
+});
