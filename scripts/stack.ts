@@ -12,7 +12,7 @@ import { createClient, ensureTables } from '../lib/store';
 
 const ROOT = resolve(__dirname, '..');
 /** The functions AWS runs on a schedule; offline, the stack invokes them in this order every tick. */
-const TICKS = ['watchdog', 'reconcile'];
+const TICKS = ['watchdog', 'reconcile', 'publish'];
 const bin = (name: string) => join(ROOT, 'node_modules', '.bin', name);
 
 export interface StackOptions {
@@ -105,6 +105,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     FZ_LAMBDA_PORT: String(options.lambdaPort ?? 3002),
     FZ_SUBGRAPH_TRANSPORT: options.subgraphTransport ?? 'http',
     FZ_SUBGRAPH_URL_BASE: `http://localhost:${httpPort}/subgraphs`,
+    FZ_BUILD_DIR: `.esbuild/${httpPort}`,
     ...options.env,
   };
   const offline = spawn(process.execPath, [bin('serverless'), 'offline', 'start'], {

@@ -1,4 +1,5 @@
 import { config } from '../../lib/config';
+import { kick } from '../../lib/kick';
 import type { SyncRequest, SyncResponse } from '../../lib/runner-protocol';
 import type { Store } from '../../lib/store';
 import { recordObservations } from '../butler/status';
@@ -20,6 +21,8 @@ export async function runnerSync(store: Store, hostId: string, request: SyncRequ
   const desired = new Map(instances.map((i) => [i.id, i]));
   const changes = await recordObservations(store, hostId, request.observed, desired);
   await reactToChanges(store, hostId, changes);
+  // Subscribers hear of a change now rather than at the next tick.
+  if (changes.length) await kick('publish');
   await finishDeletions(store, new Set(changes.map((c) => c.releaseId)));
   return { hostId, desired: instances.map(toDesired), pollSeconds: config().runnerPollSeconds };
 }

@@ -1,0 +1,209 @@
+/**
+ * Host-loss recovery: two extra Docker engines (hosts A and B), a runner each; 4 demo replicas all on A; runner A
+ * and engine A are killed at t0 and the API is polled every 100 ms for host A DOWN (detection) and for every
+ * instance RUNNING and HEALTHY on host B (total). 3 runs, A brought back in between.
+ * `node --import tsx bench/recovery.ts`
+ */
+import type { ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { startEngine, type Engine } from '../test/support/engine';
+import { DEPLOY, defineDemo, benchStack, ms, now, pollUntil, post, round, runBench, sleep, waitUntil, type Bench } from './lib';
+
+const REPLICAS = 4;
+const RUNS = 3;
+const HOST_ARGS = ['--labels', 'zone=x', '--cpu-millis', '4000', '--memory-mb', '4096'];
+/** What the stack and the runners run with (the stack's children inherit this environment). */
+const DEFAULTS = {
+  hostDownSeconds: Number(process.env.FZ_HOST_DOWN_SECONDS || 5),
+  tickSeconds: Number(process.env.FZ_TICK_SECONDS || 1),
+  runnerPollSeconds: Number(process.env.FZ_RUNNER_POLL_SECONDS || 2),
+};
+
+const STATE = `query($id: ID!) {
+  hosts { id name status lastHeartbeatAt }
+  release(id: $id) { status instances { id host { id } status { host { id } state health } } }
+}`;
+interface State {
+  hosts: { id: string; name: string; status: string; lastHeartbeatAt: string | null }[];
+  release: { status: string; instances: { id: string; host: { id: string } | null; status: { host: { id: string }; state: string; health: string } | null }[] } | null;
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const sec = (x: number) => `${(x / 1000).toFixed(2)} s`;
+
+/** Unmounts whatever is still mounted under `dir` (deepest first): a killed engine leaves netns and overlay mounts. */
+function unmountUnder(dir: string) {
+  const points = readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m) => m && (m === dir || m.startsWith(`${dir}/`)));
+  for (const m of points.sort((x, y) => y.length - x.length)) {
+    if (spawnSync('umount', [m]).status !== 0) spawnSync('umount', ['-l', m]);
+  }
+}
+
+/** SIGKILL the processes whose command line names `dir` or a path under it (dockerd, containerd, shims of an engine of ours). */
+function killUnder(dir: string) {
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      if (args.some((arg) => arg === dir || arg.startsWith(`${dir}/`) || arg.includes(`=${dir}/`))) process.kill(Number(pid), 'SIGKILL');
+    } catch { /* gone */ }
+  }
+}
+
+/**
+ * An extra engine (startEngine), cleaned up at the end whatever state it is in: a killed engine is started again
+ * first so that it removes its containers itself; then, in any case, what is left under its exec root and data dir
+ * (processes, mounts, files) goes. Also when the bench is stopped while dockerd is still starting.
+ */
+async function engine(b: Bench, name: string, pool: string): Promise<{ engine: Engine; down: { value: boolean } }> {
+  let started: Engine | undefined;
+  const down = { value: false };
+  const execRoot = `/tmp/fzx-${name}-${process.pid}`; // as startEngine names it
+  b.defer(async () => {
+    if (started) {
+      const e = started;
+      const dir = dirname(e.socket);
+      const bounded = (p: Promise<unknown>, millis: number) => Promise.race([p, sleep(millis)]);
+      try {
+        if (down.value) await bounded(e.restart(), 20_000);
+        await bounded(e.stop(), 30_000);
+      } catch (err) {
+        console.error(`engine ${name}: ${(err as Error).message}; clearing it by hand`);
+      }
+      killUnder(execRoot);
+      killUnder(dir);
+      unmountUnder(execRoot);
+      unmountUnder(dir);
+      rmSync(dir, { recursive: true, force: true });
+    } else {
+      killUnder(execRoot);
+      unmountUnder(execRoot);
+    }
+    rmSync(execRoot, { recursive: true, force: true });
+  });
+  started = await startEngine(name, pool, ['fangzhou/demo:1']);
+  return { engine: started, down };
+}
+
+runBench('recovery', 230_000, async (b) => {
+  const t = now();
+  const [{ engine: engineA, down: downA }, { engine: engineB }] = await Promise.all([engine(b, 'reca', '10.231.0.0/16'), engine(b, 'recb', '10.232.0.0/16')]);
+  console.log(`engines A and B up (demo:1 loaded) in ${ms(now() - t)}`);
+  const { stack } = await benchStack(b, 3430, 4930);
+  const gql = <T = any>(query: string, variables?: Record<string, unknown>) => post<T>(stack.url, query, variables, stack.adminToken);
+  /** Like gql, but an answer without data is an error too (with what came back). */
+  const strictGql = async <T>(query: string, variables?: Record<string, unknown>): Promise<T> => {
+    const res = await fetch(stack.url, {
+      method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${stack.adminToken}` },
+      body: JSON.stringify({ query, variables }),
+    });
+    const text = await res.text();
+    let body: { data?: T; errors?: unknown[] } = {};
+    try { body = JSON.parse(text); } catch { /* reported below */ }
+    if (res.status !== 200 || body.errors?.length || !body.data) throw new Error(`${res.status}: ${text.slice(0, 400)}`);
+    return body.data;
+  };
+  await defineDemo(stack);
+
+  const nameA = `rec-a-${process.pid}`;
+  const nameB = `rec-b-${process.pid}`;
+  const argsA = [...HOST_ARGS, '--docker-socket', engineA.socket];
+  let runnerA: ChildProcess = await stack.startRunner(nameA, argsA);
+  await stack.startRunner(nameB, [...HOST_ARGS, '--docker-socket', engineB.socket]);
+  const hosts = async () => (await gql<State>('{ hosts { id name status lastHeartbeatAt } }')).hosts;
+  const [a, bHost] = await waitUntil('both hosts READY', async () => {
+    const list = await hosts();
+    const ha = list.find((h) => h.name === nameA && h.status === 'READY');
+    const hb = list.find((h) => h.name === nameB && h.status === 'READY');
+    return ha && hb && [ha, hb];
+  }, 60_000, 200);
+
+  console.log(`\n${REPLICAS} demo replicas (fangzhou/demo:1, healthcheck every 2 s) on host A; runner A (SIGKILL) and engine A (dockerd, containerd, shims: SIGKILL) killed at t0;` +
+    ` API polled every 100 ms. In force: FZ_HOST_DOWN_SECONDS=${DEFAULTS.hostDownSeconds}, tick ${DEFAULTS.tickSeconds} s` +
+    ` (watchdog, reconcile, … one after another, then the pause), runner poll ${DEFAULTS.runnerPollSeconds} s.`);
+  const runs: { detection: number; moved: number; running: number; total: number; heartbeatAgeAtKill: number; backReady: number; staleRemoved: number }[] = [];
+
+  for (let run = 1; run <= RUNS; run++) {
+    // Everything on A: B is cordoned while the deploy places the instances, then free again.
+    await gql('mutation($id: ID!) { cordonHost(id: $id) { id } }', { id: bHost.id });
+    const { deploy } = await gql(DEPLOY, { input: { name: `rec-${run}`, product: 'demo', version: '1.0.0', replicas: REPLICAS } });
+    await gql('mutation($id: ID!) { uncordonHost(id: $id) { id } }', { id: bHost.id });
+    const id = deploy.id as string;
+    const state = () => strictGql<State>(STATE, { id });
+    await waitUntil(`rec-${run} RUNNING on host A`, async () => {
+      const s = await state();
+      return s.release?.status === 'RUNNING' && s.release.instances.every((i) => i.host?.id === a.id);
+    }, 60_000, 200);
+
+    const lastBeat = (await hosts()).find((h) => h.id === a.id)!.lastHeartbeatAt;
+    const t0 = now();
+    const wall0 = Date.now();
+    runnerA.kill('SIGKILL');
+    downA.value = true;
+    await engineA.kill();
+    const killed = now() - t0;
+
+    const polls = { failed: 0 };
+    let detection = 0;
+    let moved = 0;
+    let running = 0;
+    const onB = (s: State) => s.release!.instances.filter((i) => i.host?.id === bHost.id);
+    const total = await pollUntil(`rec-${run}: every instance RUNNING on host B`, t0, async () => {
+      const s = await state().catch((err: Error) => {
+        if (!(polls.failed++)) console.log(`        (a poll failed: ${err.message.slice(0, 300)})`);
+        return undefined;
+      });
+      if (!s?.release || !s.hosts) return false;
+      const elapsed = now() - t0;
+      if (!detection && s.hosts.find((h) => h.id === a.id)?.status === 'DOWN') detection = elapsed;
+      const there = onB(s);
+      if (!moved && there.length === REPLICAS) moved = elapsed;
+      if (!running && there.length === REPLICAS && there.every((i) => i.status?.host.id === bHost.id && i.status.state === 'RUNNING')) running = elapsed;
+      return s.release!.status === 'RUNNING' && there.length === REPLICAS
+        && there.every((i) => i.status?.host.id === bHost.id && i.status.state === 'RUNNING' && i.status.health === 'HEALTHY');
+    }, 60_000);
+    const heartbeatAgeAtKill = lastBeat ? wall0 - Date.parse(lastBeat) : NaN;
+    console.log(`run ${run}: killed in ${ms(killed)} (last heartbeat ${ms(heartbeatAgeAtKill)} before t0); host A DOWN after ${sec(detection)};` +
+      ` all ${REPLICAS} placed on B ${sec(moved)}, running ${sec(running)}, RUNNING+HEALTHY (total) ${sec(total)}`);
+
+    // Bring A back (Docker restarts its old containers, its runner removes them: they moved away), and delete the
+    // release so B starts the next run empty.
+    const back = now();
+    await gql('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id });
+    await engineA.restart();
+    downA.value = false;
+    runnerA = await stack.startRunner(nameA, argsA);
+    await waitUntil('host A READY again', async () => (await hosts()).find((h) => h.id === a.id)?.status === 'READY', 60_000, 200);
+    const backReady = now() - back;
+    const left = async (e: Engine) => (await e.docker.listContainers({ all: true, filters: { label: [`fangzhou.release=${id}`] } })).length;
+    await waitUntil('no stale copies on engine A', async () => (await left(engineA)) === 0, 60_000, 200);
+    const staleRemoved = now() - back;
+    await waitUntil(`rec-${run} removed from engine B`, async () => (await left(engineB)) === 0, 60_000, 200);
+    console.log(`        A back: engine + runner READY after ${sec(backReady)}, its stale copies removed after ${sec(staleRemoved)}`);
+    runs.push({ detection, moved, running, total, heartbeatAgeAtKill, backReady, staleRemoved });
+  }
+
+  const med = {
+    detection: median(runs.map((r) => r.detection)),
+    moved: median(runs.map((r) => r.moved)),
+    running: median(runs.map((r) => r.running)),
+    total: median(runs.map((r) => r.total)),
+  };
+  console.log(`\nmedian of ${RUNS}: detection (host A DOWN) ${sec(med.detection)}; placed on B ${sec(med.moved)}; running on B ${sec(med.running)};` +
+    ` total (RUNNING+HEALTHY on B) ${sec(med.total)} (target <= 10 s)`);
+  console.log(`expected detection: ${DEFAULTS.hostDownSeconds} s after the last heartbeat (0-${DEFAULTS.runnerPollSeconds} s before the kill),` +
+    ` seen at the next watchdog tick (every ~${DEFAULTS.tickSeconds} s + the tick's own work); then a runner poll (<= ${DEFAULTS.runnerPollSeconds} s),` +
+    ' create+start, and the first healthcheck probe (2 s after start)');
+
+  return {
+    replicas: REPLICAS,
+    runs: RUNS,
+    defaults: DEFAULTS,
+    perRunMs: runs.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, round(v)]))),
+    medianMs: { detection: round(med.detection), moved: round(med.moved), running: round(med.running), total: round(med.total) },
+  };
+});
