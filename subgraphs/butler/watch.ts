@@ -15,6 +15,9 @@ import { isServing, type ContainerRecord, type StatusChange } from './status';
 
 export const AUTO_RESTART = { max: 3, windowMs: 10 * 60_000 };
 
+/** Alarms about one instance; they clear when it serves again or no longer exists. */
+const INSTANCE_ALARMS: AlarmKind[] = ['CONTAINER_UNHEALTHY', 'CONTAINER_RESTARTED', 'CONTAINER_OOM', 'CONTAINER_CRASH_LOOP', 'DEPLOY_FAILED', 'INSTANCE_MIGRATED'];
+
 const describe = (c: ContainerRecord | undefined) =>
   c ? `${c.state}${c.health !== 'NONE' ? `/${c.health}` : ''}${c.error ? ` (${c.error})` : ''}` : 'removed';
 
@@ -36,11 +39,15 @@ async function react(store: Store, hostId: string, { instanceId, releaseId, befo
     severity: after && (after.health === 'UNHEALTHY' || after.state === 'EXITED' || after.state === 'DEAD') ? 'WARNING' : 'INFO',
     ...subject, topics: ['container'],
   }, now);
-  if (!after) return;
   const cause = `instance:${instanceId}`;
   const resolve = (kind: AlarmKind) => resolveAlarm(store, kind, cause, now);
+  if (!after) {
+    // The container is gone because its instance is (deleted, scaled down): nothing about it is still wrong.
+    if (!(await getInstance(store, instanceId))) for (const kind of INSTANCE_ALARMS) await resolve(kind);
+    return;
+  }
   if (isServing(after)) {
-    for (const kind of ['CONTAINER_UNHEALTHY', 'CONTAINER_RESTARTED', 'CONTAINER_OOM', 'CONTAINER_CRASH_LOOP', 'DEPLOY_FAILED', 'INSTANCE_MIGRATED'] as const) await resolve(kind);
+    for (const kind of INSTANCE_ALARMS) await resolve(kind);
     return;
   }
   if (after.oomKilled && !before?.oomKilled) {

@@ -1,7 +1,7 @@
 import { config } from '../../lib/config';
 import { log } from '../../lib/log';
 import type { Store } from '../../lib/store';
-import { listHosts, markDown, type Host } from '../ark/hosts';
+import { getHost, listHosts, markDown, type Host } from '../ark/hosts';
 import { instancesOfHost, migrateInstance, type Instance } from '../ark/instances';
 import { constraintsOf, getRelease } from '../panama/releases';
 import { raise, resolveAlarm } from './alarms';
@@ -75,7 +75,7 @@ async function move(store: Store, from: Host, instance: Instance, now: Date) {
     await store.mutate<{ key: string; instanceIds: string[]; seq: number }>('claims', `drained-from#${from.id}`,
       (c) => ({ key: `drained-from#${from.id}`, instanceIds: [...(c?.instanceIds ?? []), instance.id] }));
   }
-  const message = `${instance.releaseName}-${instance.ordinal} moved from ${from.name} (${from.status}) to host ${to}`;
+  const message = `${instance.releaseName}-${instance.ordinal} moved from ${from.name} (${from.status}) to ${(await getHost(store, to))?.name ?? to}`;
   await raise(store, {
     kind: 'INSTANCE_MIGRATED', severity: 'WARNING', cause: `instance:${instance.id}`, hostId: to,
     releaseId: instance.releaseId, instanceId: instance.id, message,

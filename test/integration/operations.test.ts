@@ -1,0 +1,105 @@
+import { store } from '../../lib/store';
+import { raise } from '../../subgraphs/butler/alarms';
+import { watchHosts } from '../../subgraphs/butler/watchdog';
+import { reconcileReleases } from '../../subgraphs/panama/reconcile';
+import { asHost, startInProcess } from '../support/inprocess';
+
+/**
+ * Operations through the API (in-process gateway, dynalite), with runner reports sent as a runner would and the
+ * ticks called directly: draining a host, alarm deduplication and acknowledgement, and an upgrade that pauses,
+ * resumes and survives a crash between any two ticks.
+ */
+let api: Awaited<ReturnType<typeof startInProcess>>;
+let hostA: string;
+let hostB: string;
+const tick = async () => {
+  await watchHosts(store());
+  await reconcileReleases(store());
+};
+const instancesOn = async (releaseId: string) => (await api.run('query($id: ID!) { release(id: $id) { instances { id host { name } } } }', { id: releaseId }))
+  .data!.release.instances.map((i: { host: { name: string } }) => i.host.name);
+
+beforeAll(async () => {
+  api = await startInProcess('ops-');
+  hostA = await api.registerHost('ops-a', { cpuMillis: 2000, memoryMb: 2048 });
+  hostB = await api.registerHost('ops-b', { cpuMillis: 2000, memoryMb: 2048 });
+  await api.run('mutation($input: ProductInput!) { defineProduct(input: $input) { name } }', { input: {
+    name: 'svc', versions: [{ version: '1.0.0', image: 'fangzhou/svc:1' }, { version: '2.0.0', image: 'fangzhou/svc:2' }],
+    defaults: { replicas: 3, resources: { cpuMillis: 100, memoryMb: 32 } },
+  } });
+});
+
+afterAll(async () => {
+  await api?.stop();
+});
+
+test('draining a host moves its instances away one at a time, each only after the previous one serves again', async () => {
+  await api.run('mutation($id: ID!) { cordonHost(id: $id) { id } }', { id: hostB });
+  const id = (await api.run('mutation { deploy(input: {name: "drained", product: "svc", replicas: 2}) { id } }')).data!.deploy.id;
+  await api.run('mutation($id: ID!) { uncordonHost(id: $id) { id } }', { id: hostB });
+  expect(await instancesOn(id)).toEqual(['ops-a', 'ops-a']);
+  await api.reportAllRunning(hostA);
+
+  expect((await api.run('mutation($id: ID!) { drainHost(id: $id) { status } }', { id: hostA })).data!.drainHost.status).toBe('DRAINING');
+  await watchHosts(store());
+  expect((await instancesOn(id)).sort()).toEqual(['ops-a', 'ops-b']);
+  await watchHosts(store()); // the moved one is not serving on b yet: nothing else moves
+  expect((await instancesOn(id)).sort()).toEqual(['ops-a', 'ops-b']);
+  await api.reportAllRunning(hostB);
+  await api.reportAllRunning(hostA);
+  await watchHosts(store());
+  expect(await instancesOn(id)).toEqual(['ops-b', 'ops-b']);
+  const host = await api.run('query($id: ID!) { host(id: $id) { status instances { id } allocated { cpuMillis } } }', { id: hostA });
+  expect(host.data!.host).toEqual({ status: 'DRAINING', instances: [], allocated: { cpuMillis: 0 } });
+  await api.run('mutation($id: ID!) { uncordonHost(id: $id) { id } }', { id: hostA });
+  await api.run('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id });
+});
+
+test('one firing alarm per cause; acknowledging keeps it open, and a resolved alarm cannot be acknowledged', async () => {
+  const alarm = { kind: 'CONTAINER_OOM' as const, severity: 'CRITICAL' as const, cause: 'instance:x-0', message: 'x-0 ran out of memory', hostId: hostA };
+  const first = await raise(store(), alarm);
+  expect(await raise(store(), alarm)).toBeUndefined();
+  const listed = await api.run('{ alarms(filter: {state: FIRING}) { nodes { id kind message host { name } } } }');
+  expect(listed.data!.alarms.nodes.filter((a: { kind: string }) => a.kind === 'CONTAINER_OOM')).toEqual([{ id: first!.id, kind: 'CONTAINER_OOM', message: 'x-0 ran out of memory', host: { name: 'ops-a' } }]);
+  const acked = await api.run('mutation($id: ID!) { acknowledgeAlarm(id: $id) { state acknowledgedAt } }', { id: first!.id });
+  expect(acked.data!.acknowledgeAlarm.state).toBe('ACKNOWLEDGED');
+  expect(await raise(store(), alarm)).toBeUndefined(); // still open: no second alarm
+  const { resolveAlarm } = await import('../../subgraphs/butler/alarms');
+  await resolveAlarm(store(), 'CONTAINER_OOM', 'instance:x-0');
+  const again = await api.run('mutation($id: ID!) { acknowledgeAlarm(id: $id) { state } }', { id: first!.id });
+  expect(again.errors?.[0].extensions?.code).toBe('CONFLICT');
+  expect((await raise(store(), alarm))?.id).not.toBe(first!.id); // a new occurrence after resolution is a new alarm
+});
+
+test('an upgrade pauses, resumes, and carries on after a crash between ticks, health-gated batch by batch', async () => {
+  const id = (await api.run('mutation { deploy(input: {name: "rolling", product: "svc", version: "1.0.0", replicas: 3}) { id } }')).data!.deploy.id;
+  const reportAll = async () => { await api.reportAllRunning(hostA); await api.reportAllRunning(hostB); };
+  await reportAll();
+  const state = async () => (await api.run('query($id: ID!) { release(id: $id) { status version upgrade { state done total batch } } }', { id })).data!.release;
+  expect((await state()).status).toBe('RUNNING');
+
+  const started = await api.run('mutation($id: ID!) { upgradeRelease(id: $id, version: "2.0.0", strategy: {maxUnavailable: 1}) { upgrade { state } } }', { id });
+  expect(started.errors).toBeUndefined();
+  expect(started.data!.upgradeRelease.upgrade.state).toBe('RUNNING');
+  await tick();
+  expect(await state()).toMatchObject({ status: 'UPGRADING', version: '2.0.0', upgrade: { done: 0, total: 3, batch: [`${id}-0`] } });
+  await tick(); // not healthy yet: the batch waits
+  expect((await state()).upgrade.batch).toEqual([`${id}-0`]);
+
+  await api.run('mutation($id: ID!) { pauseUpgrade(id: $id) { id } }', { id });
+  await reportAll();
+  await tick();
+  expect(await state()).toMatchObject({ upgrade: { state: 'PAUSED', done: 0 } });
+  expect((await api.run('mutation($id: ID!) { pauseUpgrade(id: $id) { id } }', { id })).errors?.[0].extensions?.code).toBe('CONFLICT');
+  await api.run('mutation($id: ID!) { resumeUpgrade(id: $id) { id } }', { id });
+
+  // Each tick is a fresh handler: nothing is kept in memory between them, as after a crash.
+  for (let i = 0; i < 10 && (await state()).upgrade.state !== 'SUCCEEDED'; i++) {
+    await tick();
+    await reportAll();
+  }
+  expect(await state()).toMatchObject({ status: 'RUNNING', upgrade: { state: 'SUCCEEDED', done: 3, total: 3 } });
+  const desired = (await api.run('mutation { runnerSync(input: {observed: []}) { desired { releaseId image } } }', {}, asHost(hostA))).data!.runnerSync.desired
+    .filter((d: { releaseId: string }) => d.releaseId === id);
+  expect(desired.every((d: { image: string }) => d.image === 'fangzhou/svc:2')).toBe(true);
+});
