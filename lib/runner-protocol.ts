@@ -82,6 +82,13 @@ export interface ObservedContainer {
   ports: ObservedPort[];
   /** Why the runner could not bring this instance to its desired state (missing image, engine error), if so. */
   error: string | null;
+  /** The latest periodic sample, for running containers. */
+  stats?: ContainerStats | null;
+}
+
+export interface ContainerStats {
+  cpuPercent: number;
+  memoryBytes: number;
 }
 
 export interface EngineInfo {

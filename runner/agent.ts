@@ -6,6 +6,7 @@ import type Docker from 'dockerode';
 import { log } from '../lib/log';
 import type { KeyValue } from '../lib/runner-protocol';
 import { ApiError, ApiUnreachableError, createApi, type Api, type RegisterHostResult } from './api';
+import { StatsSampler } from './stats';
 import { connectEngine, converge, engineFacts, followEvents, isEngineUnreachable, observe, type EngineFacts } from './engine';
 import type { InstanceError } from './plan';
 import { loadState, saveState, stateFile, type RunnerState } from './state';
@@ -98,6 +99,7 @@ async function run(config: RunnerConfig, waker: Waker, signal: AbortSignal): Pro
   const api = createApi(config.apiUrl);
   const docker = connectEngine(config.dockerTarget);
   const backoff = new Backoff();
+  const stats = new StatsSampler(docker);
   let facts: EngineFacts | null = null;
   let registration: RunnerState | null = null;
   let errors: InstanceError[] = [];
@@ -111,7 +113,8 @@ async function run(config: RunnerConfig, waker: Waker, signal: AbortSignal): Pro
         void watchEvents(docker, config.dockerTarget, registration.hostId, waker, signal);
       }
       const { hostId, hostToken } = registration;
-      const observed = await observe(docker, hostId, errors);
+      const observed = stats.attach(await observe(docker, hostId, errors));
+      stats.refresh(observed);
       const response = await api.runnerSync(hostToken, { observed, engine: facts.engine });
       const result = await converge(docker, hostId, response.desired);
       const errorsChanged = errorKey(result.errors) !== errorKey(errors);

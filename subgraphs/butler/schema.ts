@@ -67,7 +67,7 @@ const resolvers = {
   ContainerStatus: {
     instance: (c: ContainerRecord) => ({ __typename: 'Instance', id: c.instanceId }),
     host: (c: ContainerRecord) => ({ __typename: 'Host', id: c.hostId }),
-    stats: () => null,
+    stats: (c: ContainerRecord) => c.stats ?? null,
   },
 } satisfies Record<string, Record<string, unknown>>;
 

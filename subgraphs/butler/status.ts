@@ -9,8 +9,10 @@ export interface ContainerRecord extends Omit<ObservedContainer, 'instanceId'>, 
   updatedAt: string;
 }
 
+/** Same state, ignoring the periodic figures (which change all the time and are not an event). */
 const sameObservation = (a: ObservedContainer, b: ContainerRecord) =>
-  (Object.keys(a) as (keyof ObservedContainer)[]).every((k) => JSON.stringify(a[k]) === JSON.stringify(b[k]));
+  (Object.keys(a) as (keyof ObservedContainer)[]).every((k) => k === 'stats' || JSON.stringify(a[k]) === JSON.stringify(b[k]));
+const sameStats = (a: ObservedContainer, b: ContainerRecord) => !a.stats || JSON.stringify(a.stats) === JSON.stringify(b.stats);
 
 export interface StatusChange {
   instanceId: string;
@@ -39,10 +41,13 @@ export async function recordObservations(
     const best = observed.filter((x) => x.instanceId === o.instanceId).sort((a, b) => rank(b) - rank(a))[0];
     reported.add(o.instanceId);
     const before = previousById.get(o.instanceId) ?? await getContainer(store, o.instanceId);
-    if (before && before.hostId === hostId && sameObservation(best, before)) continue;
-    const after = await store.mutate<ContainerRecord>('containers', o.instanceId, () => ({
-      ...best, hostId, releaseId: instance.releaseId, updatedAt: now.toISOString(),
+    const unchanged = before && before.hostId === hostId && sameObservation(best, before);
+    if (unchanged && sameStats(best, before)) continue;
+    const after = await store.mutate<ContainerRecord>('containers', o.instanceId, (current) => ({
+      ...best, stats: best.stats ?? current?.stats ?? null, hostId, releaseId: instance.releaseId,
+      updatedAt: unchanged ? current?.updatedAt ?? now.toISOString() : now.toISOString(),
     }));
+    if (unchanged) continue; // new figures only: stored, not an event
     changes.push({ instanceId: o.instanceId, releaseId: instance.releaseId, before, after });
   }
   for (const p of previous) {

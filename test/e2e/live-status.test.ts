@@ -91,3 +91,17 @@ test('the scripted upgrade example draws progress and exits 0 on success, 1 afte
   expect(failed.out).toContain('live was not upgraded to 3.0.0-unhealthy');
   expect(failed.code).toBe(1);
 }, 240_000);
+
+test('running containers report CPU and memory figures', async () => {
+  const stats = await waitUntil('stats for every instance', async () => {
+    const res = await stack.graphql<{ release: { instances: { status: { stats: { cpuPercent: number; memoryBytes: number } | null } | null }[] } }>(
+      'query($id: ID!) { release(id: $id) { instances { status { stats { cpuPercent memoryBytes } } } } }', { id: releaseId });
+    const all = res.data!.release.instances.map((i) => i.status?.stats);
+    return all.every((s) => s && s.memoryBytes > 0) && all;
+  }, 60_000, 1000);
+  for (const s of stats) {
+    expect(s!.cpuPercent).toBeGreaterThanOrEqual(0);
+    expect(s!.memoryBytes).toBeGreaterThan(10_000); // busybox httpd: tens of KiB at least
+    expect(s!.memoryBytes).toBeLessThan(32 * 1024 * 1024); // within the demo's 32 MiB limit
+  }
+});
