@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
 import { startStack, type Stack } from '../../scripts/stack';
+import { clearReleaseNames } from '../support/docker';
 import { waitUntil } from '../support/wait';
 
 /**
@@ -29,6 +30,7 @@ const RELEASE = `query Release($id: ID!) {
 }`;
 
 beforeAll(async () => {
+  await clearReleaseNames(docker, 'e2e-web', 'e2e-restart', 'e2e-idem');
   const dir = mkdtempSync(join(tmpdir(), 'fz-e2e-'));
   stack = await startStack({ dataDir: dir, httpPort: 3300, wsPort: 3301, lambdaPort: 3302, storePort: 4800, output: join(dir, 'stack.log') });
   const defined = await stack.graphql(DEFINE_PRODUCT, { input: DEMO_PRODUCT });

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
 import { startStack, type Stack } from '../../scripts/stack';
+import { clearReleaseNames } from '../support/docker';
 import { waitUntil } from '../support/wait';
 
 /**
@@ -24,6 +25,7 @@ const deploy = async (name: string, version: string) =>
   (await stack.graphql<{ deploy: { id: string } }>('mutation($n: String!, $v: String!) { deploy(input: {name: $n, product: "demo", version: $v, replicas: 1}) { id } }', { n: name, v: version })).data!.deploy.id;
 
 beforeAll(async () => {
+  await clearReleaseNames(docker, 'heal-sick', 'heal-kill', 'heal-manual');
   const dir = mkdtempSync(join(tmpdir(), 'fz-heal-'));
   stack = await startStack({ dataDir: dir, httpPort: 3350, wsPort: 3351, lambdaPort: 3352, storePort: 4850, output: join(dir, 'stack.log') });
   expect((await stack.graphql(DEFINE_PRODUCT, { input: DEMO_PRODUCT })).errors).toBeUndefined();
@@ -33,10 +35,8 @@ beforeAll(async () => {
 }, 240_000);
 
 afterAll(async () => {
-  for (const c of await docker.listContainers({ all: true, filters: { label: ['fangzhou.managed=true'] } })) {
-    if (c.Names.some((n) => n.startsWith('/fz-heal-'))) await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
-  }
-  await stack?.stop();
+  await stack?.stop(); // the runner first, or it would bring the containers back
+  await clearReleaseNames(docker, 'heal-sick', 'heal-kill', 'heal-manual');
 });
 
 test('an instance that stays unhealthy is replaced a few times, then left with a CONTAINER_CRASH_LOOP alarm', async () => {

@@ -7,6 +7,7 @@ import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
 import { startStack, type Stack } from '../../scripts/stack';
+import { clearReleaseNames } from '../support/docker';
 import { waitUntil } from '../support/wait';
 
 /**
@@ -27,6 +28,7 @@ function collect<T>(query: string, variables: Record<string, unknown>) {
 }
 
 beforeAll(async () => {
+  await clearReleaseNames(docker, 'live');
   const dir = mkdtempSync(join(tmpdir(), 'fz-live-'));
   stack = await startStack({ dataDir: dir, httpPort: 3370, wsPort: 3371, lambdaPort: 3372, storePort: 4870, output: join(dir, 'stack.log') });
   expect((await stack.graphql(DEFINE_PRODUCT, { input: DEMO_PRODUCT })).errors).toBeUndefined();

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
 import { startStack, type Stack } from '../../scripts/stack';
+import { clearReleaseNames } from '../support/docker';
 import { waitUntil } from '../support/wait';
 
 /**
@@ -39,6 +40,7 @@ async function watch(done: (v: View) => boolean, timeoutMs = 120_000) {
 }
 
 beforeAll(async () => {
+  await clearReleaseNames(docker, 'up');
   const dir = mkdtempSync(join(tmpdir(), 'fz-upgrade-'));
   stack = await startStack({ dataDir: dir, httpPort: 3360, wsPort: 3361, lambdaPort: 3362, storePort: 4860, output: join(dir, 'stack.log') });
   expect((await stack.graphql(DEFINE_PRODUCT, { input: DEMO_PRODUCT })).errors).toBeUndefined();

@@ -29,6 +29,11 @@ function killMatching(needle: string) {
   }
 }
 
+function mountsUnder(roots: string[]): string[] {
+  return readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1])
+    .filter((m) => m && roots.some((r) => m.startsWith(r))).sort((a, b) => b.length - a.length);
+}
+
 export async function startEngine(name: string, pool: string, images: string[]): Promise<Engine> {
   const dir = mkdtempSync(join(tmpdir(), `fz-engine-${name}-`));
   const execRoot = `/tmp/fzx-${name}-${process.pid}`; // short: unix socket paths are limited to 108 bytes
@@ -73,9 +78,11 @@ export async function startEngine(name: string, pool: string, images: string[]):
         await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
       }
       await kill();
-      spawnSync('umount', ['-R', execRoot]);
-      rmSync(execRoot, { recursive: true, force: true });
-      rmSync(dir, { recursive: true, force: true });
+      // The engine's overlay and netns mounts outlive a killed dockerd: detach them before removing its folders.
+      for (const mount of mountsUnder([dir, execRoot])) spawnSync('umount', ['-l', mount]);
+      for (const path of [execRoot, dir]) {
+        try { rmSync(path, { recursive: true, force: true }); } catch { /* a busy leftover in tmp is harmless */ }
+      }
     },
   };
 }
