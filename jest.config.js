@@ -10,5 +10,8 @@ const project = (name, extra = {}) => ({
 module.exports = {
   projects: [project('unit'), project('integration'), project('e2e')],
   testTimeout: 120000,
+  // End-to-end suites spawn stacks, runners, engines and WebSocket clients; every suite stops what it started, but a
+  // keep-alive socket left by a library must not keep CI waiting after the last result.
+  forceExit: true,
   reporters: ['default', '<rootDir>/test/support/summary-reporter.js'],
 };
