@@ -16,6 +16,7 @@ async function main() {
     storePort: port('FZ_STORE_PORT', 4567),
     dynamodbEndpoint: process.env.DYNAMODB_ENDPOINT || undefined,
     output: 'inherit',
+    watch: true,
   });
   let stopping = false;
   const shutdown = async () => {

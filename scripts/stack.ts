@@ -28,6 +28,8 @@ export interface StackOptions {
   /** Child output goes here (the dev stack shows it, tests keep it in a file). */
   output?: 'inherit' | 'ignore' | string;
   env?: Record<string, string>;
+  /** Rebuild and reload the handlers when their code changes (the dev stack); off for tests and benches. */
+  watch?: boolean;
 }
 
 export interface Stack {
@@ -106,6 +108,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     FZ_SUBGRAPH_TRANSPORT: options.subgraphTransport ?? 'http',
     FZ_SUBGRAPH_URL_BASE: `http://localhost:${httpPort}/subgraphs`,
     FZ_BUILD_DIR: `.esbuild/${httpPort}`,
+    ...(options.watch ? {} : { FZ_WATCH_PATTERN: '.esbuild/no-watch' }),
     ...options.env,
   };
   const offline = spawn(process.execPath, [bin('serverless'), 'offline', 'start'], {

@@ -1,6 +1,7 @@
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import gql from 'graphql-tag';
 import { secure } from '../../lib/auth';
+import { kick } from '../../lib/kick';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
 import { defineProduct, getProduct, listProducts, mustGetProduct, type ProductInput } from './products';
@@ -20,6 +21,13 @@ const status = (r: Release) => {
   if (!statuses.has(r)) statuses.set(r, statusOf(store(), r));
   return statuses.get(r)!;
 };
+
+/** Desired state changed: the reconciler runs now instead of at its next tick (it still would, if the kick is lost). */
+async function kickingReconciler<T>(change: Promise<T>): Promise<T> {
+  const result = await change;
+  await kick('reconcile');
+  return result;
+}
 
 const resolvers = {
   Query: {
@@ -47,13 +55,13 @@ const resolvers = {
   },
   Mutation: {
     defineProduct: (_: unknown, { input }: { input: ProductInput }) => defineProduct(store(), input),
-    deploy: (_: unknown, { input }: { input: DeployInput }) => deploy(store(), input),
+    deploy: (_: unknown, { input }: { input: DeployInput }) => kickingReconciler(deploy(store(), input)),
     configureRelease: (_: unknown, { id, env }: { id: string; env: { name: string; value: string }[] }) => configureRelease(store(), id, env),
     upgradeRelease: (_: unknown, { id, version, strategy }: { id: string; version: string; strategy?: UpgradeStrategy | null }) =>
-      startUpgrade(store(), id, version, strategy ?? {}),
-    rollbackRelease: (_: unknown, { id, revision }: { id: string; revision: number }) => rollbackRelease(store(), id, revision),
+      kickingReconciler(startUpgrade(store(), id, version, strategy ?? {})),
+    rollbackRelease: (_: unknown, { id, revision }: { id: string; revision: number }) => kickingReconciler(rollbackRelease(store(), id, revision)),
     pauseUpgrade: (_: unknown, { id }: { id: string }) => setPaused(store(), id, true),
-    resumeUpgrade: (_: unknown, { id }: { id: string }) => setPaused(store(), id, false),
+    resumeUpgrade: (_: unknown, { id }: { id: string }) => kickingReconciler(setPaused(store(), id, false)),
     scaleRelease: (_: unknown, { id, replicas }: { id: string; replicas: number }) => scaleRelease(store(), id, replicas),
     deleteRelease: (_: unknown, { id }: { id: string }) => deleteRelease(store(), id),
     createAlertChannel: (_: unknown, { input }: { input: AlertChannelInput }) => createAlertChannel(store(), input),

@@ -6,7 +6,7 @@ import { raise } from '../butler/alarms';
 import { recordEvent } from '../butler/events';
 import { containersOfRelease, isFailing, isServing, type ContainerRecord } from '../butler/status';
 import { mustGetProduct } from './products';
-import { instanceSpec, mustGetRelease, type Release } from './releases';
+import { getRelease, instanceSpec, mustGetRelease, type Release } from './releases';
 
 /**
  * Rolling upgrades and rollbacks as state in the release item, advanced one step per reconcile tick: killing any
@@ -99,10 +99,19 @@ export async function setPaused(store: Store, id: string, paused: boolean): Prom
     ? { ...r, upgrade: { ...r.upgrade, state: paused ? 'PAUSED' : 'RUNNING' } } : undefined))!;
 }
 
-/** One step of the release's upgrade, if it has one in progress. Safe to run twice. */
+/**
+ * Advances the release's upgrade, if it has one in progress, as far as it can go now: a batch that passed its gate
+ * is followed by the next one in the same tick. Safe to run twice.
+ */
 export async function advanceUpgrade(store: Store, release: Release, now = new Date()): Promise<void> {
+  let current: Release | undefined = release;
+  for (let steps = 0; current && steps < 4 && await step(store, current, now); steps++) current = await getRelease(store, release.id);
+}
+
+/** One step; true when another step could follow at once (a gate passed, a rollback began). */
+async function step(store: Store, release: Release, now: Date): Promise<boolean> {
   const u = release.upgrade;
-  if (!u || !isActive(u) || u.state === 'PAUSED') return;
+  if (!u || !isActive(u) || u.state === 'PAUSED') return false;
   const product = await mustGetProduct(store, release.product);
   const [instances, containers] = await Promise.all([instancesOfRelease(store, release.id), containersOfRelease(store, release.id)]);
   const byInstance = new Map(containers.map((c) => [c.instanceId, c]));
@@ -122,9 +131,9 @@ export async function advanceUpgrade(store: Store, release: Release, now = new D
       const done = [...new Set([...u.done, ...u.batch])];
       for (const i of batch) await progressEvent(store, release, 'HEALTH_PASSED', `${i.releaseName}-${i.ordinal} is healthy on ${targetVersion}`, done.length, 'INFO', i.id, now);
       await save({ batch: [], batchStartedAt: null, done, nextBatchAt: new Date(now.getTime() + u.pauseBetweenBatchesSeconds * 1000).toISOString() });
-      return;
+      return true;
     }
-    if (!failing && !timedOut) return;
+    if (!failing && !timedOut) return false;
     const why = failing ? `${failing.i.releaseName}-${failing.i.ordinal}: ${describeFailure(failing.c!)}` : `not healthy within ${u.healthTimeoutSeconds}s`;
     await progressEvent(store, release, 'HEALTH_FAILED', `health gate failed on ${targetVersion}: ${why}`, u.done.length, 'WARNING', failing?.i.id ?? null, now);
     if (u.state === 'RUNNING' && u.autoRollback) {
@@ -134,11 +143,11 @@ export async function advanceUpgrade(store: Store, release: Release, now = new D
         kind: 'UPGRADE_ROLLED_BACK', severity: 'WARNING', cause: `release:${release.id}:${u.startedAt}`, releaseId: release.id,
         message: `upgrade of ${release.name} to ${u.toVersion} failed its health gate (${why}); rolled back to ${u.fromVersion}`,
       }, now);
-    } else {
-      await save({ state: 'FAILED', finishedAt: now.toISOString(), message: why });
-      await progressEvent(store, release, 'UPGRADE_FAILED', `stopped: ${why}`, u.done.length, 'CRITICAL', null, now);
+      return true;
     }
-    return;
+    await save({ state: 'FAILED', finishedAt: now.toISOString(), message: why });
+    await progressEvent(store, release, 'UPGRADE_FAILED', `stopped: ${why}`, u.done.length, 'CRITICAL', null, now);
+    return false;
   }
 
   const remaining = instances.filter((i) => !onTarget(i));
@@ -148,19 +157,20 @@ export async function advanceUpgrade(store: Store, release: Release, now = new D
       rolledBack ? addRevision(release, `rolled back to ${u.fromVersion} after a failed upgrade to ${u.toVersion}`, now) : {});
     await progressEvent(store, release, rolledBack ? 'UPGRADE_ROLLED_BACK' : 'UPGRADE_DONE',
       rolledBack ? `back on ${u.fromVersion}` : `all ${instances.length} instances on ${u.toVersion}`, instances.length, rolledBack ? 'WARNING' : 'INFO', null, now);
-    return;
+    return false;
   }
-  if (u.nextBatchAt && Date.parse(u.nextBatchAt) > now.getTime()) return;
+  if (u.nextBatchAt && Date.parse(u.nextBatchAt) > now.getTime()) return false;
   // Rolling back takes every changed instance at once: they are the ones that failed or may fail.
   const alreadyDown = instances.filter((i) => onTarget(i) && !serving(i)).length;
   const size = u.state === 'ROLLING_BACK' ? remaining.length : u.maxUnavailable - alreadyDown;
-  if (size <= 0) return;
+  if (size <= 0) return false;
   const next = remaining.slice(0, size);
   await save({ batch: next.map((i) => i.id), batchStartedAt: now.toISOString() });
   for (const i of next) {
     await respecInstance(store, i.id, target(i));
     await progressEvent(store, release, 'INSTANCE_REPLACED', `${i.releaseName}-${i.ordinal} → ${targetVersion}`, u.done.length, 'INFO', i.id, now);
   }
+  return false;
 }
 
 const describeFailure = (c: ContainerRecord) => c.error ?? `${c.state.toLowerCase()}${c.health === 'UNHEALTHY' ? ', unhealthy' : ''}`;

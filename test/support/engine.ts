@@ -50,7 +50,7 @@ export async function startEngine(name: string, pool: string, images: string[]):
     await waitUntil(`dockerd ${name}`, async () => (await docker.ping()) !== undefined, 30_000, 200);
   };
   const kill = async () => {
-    if (!child?.pid || child.exitCode !== null) return;
+    if (!child?.pid || child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((r) => child!.once('exit', r));
     try { process.kill(-child.pid, 'SIGKILL'); } catch { /* gone */ }
     await exited;
@@ -72,7 +72,7 @@ export async function startEngine(name: string, pool: string, images: string[]):
     async stop() {
       const containers = await docker.listContainers({ all: true }).catch(() => []);
       for (const c of containers) await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
-      if (child?.pid && child.exitCode === null) {
+      if (child?.pid && child.exitCode === null && child.signalCode === null) {
         const exited = new Promise((r) => child!.once('exit', r));
         process.kill(-child.pid, 'SIGTERM');
         await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
