@@ -7,7 +7,7 @@
  */
 import type Docker from 'dockerode';
 import { execFile, spawnSync } from 'node:child_process';
-import { closeSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pack } from 'tar-stream';
@@ -18,7 +18,7 @@ import { NETWORK, createOptions } from '../runner/plan';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../scripts/demo-product';
 import { renderTemplates, templateContext } from '../subgraphs/panama/templates';
 import { startEngine, type Engine } from '../test/support/engine';
-import { benchStack, ms, now, pollUntil, ROOT, round, runBench, sleep, waitUntil, type Bench } from './lib';
+import { benchStack, ms, now, pollUntil, ROOT, round, runBench, sleep, waitUntil, type Bench, gqlStrict, sec, stackLog } from './lib';
 
 const CATALOG = ['redis', 'etcd', 'nats'];
 const TIMEOUT_MS = 120_000;
@@ -48,42 +48,7 @@ const APP = {
   defaults: DEMO_PRODUCT.defaults,
 } as const;
 
-const sec = (x: number) => `${(x / 1000).toFixed(2)} s`;
 
-// ---- the stack's log (stall detection) ----
-
-/**
- * The stack's log (stack.log in the bench dir), read from a mark: how many watchdog ticks ran, and whether any
- * Lambda timed out. serverless-offline rebuilds and reloads every handler when any .ts/.js file of the repo changes
- * (serverless-esbuild's watch); a request in flight then hangs until its 29-60 s time-out, and the tick loop with it.
- */
-function stackLog(dir: string) {
-  const file = join(dir, 'stack.log');
-  const mark = () => { try { return statSync(file).size; } catch { return 0; } };
-  const since = (from: number) => {
-    const to = mark();
-    if (to <= from) return '';
-    const buf = Buffer.alloc(to - from);
-    const fd = openSync(file, 'r');
-    try { readSync(fd, buf, 0, buf.length, from); } finally { closeSync(fd); }
-    return buf.toString('utf8');
-  };
-  const count = (text: string, needle: string) => text.split(needle).length - 1;
-  return { mark, window: (from: number) => { const t = since(from); return { ticks: count(t, '(λ: watchdog) RequestId'), timeouts: count(t, '[504] - Lambda timeout') }; } };
-}
-
-/** POSTs a GraphQL request with the operator token; an answer without data (e.g. a Lambda time-out's body) is an error too. */
-async function gqlStrict<T>(url: string, token: string, query: string, variables?: Record<string, unknown>): Promise<T> {
-  const res = await fetch(url, {
-    method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-    body: JSON.stringify({ query, variables }),
-  });
-  const text = await res.text();
-  let body: { data?: T; errors?: unknown[] } = {};
-  try { body = JSON.parse(text); } catch { /* reported below */ }
-  if (res.status !== 200 || body.errors?.length || !body.data) throw new Error(`${url} answered ${res.status}: ${text.slice(0, 300)}`);
-  return body.data;
-}
 
 // ---- the extra engine ----
 

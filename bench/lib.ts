@@ -4,7 +4,7 @@
  * Benches measure and print; they never assert timing.
  */
 import Docker from 'dockerode';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -199,4 +199,39 @@ export async function removeContainers(label: string): Promise<number> {
     });
   });
   return list.length;
+}
+
+export const sec = (x: number) => `${(x / 1000).toFixed(2)} s`;
+
+/**
+ * The stack's log (stack.log in the bench dir), read from a mark: how many watchdog ticks ran, and whether any
+ * Lambda timed out. serverless-offline rebuilds and reloads every handler when any .ts/.js file of the repo changes
+ * (serverless-esbuild's watch); a request in flight then hangs until its 29-60 s time-out, and the tick loop with it.
+ */
+export function stackLog(dir: string) {
+  const file = join(dir, 'stack.log');
+  const mark = () => { try { return statSync(file).size; } catch { return 0; } };
+  const since = (from: number) => {
+    const to = mark();
+    if (to <= from) return '';
+    const buf = Buffer.alloc(to - from);
+    const fd = openSync(file, 'r');
+    try { readSync(fd, buf, 0, buf.length, from); } finally { closeSync(fd); }
+    return buf.toString('utf8');
+  };
+  const count = (text: string, needle: string) => text.split(needle).length - 1;
+  return { mark, window: (from: number) => { const t = since(from); return { ticks: count(t, '(λ: watchdog) RequestId'), timeouts: count(t, '[504] - Lambda timeout') }; } };
+}
+
+/** POSTs a GraphQL request with the operator token; an answer without data (e.g. a Lambda time-out's body) is an error too. */
+export async function gqlStrict<T>(url: string, token: string, query: string, variables?: Record<string, unknown>): Promise<T> {
+  const res = await fetch(url, {
+    method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    body: JSON.stringify({ query, variables }),
+  });
+  const text = await res.text();
+  let body: { data?: T; errors?: unknown[] } = {};
+  try { body = JSON.parse(text); } catch { /* reported below */ }
+  if (res.status !== 200 || body.errors?.length || !body.data) throw new Error(`${url} answered ${res.status}: ${text.slice(0, 300)}`);
+  return body.data;
 }

@@ -6,10 +6,10 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { spawnSync } from 'node:child_process';
-import { closeSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { startEngine, type Engine } from '../test/support/engine';
-import { DEPLOY, defineDemo, benchStack, ms, now, pollUntil, post, round, runBench, sleep, waitUntil, type Bench } from './lib';
+import { DEPLOY, defineDemo, benchStack, ms, now, pollUntil, post, round, runBench, sleep, waitUntil, type Bench, sec, stackLog } from './lib';
 
 const REPLICAS = 4;
 const RUNS = 3;
@@ -42,27 +42,6 @@ const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
-const sec = (x: number) => `${(x / 1000).toFixed(2)} s`;
-
-/**
- * The stack's log (stack.log in the bench dir), read from a mark: how many watchdog ticks ran, and whether any
- * Lambda timed out. serverless-offline rebuilds and reloads every handler when any .ts/.js file of the repo changes
- * (serverless-esbuild's watch); a request in flight then hangs until its 29-60 s time-out, and the tick loop with it.
- */
-function stackLog(dir: string) {
-  const file = join(dir, 'stack.log');
-  const mark = () => { try { return statSync(file).size; } catch { return 0; } };
-  const since = (from: number) => {
-    const to = mark();
-    if (to <= from) return '';
-    const buf = Buffer.alloc(to - from);
-    const fd = openSync(file, 'r');
-    try { readSync(fd, buf, 0, buf.length, from); } finally { closeSync(fd); }
-    return buf.toString('utf8');
-  };
-  const count = (text: string, needle: string) => text.split(needle).length - 1;
-  return { mark, window: (from: number) => { const t = since(from); return { ticks: count(t, '(λ: watchdog) RequestId'), timeouts: count(t, '[504] - Lambda timeout') }; } };
-}
 
 /** Unmounts whatever is still mounted under `dir` (deepest first): a killed engine leaves netns and overlay mounts. */
 function unmountUnder(dir: string) {

@@ -4,14 +4,13 @@
  * platform's events and the engine's; then a failed upgrade (3.0.0-unhealthy) and the time from its HEALTH_FAILED
  * event to the release ROLLED_BACK and RUNNING. `node --import tsx bench/upgrade.ts`
  */
-import { closeSync, openSync, readSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+
 import type { Readable } from 'node:stream';
 import type { DesiredContainer } from '../lib/runner-protocol';
 import { LABELS } from '../lib/runner-protocol';
 import { NETWORK, createOptions } from '../runner/plan';
 import { DEMO_PRODUCT } from '../scripts/demo-product';
-import { benchStack, DEPLOY, defineDemo, docker, ms, now, pollUntil, removeContainers, round, runBench, sleep, waitUntil } from './lib';
+import { benchStack, DEPLOY, defineDemo, docker, ms, now, pollUntil, removeContainers, round, runBench, sleep, waitUntil, gqlStrict, sec, stackLog } from './lib';
 
 const REPLICAS = 6;
 const MAX_UNAVAILABLE = 2;
@@ -43,7 +42,6 @@ const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
-const sec = (x: number) => `${(x / 1000).toFixed(2)} s`;
 const ordinalOf = (instanceId: string) => Number(instanceId.slice(instanceId.lastIndexOf('-') + 1));
 
 /** The container the runner would create for one demo:2 instance, on a host id of the bench's own (never a runner's). */
@@ -72,38 +70,6 @@ async function ownStartHealthy(runId: string, n: number) {
   return { started, healthy };
 }
 
-/**
- * The stack's log (stack.log in the bench dir), read from a mark: how many watchdog ticks ran, and whether any
- * Lambda timed out. serverless-offline rebuilds and reloads every handler when any .ts/.js file of the repo changes
- * (serverless-esbuild's watch); a request in flight then hangs until its 29-60 s time-out, and the tick loop with it.
- */
-function stackLog(dir: string) {
-  const file = join(dir, 'stack.log');
-  const mark = () => { try { return statSync(file).size; } catch { return 0; } };
-  const since = (from: number) => {
-    const to = mark();
-    if (to <= from) return '';
-    const buf = Buffer.alloc(to - from);
-    const fd = openSync(file, 'r');
-    try { readSync(fd, buf, 0, buf.length, from); } finally { closeSync(fd); }
-    return buf.toString('utf8');
-  };
-  const count = (text: string, needle: string) => text.split(needle).length - 1;
-  return { mark, window: (from: number) => { const t = since(from); return { ticks: count(t, '(λ: watchdog) RequestId'), timeouts: count(t, '[504] - Lambda timeout') }; } };
-}
-
-/** POSTs a GraphQL request with the operator token; an answer without data (e.g. a Lambda time-out's body) is an error too. */
-async function gqlStrict<T>(url: string, token: string, query: string, variables?: Record<string, unknown>): Promise<T> {
-  const res = await fetch(url, {
-    method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-    body: JSON.stringify({ query, variables }),
-  });
-  const text = await res.text();
-  let body: { data?: T; errors?: unknown[] } = {};
-  try { body = JSON.parse(text); } catch { /* reported below */ }
-  if (res.status !== 200 || body.errors?.length || !body.data) throw new Error(`${url} answered ${res.status}: ${text.slice(0, 300)}`);
-  return body.data;
-}
 
 /** A poll slower than this means the API stalled: the figures are marked disturbed. */
 const STALL_MS = 3000;
