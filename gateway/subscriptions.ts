@@ -22,9 +22,13 @@ import type { Store } from '../lib/store';
  *   duplicate operation id is detected by the store, not by a read that could race.
  *
  * Topics: `alarmRaised` → `alarm`; `containerStatusChanged` → `container`; `releaseProgress(releaseId)` →
- * `release:<releaseId>`. An event is offered to the subscriptions whose topic equals one of the event's `topics` or
- * is a prefix of one up to a `:` (so an event with `container:<releaseId>:<hostId>` reaches topic `container`), then
- * the subscription's filter decides (alarm severity ≥ minSeverity; container releaseId/hostId when given).
+ * `release:<releaseId>`; `hostDesiredStateChanged` → `host:<the subscriber's own host id>`. An event is offered to
+ * the subscriptions whose topic equals one of the event's `topics` or is a prefix of one up to a `:` (so an event
+ * with `container:<releaseId>:<hostId>` reaches topic `container`), then the subscription's filter decides (alarm
+ * severity ≥ minSeverity; container releaseId/hostId when given; the host of a desired-state change).
+ *
+ * Who may subscribe: an operator to everything but `hostDesiredStateChanged`; a host runner (host token) only to
+ * `hostDesiredStateChanged`, which always means its own host (anything else closes the connection with 4403).
  *
  * Close codes: API Gateway cannot close a socket with a status code of our choosing (DeleteConnection has no code;
  * clients see 1000, serverless-offline gives 1005). So a close is a protocol-valid `ping` whose payload carries the
@@ -53,14 +57,17 @@ export interface ConnectionRecord {
   endpoint: string;
   /** connection_init was received (a second one is refused with 4429). */
   initialised: boolean;
-  /** Set when connection_init authenticated an operator and connection_ack was sent. */
+  /** Set when connection_init authenticated an operator or a host runner and connection_ack was sent. */
   principal: Principal | null;
   connectedAt: string;
   acknowledgedAt: string | null;
   seq: number;
 }
 
-export type SubscriptionField = 'alarmRaised' | 'containerStatusChanged' | 'releaseProgress';
+export type SubscriptionField = 'alarmRaised' | 'containerStatusChanged' | 'releaseProgress' | 'hostDesiredStateChanged';
+
+/** The one field a host runner may subscribe to. */
+export const HOST_SUBSCRIPTION: SubscriptionField = 'hostDesiredStateChanged';
 
 export interface SubscriptionFilter {
   minSeverity?: 'CRITICAL' | 'WARNING' | 'INFO';
@@ -98,7 +105,11 @@ export const LOOKUPS: Record<SubscriptionField, { lookup: string; argument: stri
   alarmRaised: { lookup: 'alarm', argument: 'id', eventKey: 'alarmId' },
   containerStatusChanged: { lookup: 'containerStatus', argument: 'instanceId', eventKey: 'instanceId' },
   releaseProgress: { lookup: 'event', argument: 'id', eventKey: 'id' },
+  hostDesiredStateChanged: { lookup: 'hostDesiredStateChange', argument: 'eventId', eventKey: 'id' },
 };
+
+/** The kind of the events behind hostDesiredStateChanged (written by Ark's subgraphs/ark/instances.ts). */
+const HOST_DESIRED_CHANGED = 'HOST_DESIRED_CHANGED';
 
 export const connectionKey = (connectionId: string) => `conn#${connectionId}`;
 export const subscriptionKey = (connectionId: string, id: string) => `sub#${connectionId}#${id}`;
@@ -220,9 +231,10 @@ function rootField(selectionSet: SelectionSetNode, fragments: Map<string, Fragme
  * Validates a subscribe payload against the API schema and rewrites it: the root subscription field becomes the
  * lookup field (`alarmRaised(minSeverity: X) { sel }` → `alarmRaised: alarm(id: $fzLookupId) { sel }`), keeping the
  * operation's name, fragments, directives and the variables that are still used. Errors are GraphQL formatted
- * errors for an `error` message (the connection stays open).
+ * errors for an `error` message (the connection stays open). `principal` is the subscriber: the topic of
+ * `hostDesiredStateChanged` is its own host; it is no field for an operator.
  */
-export function prepareSubscription(schema: GraphQLSchema, payload: SubscribePayload): PreparedSubscription | { errors: GraphQLFormattedError[] } {
+export function prepareSubscription(schema: GraphQLSchema, payload: SubscribePayload, principal: Principal = { kind: 'operator' }): PreparedSubscription | { errors: GraphQLFormattedError[] } {
   let document: DocumentNode;
   try {
     document = parse(payload.query);
@@ -260,6 +272,12 @@ export function prepareSubscription(schema: GraphQLSchema, payload: SubscribePay
   } else if (name === 'containerStatusChanged') {
     topic = 'container';
     filter = { releaseId: args.releaseId ?? null, hostId: args.hostId ?? null };
+  } else if (name === 'hostDesiredStateChanged') {
+    if (principal.kind !== 'host') {
+      return { errors: [userError('hostDesiredStateChanged is for host runners: connect with the host token (fzh_…) of the host whose changes you want', 'FORBIDDEN')] };
+    }
+    topic = `host:${principal.hostId}`;
+    filter = { hostId: principal.hostId };
   } else {
     if (!args.releaseId) return { errors: [userError('releaseProgress needs a releaseId')] };
     topic = `release:${args.releaseId}`;
@@ -326,6 +344,7 @@ export function topicsOfEvent(eventTopics: readonly string[]): string[] {
 export interface MatchableEvent {
   id: string;
   at: string;
+  kind?: string;
   severity: 'CRITICAL' | 'WARNING' | 'INFO';
   topics: string[];
   alarmId: string | null;
@@ -349,6 +368,8 @@ export function matches(sub: Pick<SubscriptionRecord, 'field' | 'topic' | 'filte
       return (!sub.filter.releaseId || sub.filter.releaseId === event.releaseId) && (!sub.filter.hostId || sub.filter.hostId === event.hostId);
     case 'releaseProgress':
       return true;
+    case 'hostDesiredStateChanged':
+      return (event.kind === undefined || event.kind === HOST_DESIRED_CHANGED) && !!sub.filter.hostId && sub.filter.hostId === event.hostId;
   }
 }
 
@@ -428,6 +449,8 @@ export interface ProtocolContext {
   schema: () => Promise<GraphQLSchema>;
   /** Checks that filter arguments name things that exist; returns an error message or null. */
   checkFilter?: (filter: SubscriptionFilter, field: SubscriptionField) => Promise<GraphQLFormattedError | null>;
+  /** Who a credential is (lib/auth's `authenticate` unless a test gives its own). */
+  authenticate?: (authorization: string) => Promise<Principal>;
   now?: () => Date;
 }
 
@@ -480,8 +503,13 @@ export async function closeConnection(ctx: ProtocolContext, endpoint: string, co
   }
 }
 
-/** Closes with 4401 (no or an invalid credential) or 4403 (a credential that may not subscribe). */
-async function principalFrom(payload: Record<string, unknown> | null | undefined): Promise<{ principal: Principal } | { code: number; reason: string }> {
+const FORBIDDEN_REASON = 'Forbidden: only an operator may subscribe';
+
+/**
+ * Closes with 4401 (no or an invalid credential) or 4403 (a credential that may not subscribe). Operators and host
+ * runners are acknowledged; what a host runner may subscribe to is decided at subscribe.
+ */
+async function principalFrom(payload: Record<string, unknown> | null | undefined, authenticateWith: (authorization: string) => Promise<Principal> = authenticate): Promise<{ principal: Principal } | { code: number; reason: string }> {
   const authorization = payload?.authorization ?? payload?.Authorization;
   if (authorization !== undefined && typeof authorization !== 'string') {
     return { code: CloseCode.BadRequest, reason: 'connection_init payload.authorization must be a string "Bearer <token>"' };
@@ -489,11 +517,11 @@ async function principalFrom(payload: Record<string, unknown> | null | undefined
   if (!authorization) return { code: CloseCode.Unauthorized, reason: 'Unauthorized: connection_init needs payload {authorization: "Bearer <operator token>"}' };
   let principal: Principal;
   try {
-    principal = await authenticate(authorization);
+    principal = await authenticateWith(authorization);
   } catch (err) {
     return { code: CloseCode.Unauthorized, reason: `Unauthorized: ${(err as Error).message}`.slice(0, 120) };
   }
-  if (principal.kind !== 'operator') return { code: CloseCode.Forbidden, reason: 'Forbidden: only an operator may subscribe' };
+  if (principal.kind !== 'operator' && principal.kind !== 'host') return { code: CloseCode.Forbidden, reason: FORBIDDEN_REASON };
   return { principal };
 }
 
@@ -525,7 +553,7 @@ export async function handleMessage(ctx: ProtocolContext, connectionId: string, 
             : { id: connectionKey(connectionId), kind: 'connection', connectionId, endpoint, initialised: true, principal: null, connectedAt: now(), acknowledgedAt: null };
         });
         if (repeated) return await close(CloseCode.TooManyInitialisationRequests, 'Too many initialisation requests');
-        const auth = await principalFrom(message.payload);
+        const auth = await principalFrom(message.payload, ctx.authenticate);
         if ('code' in auth) return await close(auth.code, auth.reason);
         await store.mutate<ConnectionRecord>(SUBSCRIPTIONS_TABLE, connectionKey(connectionId), (current) =>
           current && { ...current, principal: auth.principal, acknowledgedAt: now() });
@@ -536,7 +564,11 @@ export async function handleMessage(ctx: ProtocolContext, connectionId: string, 
         if (!connection?.principal) return await close(CloseCode.Unauthorized, 'Unauthorized');
         const key = subscriptionKey(connectionId, message.id);
         if (await store.get(SUBSCRIPTIONS_TABLE, key)) return await close(CloseCode.SubscriberAlreadyExists, `Subscriber for ${message.id} already exists`.slice(0, 120));
-        const prepared = prepareSubscription(await ctx.schema(), message.payload);
+        const prepared = prepareSubscription(await ctx.schema(), message.payload, connection.principal);
+        // A host token serves its runner's one subscription; every other field is for operators.
+        if (connection.principal.kind === 'host' && 'field' in prepared && prepared.field !== HOST_SUBSCRIPTION) {
+          return await close(CloseCode.Forbidden, FORBIDDEN_REASON);
+        }
         const problem = 'errors' in prepared ? prepared.errors : await ctx.checkFilter?.(prepared.filter, prepared.field).then((e) => (e ? [e] : null));
         if (problem) {
           log.info({ connectionId, id: message.id, errors: problem.map((e) => e.message) }, 'subscription refused');

@@ -1,6 +1,8 @@
 /**
  * The host runner's life: register once, then observe → sync → converge for as long as it runs. Failures of the
  * API or the engine are retried with back-off; a revoked host token ends the runner, since retrying cannot help.
+ * Between polls the loop also wakes on engine events about its containers and on the API's push notice that this
+ * host's desired containers changed (runner/notifications.ts); the poll stays the safety net for both.
  */
 import type Docker from 'dockerode';
 import { log } from '../lib/log';
@@ -8,6 +10,7 @@ import type { KeyValue } from '../lib/runner-protocol';
 import { ApiError, ApiUnreachableError, createApi, type Api, type RegisterHostResult } from './api';
 import { StatsSampler } from './stats';
 import { connectEngine, converge, engineFacts, followEvents, isEngineUnreachable, observe, type EngineFacts } from './engine';
+import { defaultWsUrl, followNotifications, WS_OFF, wsUrlProblem, type Notifications } from './notifications';
 import type { InstanceError } from './plan';
 import { loadState, saveState, stateFile, type RunnerState } from './state';
 
@@ -19,6 +22,11 @@ export interface RunnerConfig {
   cpuMillis?: number;
   memoryMb?: number;
   apiUrl: string;
+  /**
+   * The API's WebSocket endpoint for push notices (graphql-ws). Unset: FZ_WS_URL, else derived from apiUrl
+   * (same host, its port + 1, e.g. http://localhost:3000/graphql → ws://localhost:3001). `off`: polling only.
+   */
+  wsUrl?: string;
   /** Needed only for the first registration. */
   joinToken?: string;
   /** Socket path, `unix://` or `tcp://` address of the Docker engine. */
@@ -104,36 +112,71 @@ async function run(config: RunnerConfig, waker: Waker, signal: AbortSignal): Pro
   let registration: RunnerState | null = null;
   let errors: InstanceError[] = [];
   let quickResyncs = 0;
+  const notifications: { current: Notifications | null } = { current: null };
 
-  while (!signal.aborted) {
-    try {
-      facts ??= await engineFacts(docker);
-      if (!registration) {
-        registration = await ensureRegistered(api, config, facts);
-        void watchEvents(docker, config.dockerTarget, registration.hostId, waker, signal);
+  try {
+    while (!signal.aborted) {
+      try {
+        facts ??= await engineFacts(docker);
+        if (!registration) {
+          registration = await ensureRegistered(api, config, facts);
+          void watchEvents(docker, config.dockerTarget, registration.hostId, waker, signal);
+          notifications.current = startNotifications(config, registration, waker);
+        }
+        const { hostId, hostToken } = registration;
+        const observed = stats.attach(await observe(docker, hostId, errors));
+        stats.refresh(observed);
+        const response = await api.runnerSync(hostToken, { observed, engine: facts.engine });
+        const result = await converge(docker, hostId, response.desired);
+        const errorsChanged = errorKey(result.errors) !== errorKey(errors);
+        errors = result.errors;
+        backoff.reset();
+        if ((result.changed || errorsChanged) && quickResyncs < MAX_QUICK_RESYNCS) {
+          quickResyncs++;
+          continue;
+        }
+        quickResyncs = 0;
+        await waker.sleep(response.pollSeconds * 1000, signal);
+      } catch (err) {
+        const delay = backoff.next();
+        log.warn(failure(err, config, registration, delay));
+        if (isEngineUnreachable(err)) facts = null; // the engine may come back as another version
+        await pause(delay * 1000, signal);
       }
-      const { hostId, hostToken } = registration;
-      const observed = stats.attach(await observe(docker, hostId, errors));
-      stats.refresh(observed);
-      const response = await api.runnerSync(hostToken, { observed, engine: facts.engine });
-      const result = await converge(docker, hostId, response.desired);
-      const errorsChanged = errorKey(result.errors) !== errorKey(errors);
-      errors = result.errors;
-      backoff.reset();
-      if ((result.changed || errorsChanged) && quickResyncs < MAX_QUICK_RESYNCS) {
-        quickResyncs++;
-        continue;
-      }
-      quickResyncs = 0;
-      await waker.sleep(response.pollSeconds * 1000, signal);
-    } catch (err) {
-      const delay = backoff.next();
-      log.warn(failure(err, config, registration, delay));
-      if (isEngineUnreachable(err)) facts = null; // the engine may come back as another version
-      await pause(delay * 1000, signal);
     }
+  } finally {
+    // Also on a fatal end: an open WebSocket would keep the process alive.
+    await notifications.current?.stop();
   }
   log.info({ name: config.name }, 'runner stopped; containers keep running');
+}
+
+/** The WebSocket URL to use: the config's, else FZ_WS_URL, else derived from the API URL; null for polling only. */
+export function notificationUrl(config: Pick<RunnerConfig, 'apiUrl' | 'wsUrl'>): string | null {
+  const configured = config.wsUrl ?? (process.env.FZ_WS_URL || undefined);
+  if (configured?.trim().toLowerCase() === WS_OFF) return null;
+  return configured ?? defaultWsUrl(config.apiUrl);
+}
+
+/** Push notices wake the loop; a URL that cannot work is reported once and the runner polls. */
+function startNotifications(config: RunnerConfig, registration: RunnerState, waker: Waker): Notifications | null {
+  let url: string | null;
+  try {
+    url = notificationUrl(config);
+  } catch (err) {
+    log.warn(`no WebSocket URL for push notices (${(err as Error).message}); set FZ_WS_URL; polling only`);
+    return null;
+  }
+  if (!url) {
+    log.info('push notices off (FZ_WS_URL=off); polling only');
+    return null;
+  }
+  const problem = wsUrlProblem(url);
+  if (problem) {
+    log.warn(`WebSocket URL ${problem}; polling only`);
+    return null;
+  }
+  return followNotifications({ url, hostToken: registration.hostToken, hostId: registration.hostId, onChange: () => waker.wake() });
 }
 
 /** The log line for a failed step, or a RunnerFatalError when retrying cannot help. */

@@ -17,6 +17,7 @@ options:
   --cpu-millis N         CPU offered to the scheduler (default: engine CPUs x 1000)
   --memory-mb N          memory offered to the scheduler (default: engine memory)
   --docker-socket PATH   Docker engine socket or tcp://host:port (default: $DOCKER_HOST or ${DEFAULT_DOCKER_SOCKET})
+  --ws-url URL           where desired-state notices come from (default: $FZ_WS_URL, or the API's port + 1; off: poll only)
   --state-dir DIR        where the registration is saved (default: .fangzhou/runners)
   --help                 show this text
 
@@ -64,6 +65,7 @@ function parseConfig(argv: string[]): RunnerConfig | null {
       'cpu-millis': { type: 'string' },
       'memory-mb': { type: 'string' },
       'docker-socket': { type: 'string' },
+      'ws-url': { type: 'string' },
       'state-dir': { type: 'string', default: '.fangzhou/runners' },
       help: { type: 'boolean', default: false },
     },
@@ -83,6 +85,7 @@ function parseConfig(argv: string[]): RunnerConfig | null {
     apiUrl: process.env.FZ_API_URL ?? 'http://localhost:3000/graphql',
     joinToken: process.env.FZ_JOIN_TOKEN || undefined,
     dockerTarget: values['docker-socket'] ?? process.env.DOCKER_HOST ?? DEFAULT_DOCKER_SOCKET,
+    wsUrl: values['ws-url'] ?? (process.env.FZ_WS_URL || undefined),
     stateDir: values['state-dir'],
   };
 }

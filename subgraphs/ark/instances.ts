@@ -1,8 +1,11 @@
 import { AppError } from '../../lib/errors';
 import { hashJson } from '../../lib/ids';
+import { kick } from '../../lib/kick';
+import { log } from '../../lib/log';
 import type { ConfigFileSpec, DesiredContainer, HealthcheckSpec, PortSpec } from '../../lib/runner-protocol';
 import type { Store, Versioned } from '../../lib/store';
 import type { Label } from '../../lib/validate';
+import { recordEvent } from '../butler/events';
 import { listHosts, reserve, unreserve } from './hosts';
 import { schedule, type SchedulableHost } from './scheduler';
 
@@ -61,6 +64,42 @@ export async function instancesOfHost(store: Store, hostId: string): Promise<Ins
 
 export const getInstance = (store: Store, id: string) => store.get<Instance>('instances', id);
 
+/** The event that tells a host's runner its desired containers changed; its one topic is `host:<hostId>`. */
+export const HOST_DESIRED_CHANGED = 'HOST_DESIRED_CHANGED';
+export const hostTopic = (hostId: string) => `host:${hostId}`;
+
+const displayName = (i: Pick<Instance, 'id'> & Partial<Pick<Instance, 'releaseName' | 'ordinal'>>) =>
+  i.releaseName !== undefined && i.ordinal !== undefined ? `${i.releaseName}-${i.ordinal}` : i.id;
+
+/** What changed on each host, in words: host id → changes. */
+type HostChanges = Map<string, string[]>;
+
+const addChange = (changes: HostChanges, hostId: string, what: string) => {
+  changes.set(hostId, [...(changes.get(hostId) ?? []), what]);
+  return changes;
+};
+
+/**
+ * Tells the runners of these hosts that their desired containers changed: one HOST_DESIRED_CHANGED event per host
+ * and operation (topic `host:<hostId>`, which its runner subscribes to through hostDesiredStateChanged), then the
+ * publisher is kicked, so the runner syncs within a fraction of a second instead of at its next poll. Never throws:
+ * the change itself is written already, and the runner's poll still picks it up if the notice is lost.
+ */
+async function announce(store: Store, changes: HostChanges): Promise<void> {
+  if (!changes.size) return;
+  // The time of writing, never a caller's `now`: the publisher sends no event older than a subscription.
+  const now = new Date();
+  const written = await Promise.allSettled([...changes].map(([hostId, what]) => recordEvent(store, {
+    kind: HOST_DESIRED_CHANGED, severity: 'INFO', hostId, topics: [hostTopic(hostId)],
+    message: `desired containers changed: ${what.slice(0, 5).join(', ')}${what.length > 5 ? ` and ${what.length - 5} more` : ''}`,
+  }, now)));
+  const failed = written.filter((w): w is PromiseRejectedResult => w.status === 'rejected');
+  if (failed.length) {
+    log.warn({ err: failed[0].reason, hosts: [...changes.keys()] }, 'could not record a desired-state notice; the runners see the change at their next poll');
+  }
+  if (failed.length < written.length) await kick('publish');
+}
+
 /**
  * Places instances and writes them, each with its resources held on its host by a conditional write. When a host
  * filled up in the meantime the rest is scheduled again; when nothing fits, whatever this call placed is undone
@@ -97,11 +136,13 @@ export async function placeInstances(store: Store, unplaced: UnplacedInstance[],
       pending = lost;
     }
     if (pending.length) throw new AppError('UNSCHEDULABLE', 'hosts kept filling up while placing; retry the request');
-    return placed;
   } catch (err) {
-    await Promise.all(placed.map((i) => removeInstance(store, i)));
+    // Undone before any runner was told: a refused request announces nothing.
+    await Promise.all(placed.map((i) => dropInstance(store, i)));
     throw err;
   }
+  await announce(store, placed.reduce((changes, i) => addChange(changes, i.hostId, `placed ${displayName(i)}`), new Map() as HostChanges));
+  return placed;
 }
 
 async function schedulableHosts(store: Store, releaseId: string | undefined): Promise<SchedulableHost[]> {
@@ -138,17 +179,30 @@ export async function migrateInstance(store: Store, instance: Instance, constrai
     throw new AppError('CONFLICT', `${instance.id} was moved or removed meanwhile`);
   }
   await unreserve(store, instance.hostId, instance.id);
+  // Both runners: the new host starts the instance, the old one (if it is alive) removes its copy.
+  const name = displayName(instance);
+  await announce(store, addChange(addChange(new Map(), to, `${name} moved here from ${instance.hostId}`), instance.hostId, `${name} moved to ${to}`));
   return to;
 }
 
 /** Gives the instance a new container spec; its runner recreates the container when the hash changed. */
 export async function respecInstance(store: Store, id: string, spec: ContainerSpec, restartLog?: string[]): Promise<void> {
   const hash = specHash(spec);
-  await store.mutate<Instance>('instances', id, (i) => i && i.specHash !== hash ? { ...i, spec, specHash: hash, ...(restartLog ? { restartLog } : {}) } : undefined);
+  let changed = false;
+  const after = await store.mutate<Instance>('instances', id, (i) => {
+    changed = !!i && i.specHash !== hash;
+    return changed ? { ...i!, spec, specHash: hash, ...(restartLog ? { restartLog } : {}) } : undefined;
+  });
+  if (changed && after) await announce(store, addChange(new Map(), after.hostId, `${displayName(after)} changed (spec ${hash.slice(0, 8)})`));
 }
 
 /** Deletes the instance (its runner then removes the container) and frees what it held on its host. */
-export async function removeInstance(store: Store, instance: Pick<Instance, 'id' | 'hostId'>): Promise<void> {
+export async function removeInstance(store: Store, instance: Pick<Instance, 'id' | 'hostId'> & Partial<Pick<Instance, 'releaseName' | 'ordinal'>>): Promise<void> {
+  await dropInstance(store, instance);
+  await announce(store, addChange(new Map(), instance.hostId, `removed ${displayName(instance)}`));
+}
+
+async function dropInstance(store: Store, instance: Pick<Instance, 'id' | 'hostId'>): Promise<void> {
   await store.remove('instances', instance.id);
   await unreserve(store, instance.hostId, instance.id);
 }

@@ -2,21 +2,34 @@ import { buildSubgraphSchema } from '@apollo/subgraph';
 import gql from 'graphql-tag';
 import { requireHost, secure, type Context } from '../../lib/auth';
 import { config } from '../../lib/config';
+import { AppError } from '../../lib/errors';
 import type { SyncRequest } from '../../lib/runner-protocol';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
 import type { Label } from '../../lib/validate';
+import type { PlatformEvent } from '../butler/events';
 import { getContainer } from '../butler/status';
 import { mustGetProduct } from '../panama/products';
 import { runnerSync } from './dispatch';
 import { createJoinToken, drainHost, getHost, labelHost, listHosts, registerHost, setCordoned, setHostExclusive, type RegisterHostInput } from './hosts';
-import { getInstance, instancesOfHost, instancesOfRelease, type Instance } from './instances';
+import { getInstance, HOST_DESIRED_CHANGED, instancesOfHost, instancesOfRelease, type Instance } from './instances';
+
+/** The change a HOST_DESIRED_CHANGED event announced; a host runner may read only those of its own host. */
+async function hostDesiredStateChange(eventId: string, ctx: Context) {
+  const event = await store().get<PlatformEvent>('events', eventId);
+  if (!event || event.kind !== HOST_DESIRED_CHANGED || !event.hostId) return null;
+  if (ctx.principal.kind === 'host' && ctx.principal.hostId !== event.hostId) {
+    throw new AppError('FORBIDDEN', 'a host runner may read only the desired-state changes of its own host');
+  }
+  return { hostId: event.hostId, at: event.at };
+}
 
 const resolvers = {
   Query: {
     hosts: () => listHosts(store()),
     host: (_: unknown, { id }: { id: string }) => getHost(store(), id),
     instance: (_: unknown, { id }: { id: string }) => getInstance(store(), id),
+    hostDesiredStateChange: (_: unknown, { eventId }: { eventId: string }, ctx: Context) => hostDesiredStateChange(eventId, ctx),
   },
   Mutation: {
     createJoinToken: (_: unknown, { ttlSeconds }: { ttlSeconds?: number | null }) =>
@@ -58,5 +71,5 @@ const resolvers = {
 
 export const arkSchema = () => buildSubgraphSchema({
   typeDefs: gql(readSchemaFile('ark.graphql')),
-  resolvers: secure(resolvers, { anonymous: ['registerHost'], host: ['runnerSync'] }) as never,
+  resolvers: secure(resolvers, { anonymous: ['registerHost'], host: ['runnerSync', 'hostDesiredStateChange'] }) as never,
 });

@@ -1,0 +1,129 @@
+import Docker from 'dockerode';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
+import { startStack, type Stack } from '../../scripts/stack';
+import { clearReleaseNames } from '../support/docker';
+import { waitUntil } from '../support/wait';
+
+/**
+ * The runner hears of its host's desired-state changes over the WebSocket (hostDesiredStateChanged) instead of at
+ * its next poll. The stack answers runners with a 30 s poll interval, so a container that appears within a few
+ * seconds of a deploy or a restartInstance can only be the push at work: Ark writes a HOST_DESIRED_CHANGED event,
+ * the publisher sends it to the runner's subscription, the runner syncs at once. Real stack, real runner (its
+ * WebSocket URL derived from its API URL), real engine.
+ */
+const docker = new Docker();
+const RELEASE = 'push-web';
+const POLL_SECONDS = 30;
+/** Far below the poll interval, with room for a slow CI engine to create and start a container. */
+const PUSH_BUDGET_MS = 6000;
+const hostName = `push-${process.pid}`;
+let stack: Stack;
+let dataDir: string;
+let logFile: string;
+let hostId: string;
+let releaseId: string | undefined;
+
+const containersOf = (id: string) => docker.listContainers({ all: true, filters: { label: [`fangzhou.release=${id}`] } });
+
+const logLines = () => readFileSync(logFile, 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => {
+  try {
+    return JSON.parse(l) as Record<string, any>;
+  } catch {
+    return {};
+  }
+});
+
+/** Polls fast, so the time measured is the platform's, not the test's. */
+async function timed<T>(what: string, since: number, check: () => Promise<T | undefined | false>): Promise<{ value: T; ms: number }> {
+  const value = await waitUntil(what, check, POLL_SECONDS * 1000 * 2, 50);
+  return { value, ms: Date.now() - since };
+}
+
+/** The runner's sync loop sleeps (its poll is 30 s) and no engine event is due: nothing but a push can wake it. */
+const quiet = () => new Promise((r) => setTimeout(r, 3000));
+
+beforeAll(async () => {
+  await clearReleaseNames(docker, RELEASE);
+  dataDir = mkdtempSync(join(tmpdir(), 'fz-push-'));
+  logFile = join(dataDir, 'stack.log');
+  stack = await startStack({
+    dataDir, httpPort: 3380, wsPort: 3381, lambdaPort: 3382, storePort: 4880, output: logFile,
+    // A runner that missed its push would wait 30 s; the host must not go DOWN meanwhile.
+    env: { FZ_RUNNER_POLL_SECONDS: String(POLL_SECONDS), FZ_HOST_DOWN_SECONDS: '300' },
+  });
+  expect((await stack.graphql(DEFINE_PRODUCT, { input: DEMO_PRODUCT })).errors).toBeUndefined();
+  await stack.startRunner(hostName, ['--labels', 'zone=push'], { LOG_LEVEL: 'info' });
+  hostId = await waitUntil('the runner to register', async () =>
+    (await stack.graphql<{ hosts: { id: string; name: string; status: string }[] }>('{ hosts { id name status } }')).data?.hosts
+      .find((h) => h.name === hostName && h.status === 'READY')?.id, 120_000);
+  // The runner's subscription is stored under its own host's topic (ws handler), after it said it is connected.
+  await waitUntil('the runner to connect for push notices', async () => logLines().some((l) => l.msg?.startsWith('notifications connected') && l.hostId === hostId), 30_000, 100);
+  await waitUntil('the runner\'s subscription to be stored', async () => logLines().some((l) => l.msg === 'subscribed' && l.topic === `host:${hostId}`), 30_000, 100);
+  await quiet();
+}, 240_000);
+
+afterAll(async () => {
+  try {
+    if (releaseId && stack) {
+      const deleted = await stack.graphql('mutation($id: ID!) { deleteRelease(id: $id) { status } }', { id: releaseId });
+      expect(deleted.errors).toBeUndefined();
+      const gone = await timed('the containers to be removed', Date.now(), async () => (await containersOf(releaseId!)).length === 0);
+      console.log(`push reaction: deleteRelease → containers removed in ${gone.ms} ms`);
+    }
+  } finally {
+    await stack?.stop();
+    await clearReleaseNames(docker, RELEASE);
+  }
+}, 120_000);
+
+test('a deploy reaches the sleeping runner by push: its container exists within seconds, not at the 30 s poll', async () => {
+  const started = Date.now();
+  const deployed = await stack.graphql<{ deploy: { id: string } }>(
+    `mutation { deploy(input: {name: "${RELEASE}", product: "demo", version: "1.0.0", replicas: 1}) { id } }`);
+  expect(deployed.errors).toBeUndefined();
+  releaseId = deployed.data!.deploy.id;
+  const answered = Date.now() - started;
+  const created = await timed('the container to exist', started, async () => (await containersOf(releaseId!))[0]);
+  console.log(`push reaction: deploy → container exists in ${created.ms} ms (deploy mutation answered in ${answered} ms)`);
+  expect(created.ms).toBeLessThan(PUSH_BUDGET_MS);
+  // The notice went out as a HOST_DESIRED_CHANGED event to exactly this runner's subscription.
+  const published = await waitUntil('the publisher report', async () =>
+    logLines().find((l) => l.msg === 'published event' && l.kind === 'HOST_DESIRED_CHANGED' && l.deliveries >= 1), 10_000, 100);
+  expect(published).toMatchObject({ failed: 0 });
+  await waitUntil('the release to be RUNNING', async () =>
+    (await stack.graphql<{ release: { status: string } }>('query($id: ID!) { release(id: $id) { status } }', { id: releaseId })).data?.release.status === 'RUNNING',
+  60_000, 250);
+});
+
+test('restartInstance reaches the runner by push: the fresh container appears within seconds', async () => {
+  expect(releaseId).toBeDefined();
+  const [before] = await containersOf(releaseId!);
+  expect(before).toBeDefined();
+  await quiet();
+  const started = Date.now();
+  const restarted = await stack.graphql('mutation($id: ID!) { restartInstance(id: $id) { id } }', { id: `${releaseId}-0` });
+  expect(restarted.errors).toBeUndefined();
+  const fresh = await timed('a fresh container', started, async () =>
+    (await containersOf(releaseId!)).find((c) => c.Id !== before.Id));
+  console.log(`push reaction: restartInstance → fresh container in ${fresh.ms} ms`);
+  expect(fresh.ms).toBeLessThan(PUSH_BUDGET_MS);
+  await waitUntil('the old container to be gone', async () => !(await containersOf(releaseId!)).some((c) => c.Id === before.Id), 30_000, 100);
+});
+
+test('the lookup behind the subscription: a host reads its own changes, as does an operator', async () => {
+  const { hostToken } = JSON.parse(readFileSync(join(dataDir, 'runners', `${hostName}.json`), 'utf8')) as { hostToken: string };
+  const events = await stack.graphql<{ events: { nodes: { id: string; host: { id: string } }[] } }>(
+    '{ events(filter: {kind: "HOST_DESIRED_CHANGED"}, first: 5) { nodes { id host { id } } } }');
+  const [latest] = events.data!.events.nodes;
+  expect(latest.host.id).toBe(hostId);
+  const LOOKUP = 'query($e: ID!) { hostDesiredStateChange(eventId: $e) { hostId at } }';
+  const asHost = await stack.graphql(LOOKUP, { e: latest.id }, hostToken);
+  expect(asHost).toEqual({ data: { hostDesiredStateChange: { hostId, at: expect.any(String) } } });
+  expect((await stack.graphql(LOOKUP, { e: latest.id })).data).toEqual(asHost.data);
+  // Not a change of desired state: nothing to tell. And a host token still reaches nothing else.
+  expect((await stack.graphql(LOOKUP, { e: 'no-such-event' }, hostToken)).data).toEqual({ hostDesiredStateChange: null });
+  expect((await stack.graphql('{ hosts { id } }', {}, hostToken)).errors?.[0].extensions?.code).toBe('FORBIDDEN');
+});
