@@ -55,8 +55,10 @@ export interface DesiredContainer {
   cpuMillis: number;
   memoryMb: number;
   healthcheck: HealthcheckSpec | null;
-  /** The instance's DNS name; the runner adds it as a network alias. */
+  /** The instance's DNS name (served by every runner's DNS server). */
   domainName: string;
+  /** The instance's fixed address on its host's subnet; absent: the engine picks one. */
+  ip?: string | null;
   configFiles: ConfigFileSpec[];
 }
 
@@ -99,6 +101,37 @@ export interface EngineInfo {
 export interface SyncRequest {
   observed: ObservedContainer[];
   engine: EngineInfo | null;
+  /** The network serial of the routes and records the runner holds; absent or stale: send them. */
+  networkSerial?: number | null;
+}
+
+/** A route to another host's subnet via that host's address (host-gw). */
+export interface Route {
+  subnet: string;
+  via: string;
+}
+
+/** One record of the internal zone: A (address) or SRV (target and port). */
+export interface DnsRecord {
+  name: string;
+  type: 'A' | 'SRV';
+  address: string | null;
+  target: string | null;
+  port: number | null;
+}
+
+/** The host's place in the cluster network, and what its runner programs and serves. */
+export interface HostNetwork {
+  /** This host's subnet; its `fangzhou` bridge is created on it. */
+  subnet: string;
+  /** The bridge's address: containers' gateway and DNS server. */
+  gateway: string;
+  clusterCidr: string;
+  zone: string;
+  serial: number;
+  /** Null when the runner already holds this serial. */
+  routes: Route[] | null;
+  records: DnsRecord[] | null;
 }
 
 export interface SyncResponse {
@@ -106,4 +139,5 @@ export interface SyncResponse {
   desired: DesiredContainer[];
   /** How long the runner waits before its next sync when nothing happens. */
   pollSeconds: number;
+  network: HostNetwork;
 }

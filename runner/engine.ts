@@ -8,8 +8,8 @@ import type { Readable } from 'node:stream';
 import { pack } from 'tar-stream';
 import { LABELS, type ConfigFileSpec, type DesiredContainer, type EngineInfo, type ObservedContainer } from '../lib/runner-protocol';
 import { log } from '../lib/log';
+import { ensureBridge, type Bridge } from './network';
 import {
-  NETWORK,
   createOptions,
   ownContainer,
   planInstance,
@@ -105,8 +105,9 @@ export interface ConvergeResult {
 /** An expected reason an instance cannot be converged, worded for the operator. */
 class InstanceProblem extends Error {}
 
-export async function converge(docker: Docker, hostId: string, desired: DesiredContainer[]): Promise<ConvergeResult> {
-  let changed = await ensureNetwork(docker);
+/** `bridge`: the host's subnet and bridge address from the sync; without it the engine picks the network's range. */
+export async function converge(docker: Docker, hostId: string, desired: DesiredContainer[], bridge: Bridge | null = null): Promise<ConvergeResult> {
+  let changed = await ensureBridge(docker, bridge);
   const own = await listOwn(docker, hostId);
 
   // Strays go first so that a desired container may take over a name a removed instance held.
@@ -125,7 +126,7 @@ export async function converge(docker: Docker, hostId: string, desired: DesiredC
   await forEachLimit(desired, async (d) => {
     try {
       const mine = own.filter((c) => c.instanceId === d.instanceId);
-      if (await convergeInstance(docker, hostId, d, mine)) changed = true;
+      if (await convergeInstance(docker, hostId, d, mine, bridge?.gateway ?? null)) changed = true;
     } catch (err) {
       if (isEngineUnreachable(err)) throw err;
       const message = err instanceof InstanceProblem ? err.message : `engine error: ${(err as Error).message}`;
@@ -136,26 +137,7 @@ export async function converge(docker: Docker, hostId: string, desired: DesiredC
   return { changed, errors };
 }
 
-/** Returns whether it created the network. Another runner on the same engine may create it concurrently. */
-async function ensureNetwork(docker: Docker): Promise<boolean> {
-  try {
-    await docker.getNetwork(NETWORK).inspect();
-    return false;
-  } catch (err) {
-    if (statusOf(err) !== 404) throw err;
-  }
-  try {
-    // CheckDuplicate: without it older engines happily create a second network of the same name.
-    await docker.createNetwork({ Name: NETWORK, Driver: 'bridge', CheckDuplicate: true, Labels: { [LABELS.managed]: 'true' } });
-    log.info({ network: NETWORK }, 'created network');
-    return true;
-  } catch (err) {
-    if (statusOf(err) === 409) return false;
-    throw err;
-  }
-}
-
-async function convergeInstance(docker: Docker, hostId: string, d: DesiredContainer, mine: OwnContainer[]): Promise<boolean> {
+async function convergeInstance(docker: Docker, hostId: string, d: DesiredContainer, mine: OwnContainer[], dns: string | null): Promise<boolean> {
   const plan = planInstance(d, mine);
   // Check before removing the old containers: without the new image they keep serving.
   if (plan.create && !(await imagePresent(docker, d.image))) {
@@ -165,7 +147,7 @@ async function convergeInstance(docker: Docker, hostId: string, d: DesiredContai
 
   let container = plan.keep ? docker.getContainer(plan.keep.id) : null;
   if (plan.create) {
-    container = await createContainer(docker, hostId, d);
+    container = await createContainer(docker, hostId, d, dns);
     if (!container) return true;
   }
   if (container && plan.start) {
@@ -192,9 +174,9 @@ async function imagePresent(docker: Docker, image: string): Promise<boolean> {
 }
 
 /** Null when the name is held by a container of this very instance that the listing missed: the next pass sees it. */
-async function createContainer(docker: Docker, hostId: string, d: DesiredContainer): Promise<Docker.Container | null> {
+async function createContainer(docker: Docker, hostId: string, d: DesiredContainer, dns: string | null): Promise<Docker.Container | null> {
   try {
-    const container = await docker.createContainer(createOptions(hostId, d));
+    const container = await docker.createContainer(createOptions(hostId, d, dns));
     log.info({ instanceId: d.instanceId, name: d.name, image: d.image, specHash: d.specHash }, 'created container');
     return container;
   } catch (err) {

@@ -7,6 +7,7 @@ import type { Store, Versioned } from '../../lib/store';
 import type { Label } from '../../lib/validate';
 import { recordEvent } from '../butler/events';
 import { listHosts, reserve, unreserve } from './hosts';
+import { bumpNetworkSerial, freeInstanceIp } from './network';
 import { schedule, type SchedulableHost } from './scheduler';
 
 /** Everything that shapes an instance's container; its hash decides when the runner recreates it. */
@@ -31,6 +32,8 @@ export interface Instance extends Versioned {
   ordinal: number;
   hostId: string;
   domainName: string;
+  /** Fixed address on its host's subnet, given by the host's first sync after placement (addresses.ts). */
+  ip?: string | null;
   desiredState: 'RUNNING' | 'STOPPED';
   spec: ContainerSpec;
   specHash: string;
@@ -203,8 +206,23 @@ export async function removeInstance(store: Store, instance: Pick<Instance, 'id'
 }
 
 async function dropInstance(store: Store, instance: Pick<Instance, 'id' | 'hostId'>): Promise<void> {
+  const held = await getInstance(store, instance.id);
   await store.remove('instances', instance.id);
   await unreserve(store, instance.hostId, instance.id);
+  if (held?.ip) {
+    await freeInstanceIp(store, held);
+    await networkChanged(store, `${displayName(held)} removed`);
+  }
+}
+
+/**
+ * Routes or DNS records changed (an address given or freed, a host joined, an instance started or stopped
+ * serving): the serial moves on and every live runner is told to sync, so it serves the new records at once.
+ */
+export async function networkChanged(store: Store, what: string): Promise<void> {
+  await bumpNetworkSerial(store);
+  const hosts = (await listHosts(store)).filter((h) => h.status !== 'DOWN');
+  await announce(store, hosts.reduce((changes, h) => addChange(changes, h.id, what), new Map() as HostChanges));
 }
 
 export const containerName = (i: Pick<Instance, 'releaseName' | 'ordinal'>) => `fz-${i.releaseName}-${i.ordinal}`;
@@ -223,6 +241,7 @@ export function toDesired(i: Instance): DesiredContainer {
     memoryMb: i.spec.memoryMb,
     healthcheck: i.spec.healthcheck,
     domainName: i.domainName,
+    ip: i.ip ?? null,
     configFiles: i.spec.configFiles,
   };
 }
