@@ -36,4 +36,4 @@ test('hosts in their own namespaces join the control plane over the bridge with 
   }, 120_000);
   expect(hosts.map((h) => [h.name, h.address])).toEqual(fleet.hosts.map((h) => [h.name, h.address]));
   for (const host of fleet.hosts) expect(await host.docker.listImages()).toEqual([]);
-});
+}, 300_000);
