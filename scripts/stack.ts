@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { hashSecret, newSecret } from '../lib/ids';
 import { ListTablesCommand } from '@aws-sdk/client-dynamodb';
 import { createClient, ensureTables } from '../lib/store';
+import { startRegistry } from './registry';
 
 /**
  * The embedded stack: dynalite (persisted), serverless-offline with every handler, and optionally a host runner
@@ -30,12 +31,19 @@ export interface StackOptions {
   env?: Record<string, string>;
   /** Rebuild and reload the handlers when their code changes (the dev stack); off for tests and benches. */
   watch?: boolean;
+  /**
+   * Start the platform's image registry (scripts/registry.ts) on host:port (defaults FZ_LISTEN_HOST or 127.0.0.1,
+   * and 5000), data under `<dataDir>/registry`. Without it, hosts run only images their engine already has.
+   */
+  registry?: { host?: string; port?: number };
 }
 
 export interface Stack {
   url: string;
   wsUrl: string;
   adminToken: string;
+  /** The platform registry's `host:port`, or null when the stack runs none. */
+  registry: string | null;
   env: Record<string, string>;
   /** GraphQL over HTTP with the operator token; throws on transport errors, returns data and errors. */
   graphql<T = Record<string, any>>(query: string, variables?: Record<string, unknown>, token?: string | null): Promise<{ data?: T; errors?: { message: string; extensions?: { code?: string } }[] }>;
@@ -95,6 +103,22 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     client.destroy();
   }
 
+  // The image registry: its own process; the handlers learn its address (FZ_REGISTRY) to pin image digests.
+  let registry: string | null = null;
+  if (options.registry) {
+    const started = await startRegistry({
+      dir: join(dataDir, 'registry'),
+      host: options.registry.host ?? process.env.FZ_LISTEN_HOST ?? '127.0.0.1',
+      port: options.registry.port ?? 5000,
+      output: out,
+    }).catch(async (err) => {
+      for (const s of stop.splice(0)) await s().catch(() => undefined);
+      throw err;
+    });
+    stop.push(() => started.stop());
+    registry = started.address;
+  }
+
   const adminToken = operatorToken(dataDir);
   const url = `http://localhost:${httpPort}/graphql`;
   const env: Record<string, string> = {
@@ -109,6 +133,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     FZ_SUBGRAPH_URL_BASE: `http://localhost:${httpPort}/subgraphs`,
     FZ_BUILD_DIR: `.esbuild/${httpPort}`,
     ...(options.watch ? {} : { FZ_WATCH_PATTERN: '.esbuild/no-watch' }),
+    ...(registry ? { FZ_REGISTRY: registry } : {}),
     ...options.env,
   };
   const offline = spawn(process.execPath, [bin('serverless'), 'offline', 'start'], {
@@ -129,6 +154,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     url,
     wsUrl: `ws://localhost:${options.wsPort ?? 3001}`,
     adminToken,
+    registry,
     env,
     graphql,
     async startRunner(name, args = [], runnerEnv = {}) {
@@ -183,8 +209,12 @@ async function killGroup(child: ChildProcess) {
   timers.forEach(clearTimeout);
 }
 
-/** Runs scripts/ensure-docker.sh; returns why no engine is available, or null when one is. */
-export function ensureDocker(): string | null {
-  const res = spawnSync('bash', [join(ROOT, 'scripts/ensure-docker.sh')], { stdio: ['ignore', 'inherit', 'inherit'] });
+/**
+ * Runs scripts/ensure-docker.sh (with a registry address, the images it builds are pushed there too); returns why no
+ * engine is available, or null when one is.
+ */
+export function ensureDocker(registry: string | null = null): string | null {
+  const env = { ...process.env, ...(registry ? { FZ_REGISTRY: registry } : {}) };
+  const res = spawnSync('bash', [join(ROOT, 'scripts/ensure-docker.sh')], { stdio: ['ignore', 'inherit', 'inherit'], env });
   return res.status === 0 ? null : `scripts/ensure-docker.sh exited with ${res.status}`;
 }
