@@ -23,6 +23,8 @@ export const config = () => ({
   hostDownSeconds: num('FZ_HOST_DOWN_SECONDS', 5),
   joinTokenTtlSeconds: num('FZ_JOIN_TOKEN_TTL_SECONDS', 3600),
   dnsZone: process.env.FZ_DNS_ZONE ?? 'fz.internal',
+  /** The platform registry (`host:port`) releases pin their images in and hosts pull from; unset: hosts use their own images. */
+  registry: process.env.FZ_REGISTRY || null,
 });
 
 export type Config = ReturnType<typeof config>;
