@@ -10,6 +10,10 @@ export const LABELS = {
   instance: 'fangzhou.instance',
   release: 'fangzhou.release',
   spec: 'fangzhou.spec',
+  /** On a container: its beforeStop hook (JSON), run before the runner stops or removes it. */
+  beforeStop: 'fangzhou.before-stop',
+  /** On a one-off container running an onReplace hook: the instance it prepares. */
+  hookOf: 'fangzhou.hook-of',
 } as const;
 
 /** PULLING: no container yet, its image is being pulled from the platform registry. */
@@ -33,6 +37,13 @@ export interface HealthcheckSpec {
   timeoutSeconds: number;
   retries: number;
   startPeriodSeconds: number;
+}
+
+/** Commands (exec form) the runner runs at points of an instance's life; see Lifecycle in schema/panama.graphql. */
+export interface LifecycleSpec {
+  afterStart: string[] | null;
+  beforeStop: string[] | null;
+  onReplace: string[] | null;
 }
 
 export interface ConfigFileSpec {
@@ -63,6 +74,11 @@ export interface DesiredContainer {
   healthcheck: HealthcheckSpec | null;
   /** The instance's DNS name (served by every runner's DNS server). */
   domainName: string;
+  /** Where the instance's named volume is mounted; absent: no volume. */
+  dataPath?: string | null;
+  lifecycle?: LifecycleSpec | null;
+  /** The instance moved here from another host: its onReplace hook runs before its first start here. */
+  replaced?: boolean;
   /** The instance's fixed address on its host's subnet; absent: the engine picks one. */
   ip?: string | null;
   configFiles: ConfigFileSpec[];

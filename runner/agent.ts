@@ -11,7 +11,7 @@ import { ApiError, ApiUnreachableError, createApi, type Api, type RegisterHostRe
 import { StatsSampler } from './stats';
 import { ImagePuller } from './images';
 import { connectEngine, converge, engineFacts, followEvents, isEngineUnreachable, observe, type EngineFacts } from './engine';
-import { bridgeAddress, hostNetworks, HostNetworking } from './network';
+import { hostNetworks, HostNetworking } from './network';
 import { defaultWsUrl, followNotifications, WS_OFF, wsUrlProblem, type Notifications } from './notifications';
 import type { InstanceError } from './plan';
 import { loadState, saveState, stateFile, type RunnerState } from './state';
@@ -75,7 +75,7 @@ export function startRunner(config: RunnerConfig): Runner {
 }
 
 /** Returns the saved registration for this API, or registers the host and saves it. */
-export async function ensureRegistered(api: Api, config: RunnerConfig, facts: EngineFacts, bridge: string | null = null): Promise<RunnerState> {
+export async function ensureRegistered(api: Api, config: RunnerConfig, facts: EngineFacts): Promise<RunnerState> {
   const file = stateFile(config.stateDir, config.name);
   const saved = loadState(file);
   if (saved?.apiUrl === api.url) {
@@ -94,7 +94,7 @@ export async function ensureRegistered(api: Api, config: RunnerConfig, facts: En
       address: config.address,
       labels: config.labels,
       capacity: { cpuMillis: config.cpuMillis ?? facts.cpuMillis, memoryMb: config.memoryMb ?? facts.memoryMb },
-      networks: hostNetworks(bridge),
+      networks: hostNetworks(),
     });
   } catch (err) {
     if (err instanceof ApiError && err.code !== 'INTERNAL') {
@@ -126,7 +126,7 @@ async function run(config: RunnerConfig, waker: Waker, signal: AbortSignal): Pro
       try {
         facts ??= await engineFacts(docker);
         if (!registration) {
-          registration = await ensureRegistered(api, config, facts, await bridgeAddress(docker));
+          registration = await ensureRegistered(api, config, facts);
           void watchEvents(docker, config.dockerTarget, registration.hostId, waker, signal);
           notifications.current = startNotifications(config, registration, waker);
         }

@@ -47,7 +47,8 @@ const RUNNER_SYNC = `mutation($input: RunnerSyncInput!) {
       ports { name containerPort protocol }
       cpuMillis memoryMb
       healthcheck { command intervalSeconds timeoutSeconds retries startPeriodSeconds }
-      domainName ip
+      domainName ip dataPath replaced
+      lifecycle { afterStart beforeStop onReplace }
       configFiles { path content }
     }
     network {

@@ -9,6 +9,7 @@ import { pack } from 'tar-stream';
 import { LABELS, type ConfigFileSpec, type DesiredContainer, type EngineInfo, type ObservedContainer } from '../lib/runner-protocol';
 import { log } from '../lib/log';
 import { ensureBridge, type Bridge } from './network';
+import { ensureVolume, execHook, HookProblem, removeStrayVolumes, runOnReplace } from './lifecycle';
 import { ImageProblem, type ImagePuller } from './images';
 import {
   createOptions,
@@ -116,6 +117,7 @@ export async function converge(docker: Docker, hostId: string, desired: DesiredC
   const own = await listOwn(docker, hostId);
 
   // Strays go first so that a desired container may take over a name a removed instance held.
+  const leftOver = new Set<string>();
   await forEachLimit(strays(own, desired), async (c) => {
     try {
       await removeContainer(docker, c);
@@ -123,9 +125,12 @@ export async function converge(docker: Docker, hostId: string, desired: DesiredC
     } catch (err) {
       // Not worth holding up the desired instances; the next pass tries again.
       if (isEngineUnreachable(err)) throw err;
+      leftOver.add(c.instanceId);
       log.warn({ containerId: c.id, name: c.name, err: (err as Error).message }, 'could not remove container');
     }
   });
+  // Their data goes with them: an instance that moved away starts afresh on its new host.
+  if (await removeStrayVolumes(docker, hostId, desired, leftOver)) changed = true;
 
   const errors: InstanceError[] = [];
   await forEachLimit(desired, async (d) => {
@@ -134,7 +139,7 @@ export async function converge(docker: Docker, hostId: string, desired: DesiredC
       if (await convergeInstance(docker, hostId, d, mine, images, bridge?.gateway ?? null)) changed = true;
     } catch (err) {
       if (isEngineUnreachable(err)) throw err;
-      const message = err instanceof InstanceProblem || err instanceof ImageProblem ? err.message : `engine error: ${(err as Error).message}`;
+      const message = err instanceof InstanceProblem || err instanceof ImageProblem || err instanceof HookProblem ? err.message : `engine error: ${(err as Error).message}`;
       log.warn({ instanceId: d.instanceId, name: d.name, err: message }, 'could not converge instance');
       errors.push({ instanceId: d.instanceId, name: d.name, specHash: d.specHash, message });
     }
@@ -151,6 +156,8 @@ async function convergeInstance(docker: Docker, hostId: string, d: DesiredContai
 
   let container = plan.keep ? docker.getContainer(plan.keep.id) : null;
   if (plan.create) {
+    await ensureVolume(docker, hostId, d);
+    await runOnReplace(docker, hostId, d, dns, (c) => copyConfigFiles(c, d.configFiles));
     container = await createContainer(docker, hostId, d, dns);
     if (!container) return true;
   }
@@ -159,8 +166,10 @@ async function convergeInstance(docker: Docker, hostId: string, d: DesiredContai
     await copyConfigFiles(container, d.configFiles);
     await tolerate(container.start(), 304);
     log.info({ instanceId: d.instanceId, name: d.name, containerId: container.id }, 'started container');
+    if (d.lifecycle?.afterStart) await execHook(container, 'afterStart', d.lifecycle.afterStart);
   }
   if (container && plan.stop) {
+    if (d.lifecycle?.beforeStop) await beforeStop(container, d.lifecycle.beforeStop);
     await tolerate(container.stop({ t: STOP_TIMEOUT_SECONDS }), 304);
     log.info({ instanceId: d.instanceId, name: d.name }, 'stopped container');
   }
@@ -182,8 +191,19 @@ async function createContainer(docker: Docker, hostId: string, d: DesiredContain
   throw new InstanceProblem(`container name ${d.name} is taken by container ${holder.Id.slice(0, 12)}, which this runner does not manage`);
 }
 
+/** A failed beforeStop hook is logged, not fatal: the container stops anyway, as it would on a power cut. */
+async function beforeStop(container: Docker.Container, command: string[]): Promise<void> {
+  try {
+    await execHook(container, 'beforeStop', command);
+  } catch (err) {
+    if (statusOf(err) === 409 || statusOf(err) === 404) return; // not running
+    log.warn({ containerId: container.id, err: (err as Error).message }, 'beforeStop hook failed; stopping anyway');
+  }
+}
+
 async function removeContainer(docker: Docker, c: OwnContainer): Promise<void> {
   const container = docker.getContainer(c.id);
+  if (c.beforeStop && c.status === 'running') await beforeStop(container, c.beforeStop);
   await tolerate(container.stop({ t: STOP_TIMEOUT_SECONDS }), 304, 404);
   await tolerate(container.remove({ force: true }), 404);
   log.info({ instanceId: c.instanceId, name: c.name, containerId: c.id }, 'removed container');

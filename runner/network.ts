@@ -77,19 +77,19 @@ async function replaceNetwork(docker: Docker, existing: Docker.NetworkInspectInf
   await docker.getNetwork(NETWORK).remove().catch((err) => { if (statusOf(err) !== 404) throw err; });
 }
 
-/** The CIDRs of this host's interfaces (as `192.168.1.7/24`), except the bridge of our own network. */
-export function hostNetworks(except: string | null = null): string[] {
-  return Object.values(os.networkInterfaces()).flatMap((list) => list ?? [])
-    .filter((a) => a.family === 'IPv4' && !a.internal && a.address !== except && a.cidr)
-    .map((a) => a.cidr!);
-}
+/** Docker's own bridges and the veths on them: made by engines on this host, not networks the host is on. */
+export const isEngineInterface = (name: string) => /^(br-|docker|veth)/.test(name);
 
-export async function bridgeAddress(docker: Docker): Promise<string | null> {
-  try {
-    return (await docker.getNetwork(NETWORK).inspect()).IPAM?.Config?.[0]?.Gateway ?? null;
-  } catch {
-    return null;
-  }
+/**
+ * The CIDRs of the networks this host is on (as `192.168.1.7/24`), which the cluster network must not overlap.
+ * Engine bridges are left out: a `fangzhou` bridge left from an earlier registration is on the cluster network.
+ */
+export function hostNetworks(): string[] {
+  return Object.entries(os.networkInterfaces())
+    .filter(([name]) => !isEngineInterface(name))
+    .flatMap(([, list]) => list ?? [])
+    .filter((a) => a.family === 'IPv4' && !a.internal && a.cidr)
+    .map((a) => a.cidr!);
 }
 
 const localAddresses = () => new Set(Object.values(os.networkInterfaces()).flatMap((l) => l ?? []).map((a) => a.address));

@@ -27,7 +27,12 @@ export interface OwnContainer {
   status: string;
   /** The fixed address it was created with on our network, if any. */
   fixedIp: string | null;
+  /** Its beforeStop hook, if any. */
+  beforeStop: string[] | null;
 }
+
+/** The named volume holding an instance's data on its host (per instance: a new release never sees old data). */
+export const volumeName = (instanceId: string) => `fz-data-${instanceId}`;
 
 /** Why an instance could not be brought to its desired state; reported on the next sync. */
 export interface InstanceError {
@@ -56,6 +61,7 @@ export function ownContainer(info: Docker.ContainerInfo): OwnContainer {
     instanceId: info.Labels[LABELS.instance] ?? '',
     specHash: info.Labels[LABELS.spec] ?? '',
     status: info.State,
+    beforeStop: info.Labels[LABELS.beforeStop] ? JSON.parse(info.Labels[LABELS.beforeStop]) as string[] : null,
     fixedIp: (info.NetworkSettings?.Networks?.[NETWORK] as { IPAMConfig?: { IPv4Address?: string } | null } | undefined)?.IPAMConfig?.IPv4Address || null,
   };
 }
@@ -100,6 +106,7 @@ export function createOptions(hostId: string, d: DesiredContainer, dns: string |
       [LABELS.instance]: d.instanceId,
       [LABELS.release]: d.releaseId,
       [LABELS.spec]: d.specHash,
+      ...(d.lifecycle?.beforeStop ? { [LABELS.beforeStop]: JSON.stringify(d.lifecycle.beforeStop) } : {}),
     },
     ExposedPorts: Object.fromEntries(portKeys.map((k) => [k, {}])),
     Healthcheck: d.healthcheck
@@ -119,6 +126,7 @@ export function createOptions(hostId: string, d: DesiredContainer, dns: string |
       RestartPolicy: { Name: 'unless-stopped' },
       NetworkMode: NETWORK,
       ...(dns ? { Dns: [dns] } : {}),
+      ...(d.dataPath ? { Mounts: [{ Type: 'volume' as const, Source: volumeName(d.instanceId), Target: d.dataPath }] } : {}),
     },
     NetworkingConfig: {
       EndpointsConfig: {

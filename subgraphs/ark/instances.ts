@@ -3,7 +3,7 @@ import { AppError } from '../../lib/errors';
 import { hashJson } from '../../lib/ids';
 import { kick } from '../../lib/kick';
 import { log } from '../../lib/log';
-import type { ConfigFileSpec, DesiredContainer, HealthcheckSpec, PortSpec } from '../../lib/runner-protocol';
+import type { ConfigFileSpec, DesiredContainer, HealthcheckSpec, LifecycleSpec, PortSpec } from '../../lib/runner-protocol';
 import type { Store, Versioned } from '../../lib/store';
 import type { Label } from '../../lib/validate';
 import { recordEvent } from '../butler/events';
@@ -22,6 +22,9 @@ export interface ContainerSpec {
   memoryMb: number;
   healthcheck: HealthcheckSpec | null;
   configFiles: ConfigFileSpec[];
+  /** Absent unless the product has them, so existing specs keep their hash. */
+  dataPath?: string;
+  lifecycle?: LifecycleSpec;
   /** Bumped to replace the container with a fresh one (restartInstance, auto-restart); absent until then. */
   generation?: number;
 }
@@ -35,6 +38,8 @@ export interface Instance extends Versioned {
   ordinal: number;
   hostId: string;
   domainName: string;
+  /** The host it last moved away from: on its new host it starts with fresh data, after its onReplace hook. */
+  movedFrom?: string;
   /** Fixed address on its host's subnet, given by the host's first sync after placement (addresses.ts). */
   ip?: string | null;
   desiredState: 'RUNNING' | 'STOPPED';
@@ -179,7 +184,7 @@ export async function migrateInstance(store: Store, instance: Instance, constrai
   if (!(await reserve(store, to, instance.id, { cpuMillis: instance.spec.cpuMillis, memoryMb: instance.spec.memoryMb }))) {
     throw new AppError('UNSCHEDULABLE', `${instance.id} cannot move: host ${to} filled up meanwhile`);
   }
-  const moved = await store.mutate<Instance>('instances', instance.id, (i) => i && i.hostId === instance.hostId ? { ...i, hostId: to } : undefined);
+  const moved = await store.mutate<Instance>('instances', instance.id, (i) => i && i.hostId === instance.hostId ? { ...i, hostId: to, movedFrom: instance.hostId } : undefined);
   if (moved?.hostId !== to) {
     await unreserve(store, to, instance.id);
     throw new AppError('CONFLICT', `${instance.id} was moved or removed meanwhile`);
@@ -249,5 +254,8 @@ export function toDesired(i: Instance): DesiredContainer {
     domainName: i.domainName,
     ip: i.ip ?? null,
     configFiles: i.spec.configFiles,
+    dataPath: i.spec.dataPath ?? null,
+    lifecycle: i.spec.lifecycle ?? null,
+    replaced: Boolean(i.movedFrom),
   };
 }
