@@ -29,6 +29,8 @@ export interface StackOptions {
   /** Child output goes here (the dev stack shows it, tests keep it in a file). */
   output?: 'inherit' | 'ignore' | string;
   env?: Record<string, string>;
+  /** Address the API and WebSocket listen on (FZ_LISTEN_HOST; default localhost): a fleet's runners reach it there. */
+  listenHost?: string;
   /** Rebuild and reload the handlers when their code changes (the dev stack); off for tests and benches. */
   watch?: boolean;
   /**
@@ -120,7 +122,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   }
 
   const adminToken = operatorToken(dataDir);
-  const url = `http://localhost:${httpPort}/graphql`;
+  const listenHost = options.listenHost ?? (process.env.FZ_LISTEN_HOST || 'localhost');
+  const url = `http://${listenHost}:${httpPort}/graphql`;
   const env: Record<string, string> = {
     ...process.env as Record<string, string>,
     DYNAMODB_ENDPOINT: endpoint,
@@ -130,7 +133,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     FZ_WS_PORT: String(options.wsPort ?? 3001),
     FZ_LAMBDA_PORT: String(options.lambdaPort ?? 3002),
     FZ_SUBGRAPH_TRANSPORT: options.subgraphTransport ?? 'http',
-    FZ_SUBGRAPH_URL_BASE: `http://localhost:${httpPort}/subgraphs`,
+    FZ_LISTEN_HOST: listenHost,
+    FZ_SUBGRAPH_URL_BASE: `http://${listenHost}:${httpPort}/subgraphs`,
     FZ_BUILD_DIR: `.esbuild/${httpPort}`,
     ...(options.watch ? {} : { FZ_WATCH_PATTERN: '.esbuild/no-watch' }),
     ...(registry ? { FZ_REGISTRY: registry } : {}),
@@ -152,7 +156,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
 
   const stack: Stack = {
     url,
-    wsUrl: `ws://localhost:${options.wsPort ?? 3001}`,
+    wsUrl: `ws://${listenHost}:${options.wsPort ?? 3001}`,
     adminToken,
     registry,
     env,
@@ -181,7 +185,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   const tick = async () => {
     while (ticking) {
       for (const fn of TICKS) {
-        await fetch(`http://localhost:${env.FZ_LAMBDA_PORT}/2015-03-31/functions/fangzhou-dev-${fn}/invocations`, { method: 'POST', body: '{}' })
+        await fetch(`http://${listenHost}:${env.FZ_LAMBDA_PORT}/2015-03-31/functions/fangzhou-dev-${fn}/invocations`, { method: 'POST', body: '{}' })
           .then((r) => r.arrayBuffer()).catch(() => undefined);
       }
       await new Promise((r) => setTimeout(r, tickSeconds * 1000).unref());
