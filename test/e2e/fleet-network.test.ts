@@ -1,10 +1,9 @@
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { loadProductFile } from '../../cli/product-file';
 import { startStack, type Stack } from '../../scripts/stack';
-import { controlPlaneOf, startFleet, type Fleet, type FleetHost } from '../support/fleet';
+import { controlPlaneOf, pushThroughHost, startFleet, type Fleet, type FleetHost } from '../support/fleet';
 import { waitUntil } from '../support/wait';
 
 /**
@@ -37,17 +36,6 @@ async function exec(host: FleetHost, container: string, cmd: string[]): Promise<
   return { code: (await run.inspect()).ExitCode ?? -1, out };
 }
 
-/** The registry gets its images through the first host's engine (the only engines that trust it); it keeps none. */
-function seedRegistry(host: FleetHost, registry: string) {
-  const docker = (...args: string[]) => execFileSync('docker', ['-H', host.dockerHost, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  execFileSync('bash', ['-c', `docker save ${IMAGES.join(' ')} | docker -H ${host.dockerHost} load -q`], { stdio: 'ignore' });
-  for (const image of IMAGES) {
-    docker('tag', image, `${registry}/${image}`);
-    docker('push', `${registry}/${image}`);
-    docker('rmi', `${registry}/${image}`, image);
-  }
-}
-
 async function deploy(file: string, name: string, replicas: number) {
   const [product] = loadProductFile(join(ROOT, 'catalog', file)).products;
   const defined = await stack.graphql('mutation($input: ProductInput!) { defineProduct(input: $input) { name } }', { input: product.input });
@@ -68,7 +56,7 @@ beforeAll(async () => {
     registry: { host: fleet.bridgeAddress, port: 5070 }, output: join(dir, 'stack.log'),
   });
   fleet.attach(controlPlaneOf(stack));
-  seedRegistry(fleet.hosts[0], stack.registry!);
+  pushThroughHost(fleet.hosts[0], stack.registry!, IMAGES);
   for (const host of fleet.hosts) await host.startRunner();
   await waitUntil('three hosts READY', async () => {
     const res = await stack.graphql<{ hosts: { status: string; subnet: string }[] }>('{ hosts { status subnet } }');
