@@ -32,7 +32,7 @@ const timedLoop = (command: string, count: number) =>
 const millis = (out: string) => out.split('\n').filter((l) => /^\d+$/.test(l.trim())).map((l) => Number(l) / 1e6);
 
 runBench('dns', 900_000, async (b) => {
-  const fleet = await startFleet({ hosts: 2, prefix: 'dnsb' });
+  const fleet = await startFleet({ hosts: 2, prefix: 'dnsb', registryPort: 5072 });
   b.defer(() => fleet.stop());
   const stack = await startStack({
     dataDir: b.dir, listenHost: fleet.bridgeAddress, httpPort: 3470, wsPort: 3471, lambdaPort: 3472, storePort: 4970,

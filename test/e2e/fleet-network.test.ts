@@ -94,7 +94,7 @@ async function deploy(file: string, name: string, replicas: number) {
 }
 
 beforeAll(async () => {
-  fleet = await startFleet({ hosts: 3, prefix: 'net' });
+  fleet = await startFleet({ hosts: 3, prefix: 'net', registryPort: 5070 });
   dir = mkdtempSync(join(tmpdir(), 'fz-fleet-network-'));
   const url = await startControlPlane(fleet.bridgeAddress, 3370);
   fleet.attach({ url, joinToken: async () => (await graphql('mutation { createJoinToken { token } }')).data!.createJoinToken.token });
