@@ -10,8 +10,8 @@
  */
 import { join } from 'node:path';
 import { loadProductFile } from '../cli/product-file';
-import { startStack } from '../scripts/stack';
-import { controlPlaneOf, pushThroughHost, startFleet, type FleetHost } from '../test/support/fleet';
+import { startInProcessControlPlane } from '../test/support/control-plane';
+import { pushThroughHost, startFleet, type FleetHost } from '../test/support/fleet';
 import { ms, now, printStats, ROOT, roundStats, runBench, stats, waitUntil } from './lib';
 
 const IMAGE = 'fangzhou/redis:7.0.15';
@@ -34,14 +34,12 @@ const millis = (out: string) => out.split('\n').filter((l) => /^\d+$/.test(l.tri
 runBench('dns', 900_000, async (b) => {
   const fleet = await startFleet({ hosts: 2, prefix: 'dnsb', registryPort: 5072 });
   b.defer(() => fleet.stop());
-  const stack = await startStack({
-    dataDir: b.dir, listenHost: fleet.bridgeAddress, httpPort: 3470, wsPort: 3471, lambdaPort: 3472, storePort: 4970,
-    registry: { host: fleet.bridgeAddress, port: 5072 }, output: join(b.dir, 'stack.log'),
-  });
+  // The control plane in this process: serverless-offline may take minutes to start on a loaded machine.
+  const stack = await startInProcessControlPlane({ listenHost: fleet.bridgeAddress, port: 3470, registryPort: 5072 });
   b.defer(() => stack.stop());
-  fleet.attach(controlPlaneOf(stack));
-  pushThroughHost(fleet.hosts[0], stack.registry!, [IMAGE]);
-  for (const h of fleet.hosts) await h.startRunner();
+  fleet.attach(stack);
+  pushThroughHost(fleet.hosts[0], stack.registry, [IMAGE]);
+  for (const h of fleet.hosts) await h.startRunner(['--ws-url', 'off']);
   const [product] = loadProductFile(join(ROOT, 'catalog/redis.yaml')).products;
   await stack.graphql('mutation($input: ProductInput!) { defineProduct(input: $input) { name } }', { input: product.input });
   await stack.graphql('mutation { deploy(input: {name: "dnsb", product: "redis", replicas: 2}) { id } }');

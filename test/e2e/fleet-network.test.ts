@@ -1,15 +1,7 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { loadProductFile } from '../../cli/product-file';
-import { contextFromHeaders } from '../../lib/auth';
-import { store } from '../../lib/store';
-import { startRegistry, type Registry } from '../../scripts/registry';
-import { watchHosts } from '../../subgraphs/butler/watchdog';
-import { reconcileReleases } from '../../subgraphs/panama/reconcile';
+import { startInProcessControlPlane, type InProcessControlPlane } from '../support/control-plane';
 import { pushThroughHost, startFleet, type Fleet, type FleetHost } from '../support/fleet';
-import { startInProcess } from '../support/inprocess';
 import { waitUntil } from '../support/wait';
 
 /**
@@ -21,46 +13,8 @@ import { waitUntil } from '../support/wait';
 const ROOT = resolve(__dirname, '../..');
 const IMAGES = ['fangzhou/etcd:3.4.23', 'fangzhou/redis:7.0.15'];
 let fleet: Fleet;
-let api: Awaited<ReturnType<typeof startInProcess>>;
-let http: Server;
-let registry: Registry;
-let dir: string;
-let ticking = true;
-let ticks: Promise<void>;
-const graphql = <T = Record<string, any>>(query: string, variables: Record<string, unknown> = {}) =>
-  api.run(query, variables) as Promise<{ data?: T; errors?: { message: string; extensions?: { code?: string } }[] }>;
-
-/**
- * The control plane in this process: the three subgraphs behind the in-process gateway on dynalite (the same code
- * the handlers run), served over HTTP on the fleet's bridge address with the caller's credential as context, and the
- * watchdog and reconcile ticks every second. serverless-offline is not used: on a loaded machine it does not start
- * within the stack's time limit, and nothing here depends on it. Runners poll (no WebSocket notices).
- */
-async function startControlPlane(listenHost: string, port: number): Promise<string> {
-  registry = await startRegistry({ dir: join(dir, 'registry'), host: listenHost, port: 5070 });
-  process.env.FZ_REGISTRY = registry.address;
-  // A loaded machine may delay a runner's sync by seconds; a false host-down would move members mid-test.
-  process.env.FZ_HOST_DOWN_SECONDS = '15';
-  api = await startInProcess('fleetnet-');
-  http = createServer(async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}');
-    const ctx = await contextFromHeaders({ get: (name) => req.headers[name.toLowerCase()] as string | undefined });
-    const result = await api.run(body.query, body.variables ?? {}, ctx);
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify(result));
-  });
-  await new Promise<void>((r) => http.listen(port, listenHost, r));
-  ticks = (async () => {
-    while (ticking) {
-      await watchHosts(store()).catch(() => undefined);
-      await reconcileReleases(store()).catch(() => undefined);
-      await new Promise((r) => setTimeout(r, 1000));
-    }
-  })();
-  return `http://${listenHost}:${port}/graphql`;
-}
+let controlPlane: InProcessControlPlane;
+const graphql: InProcessControlPlane['graphql'] = (query, variables) => controlPlane.graphql(query, variables);
 
 interface InstanceView { id: string; ordinal: number; ip: string | null; host: { id: string; name: string } | null; status: { state: string; health: string } | null }
 const release = async (name: string) => {
@@ -95,28 +49,22 @@ async function deploy(file: string, name: string, replicas: number) {
 
 beforeAll(async () => {
   fleet = await startFleet({ hosts: 3, prefix: 'net', registryPort: 5070 });
-  dir = mkdtempSync(join(tmpdir(), 'fz-fleet-network-'));
-  const url = await startControlPlane(fleet.bridgeAddress, 3370);
-  fleet.attach({ url, joinToken: async () => (await graphql('mutation { createJoinToken { token } }')).data!.createJoinToken.token });
-  pushThroughHost(fleet.hosts[0], registry.address, IMAGES);
+  // The control plane in this process (test/support/control-plane.ts); a loaded machine may delay a runner's sync by
+  // seconds, and a false host-down would move members mid-test.
+  controlPlane = await startInProcessControlPlane({ listenHost: fleet.bridgeAddress, port: 3370, registryPort: 5070, hostDownSeconds: 15 });
+  fleet.attach(controlPlane);
+  pushThroughHost(fleet.hosts[0], controlPlane.registry, IMAGES);
   for (const host of fleet.hosts) await host.startRunner(['--ws-url', 'off']);
   await waitUntil('three hosts READY', async () => {
     const res = await graphql<{ hosts: { status: string; subnet: string }[] }>('{ hosts { status subnet } }');
     return res.data?.hosts.length === 3 && res.data.hosts.every((h) => h.status === 'READY');
-  }, 120_000);
+  }, 240_000);
   for (const host of fleet.hosts) expect(await host.docker.listImages()).toEqual([]);
 }, 600_000);
 
 afterAll(async () => {
-  ticking = false;
-  await ticks;
   await fleet?.stop();
-  await new Promise((r) => http?.close(r));
-  await api?.stop();
-  await registry?.stop();
-  delete process.env.FZ_REGISTRY;
-  delete process.env.FZ_HOST_DOWN_SECONDS;
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await controlPlane?.stop();
 }, 120_000);
 
 let etcd: { instances: InstanceView[] };
