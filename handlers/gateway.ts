@@ -1,9 +1,10 @@
 import type { APIGatewayProxyEventV2, Context as LambdaContext } from 'aws-lambda';
 import { createGateway } from '../gateway/gateway';
 import { browserRequest } from '../gateway/graphiql';
+import { consoleRequest } from '../gateway/console';
 import { apolloServer, graphqlLambda } from '../lib/graphql-lambda';
 
 const graphql = graphqlLambda(apolloServer({ gateway: createGateway() }));
 
 export const handler = async (event: APIGatewayProxyEventV2, context: LambdaContext) =>
-  browserRequest(event) ?? graphql(event, context, () => undefined);
+  consoleRequest(event) ?? browserRequest(event) ?? graphql(event, context, () => undefined);

@@ -1,6 +1,6 @@
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import gql from 'graphql-tag';
-import { secure } from '../../lib/auth';
+import { callerOf, secure, type Context } from '../../lib/auth';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
 import { acknowledgeAlarm, getAlarm, listAlarms, type Alarm, type AlarmFilter } from './alarms';
@@ -21,6 +21,7 @@ const resolvers = {
       listEvents(store(), filter ?? {}, first, after),
     event: (_: unknown, { id }: { id: string }) => store().get<PlatformEvent>('events', id),
     containerStatus: (_: unknown, { instanceId }: { instanceId: string }) => getContainer(store(), instanceId),
+    me: (_: unknown, __: unknown, { principal }: Context) => callerOf(principal),
   },
   Mutation: {
     acknowledgeAlarm: (_: unknown, { id }: { id: string }) => acknowledgeAlarm(store(), id),
