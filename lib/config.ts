@@ -25,6 +25,8 @@ export const config = () => ({
   dnsZone: process.env.FZ_DNS_ZONE ?? 'fz.internal',
   /** How often the scheduled inspection runs (the watchdog tick starts it when due). */
   inspectionIntervalHours: num('FZ_INSPECTION_INTERVAL_HOURS', 24),
+  /** The platform registry (`host:port`) releases pin their images in and hosts pull from; unset: hosts use their own images. */
+  registry: process.env.FZ_REGISTRY || null,
 });
 
 export type Config = ReturnType<typeof config>;
