@@ -6,8 +6,9 @@ import { ListTablesCommand } from '@aws-sdk/client-dynamodb';
 import { createClient, ensureTables } from '../lib/store';
 
 /**
- * The embedded stack: dynalite (persisted), serverless-offline with every handler, and optionally a host runner
- * on the local Docker engine. `npm start` and the end-to-end tests both use it.
+ * The embedded stack: dynalite (persisted), the API with every handler of serverless.yml — server mode (server/)
+ * or serverless-offline — and optionally a host runner on the local Docker engine. `npm start`, the end-to-end
+ * tests and the benches use it.
  */
 
 const ROOT = resolve(__dirname, '..');
@@ -28,9 +29,13 @@ export interface StackOptions {
   /** Child output goes here (the dev stack shows it, tests keep it in a file). */
   output?: 'inherit' | 'ignore' | string;
   env?: Record<string, string>;
-  /** Rebuild and reload the handlers when their code changes (the dev stack); off for tests and benches. */
+  /** Rebuild and reload the handlers when their code changes (the dev stack, offline only); off for tests and benches. */
   watch?: boolean;
+  /** `server` (server/, the default) or `offline` (serverless-offline); default FZ_RUNTIME, else `server`. */
+  runtime?: Runtime;
 }
+
+export type Runtime = 'server' | 'offline';
 
 export interface Stack {
   url: string;
@@ -111,10 +116,12 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     ...(options.watch ? {} : { FZ_WATCH_PATTERN: '.esbuild/no-watch' }),
     ...options.env,
   };
-  const offline = spawn(process.execPath, [bin('serverless'), 'offline', 'start'], {
-    cwd: ROOT, env, stdio: ['ignore', out, out], detached: true,
-  });
-  stop.unshift(() => killGroup(offline));
+  const runtime = options.runtime ?? (process.env.FZ_RUNTIME as Runtime | undefined) ?? 'server';
+  if (runtime !== 'server' && runtime !== 'offline') throw new Error(`FZ_RUNTIME must be server or offline, got "${runtime}"`);
+  const api = runtime === 'server'
+    ? spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'server/main.ts')], { cwd: ROOT, env, stdio: ['ignore', out, out], detached: true })
+    : spawn(process.execPath, [bin('serverless'), 'offline', 'start'], { cwd: ROOT, env, stdio: ['ignore', out, out], detached: true });
+  stop.unshift(() => killGroup(api));
 
   const graphql: Stack['graphql'] = async (query, variables, token = adminToken) => {
     const res = await fetch(url, {
@@ -149,9 +156,9 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       for (const s of stop.splice(0)) await s().catch(() => undefined);
     },
   };
-  // serverless-offline runs no schedules: invoke the tick functions ourselves, one call at a time.
+  // serverless-offline runs no schedules: invoke the tick functions ourselves, one call at a time (server mode runs its own).
   const tickSeconds = Number(process.env.FZ_TICK_SECONDS ?? 1);
-  let ticking = true;
+  let ticking = runtime === 'offline';
   const tick = async () => {
     while (ticking) {
       for (const fn of TICKS) {
@@ -163,7 +170,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   };
   stop.unshift(async () => { ticking = false; });
   try {
-    await waitFor('serverless offline', async () => (await graphql('{ __typename }')).data !== undefined, 180_000, offline);
+    await waitFor(runtime === 'server' ? 'server mode' : 'serverless offline', async () => (await graphql('{ __typename }')).data !== undefined, 180_000, api);
   } catch (err) {
     await stack.stop();
     throw err;
