@@ -34,7 +34,8 @@ import type { Store } from '../lib/store';
  * Close codes: API Gateway cannot close a socket with a status code of our choosing (DeleteConnection has no code;
  * clients see 1000, serverless-offline gives 1005). So a close is a protocol-valid `ping` whose payload carries the
  * graphql-ws close code and reason, `{"type":"ping","payload":{"close":{"code":4401,"reason":"Unauthorized"}}}`,
- * followed by DeleteConnection. A graphql-ws client sees it in `on.ping(received, payload)`.
+ * followed by DeleteConnection. A graphql-ws client sees it in `on.ping(received, payload)`. Server mode (server/)
+ * closes the real socket with that code and reason as well.
  */
 
 export const PROTOCOL = 'graphql-transport-ws';
@@ -515,11 +516,27 @@ export const checkFilterTargets = (store: SubscriptionStore) => async (filter: S
 
 export const disconnect = (ctx: ProtocolContext, connectionId: string) => removeConnection(ctx.store, connectionId);
 
+const closeNotice = (code: number, reason: string) => ({ type: 'ping', payload: { close: { code, reason } } });
+
+/**
+ * The close code and reason a message posted to a connection announces, if it is a close notice. Server mode, which
+ * holds real sockets, closes with them at the DeleteConnection that follows.
+ */
+export function closeNoticeOf(posted: string): { code: number; reason: string } | undefined {
+  if (!posted.startsWith('{"type":"ping"')) return undefined;
+  try {
+    const close = (JSON.parse(posted) as ReturnType<typeof closeNotice>).payload?.close;
+    return typeof close?.code === 'number' && typeof close.reason === 'string' ? close : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Closes a connection the graphql-ws way as far as API Gateway allows: the close notice, then DeleteConnection. */
 export async function closeConnection(ctx: ProtocolContext, endpoint: string, connectionId: string, code: number, reason: string) {
   log.info({ connectionId, code, reason }, 'closing websocket');
   try {
-    await ctx.connections.post(endpoint, connectionId, { type: 'ping', payload: { close: { code, reason } } });
+    await ctx.connections.post(endpoint, connectionId, closeNotice(code, reason));
     await ctx.connections.close(endpoint, connectionId);
   } finally {
     await removeConnection(ctx.store, connectionId);

@@ -74,6 +74,8 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: n
 }
 
 export async function startStack(options: StackOptions): Promise<Stack> {
+  const runtime = options.runtime ?? (process.env.FZ_RUNTIME as Runtime | undefined) ?? 'server';
+  if (runtime !== 'server' && runtime !== 'offline') throw new Error(`FZ_RUNTIME must be server or offline, got "${runtime}"`);
   const dataDir = resolve(options.dataDir);
   mkdirSync(join(dataDir, 'data'), { recursive: true });
   const httpPort = options.httpPort ?? 3000;
@@ -101,7 +103,10 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   }
 
   const adminToken = operatorToken(dataDir);
-  const url = `http://localhost:${httpPort}/graphql`;
+  // Server mode listens on FZ_LISTEN_HOST (where a fleet's runners reach it); serverless-offline on localhost only.
+  const listenHost = runtime === 'server' ? process.env.FZ_LISTEN_HOST : undefined;
+  const apiHost = listenHost && listenHost !== '0.0.0.0' && listenHost !== '::' ? listenHost : 'localhost';
+  const url = `http://${apiHost}:${httpPort}/graphql`;
   const env: Record<string, string> = {
     ...process.env as Record<string, string>,
     DYNAMODB_ENDPOINT: endpoint,
@@ -111,13 +116,13 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     FZ_WS_PORT: String(options.wsPort ?? 3001),
     FZ_LAMBDA_PORT: String(options.lambdaPort ?? 3002),
     FZ_SUBGRAPH_TRANSPORT: options.subgraphTransport ?? 'http',
-    FZ_SUBGRAPH_URL_BASE: `http://localhost:${httpPort}/subgraphs`,
+    FZ_SUBGRAPH_URL_BASE: `http://${apiHost}:${httpPort}/subgraphs`,
     FZ_BUILD_DIR: `.esbuild/${httpPort}`,
+    // As serverless.yml sets it for the functions (tests run with NODE_ENV=test, which would make it warn).
+    LOG_LEVEL: process.env.LOG_LEVEL ?? 'info',
     ...(options.watch ? {} : { FZ_WATCH_PATTERN: '.esbuild/no-watch' }),
     ...options.env,
   };
-  const runtime = options.runtime ?? (process.env.FZ_RUNTIME as Runtime | undefined) ?? 'server';
-  if (runtime !== 'server' && runtime !== 'offline') throw new Error(`FZ_RUNTIME must be server or offline, got "${runtime}"`);
   const api = runtime === 'server'
     ? spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'server/main.ts')], { cwd: ROOT, env, stdio: ['ignore', out, out], detached: true })
     : spawn(process.execPath, [bin('serverless'), 'offline', 'start'], { cwd: ROOT, env, stdio: ['ignore', out, out], detached: true });
@@ -134,7 +139,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
 
   const stack: Stack = {
     url,
-    wsUrl: `ws://localhost:${options.wsPort ?? 3001}`,
+    wsUrl: `ws://${apiHost}:${options.wsPort ?? 3001}`,
     adminToken,
     env,
     graphql,

@@ -1,12 +1,13 @@
 import { createHash, createHmac, timingSafeEqual, type Hash, type Hmac } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { SignatureV4 } from '@smithy/signature-v4';
-import { SERVER_ACCESS_KEY_ID, serverSecretKey } from '../gateway/subscriptions';
+import { closeNoticeOf, SERVER_ACCESS_KEY_ID, serverSecretKey } from '../gateway/subscriptions';
 import { log } from '../lib/log';
 
 /**
  * The API Gateway management API for connections, as server mode serves it: `POST /@connections/{id}` sends the
- * body to the socket, `DELETE` closes it, `GET` describes it. gateway/subscriptions.ts posts here with the AWS SDK
+ * body to the socket, `DELETE` closes it (with the graphql-ws close code of the close notice posted just before, if
+ * any: a real socket can say what API Gateway cannot), `GET` describes it. gateway/subscriptions.ts posts here with the AWS SDK
  * exactly as it posts to API Gateway, so the publisher runs unchanged, and any replica can reach a socket held by
  * another (the connection record names the replica's endpoint). A socket this replica does not hold is 410 Gone.
  *
@@ -16,7 +17,9 @@ import { log } from '../lib/log';
 
 export interface HeldSocket {
   send(text: string): Promise<void>;
-  close(): void;
+  close(code: number, reason: string): void;
+  /** The close notice last posted to the socket (gateway/subscriptions.ts), used as the close code at DELETE. */
+  closing?: { code: number; reason: string };
   connectedAt: Date;
   lastActiveAt: Date;
   sourceIp: string;
@@ -99,12 +102,21 @@ export async function serveConnections(req: IncomingMessage, res: ServerResponse
     return true;
   }
   switch (req.method) {
-    case 'POST':
-      await socket.send(body.toString('utf8'));
+    case 'POST': {
+      const text = body.toString('utf8');
+      socket.closing = closeNoticeOf(text) ?? socket.closing;
+      try {
+        await socket.send(text);
+      } catch {
+        // Closing already: as good as gone.
+        json(res, 410, { message: `connection ${connectionId} is closing (gone)` }, 'GoneException');
+        return true;
+      }
       json(res, 200);
       return true;
+    }
     case 'DELETE':
-      socket.close();
+      socket.close(socket.closing?.code ?? 1000, socket.closing?.reason ?? '');
       json(res, 204);
       return true;
     case 'GET':

@@ -74,7 +74,14 @@ export function webSockets(call: RouteCall): WebSockets {
       sourceIp: req.socket.remoteAddress ?? '',
       userAgent: String(req.headers['user-agent'] ?? ''),
       send: (text) => new Promise((resolve, reject) => ws.send(text, (err) => (err ? reject(err) : resolve()))),
-      close: () => ws.close(1000),
+      close: (code, reason) => {
+        try {
+          ws.close(code, reason);
+        } catch {
+          // A reason longer than a close frame allows (123 bytes): the code alone.
+          ws.close(code);
+        }
+      },
     };
     sockets.set(connectionId, held);
     ws.on('message', (data, isBinary) => {
