@@ -115,7 +115,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     FZ_HTTP_PORT: String(httpPort),
     FZ_WS_PORT: String(options.wsPort ?? 3001),
     FZ_LAMBDA_PORT: String(options.lambdaPort ?? 3002),
-    FZ_SUBGRAPH_TRANSPORT: options.subgraphTransport ?? 'http',
+    ...(options.subgraphTransport ? { FZ_SUBGRAPH_TRANSPORT: options.subgraphTransport } : {}),
     FZ_SUBGRAPH_URL_BASE: `http://${apiHost}:${httpPort}/subgraphs`,
     FZ_BUILD_DIR: `.esbuild/${httpPort}`,
     // As serverless.yml sets it for the functions (tests run with NODE_ENV=test, which would make it warn).

@@ -17,7 +17,9 @@ async function main() {
   const host = process.env.FZ_LISTEN_HOST || '127.0.0.1';
   const httpPort = num('FZ_HTTP_PORT', 3000);
   const tickSeconds = num('FZ_TICK_SECONDS', 1);
-  // The gateway reaches the subgraph routes of this very replica unless told otherwise.
+  // The gateway runs the subgraphs in this process (no HTTP hop to itself, and a request in flight during a graceful
+  // stop needs no listener). With FZ_SUBGRAPH_TRANSPORT=http it calls the subgraph routes, by default this replica's.
+  process.env.FZ_SUBGRAPH_TRANSPORT ||= 'inprocess';
   process.env.FZ_SUBGRAPH_URL_BASE ||= `http://${host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host}:${httpPort}/subgraphs`;
   const server = await startServer({
     host,

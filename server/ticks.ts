@@ -5,8 +5,8 @@ import { holdLease, releaseLease } from './lease';
 /**
  * The scheduled functions of serverless.yml (watchdog, reconcile, publish), run every `everyMs` by whichever
  * replica holds the function's lease: N replicas run each tick once. Each function has its own loop and lease, so a
- * slow reconcile never delays the watchdog. The holder renews its lease at every tick; if it dies, another replica
- * takes over when the lease runs out (`leaseMs`), and at once when the holder stops cleanly.
+ * slow reconcile never delays the watchdog. The holder renews its lease at every tick and while a run lasts; if it
+ * dies, another replica takes over when the lease runs out (`leaseMs`), and at once when the holder stops cleanly.
  */
 
 export interface TickOptions {
@@ -40,7 +40,17 @@ export function startTicks(options: TickOptions): Ticks {
         const holds = await holdLease(store, name, holder, leaseMs);
         if (holds !== held) log.info({ tick: name, holder }, holds ? 'took the tick lease' : 'another replica holds the tick lease');
         held = holds;
-        if (held && running) await options.run(name);
+        if (held && running) {
+          const started = Date.now();
+          // Held for as long as the run takes, however long: renewed a few times per lease period.
+          const renew = setInterval(() => void holdLease(store, name, holder, leaseMs).catch(() => undefined), leaseMs / 3);
+          try {
+            await options.run(name);
+          } finally {
+            clearInterval(renew);
+          }
+          log.debug({ tick: name, holder, ms: Date.now() - started }, 'tick ran');
+        }
       } catch (err) {
         log.error({ err, tick: name }, 'tick failed; trying again at the next one');
       }

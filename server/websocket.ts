@@ -42,6 +42,9 @@ export function webSockets(call: RouteCall): WebSockets {
   const sockets = new Map<string, HeldSocket>();
   /** Per connection: the handler calls in flight, one after another; ends with `$disconnect`. */
   const chains = new Map<string, Promise<void>>();
+  /** Per connection: resolves once its `$disconnect` has run (what a graceful stop waits for). */
+  const finished = new Map<string, Promise<void>>();
+  const ended = new Map<string, () => void>();
   const chosenProtocol = new WeakMap<IncomingMessage, string>();
   const wss = new WebSocketServer({
     noServer: true,
@@ -63,8 +66,10 @@ export function webSockets(call: RouteCall): WebSockets {
 
   const disconnect = (connectionId: string, req: IncomingMessage) =>
     enqueue(connectionId, () => route(connectionId, req, '$disconnect')).then(() => {
-      if (sockets.has(connectionId)) return;
       chains.delete(connectionId);
+      finished.delete(connectionId);
+      ended.get(connectionId)?.();
+      ended.delete(connectionId);
     });
 
   const accept = (connectionId: string, req: IncomingMessage, ws: WebSocket) => {
@@ -105,6 +110,7 @@ export function webSockets(call: RouteCall): WebSockets {
     upgrade(req, socket, head) {
       if (closing) return refuse(socket, 503, 'this replica is shutting down; connect again (to another replica)');
       const connectionId = randomBytes(12).toString('base64url');
+      finished.set(connectionId, new Promise((resolve) => ended.set(connectionId, resolve)));
       let upgraded = false;
       // A client gone before the upgrade completed still had its $connect: its record goes too.
       socket.once('close', () => {
@@ -132,7 +138,7 @@ export function webSockets(call: RouteCall): WebSockets {
       for (const ws of open) ws.close(code, reason);
       // A client that does not answer the close handshake is cut off rather than waited for.
       const cutOff = setTimeout(() => open.forEach((ws) => ws.terminate()), 3000);
-      while (chains.size) await Promise.all([...chains.values()]);
+      await Promise.all([...finished.values()]);
       clearTimeout(cutOff);
     },
   };
