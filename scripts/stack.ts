@@ -35,8 +35,9 @@ export interface StackOptions {
   /** Rebuild and reload the handlers when their code changes (the dev stack, offline only); off for tests and benches. */
   watch?: boolean;
   /**
-   * Start the platform's image registry (scripts/registry.ts) on host:port (defaults FZ_LISTEN_HOST or 127.0.0.1,
-   * and 5000), data under `<dataDir>/registry`. Without it, hosts run only images their engine already has.
+   * Start the platform's image registry (scripts/registry.ts) on host:port (defaults: listenHost, FZ_LISTEN_HOST or
+   * 127.0.0.1, and FZ_REGISTRY_PORT or 5000), data under `<dataDir>/registry`. Without it, hosts run only images
+   * their engine already has. `stack.registry` is its address; push images with scripts/build-images.sh --push.
    */
   registry?: { host?: string; port?: number };
   /** `server` (server/, the default) or `offline` (serverless-offline); default FZ_RUNTIME, else `server`. */
@@ -117,8 +118,9 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   if (options.registry) {
     const started = await startRegistry({
       dir: join(dataDir, 'registry'),
-      host: options.registry.host ?? process.env.FZ_LISTEN_HOST ?? '127.0.0.1',
-      port: options.registry.port ?? 5000,
+      // Where the API listens, so hosts that reach the API reach the registry too ("localhost" as an address engines trust).
+      host: options.registry.host ?? ((options.listenHost ?? process.env.FZ_LISTEN_HOST) || 'localhost').replace(/^localhost$/, '127.0.0.1'),
+      port: options.registry.port ?? Number(process.env.FZ_REGISTRY_PORT || 5000),
       output: out,
     }).catch(async (err) => {
       for (const s of stop.splice(0)) await s().catch(() => undefined);
