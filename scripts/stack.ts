@@ -1,4 +1,4 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { hashSecret, newSecret } from '../lib/ids';
@@ -229,10 +229,15 @@ async function killGroup(child: ChildProcess) {
 
 /**
  * Runs scripts/ensure-docker.sh (with a registry address, the images it builds are pushed there too); returns why no
- * engine is available, or null when one is.
+ * engine is available, or null when one is. Not spawnSync: a build and push can take a minute, and a blocked event
+ * loop leaves the stack's keep-alive sockets to the API half-closed, so the next request fails.
  */
-export function ensureDocker(registry: string | null = null): string | null {
+export async function ensureDocker(registry: string | null = null): Promise<string | null> {
   const env = { ...process.env, ...(registry ? { FZ_REGISTRY: registry } : {}) };
-  const res = spawnSync('bash', [join(ROOT, 'scripts/ensure-docker.sh')], { stdio: ['ignore', 'inherit', 'inherit'], env });
-  return res.status === 0 ? null : `scripts/ensure-docker.sh exited with ${res.status}`;
+  const child = spawn('bash', [join(ROOT, 'scripts/ensure-docker.sh')], { stdio: ['ignore', 'inherit', 'inherit'], env });
+  const status = await new Promise<number | null>((resolve) => {
+    child.once('exit', (code) => resolve(code));
+    child.once('error', () => resolve(null));
+  });
+  return status === 0 ? null : `scripts/ensure-docker.sh exited with ${status}`;
 }
