@@ -5,7 +5,8 @@ import { log } from '../../lib/log';
 import type { ConfigFileSpec, DesiredContainer, HealthcheckSpec, PortSpec } from '../../lib/runner-protocol';
 import type { Store, Versioned } from '../../lib/store';
 import type { Label } from '../../lib/validate';
-import { recordEvent } from '../butler/events';
+import { forgetContainer } from './containers';
+import { arkHooks } from './hooks';
 import { listHosts, reserve, unreserve } from './hosts';
 import { schedule, type SchedulableHost } from './scheduler';
 
@@ -62,6 +63,7 @@ export async function instancesOfHost(store: Store, hostId: string): Promise<Ins
   return (await store.query<Instance>('instances', 'byHost', hostId)).sort((a, b) => a.id.localeCompare(b.id));
 }
 
+export const listInstances = (store: Store) => store.scan<Instance>('instances');
 export const getInstance = (store: Store, id: string) => store.get<Instance>('instances', id);
 
 /** The event that tells a host's runner its desired containers changed; its one topic is `host:<hostId>`. */
@@ -89,7 +91,7 @@ async function announce(store: Store, changes: HostChanges): Promise<void> {
   if (!changes.size) return;
   // The time of writing, never a caller's `now`: the publisher sends no event older than a subscription.
   const now = new Date();
-  const written = await Promise.allSettled([...changes].map(([hostId, what]) => recordEvent(store, {
+  const written = await Promise.allSettled([...changes].map(([hostId, what]) => arkHooks.emit('event', store, {
     kind: HOST_DESIRED_CHANGED, severity: 'INFO', hostId, topics: [hostTopic(hostId)],
     message: `desired containers changed: ${what.slice(0, 5).join(', ')}${what.length > 5 ? ` and ${what.length - 5} more` : ''}`,
   }, now)));
@@ -179,6 +181,8 @@ export async function migrateInstance(store: Store, instance: Instance, constrai
     throw new AppError('CONFLICT', `${instance.id} was moved or removed meanwhile`);
   }
   await unreserve(store, instance.hostId, instance.id);
+  // The old report describes a container on the host being left; the new host's runner reports the new one.
+  await forgetContainer(store, instance.id, instance.hostId);
   // Both runners: the new host starts the instance, the old one (if it is alive) removes its copy.
   const name = displayName(instance);
   await announce(store, addChange(addChange(new Map(), to, `${name} moved here from ${instance.hostId}`), instance.hostId, `${name} moved to ${to}`));

@@ -2,45 +2,26 @@ import { buildSubgraphSchema } from '@apollo/subgraph';
 import gql from 'graphql-tag';
 import { requireHost, secure, type Context } from '../../lib/auth';
 import { config } from '../../lib/config';
-import { AppError } from '../../lib/errors';
 import type { SyncRequest } from '../../lib/runner-protocol';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
 import type { Label } from '../../lib/validate';
-import type { PlatformEvent } from '../butler/events';
-import { getContainer } from '../butler/status';
-import { mustGetProduct } from '../panama/products';
+import { getContainer } from './containers';
 import { runnerSync } from './dispatch';
-import { createJoinToken, drainHost, getHost, labelHost, listHosts, registerHost, setCordoned, setHostExclusive, type RegisterHostInput } from './hosts';
-import { getInstance, HOST_DESIRED_CHANGED, instancesOfHost, instancesOfRelease, type Instance } from './instances';
-
-/** The change a HOST_DESIRED_CHANGED event announced; a host runner may read only those of its own host. */
-async function hostDesiredStateChange(eventId: string, ctx: Context) {
-  const event = await store().get<PlatformEvent>('events', eventId);
-  if (!event || event.kind !== HOST_DESIRED_CHANGED || !event.hostId) return null;
-  if (ctx.principal.kind === 'host' && ctx.principal.hostId !== event.hostId) {
-    throw new AppError('FORBIDDEN', 'a host runner may read only the desired-state changes of its own host');
-  }
-  return { hostId: event.hostId, at: event.at };
-}
+import { createJoinToken, drainHost, getHost, labelHost, listHosts, registerHost, setCordoned, type RegisterHostInput } from './hosts';
+import { getInstance, instancesOfHost, instancesOfRelease, type Instance } from './instances';
 
 const resolvers = {
   Query: {
     hosts: () => listHosts(store()),
     host: (_: unknown, { id }: { id: string }) => getHost(store(), id),
     instance: (_: unknown, { id }: { id: string }) => getInstance(store(), id),
-    hostDesiredStateChange: (_: unknown, { eventId }: { eventId: string }, ctx: Context) => hostDesiredStateChange(eventId, ctx),
   },
   Mutation: {
     createJoinToken: (_: unknown, { ttlSeconds }: { ttlSeconds?: number | null }) =>
       createJoinToken(store(), ttlSeconds ?? config().joinTokenTtlSeconds),
     registerHost: (_: unknown, { input }: { input: RegisterHostInput }) => registerHost(store(), input),
     labelHost: (_: unknown, { id, labels }: { id: string; labels: Label[] }) => labelHost(store(), id, labels),
-    setHostExclusive: async (_: unknown, { id, product }: { id: string; product?: string | null }) => {
-      if (product) await mustGetProduct(store(), product);
-      return setHostExclusive(store(), id, product ?? null, async (hostId, keep) =>
-        (await instancesOfHost(store(), hostId)).filter((i) => i.product !== keep).map((i) => i.id));
-    },
     drainHost: (_: unknown, { id }: { id: string }) => drainHost(store(), id),
     cordonHost: (_: unknown, { id }: { id: string }) => setCordoned(store(), id, true),
     uncordonHost: (_: unknown, { id }: { id: string }) => setCordoned(store(), id, false),
@@ -71,5 +52,5 @@ const resolvers = {
 
 export const arkSchema = () => buildSubgraphSchema({
   typeDefs: gql(readSchemaFile('ark.graphql')),
-  resolvers: secure(resolvers, { anonymous: ['registerHost'], host: ['runnerSync', 'hostDesiredStateChange'] }) as never,
+  resolvers: secure(resolvers, { anonymous: ['registerHost'], host: ['runnerSync'] }) as never,
 });

@@ -1,19 +1,31 @@
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import gql from 'graphql-tag';
-import { secure } from '../../lib/auth';
+import { secure, type Context } from '../../lib/auth';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
 import { acknowledgeAlarm, getAlarm, listAlarms, type Alarm, type AlarmFilter } from './alarms';
 import { listEvents, type EventFilter, type PlatformEvent } from './events';
 import { restart } from './watch';
-import { notFound } from '../../lib/errors';
-import { getInstance } from '../ark/instances';
-import { containersOfHost, containersOfRelease, getContainer, isFailing, isServing, type ContainerRecord } from './status';
-import { instancesOfRelease } from '../ark/instances';
+import { AppError, notFound } from '../../lib/errors';
+import {
+  containersOfHost, containersOfRelease, getContainer, getInstance, HOST_DESIRED_CHANGED, instancesOfRelease, isFailing, isServing,
+  listContainers, type ContainerRecord,
+} from '../ark';
+import { testChannel } from './notify';
+
+/** The change a HOST_DESIRED_CHANGED event announced; a host runner may read only those of its own host. */
+async function hostDesiredStateChange(eventId: string, ctx: Context) {
+  const event = await store().get<PlatformEvent>('events', eventId);
+  if (!event || event.kind !== HOST_DESIRED_CHANGED || !event.hostId) return null;
+  if (ctx.principal.kind === 'host' && ctx.principal.hostId !== event.hostId) {
+    throw new AppError('FORBIDDEN', 'a host runner may read only the desired-state changes of its own host');
+  }
+  return { hostId: event.hostId, at: event.at };
+}
 
 const resolvers = {
   Query: {
-    unhealthyContainers: async () => (await store().scan<ContainerRecord>('containers')).filter(isFailing),
+    unhealthyContainers: async () => (await listContainers(store())).filter(isFailing),
     alarms: (_: unknown, { filter, first, after }: { filter?: AlarmFilter | null; first: number; after?: string | null }) =>
       listAlarms(store(), filter ?? {}, first, after),
     alarm: (_: unknown, { id }: { id: string }) => getAlarm(store(), id),
@@ -21,6 +33,7 @@ const resolvers = {
       listEvents(store(), filter ?? {}, first, after),
     event: (_: unknown, { id }: { id: string }) => store().get<PlatformEvent>('events', id),
     containerStatus: (_: unknown, { instanceId }: { instanceId: string }) => getContainer(store(), instanceId),
+    hostDesiredStateChange: (_: unknown, { eventId }: { eventId: string }, ctx: Context) => hostDesiredStateChange(eventId, ctx),
   },
   Mutation: {
     acknowledgeAlarm: (_: unknown, { id }: { id: string }) => acknowledgeAlarm(store(), id),
@@ -30,6 +43,7 @@ const resolvers = {
       await restart(store(), instance, 'restartInstance');
       return { __typename: 'Instance', id };
     },
+    testAlertChannel: (_: unknown, { id }: { id: string }) => testChannel(store(), id),
   },
   Alarm: {
     __resolveReference: ({ id }: { id: string }) => getAlarm(store(), id),
@@ -73,5 +87,5 @@ const resolvers = {
 
 export const butlerSchema = () => buildSubgraphSchema({
   typeDefs: gql(readSchemaFile('butler.graphql')),
-  resolvers: secure(resolvers) as never,
+  resolvers: secure(resolvers, { host: ['hostDesiredStateChange'] }) as never,
 });

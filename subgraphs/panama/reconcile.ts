@@ -1,6 +1,6 @@
 import { log } from '../../lib/log';
 import type { Store } from '../../lib/store';
-import { instancesOfRelease, placeInstances, removeInstance } from '../ark/instances';
+import { instancesOfRelease, placeInstances, removeInstance } from '../ark';
 import { mustGetProduct } from './products';
 import { advanceUpgrade } from './upgrades';
 import {

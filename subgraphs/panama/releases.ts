@@ -5,9 +5,9 @@ import type { Store, Versioned } from '../../lib/store';
 import { config } from '../../lib/config';
 import * as check from '../../lib/validate';
 import {
-  instanceId, instancesOfRelease, placeInstances, removeInstance, respecInstance, type ContainerSpec, type Instance, type PlacementConstraints, type UnplacedInstance,
-} from '../ark/instances';
-import { containersOfRelease, isFailing, isServing, type ContainerRecord } from '../butler/status';
+  containersOfRelease, instanceId, instancesOfRelease, isFailing, isServing, placeInstances, removeInstance, respecInstance,
+  type ContainerRecord, type ContainerSpec, type Instance, type PlacementConstraints, type UnplacedInstance,
+} from '../ark';
 import { resolveDependencies } from './dependencies';
 import { renderTemplates, templateContext } from './templates';
 import type { UpgradeRecord } from './upgrades';
@@ -156,7 +156,7 @@ export const constraintsOf = (release: Pick<Release, 'placement'>): PlacementCon
  */
 export async function deploy(store: Store, input: DeployInput, now = new Date()): Promise<Release> {
   if (input.idempotencyKey) {
-    const earlier = await store.get<{ releaseId: string }>('claims', `deploy-key#${input.idempotencyKey}`);
+    const earlier = await store.get<{ releaseId: string }>('panamaClaims', `deploy-key#${input.idempotencyKey}`);
     if (earlier) {
       const release = await getRelease(store, earlier.releaseId);
       if (release && release.name !== input.name) throw conflict(`idempotencyKey "${input.idempotencyKey}" was already used to deploy release "${release.name}"`);
@@ -174,7 +174,7 @@ export async function deploy(store: Store, input: DeployInput, now = new Date())
     for (const { release, product: p } of plan) {
       await claimName(store, release);
       written.push(release);
-      if (release.idempotencyKey) await store.create('claims', { key: `deploy-key#${release.idempotencyKey}`, releaseId: release.id });
+      if (release.idempotencyKey) await store.create('panamaClaims', { key: `deploy-key#${release.idempotencyKey}`, releaseId: release.id });
       await store.create('releases', release);
       if (release.phase === 'ACTIVE') {
         await placeInstances(store, unplacedInstances(release, p, ordinalsUpTo(release.replicas), now), constraintsOf(release), now);
@@ -189,8 +189,8 @@ export async function deploy(store: Store, input: DeployInput, now = new Date())
 
 async function claimName(store: Store, release: Pick<Release, 'id' | 'name'>) {
   const key = `release-name#${release.name}`;
-  if (await store.create('claims', { key, releaseId: release.id })) return;
-  const other = await store.get<{ releaseId: string }>('claims', key);
+  if (await store.create('panamaClaims', { key, releaseId: release.id })) return;
+  const other = await store.get<{ releaseId: string }>('panamaClaims', key);
   throw conflict(`a release named "${release.name}" already exists (${other?.releaseId}); delete it first or choose another name`);
 }
 
@@ -198,9 +198,9 @@ async function claimName(store: Store, release: Pick<Release, 'id' | 'name'>) {
 async function discard(store: Store, release: Omit<Release, 'seq'>) {
   for (const instance of await instancesOfRelease(store, release.id)) await removeInstance(store, instance);
   await store.remove('releases', release.id);
-  if (release.idempotencyKey) await store.remove('claims', `deploy-key#${release.idempotencyKey}`);
-  const claim = await store.get<{ releaseId: string }>('claims', `release-name#${release.name}`);
-  if (claim?.releaseId === release.id) await store.remove('claims', `release-name#${release.name}`);
+  if (release.idempotencyKey) await store.remove('panamaClaims', `deploy-key#${release.idempotencyKey}`);
+  const claim = await store.get<{ releaseId: string }>('panamaClaims', `release-name#${release.name}`);
+  if (claim?.releaseId === release.id) await store.remove('panamaClaims', `release-name#${release.name}`);
 }
 
 /**
@@ -228,7 +228,7 @@ async function planDependencies(store: Store, main: Omit<Release, 'seq'>, withDe
     if (!withDependencies) {
       throw badInput(`${main.product} needs ${product.name} ${ranges.join(' and ')}, which has no release; deploy it first or pass withDependencies: true`, 'withDependencies');
     }
-    const taken = existing.some((r) => r.name === product.name) || (await store.get('claims', `release-name#${product.name}`));
+    const taken = existing.some((r) => r.name === product.name) || (await store.get('panamaClaims', `release-name#${product.name}`));
     const name = taken ? `${main.name}-${product.name}`.slice(0, 40).replace(/-+$/, '') : product.name;
     const release = releaseFromInput({ name, product: product.name, version }, product, newId('r'), now);
     plan.push({ release: { ...release, dependsOn, phase: dependsOn.length ? 'WAITING' : 'ACTIVE' }, product });
@@ -321,8 +321,8 @@ export async function finishDeletions(store: Store, releaseIds: Iterable<string>
     const [instances, containers] = await Promise.all([instancesOfRelease(store, id), containersOfRelease(store, id)]);
     if (instances.length || containers.length) continue;
     await store.remove('releases', id);
-    await store.remove('claims', `release-name#${release.name}`);
-    if (release.idempotencyKey) await store.remove('claims', `deploy-key#${release.idempotencyKey}`);
+    await store.remove('panamaClaims', `release-name#${release.name}`);
+    if (release.idempotencyKey) await store.remove('panamaClaims', `deploy-key#${release.idempotencyKey}`);
   }
 }
 

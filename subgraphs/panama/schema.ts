@@ -5,15 +5,12 @@ import { kick } from '../../lib/kick';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
 import { defineProduct, getProduct, listProducts, mustGetProduct, type ProductInput } from './products';
-import { listHosts } from '../ark/hosts';
-import { instancesOfRelease, type Instance } from '../ark/instances';
-import type { ContainerRecord } from '../butler/status';
+import { instancesOfHost, instancesOfRelease, listContainers, listHosts, listInstances, setHostExclusive } from '../ark';
 import { configSummary, deploymentScript, summaryRows } from './artefacts';
 import { resolveDependencies } from './dependencies';
 import { rollbackRelease, setPaused, startUpgrade, type UpgradeStrategy } from './upgrades';
 import { configureRelease, deleteRelease, deploy, getRelease, listReleases, mustGetRelease, scaleRelease, statusOf, type DeployInput, type Release } from './releases';
 import { createAlertChannel, deleteAlertChannel, displayTarget, getChannel, listChannels, type AlertChannel, type AlertChannelInput } from './channels';
-import { testChannel } from '../butler/notify';
 
 // status and statusMessage come from one look at the instances, shared by both fields of the same release object.
 const statuses = new WeakMap<Release, ReturnType<typeof statusOf>>();
@@ -48,7 +45,7 @@ const resolvers = {
     },
     configSummary: async (_: unknown, { format }: { format: 'CSV' | 'MARKDOWN' }) => {
       const [releases, instances, hosts, containers] = await Promise.all([
-        listReleases(store()), store().scan<Instance>('instances'), listHosts(store()), store().scan<ContainerRecord>('containers'),
+        listReleases(store()), listInstances(store()), listHosts(store()), listContainers(store()),
       ]);
       return configSummary(format, summaryRows({ releases, instances, hosts, containers }));
     },
@@ -66,7 +63,11 @@ const resolvers = {
     deleteRelease: (_: unknown, { id }: { id: string }) => deleteRelease(store(), id),
     createAlertChannel: (_: unknown, { input }: { input: AlertChannelInput }) => createAlertChannel(store(), input),
     deleteAlertChannel: (_: unknown, { id }: { id: string }) => deleteAlertChannel(store(), id),
-    testAlertChannel: (_: unknown, { id }: { id: string }) => testChannel(store(), id),
+    setHostExclusive: async (_: unknown, { id, product }: { id: string; product?: string | null }) => {
+      if (product) await mustGetProduct(store(), product);
+      return setHostExclusive(store(), id, product ?? null, async (hostId, keep) =>
+        (await instancesOfHost(store(), hostId)).filter((i) => i.product !== keep).map((i) => i.id));
+    },
   },
   Product: {
     __resolveReference: ({ name }: { name: string }) => getProduct(store(), name),

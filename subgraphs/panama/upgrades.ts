@@ -1,10 +1,10 @@
 import { badInput, conflict } from '../../lib/errors';
 import type { Store } from '../../lib/store';
 import * as check from '../../lib/validate';
-import { instancesOfRelease, respecInstance, specHash, type Instance } from '../ark/instances';
-import { raise } from '../butler/alarms';
-import { recordEvent } from '../butler/events';
-import { containersOfRelease, isFailing, isServing, type ContainerRecord } from '../butler/status';
+import {
+  containersOfRelease, instancesOfRelease, isFailing, isServing, respecInstance, specHash, type ContainerRecord, type Instance,
+} from '../ark';
+import { panamaHooks } from './hooks';
 import { mustGetProduct } from './products';
 import { getRelease, instanceSpec, mustGetRelease, type Release } from './releases';
 
@@ -48,7 +48,7 @@ export const isActive = (u: UpgradeRecord | null | undefined) => Boolean(u && AC
 
 const topic = (releaseId: string) => [`release:${releaseId}`];
 const progressEvent = (store: Store, release: Release, kind: string, message: string, done: number, severity: 'INFO' | 'WARNING' | 'CRITICAL' = 'INFO', instanceId: string | null = null, now = new Date()) =>
-  recordEvent(store, { kind, message, severity, releaseId: release.id, instanceId, topics: topic(release.id), progress: { done, total: release.replicas } }, now);
+  panamaHooks.emit('event', store, { kind, message, severity, releaseId: release.id, instanceId, topics: topic(release.id), progress: { done, total: release.replicas } }, now);
 
 /** Starts an upgrade (or, with kind ROLLBACK, a return to an earlier version); refused while another one runs. */
 export async function startUpgrade(store: Store, id: string, version: string, strategy: UpgradeStrategy = {}, kind: UpgradeRecord['kind'] = 'UPGRADE', now = new Date()): Promise<Release> {
@@ -139,10 +139,8 @@ async function step(store: Store, release: Release, now: Date): Promise<boolean>
     if (u.state === 'RUNNING' && u.autoRollback) {
       await save({ state: 'ROLLING_BACK', batch: [], batchStartedAt: null, done: [], message: `rolling back: ${why}` }, { version: u.fromVersion });
       await progressEvent(store, release, 'ROLLBACK_STARTED', `rolling back to ${u.fromVersion}: ${why}`, 0, 'WARNING', null, now);
-      await raise(store, {
-        kind: 'UPGRADE_ROLLED_BACK', severity: 'WARNING', cause: `release:${release.id}:${u.startedAt}`, releaseId: release.id,
-        message: `upgrade of ${release.name} to ${u.toVersion} failed its health gate (${why}); rolled back to ${u.fromVersion}`,
-      }, now);
+      await panamaHooks.emit('upgradeRolledBack', store, release, `release:${release.id}:${u.startedAt}`,
+        `upgrade of ${release.name} to ${u.toVersion} failed its health gate (${why}); rolled back to ${u.fromVersion}`, now);
       return true;
     }
     await save({ state: 'FAILED', finishedAt: now.toISOString(), message: why });
