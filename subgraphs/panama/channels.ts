@@ -119,6 +119,9 @@ export async function mustGetChannel(store: Store, id: string): Promise<AlertCha
   return channel;
 }
 
+/** Every channel, deleted ones (tombstones) too: notifications queued before a deletion still name theirs. */
+export const allChannels = (store: Store) => store.scan<AlertChannel>('channels');
+
 /** Live channels, in name order. */
 export async function listChannels(store: Store): Promise<AlertChannel[]> {
   return (await store.scan<AlertChannel>('channels'))

@@ -12,7 +12,7 @@ export { reconcileReleases } from './reconcile';
 export { getProduct, mustGetProduct, type Product } from './products';
 export { constraintsOf, getRelease, listReleases, mustGetRelease, type Release } from './releases';
 export { isActive } from './upgrades';
-export { channelsFor, listChannels, mustGetChannel, scrubTarget, type AlertChannel } from './channels';
+export { allChannels, channelsFor, mustGetChannel, scrubTarget, type AlertChannel } from './channels';
 
 // A release being deleted disappears once the runners report its last container gone.
 arkHooks.on({
