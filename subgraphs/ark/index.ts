@@ -9,7 +9,7 @@ export {
   getHost, listHosts, markDown, mustGetHost, setHostExclusive, type Host, type HostStatus,
 } from './hosts';
 export {
-  containerName, getInstance, HOST_DESIRED_CHANGED, hostTopic, instanceId, instancesOfHost, instancesOfRelease, listInstances,
+  checkPlacement, containerName, getInstance, HOST_DESIRED_CHANGED, hostTopic, instanceId, instancesOfHost, instancesOfRelease, listInstances,
   migrateInstance, placeInstances, removeInstance, respecInstance, specHash,
   type ContainerSpec, type Instance, type PlacementConstraints, type UnplacedInstance,
 } from './instances';

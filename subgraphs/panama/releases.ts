@@ -5,12 +5,12 @@ import type { Store, Versioned } from '../../lib/store';
 import { config } from '../../lib/config';
 import * as check from '../../lib/validate';
 import {
-  containersOfRelease, instanceId, instancesOfRelease, isFailing, isServing, placeInstances, removeInstance, respecInstance,
+  checkPlacement, containersOfRelease, instanceId, instancesOfRelease, isFailing, isServing, placeInstances, removeInstance,
   type ContainerRecord, type ContainerSpec, type Instance, type PlacementConstraints, type UnplacedInstance,
 } from '../ark';
 import { resolveDependencies } from './dependencies';
 import { renderTemplates, templateContext } from './templates';
-import type { UpgradeRecord } from './upgrades';
+import { isActive, type UpgradeRecord } from './upgrades';
 import { latestVersion, listProducts, mustGetProduct, type Product } from './products';
 
 export type ReleaseStatus = 'PENDING' | 'DEPLOYING' | 'RUNNING' | 'DEGRADED' | 'UPGRADING' | 'ROLLING_BACK' | 'FAILED' | 'DELETING';
@@ -138,11 +138,18 @@ export function unplacedInstances(release: Omit<Release, 'seq'>, product: Produc
   }));
 }
 
-/** Gives every instance the spec the release now implies (after a config change or a change of peers). */
-async function respecAll(store: Store, release: Release, product: Product) {
-  for (const instance of await instancesOfRelease(store, release.id)) {
-    await respecInstance(store, instance.id, { ...instanceSpec(release, product, instance.ordinal), ...(instance.spec.generation ? { generation: instance.spec.generation } : {}) });
-  }
+/**
+ * The spec an existing instance should have now: the release's env, resources and peers, on the version the
+ * instance runs (only an upgrade or a rollback moves an instance to another version, batch by batch), keeping the
+ * generation a restart gave it.
+ */
+export function desiredSpec(release: Release, product: Product, instance: Pick<Instance, 'ordinal' | 'spec'>): ContainerSpec {
+  const version = product.versions.find((v) => v.image === instance.spec.image)?.version ?? release.version;
+  return {
+    ...instanceSpec({ ...release, version }, product, instance.ordinal),
+    image: instance.spec.image,
+    ...(instance.spec.generation ? { generation: instance.spec.generation } : {}),
+  };
 }
 
 export const constraintsOf = (release: Pick<Release, 'placement'>): PlacementConstraints => release.placement;
@@ -254,50 +261,71 @@ const addRevision = (r: Release, reason: string, now: Date, version = r.version)
   revisions: [...r.revisions, { revision: r.revision + 1, version, createdAt: now.toISOString(), reason }],
 });
 
-const mustBeChangeable = (release: Release) => {
-  if (release.phase === 'DELETING') throw conflict(`release "${release.name}" is being deleted`);
-};
+/**
+ * Why the release cannot take this change now, naming what is in progress; null when it can. Checked on the version
+ * that is written, so two changes racing serialize: the second sees the first.
+ */
+export function changeBlocked(release: Release, change: string): string | null {
+  if (release.phase === 'DELETING') return `cannot ${change} release "${release.name}": it is being deleted`;
+  const u = release.upgrade;
+  if (isActive(u)) {
+    const what = u!.kind === 'ROLLBACK' || u!.state === 'ROLLING_BACK' ? 'rolled back' : 'upgraded';
+    return `cannot ${change} release "${release.name}": it is being ${what} to ${u!.state === 'ROLLING_BACK' ? u!.fromVersion : u!.toVersion}`
+      + ` (${u!.done.length} of ${release.replicas} done${u!.state === 'PAUSED' ? ', paused' : ''}); wait until it ends`;
+  }
+  return null;
+}
 
 /**
- * Scales a release. Growing places the new instances first (all or none, so a refusal changes nothing); shrinking
- * records the new count first and then removes the highest ordinals. Each call that changes the count is a revision.
+ * The one way a release's desired state changes: a conditional write at the version read (store.mutate re-reads
+ * and re-applies on a lost race). `apply` throws to refuse, or returns undefined when nothing changes.
+ */
+export async function changeRelease(store: Store, id: string, change: string, apply: (r: Release) => Omit<Release, 'seq'> | undefined): Promise<Release> {
+  const after = await store.mutate<Release>('releases', id, (r) => {
+    if (!r) throw notFound('release', id);
+    const blocked = changeBlocked(r, change);
+    if (blocked) throw conflict(blocked);
+    return apply(r);
+  });
+  return after!;
+}
+
+/**
+ * Scales a release: the new count is desired state, and the reconciler places or removes instances to match
+ * (highest ordinals first). Growing is refused, writing nothing, when the new instances cannot be placed now.
+ * Each call that changes the count is a revision.
  */
 export async function scaleRelease(store: Store, id: string, replicas: number, now = new Date()): Promise<Release> {
   check.intInRange(replicas, 'replicas', 0, MAX_REPLICAS);
   const release = await mustGetRelease(store, id);
-  mustBeChangeable(release);
-  const instances = await instancesOfRelease(store, id);
-  const ordinals = new Set(instances.map((i) => i.ordinal));
-  const missing = ordinalsUpTo(replicas).filter((n) => !ordinals.has(n));
+  const blocked = changeBlocked(release, 'scale');
+  if (blocked) throw conflict(blocked);
   const product = await mustGetProduct(store, release.product);
-  if (missing.length && release.phase === 'ACTIVE') {
-    await placeInstances(store, unplacedInstances({ ...release, replicas }, product, missing, now), constraintsOf(release), now);
+  if (release.phase === 'ACTIVE' && replicas > release.replicas) {
+    const placed = new Set((await instancesOfRelease(store, id)).map((i) => i.ordinal));
+    const missing = ordinalsUpTo(replicas).filter((n) => !placed.has(n));
+    await checkPlacement(store, unplacedInstances({ ...release, replicas }, product, missing, now), constraintsOf(release));
   }
-  const scaled = (await store.mutate<Release>('releases', id, (r) => r && r.replicas !== replicas
-    ? { ...r, replicas, ...addRevision(r, `scale ${r.replicas} → ${replicas}`, now) }
-    : undefined))!;
-  for (const extra of instances.filter((i) => i.ordinal >= replicas).reverse()) await removeInstance(store, extra);
-  // Config files that list peers change with the count: the remaining instances get them (and are recreated).
-  if (product.configTemplates.length) await respecAll(store, scaled, product);
-  return scaled;
-}
-
-/** New env for the release: a revision, and every instance gets the new spec (its runner recreates the container). */
-export async function configureRelease(store: Store, id: string, env: { name: string; value: string }[], now = new Date()): Promise<Release> {
-  const release = await mustGetRelease(store, id);
-  mustBeChangeable(release);
-  const product = await mustGetProduct(store, release.product);
-  const merged = mergeEnv(product, env);
-  const same = JSON.stringify(merged) === JSON.stringify(release.env);
-  const updated = same ? release : (await store.mutate<Release>('releases', id, (r) => r && { ...r, env: merged, ...addRevision(r, 'config change', now) }))!;
-  await respecAll(store, updated, product);
-  return updated;
+  return changeRelease(store, id, 'scale', (r) => r.replicas === replicas ? undefined
+    : { ...r, replicas, ...addRevision(r, `scale ${r.replicas} → ${replicas}`, now) });
 }
 
 /**
- * Marks the release DELETING and removes its instances; each host runner then removes the containers, and the
- * release itself disappears once no container of it is reported (see finishDeletions). Calling it again is fine.
- * A release that others depend on stays until they are deleted.
+ * New env for the release: a revision, and the reconciler gives every instance the new spec (its runner recreates
+ * the container). Refused during an upgrade, which would otherwise change every instance at once.
+ */
+export async function configureRelease(store: Store, id: string, env: { name: string; value: string }[], now = new Date()): Promise<Release> {
+  const release = await mustGetRelease(store, id);
+  const product = await mustGetProduct(store, release.product);
+  const merged = mergeEnv(product, env);
+  return changeRelease(store, id, 'configure', (r) => JSON.stringify(merged) === JSON.stringify(r.env) ? undefined
+    : { ...r, env: merged, ...addRevision(r, 'config change', now) });
+}
+
+/**
+ * Marks the release DELETING; the reconciler removes its instances, each host runner then removes the containers,
+ * and the release itself disappears once no container of it is reported (see finishDeletions). Calling it again is
+ * fine; it stops an upgrade in progress. A release that others depend on stays until they are deleted.
  */
 export async function deleteRelease(store: Store, id: string): Promise<Release> {
   const existing = await mustGetRelease(store, id);
@@ -305,11 +333,8 @@ export async function deleteRelease(store: Store, id: string): Promise<Release> 
   if (dependants.length) {
     throw conflict(`release "${existing.name}" is needed by ${dependants.map((d) => `"${d.name}"`).join(', ')}; delete those first`);
   }
-  const release = existing.phase === 'DELETING'
-    ? existing
-    : (await store.mutate<Release>('releases', id, (r) => r && { ...r, phase: 'DELETING' }))!;
-  for (const instance of await instancesOfRelease(store, id)) await removeInstance(store, instance);
-  await finishDeletions(store, [id]);
+  const release = await store.mutate<Release>('releases', id, (r) => r && r.phase !== 'DELETING' ? { ...r, phase: 'DELETING' } : undefined);
+  if (!release) throw notFound('release', id);
   return release;
 }
 

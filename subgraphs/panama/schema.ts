@@ -2,12 +2,14 @@ import { buildSubgraphSchema } from '@apollo/subgraph';
 import gql from 'graphql-tag';
 import { secure } from '../../lib/auth';
 import { kick } from '../../lib/kick';
+import { log } from '../../lib/log';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
 import { defineProduct, getProduct, listProducts, mustGetProduct, type ProductInput } from './products';
 import { instancesOfHost, instancesOfRelease, listContainers, listHosts, listInstances, setHostExclusive } from '../ark';
 import { configSummary, deploymentScript, summaryRows } from './artefacts';
 import { resolveDependencies } from './dependencies';
+import { reconcileRelease } from './reconcile';
 import { rollbackRelease, setPaused, startUpgrade, type UpgradeStrategy } from './upgrades';
 import { configureRelease, deleteRelease, deploy, getRelease, listReleases, mustGetRelease, scaleRelease, statusOf, type DeployInput, type Release } from './releases';
 import { createAlertChannel, deleteAlertChannel, displayTarget, getChannel, listChannels, type AlertChannel, type AlertChannelInput } from './channels';
@@ -19,11 +21,19 @@ const status = (r: Release) => {
   return statuses.get(r)!;
 };
 
-/** Desired state changed: the reconciler runs now instead of at its next tick (it still would, if the kick is lost). */
-async function kickingReconciler<T>(change: Promise<T>): Promise<T> {
-  const result = await change;
+/**
+ * A release's desired state changed: its instances follow now rather than at the next tick. A failure here does not
+ * fail the request, whose change is written: the tick converges what this could not.
+ */
+async function converging(change: Promise<Release>): Promise<Release> {
+  const release = await change;
+  try {
+    await reconcileRelease(store(), release.id);
+  } catch (err) {
+    log.warn({ releaseId: release.id, err: err instanceof Error ? err.message : String(err) }, 'could not converge the release now; the tick will');
+  }
   await kick('reconcile');
-  return result;
+  return (await getRelease(store(), release.id)) ?? release;
 }
 
 const resolvers = {
@@ -52,15 +62,15 @@ const resolvers = {
   },
   Mutation: {
     defineProduct: (_: unknown, { input }: { input: ProductInput }) => defineProduct(store(), input),
-    deploy: (_: unknown, { input }: { input: DeployInput }) => kickingReconciler(deploy(store(), input)),
-    configureRelease: (_: unknown, { id, env }: { id: string; env: { name: string; value: string }[] }) => configureRelease(store(), id, env),
+    deploy: (_: unknown, { input }: { input: DeployInput }) => converging(deploy(store(), input)),
+    configureRelease: (_: unknown, { id, env }: { id: string; env: { name: string; value: string }[] }) => converging(configureRelease(store(), id, env)),
     upgradeRelease: (_: unknown, { id, version, strategy }: { id: string; version: string; strategy?: UpgradeStrategy | null }) =>
-      kickingReconciler(startUpgrade(store(), id, version, strategy ?? {})),
-    rollbackRelease: (_: unknown, { id, revision }: { id: string; revision: number }) => kickingReconciler(rollbackRelease(store(), id, revision)),
+      converging(startUpgrade(store(), id, version, strategy ?? {})),
+    rollbackRelease: (_: unknown, { id, revision }: { id: string; revision: number }) => converging(rollbackRelease(store(), id, revision)),
     pauseUpgrade: (_: unknown, { id }: { id: string }) => setPaused(store(), id, true),
-    resumeUpgrade: (_: unknown, { id }: { id: string }) => kickingReconciler(setPaused(store(), id, false)),
-    scaleRelease: (_: unknown, { id, replicas }: { id: string; replicas: number }) => scaleRelease(store(), id, replicas),
-    deleteRelease: (_: unknown, { id }: { id: string }) => deleteRelease(store(), id),
+    resumeUpgrade: (_: unknown, { id }: { id: string }) => converging(setPaused(store(), id, false)),
+    scaleRelease: (_: unknown, { id, replicas }: { id: string; replicas: number }) => converging(scaleRelease(store(), id, replicas)),
+    deleteRelease: (_: unknown, { id }: { id: string }) => converging(deleteRelease(store(), id)),
     createAlertChannel: (_: unknown, { input }: { input: AlertChannelInput }) => createAlertChannel(store(), input),
     deleteAlertChannel: (_: unknown, { id }: { id: string }) => deleteAlertChannel(store(), id),
     setHostExclusive: async (_: unknown, { id, product }: { id: string; product?: string | null }) => {

@@ -6,7 +6,7 @@ import {
 } from '../ark';
 import { panamaHooks } from './hooks';
 import { mustGetProduct } from './products';
-import { getRelease, instanceSpec, mustGetRelease, type Release } from './releases';
+import { changeBlocked, changeRelease, getRelease, instanceSpec, mustGetRelease, type Release } from './releases';
 
 /**
  * Rolling upgrades and rollbacks as state in the release item, advanced one step per reconcile tick: killing any
@@ -54,9 +54,10 @@ const progressEvent = (store: Store, release: Release, kind: string, message: st
 export async function startUpgrade(store: Store, id: string, version: string, strategy: UpgradeStrategy = {}, kind: UpgradeRecord['kind'] = 'UPGRADE', now = new Date()): Promise<Release> {
   const release = await mustGetRelease(store, id);
   const product = await mustGetProduct(store, release.product);
-  if (release.phase === 'DELETING') throw conflict(`release "${release.name}" is being deleted`);
+  const change = kind === 'UPGRADE' ? 'upgrade' : 'roll back';
+  const blocked = changeBlocked(release, change);
+  if (blocked) throw conflict(blocked);
   if (release.phase === 'WAITING') throw conflict(`release "${release.name}" is not placed yet (waiting for its dependencies)`);
-  if (isActive(release.upgrade)) throw conflict(`release "${release.name}" is already being ${release.upgrade!.kind === 'ROLLBACK' ? 'rolled back' : 'upgraded'} to ${release.upgrade!.toVersion}; pause it, or wait until it ends`);
   if (!product.versions.some((v) => v.version === version)) {
     throw badInput(`product ${product.name} has no version "${version}"; available: ${product.versions.map((v) => v.version).join(', ')}`, 'version');
   }
@@ -75,11 +76,8 @@ export async function startUpgrade(store: Store, id: string, version: string, st
     startedAt: now.toISOString(), finishedAt: null, message: null,
   };
   const reason = kind === 'UPGRADE' ? `upgrade ${release.version} → ${version}` : `rollback ${release.version} → ${version}`;
-  const updated = (await store.mutate<Release>('releases', id, (r) => {
-    if (!r) return undefined;
-    if (isActive(r.upgrade)) throw conflict(`release "${r.name}" is already being upgraded`);
-    return { ...r, version, upgrade: record, revision: r.revision + 1, revisions: [...r.revisions, { revision: r.revision + 1, version, createdAt: now.toISOString(), reason }] };
-  }))!;
+  const updated = await changeRelease(store, id, change, (r) =>
+    ({ ...r, version, upgrade: record, revision: r.revision + 1, revisions: [...r.revisions, { revision: r.revision + 1, version, createdAt: now.toISOString(), reason }] }));
   await progressEvent(store, updated, kind === 'UPGRADE' ? 'UPGRADE_STARTED' : 'ROLLBACK_STARTED', `${reason}, ${record.maxUnavailable} at a time`, 0, 'INFO', null, now);
   return updated;
 }
