@@ -1,6 +1,7 @@
 import semver from 'semver';
 import { badInput, conflict, notFound } from '../../lib/errors';
-import { newId } from '../../lib/ids';
+import { claim, dropClaim, olderThanLease } from '../../lib/claims';
+import { hashJson, newId } from '../../lib/ids';
 import type { Store, Versioned } from '../../lib/store';
 import { config } from '../../lib/config';
 import * as check from '../../lib/validate';
@@ -158,30 +159,27 @@ export const constraintsOf = (release: Pick<Release, 'placement'>): PlacementCon
 /**
  * Creates a release and places its instances. With dependencies, the ones without a suitable release are deployed
  * too (dependencies first) and every release waits, PENDING, until what it depends on runs; the reconciler then
- * places it. Names are claimed first (two deploys of one name cannot both win) and every step is undone when one
- * fails, so a rejected deploy leaves nothing behind. A retry with the same idempotency key returns the first release.
+ * places it. The idempotency key and then the names are claimed first (two deploys cannot both win either) and every
+ * step is undone when one fails, so a rejected deploy leaves nothing behind. A retry with the same idempotency key
+ * and the same input returns the first release, also while that one is still being written; other input is a
+ * CONFLICT.
  */
 export async function deploy(store: Store, input: DeployInput, now = new Date()): Promise<Release> {
-  if (input.idempotencyKey) {
-    const earlier = await store.get<{ releaseId: string }>('panamaClaims', `deploy-key#${input.idempotencyKey}`);
-    if (earlier) {
-      const release = await getRelease(store, earlier.releaseId);
-      if (release && release.name !== input.name) throw conflict(`idempotencyKey "${input.idempotencyKey}" was already used to deploy release "${release.name}"`);
-      if (release) return release;
-    }
-  }
   const product = await mustGetProduct(store, input.product);
   const main = releaseFromInput(input, product, newId('r'), now);
-  const plan = product.dependencies.length
-    ? await planDependencies(store, main, input.withDependencies ?? false, now)
-    : [{ release: main, product }];
-
+  const fingerprint = hashJson({ ...desiredOf(main), withDependencies: Boolean(input.withDependencies) });
+  if (main.idempotencyKey) {
+    const earlier = await claimDeployKey(store, main, fingerprint);
+    if (earlier) return earlier;
+  }
   const written: Omit<Release, 'seq'>[] = [];
   try {
+    const plan = product.dependencies.length
+      ? await planDependencies(store, main, input.withDependencies ?? false, now)
+      : [{ release: main, product }];
     for (const { release, product: p } of plan) {
       await claimName(store, release);
       written.push(release);
-      if (release.idempotencyKey) await store.create('panamaClaims', { key: `deploy-key#${release.idempotencyKey}`, releaseId: release.id });
       await store.create('releases', release);
       if (release.phase === 'ACTIVE') {
         await placeInstances(store, unplacedInstances(release, p, ordinalsUpTo(release.replicas), now), constraintsOf(release), now);
@@ -189,25 +187,58 @@ export async function deploy(store: Store, input: DeployInput, now = new Date())
     }
   } catch (err) {
     for (const release of written.reverse()) await discard(store, release);
+    if (main.idempotencyKey) await dropClaim<KeyClaim>(store, 'panamaClaims', deployKey(main.idempotencyKey), (c) => c.releaseId === main.id);
     throw err;
   }
   return (await getRelease(store, main.id))!;
 }
 
+interface KeyClaim { key: string; releaseId: string; fingerprint: string; claimedAt: string }
+interface NameClaim { key: string; releaseId: string; claimedAt?: string }
+const deployKey = (key: string) => `deploy-key#${key}`;
+const nameKey = (name: string) => `release-name#${name}`;
+
+/** What a deploy asked for, without what each attempt makes up (id, times): equal for a retry of one request. */
+const desiredOf = (r: Omit<Release, 'seq'>) =>
+  ({ name: r.name, product: r.product, version: r.version, replicas: r.replicas, resources: r.resources, placement: r.placement, env: r.env });
+
+/**
+ * Claims the deploy's idempotency key, or answers the release an earlier deploy with that key made. A deploy with
+ * the key still in progress is waited for; one that crashed (its claim is older than the lease and no release came
+ * of it) is taken over.
+ */
+async function claimDeployKey(store: Store, main: Omit<Release, 'seq'>, fingerprint: string): Promise<Release | undefined> {
+  const key = main.idempotencyKey!;
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const outcome = await claim<KeyClaim>(store, 'panamaClaims', { key: deployKey(key), releaseId: main.id, fingerprint, claimedAt: new Date().toISOString() },
+      async (holder) => olderThanLease(holder.claimedAt) && !(await getRelease(store, holder.releaseId)));
+    if (outcome.won) return undefined;
+    const holder = outcome.holder;
+    if (holder.fingerprint !== fingerprint) {
+      const earlier = await getRelease(store, holder.releaseId);
+      throw conflict(`idempotencyKey "${key}" was already used for a different deploy${earlier ? ` (release "${earlier.name}")` : ''}; use a new key for a new request`);
+    }
+    const earlier = await getRelease(store, holder.releaseId);
+    if (earlier) return earlier;
+    if (Date.now() > deadline) throw conflict(`a deploy with idempotencyKey "${key}" is still in progress; retry in a moment`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Claims the release's name; a claim left by a crashed deploy or deletion (no release, older than the lease) is taken over. */
 async function claimName(store: Store, release: Pick<Release, 'id' | 'name'>) {
-  const key = `release-name#${release.name}`;
-  if (await store.create('panamaClaims', { key, releaseId: release.id })) return;
-  const other = await store.get<{ releaseId: string }>('panamaClaims', key);
-  throw conflict(`a release named "${release.name}" already exists (${other?.releaseId}); delete it first or choose another name`);
+  const outcome = await claim<NameClaim>(store, 'panamaClaims', { key: nameKey(release.name), releaseId: release.id, claimedAt: new Date().toISOString() },
+    async (holder) => olderThanLease(holder.claimedAt) && !(await getRelease(store, holder.releaseId)));
+  if (outcome.won) return;
+  throw conflict(`a release named "${release.name}" already exists (${outcome.holder.releaseId}); delete it first or choose another name`);
 }
 
 /** Undoes a deploy step by step; each step is harmless when the thing it removes was never written. */
 async function discard(store: Store, release: Omit<Release, 'seq'>) {
   for (const instance of await instancesOfRelease(store, release.id)) await removeInstance(store, instance);
   await store.remove('releases', release.id);
-  if (release.idempotencyKey) await store.remove('panamaClaims', `deploy-key#${release.idempotencyKey}`);
-  const claim = await store.get<{ releaseId: string }>('panamaClaims', `release-name#${release.name}`);
-  if (claim?.releaseId === release.id) await store.remove('panamaClaims', `release-name#${release.name}`);
+  await dropClaim<NameClaim>(store, 'panamaClaims', nameKey(release.name), (c) => c.releaseId === release.id);
 }
 
 /**
@@ -235,7 +266,7 @@ async function planDependencies(store: Store, main: Omit<Release, 'seq'>, withDe
     if (!withDependencies) {
       throw badInput(`${main.product} needs ${product.name} ${ranges.join(' and ')}, which has no release; deploy it first or pass withDependencies: true`, 'withDependencies');
     }
-    const taken = existing.some((r) => r.name === product.name) || (await store.get('panamaClaims', `release-name#${product.name}`));
+    const taken = existing.some((r) => r.name === product.name) || (await store.get('panamaClaims', nameKey(product.name)));
     const name = taken ? `${main.name}-${product.name}`.slice(0, 40).replace(/-+$/, '') : product.name;
     const release = releaseFromInput({ name, product: product.name, version }, product, newId('r'), now);
     plan.push({ release: { ...release, dependsOn, phase: dependsOn.length ? 'WAITING' : 'ACTIVE' }, product });
@@ -346,8 +377,8 @@ export async function finishDeletions(store: Store, releaseIds: Iterable<string>
     const [instances, containers] = await Promise.all([instancesOfRelease(store, id), containersOfRelease(store, id)]);
     if (instances.length || containers.length) continue;
     await store.remove('releases', id);
-    await store.remove('panamaClaims', `release-name#${release.name}`);
-    if (release.idempotencyKey) await store.remove('panamaClaims', `deploy-key#${release.idempotencyKey}`);
+    await dropClaim<NameClaim>(store, 'panamaClaims', nameKey(release.name), (c) => c.releaseId === id);
+    if (release.idempotencyKey) await dropClaim<KeyClaim>(store, 'panamaClaims', deployKey(release.idempotencyKey), (c) => c.releaseId === id);
   }
 }
 
