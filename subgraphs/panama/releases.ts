@@ -12,7 +12,7 @@ import {
 import { resolveDependencies } from './dependencies';
 import { renderTemplates, templateContext } from './templates';
 import { isActive, type UpgradeRecord } from './upgrades';
-import { latestVersion, listProducts, mustGetProduct, type Product } from './products';
+import { latestVersion, listProducts, mustGetProduct, type Product, type VersionUse } from './products';
 
 export type ReleaseStatus = 'PENDING' | 'DEPLOYING' | 'RUNNING' | 'DEGRADED' | 'UPGRADING' | 'ROLLING_BACK' | 'FAILED' | 'DELETING';
 
@@ -273,6 +273,14 @@ async function planDependencies(store: Store, main: Omit<Release, 'seq'>, withDe
     releaseOf.set(product.name, release.id);
   }
   return plan;
+}
+
+/** The versions of a product that releases (not being deleted) run or are moving between. */
+export async function versionsInUse(store: Store, product: string): Promise<VersionUse[]> {
+  return (await listReleases(store)).filter((r) => r.product === product && r.phase !== 'DELETING').map((r) => {
+    const moving = r.upgrade && !['SUCCEEDED', 'ROLLED_BACK'].includes(r.upgrade.state) ? [r.upgrade.fromVersion, r.upgrade.toVersion] : [];
+    return { name: r.name, product, versions: [...new Set([r.version, ...moving])] };
+  });
 }
 
 export const getRelease = (store: Store, id: string) => store.get<Release>('releases', id);

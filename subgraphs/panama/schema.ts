@@ -5,13 +5,13 @@ import { kick } from '../../lib/kick';
 import { log } from '../../lib/log';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
-import { defineProduct, getProduct, listProducts, mustGetProduct, type ProductInput } from './products';
+import { defineProduct, deleteProduct, getProduct, listProducts, mustGetProduct, type ProductInput } from './products';
 import { instancesOfHost, instancesOfRelease, listContainers, listHosts, listInstances, setHostExclusive } from '../ark';
 import { configSummary, deploymentScript, summaryRows } from './artefacts';
 import { resolveDependencies } from './dependencies';
 import { reconcileRelease } from './reconcile';
 import { rollbackRelease, setPaused, startUpgrade, type UpgradeStrategy } from './upgrades';
-import { configureRelease, deleteRelease, deploy, getRelease, listReleases, mustGetRelease, scaleRelease, statusOf, type DeployInput, type Release } from './releases';
+import { configureRelease, deleteRelease, deploy, getRelease, listReleases, mustGetRelease, scaleRelease, statusOf, versionsInUse, type DeployInput, type Release } from './releases';
 import { createAlertChannel, deleteAlertChannel, displayTarget, getChannel, listChannels, type AlertChannel, type AlertChannelInput } from './channels';
 
 // status and statusMessage come from one look at the instances, shared by both fields of the same release object.
@@ -61,8 +61,14 @@ const resolvers = {
     },
   },
   Mutation: {
-    defineProduct: (_: unknown, { input }: { input: ProductInput }) => defineProduct(store(), input),
-    deploy: (_: unknown, { input }: { input: DeployInput }) => converging(deploy(store(), input)),
+    defineProduct: (_: unknown, { input }: { input: ProductInput }) => defineProduct(store(), input, (name) => versionsInUse(store(), name)),
+    deleteProduct: (_: unknown, { name }: { name: string }) => deleteProduct(store(), name, (product) => versionsInUse(store(), product)),
+    // A deploy places its instances itself; a release waiting for dependencies is the reconciler's.
+    deploy: async (_: unknown, { input }: { input: DeployInput }) => {
+      const release = await deploy(store(), input);
+      await kick('reconcile');
+      return release;
+    },
     configureRelease: (_: unknown, { id, env }: { id: string; env: { name: string; value: string }[] }) => converging(configureRelease(store(), id, env)),
     upgradeRelease: (_: unknown, { id, version, strategy }: { id: string; version: string; strategy?: UpgradeStrategy | null }) =>
       converging(startUpgrade(store(), id, version, strategy ?? {})),
