@@ -2,10 +2,12 @@ import { config } from '../../lib/config';
 import { kick } from '../../lib/kick';
 import type { SyncRequest, SyncResponse } from '../../lib/runner-protocol';
 import type { Store } from '../../lib/store';
-import { recordObservations } from './containers';
+import { assignAddresses } from './addresses';
+import { isServing, recordObservations, type StatusChange } from './containers';
+import { networkFor } from './discovery';
 import { arkHooks } from './hooks';
-import { heartbeat } from './hosts';
-import { instancesOfHost, toDesired } from './instances';
+import { ensureSubnet, heartbeat } from './hosts';
+import { instancesOfHost, networkChanged, toDesired } from './instances';
 
 /**
  * One round trip with a host runner: its call is the heartbeat, its report becomes the live status, and the answer
@@ -13,13 +15,22 @@ import { instancesOfHost, toDesired } from './instances';
  * it missed before. What the report changed goes up to the parts that watch it (alarms, healing, deletions).
  */
 export async function runnerSync(store: Store, hostId: string, request: SyncRequest, now = new Date()): Promise<SyncResponse> {
-  const { host, cameBack } = await heartbeat(store, hostId, request.engine, now);
-  if (cameBack) await arkHooks.emit('hostCameBack', store, host, now);
-  const instances = await instancesOfHost(store, hostId);
+  const { host: beat, cameBack } = await heartbeat(store, hostId, request.engine, now);
+  if (cameBack) await arkHooks.emit('hostCameBack', store, beat, now);
+  const host = await ensureSubnet(store, beat);
+  const addressed = await assignAddresses(store, host, await instancesOfHost(store, hostId));
+  const instances = addressed.instances;
   const desired = new Map(instances.map((i) => [i.id, i]));
   const changes = await recordObservations(store, hostId, request.observed, desired, now);
+  if (addressed.changed || changes.some(changesServing)) await networkChanged(store, 'DNS records changed');
   await arkHooks.emit('containersChanged', store, hostId, changes, now);
   // Subscribers hear of a change now rather than at the next tick.
   if (changes.length) await kick('publish');
-  return { hostId, desired: instances.map(toDesired), pollSeconds: config().runnerPollSeconds };
+  return {
+    hostId, desired: instances.map(toDesired), pollSeconds: config().runnerPollSeconds,
+    network: await networkFor(store, host, request.networkSerial),
+  };
 }
+
+/** Whether the change adds the instance to its release's DNS names or takes it out. */
+const changesServing = (c: StatusChange) => Boolean(c.before && isServing(c.before)) !== Boolean(c.after && isServing(c.after));

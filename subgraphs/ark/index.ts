@@ -13,6 +13,7 @@ export {
   migrateInstance, placeInstances, removeInstance, respecInstance, specHash,
   type ContainerSpec, type Instance, type PlacementConstraints, type UnplacedInstance,
 } from './instances';
+export { pinImage, type PinnedImage } from './images';
 export {
   containersOfHost, containersOfRelease, getContainer, isFailing, isServing, listContainers,
   type ContainerRecord, type StatusChange,

@@ -7,20 +7,34 @@ import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
 import type { Label } from '../../lib/validate';
 import { getContainer } from './containers';
+import { resolveName, type Endpoint } from './discovery';
 import { runnerSync } from './dispatch';
 import { createJoinToken, drainHost, getHost, labelHost, listHosts, registerHost, setCordoned, type RegisterHostInput } from './hosts';
-import { getInstance, instancesOfHost, instancesOfRelease, type Instance } from './instances';
+import { getInstance, instancesOfHost, instancesOfRelease, networkChanged, type Instance } from './instances';
+
+async function instancePorts(i: Instance) {
+  const observed = (await getContainer(store(), i.id))?.ports ?? [];
+  return i.spec.ports.map((p) => ({
+    ...p,
+    hostPort: observed.find((o) => o.containerPort === p.containerPort && o.protocol === p.protocol)?.hostPort ?? null,
+  }));
+}
 
 const resolvers = {
   Query: {
     hosts: () => listHosts(store()),
     host: (_: unknown, { id }: { id: string }) => getHost(store(), id),
     instance: (_: unknown, { id }: { id: string }) => getInstance(store(), id),
+    resolveName: (_: unknown, { name }: { name: string }) => resolveName(store(), name),
   },
   Mutation: {
     createJoinToken: (_: unknown, { ttlSeconds }: { ttlSeconds?: number | null }) =>
       createJoinToken(store(), ttlSeconds ?? config().joinTokenTtlSeconds),
-    registerHost: (_: unknown, { input }: { input: RegisterHostInput }) => registerHost(store(), input),
+    registerHost: async (_: unknown, { input }: { input: RegisterHostInput }) => {
+      const registered = await registerHost(store(), input);
+      await networkChanged(store(), `host ${registered.host.name} joined (${registered.host.subnet})`);
+      return registered;
+    },
     labelHost: (_: unknown, { id, labels }: { id: string; labels: Label[] }) => labelHost(store(), id, labels),
     drainHost: (_: unknown, { id }: { id: string }) => drainHost(store(), id),
     cordonHost: (_: unknown, { id }: { id: string }) => setCordoned(store(), id, true),
@@ -36,14 +50,12 @@ const resolvers = {
     release: (i: Instance) => ({ __typename: 'Release', id: i.releaseId }),
     host: (i: Instance) => getHost(store(), i.hostId),
     image: (i: Instance) => i.spec.image,
-    ip: async (i: Instance) => (await getContainer(store(), i.id))?.ip ?? null,
-    ports: async (i: Instance) => {
-      const observed = (await getContainer(store(), i.id))?.ports ?? [];
-      return i.spec.ports.map((p) => ({
-        ...p,
-        hostPort: observed.find((o) => o.containerPort === p.containerPort && o.protocol === p.protocol)?.hostPort ?? null,
-      }));
-    },
+    ip: (i: Instance) => i.ip ?? null,
+    ports: (i: Instance) => instancePorts(i),
+  },
+  Endpoint: {
+    host: (e: Endpoint) => getHost(store(), e.hostId),
+    ports: (e: Endpoint) => instancePorts(e.instance),
   },
   Release: {
     instances: ({ id }: { id: string }) => instancesOfRelease(store(), id),
