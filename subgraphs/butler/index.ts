@@ -14,6 +14,9 @@ export { butlerSchema } from './schema';
 export { markPublished, recordEvent, unpublishedEvents, type PlatformEvent } from './events';
 export { watchHosts } from './watchdog';
 export { deliverPending } from './notify';
+export { inspectIfDue } from './inspection';
+export { checkMemory } from './thresholds';
+export { collectFleetMetrics } from './metrics';
 
 const record = async (...args: Parameters<typeof recordEvent>) => { await recordEvent(...args); };
 

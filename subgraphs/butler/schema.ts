@@ -1,12 +1,15 @@
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import gql from 'graphql-tag';
-import { secure, type Context } from '../../lib/auth';
+import { callerOf, secure, type Context } from '../../lib/auth';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
 import { acknowledgeAlarm, getAlarm, listAlarms, type Alarm, type AlarmFilter } from './alarms';
 import { listEvents, type EventFilter, type PlatformEvent } from './events';
 import { restart } from './watch';
 import { AppError, notFound } from '../../lib/errors';
+import { config } from '../../lib/config';
+import { getInspection, listInspections, runInspection, type Inspection } from './inspection';
+import { findingCounts, reportHtml, reportMarkdown } from './inspection-report';
 import {
   containersOfHost, containersOfRelease, getContainer, getInstance, HOST_DESIRED_CHANGED, instancesOfRelease, isFailing, isServing,
   listContainers, type ContainerRecord,
@@ -34,6 +37,9 @@ const resolvers = {
     event: (_: unknown, { id }: { id: string }) => store().get<PlatformEvent>('events', id),
     containerStatus: (_: unknown, { instanceId }: { instanceId: string }) => getContainer(store(), instanceId),
     hostDesiredStateChange: (_: unknown, { eventId }: { eventId: string }, ctx: Context) => hostDesiredStateChange(eventId, ctx),
+    inspections: (_: unknown, { first, after }: { first: number; after?: string | null }) => listInspections(store(), first, after),
+    inspection: (_: unknown, { id }: { id: string }) => getInspection(store(), id),
+    me: (_: unknown, __: unknown, { principal }: Context) => callerOf(principal),
   },
   Mutation: {
     acknowledgeAlarm: (_: unknown, { id }: { id: string }) => acknowledgeAlarm(store(), id),
@@ -44,6 +50,12 @@ const resolvers = {
       return { __typename: 'Instance', id };
     },
     testAlertChannel: (_: unknown, { id }: { id: string }) => testChannel(store(), id),
+    runInspection: () => runInspection(store(), 'ON_DEMAND', config().runnerPollSeconds),
+  },
+  Inspection: {
+    __resolveReference: ({ id }: { id: string }) => getInspection(store(), id),
+    counts: findingCounts,
+    report: (i: Inspection, { format }: { format: 'MARKDOWN' | 'HTML' }) => (format === 'HTML' ? reportHtml(i) : reportMarkdown(i)),
   },
   Alarm: {
     __resolveReference: ({ id }: { id: string }) => getAlarm(store(), id),
