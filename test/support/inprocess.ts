@@ -1,12 +1,13 @@
 import type { ApolloServer } from '@apollo/server';
-import type { Context } from '../../lib/auth';
+import { BOOTSTRAP_ADMIN, type Context, type Role } from '../../lib/auth';
 import { hashSecret } from '../../lib/ids';
 import { createClient, ensureTables } from '../../lib/store';
 import { startDynalite } from './dynamodb';
 
 export type Result = { data?: Record<string, any>; errors?: { message: string; extensions?: { code?: string } }[] };
 
-export const operator: Context = { principal: { kind: 'operator' } };
+export const operator: Context = { principal: BOOTSTRAP_ADMIN };
+export const withRole = (role: Role, id = `k-test-${role.toLowerCase()}`): Context => ({ principal: { kind: 'operator', id, role } });
 export const anonymous: Context = { principal: { kind: 'anonymous' } };
 export const asHost = (hostId: string): Context => ({ principal: { kind: 'host', hostId } });
 
