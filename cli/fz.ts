@@ -3,17 +3,21 @@
  *
  *   npm run fz -- product apply <file.yaml|file.json>... [--dry-run]
  *   npm run fz -- product list [--json]
+ *   npm run fz -- audit verify | audit export
  *
  * The API is FZ_API_URL (default http://localhost:3000/graphql); the operator token is FZ_TOKEN or the one
  * `npm start` wrote to .fangzhou/admin-token. Exit 0 on success, 1 when something was refused, 2 on bad usage.
  */
 import { parseArgs } from 'node:util';
 import { CliError, DEFAULT_API_URL, connect, operatorToken, type Api } from './api';
+import { exportLines, verify } from './audit';
 import { formatProblem, loadProductFile, parsePath, type ProductDocument, type Problem } from './product-file';
 
 const USAGE = `usage:
   fz product apply <file.yaml|file.json>... [--dry-run]   define (or redefine) the products in the files
   fz product list [--json]                                the products the API knows
+  fz audit verify                                         check the audit log's hash chain (admin key)
+  fz audit export                                         the audit log as JSON lines, oldest first (admin key)
 options:
   --api-url URL   the GraphQL API (default: FZ_API_URL or ${DEFAULT_API_URL})
   --dry-run       check the files locally, send nothing
@@ -119,6 +123,11 @@ export async function main(argv: string[], out = (l: string) => console.log(l), 
     }
     if (noun === 'product' && verb === 'list' && rest.length === 0) {
       await list(values.json ?? false, api(), out);
+      return 0;
+    }
+    if (noun === 'audit' && verb === 'verify' && rest.length === 0) return (await verify(api(), out, err)) ? 0 : 1;
+    if (noun === 'audit' && verb === 'export' && rest.length === 0) {
+      await exportLines(api(), out);
       return 0;
     }
     throw new UsageError(noun ? `unknown command: ${positionals.join(' ')}` : 'no command given');

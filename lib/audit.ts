@@ -29,8 +29,10 @@ export interface AuditEntry extends AuditFields {
   hash: string;
 }
 
-interface StoredEntry extends AuditEntry, Versioned {
+/** As stored: `n` is the entry's place in the chain (`seq` is the store's write counter of every item). */
+interface StoredEntry extends Omit<AuditEntry, 'seq'>, Versioned {
   id: string;
+  n: number;
 }
 
 interface Head extends Versioned {
@@ -69,18 +71,22 @@ async function moveHead(store: Store, seq: number, hash: string) {
 }
 
 export async function appendAudit(store: Store, fields: AuditFields): Promise<AuditEntry> {
-  for (let attempt = 0; attempt < 100; attempt++) {
-    const head = await store.get<Head>('audit', HEAD);
-    const seq = (head?.last ?? 0) + 1;
-    const prevHash = head?.hash ?? GENESIS;
+  const head = await store.get<Head>('audit', HEAD);
+  let seq = (head?.last ?? 0) + 1;
+  let prevHash = head?.hash ?? GENESIS;
+  // Walks forward past entries others won, so n concurrent writers cost O(n) attempts, not a retry storm on the head.
+  for (let attempt = 0; attempt < 1_000; attempt++) {
     const entry: AuditEntry = { ...fields, seq, prevHash, hash: hashEntry({ ...fields, seq, prevHash }) };
-    const created = await store.create<Omit<StoredEntry, 'seq'> & { seq: number }>('audit', { id: entryId(seq), ...entry });
+    const { seq: _n, ...rest } = entry;
+    const created = await store.create<Omit<StoredEntry, 'seq'>>('audit', { id: entryId(seq), n: seq, ...rest });
     if (created) {
       await moveHead(store, seq, entry.hash);
       return entry;
     }
     const winner = await store.get<StoredEntry>('audit', entryId(seq));
-    if (winner) await moveHead(store, seq, winner.hash);
+    if (!winner) continue;
+    prevHash = winner.hash;
+    seq++;
   }
   throw new Error('the audit log is too contended to append to');
 }
@@ -108,10 +114,7 @@ export async function auditHead(store: Store): Promise<{ last: number; hash: str
   return { last: head?.last ?? 0, hash: head?.hash ?? GENESIS };
 }
 
-const strip = (e: StoredEntry): AuditEntry => {
-  const { id: _id, ...rest } = e;
-  return rest;
-};
+const strip = ({ id: _id, n, seq: _version, ...rest }: StoredEntry): AuditEntry => ({ ...rest, seq: n });
 
 /**
  * Newest first, `after` is the seq of the previous page's last entry. Reads entries by key going down from the head
