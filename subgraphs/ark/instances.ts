@@ -2,6 +2,7 @@ import { AppError } from '../../lib/errors';
 import { hashJson } from '../../lib/ids';
 import { kick } from '../../lib/kick';
 import { log } from '../../lib/log';
+import { openAll, type SealedVar } from '../../lib/secrets';
 import type { ConfigFileSpec, DesiredContainer, HealthcheckSpec, PortSpec } from '../../lib/runner-protocol';
 import type { Store, Versioned } from '../../lib/store';
 import type { Label } from '../../lib/validate';
@@ -13,6 +14,8 @@ import { schedule, type SchedulableHost } from './scheduler';
 export interface ContainerSpec {
   image: string;
   env: { name: string; value: string }[];
+  /** Sealed values; opened only in the answer to the runner of the instance's host (toDesired). */
+  secretEnv?: SealedVar[];
   ports: PortSpec[];
   cpuMillis: number;
   memoryMb: number;
@@ -217,7 +220,7 @@ export function toDesired(i: Instance): DesiredContainer {
     image: i.spec.image,
     specHash: i.specHash,
     desiredState: i.desiredState,
-    env: i.spec.env,
+    env: [...i.spec.env, ...openAll(i.spec.secretEnv)],
     ports: i.spec.ports,
     cpuMillis: i.spec.cpuMillis,
     memoryMb: i.spec.memoryMb,

@@ -6,7 +6,8 @@ import { auditHead, listAudit, type AuditFilter } from '../../lib/audit';
 import { kick } from '../../lib/kick';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
-import { defineProduct, getProduct, listProducts, mustGetProduct, type ProductInput } from './products';
+import { defineProduct, getProduct, listProducts, mustGetProduct, type Product, type ProductInput } from './products';
+import { openAll } from '../../lib/secrets';
 import { listHosts } from '../ark/hosts';
 import { instancesOfRelease, type Instance } from '../ark/instances';
 import type { ContainerRecord } from '../butler/status';
@@ -75,6 +76,7 @@ const resolvers = {
     testAlertChannel: (_: unknown, { id }: { id: string }) => testChannel(store(), id),
     createApiKey: (_: unknown, { input }: { input: ApiKeyInput }, ctx: Context) => createApiKey(store(), input, actor(ctx)),
     revokeApiKey: (_: unknown, { id }: { id: string }) => revokeApiKey(store(), id),
+    revealSecretEnv: async (_: unknown, { releaseId }: { releaseId: string }) => openAll((await mustGetRelease(store(), releaseId)).secretEnv),
   },
   Product: {
     __resolveReference: ({ name }: { name: string }) => getProduct(store(), name),
@@ -85,6 +87,10 @@ const resolvers = {
     status: async (r: Release) => (await status(r)).status,
     statusMessage: async (r: Release) => (await status(r)).message,
     upgrade: (r: Release) => r.upgrade && { ...r.upgrade, done: r.upgrade.done.length, total: r.replicas },
+    secretEnvNames: (r: Release) => (r.secretEnv ?? []).map((v) => v.name),
+  },
+  ProductDefaults: {
+    secretEnvNames: (d: Product['defaults']) => (d.secretEnv ?? []).map((v) => v.name),
   },
   AlertChannel: {
     // Deleted channels resolve too (tombstones), so old alarms' notifications still name them.
@@ -115,6 +121,7 @@ export const panamaAccess: AccessRules = {
     testAlertChannel: 'ADMIN',
     createApiKey: 'ADMIN',
     revokeApiKey: 'ADMIN',
+    revealSecretEnv: { rule: 'ADMIN', target: ({ releaseId }: { releaseId: string }) => releaseTarget({ id: releaseId }) },
   },
 };
 

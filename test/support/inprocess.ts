@@ -1,6 +1,7 @@
 import type { ApolloServer } from '@apollo/server';
 import { BOOTSTRAP_ADMIN, type Context, type Role } from '../../lib/auth';
 import { hashSecret } from '../../lib/ids';
+import { newSecretKey } from '../../lib/secrets';
 import { createClient, ensureTables } from '../../lib/store';
 import { startDynalite } from './dynamodb';
 
@@ -20,6 +21,7 @@ export async function startInProcess(prefix: string) {
   process.env.DYNAMODB_ENDPOINT = db.endpoint;
   process.env.FZ_TABLE_PREFIX = prefix;
   process.env.FZ_ADMIN_TOKEN_HASH = hashSecret('fza_test');
+  process.env.FZ_SECRET_KEY ??= newSecretKey();
   await ensureTables(createClient(db.endpoint, 'local'), prefix);
   // Loaded after the environment is set: the store client is built from it on first use.
   const { createGateway } = await import('../../gateway/gateway');
