@@ -46,6 +46,8 @@ export const config = () => ({
     /** `group=ROLE,…`: maps the claim's values (a string or an array of strings) to roles; the highest wins. */
     roleMap: process.env.FZ_JWT_ROLE_MAP || '',
   },
+  /** The platform registry (`host:port`) releases pin their images in and hosts pull from; unset: hosts use their own images. */
+  registry: process.env.FZ_REGISTRY || null,
 });
 
 export type Config = ReturnType<typeof config>;

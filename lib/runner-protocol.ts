@@ -12,7 +12,8 @@ export const LABELS = {
   spec: 'fangzhou.spec',
 } as const;
 
-export type ContainerState = 'CREATED' | 'RUNNING' | 'RESTARTING' | 'EXITED' | 'DEAD' | 'MISSING';
+/** PULLING: no container yet, its image is being pulled from the platform registry. */
+export type ContainerState = 'CREATED' | 'RUNNING' | 'RESTARTING' | 'EXITED' | 'DEAD' | 'MISSING' | 'PULLING';
 export type ContainerHealth = 'STARTING' | 'HEALTHY' | 'UNHEALTHY' | 'NONE';
 
 export interface KeyValue {
@@ -46,7 +47,12 @@ export interface DesiredContainer {
   releaseId: string;
   /** Docker container name, unique per host: `fz-<release name>-<ordinal>`. */
   name: string;
+  /** As the product names it, e.g. `fangzhou/redis:7.0.15`. */
   image: string;
+  /** The digest the release pinned for `image` (`sha256:…`); absent when it was not pinned (no registry). */
+  imageDigest?: string | null;
+  /** The platform registry (`host:port`) the runner pulls from; absent: run only what the engine already has. */
+  registry?: string | null;
   /** Hash of everything below that shapes the container; a changed hash means recreate. */
   specHash: string;
   desiredState: 'RUNNING' | 'STOPPED';
@@ -84,6 +90,17 @@ export interface ObservedContainer {
   error: string | null;
   /** The latest periodic sample, for running containers. */
   stats?: ContainerStats | null;
+  /** While the image of the instance's desired spec is being pulled. */
+  pull?: PullProgress | null;
+}
+
+/** How far a pull has come; bytes count only layers whose size the registry has announced yet. */
+export interface PullProgress {
+  image: string;
+  layers: number;
+  layersDone: number;
+  bytesDone: number;
+  bytesTotal: number;
 }
 
 export interface ContainerStats {

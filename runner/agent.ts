@@ -9,6 +9,7 @@ import { log } from '../lib/log';
 import type { KeyValue } from '../lib/runner-protocol';
 import { ApiError, ApiUnreachableError, createApi, type Api, type RegisterHostResult } from './api';
 import { StatsSampler } from './stats';
+import { ImagePuller } from './images';
 import { connectEngine, converge, engineFacts, followEvents, isEngineUnreachable, observe, type EngineFacts } from './engine';
 import { defaultWsUrl, followNotifications, WS_OFF, wsUrlProblem, type Notifications } from './notifications';
 import type { InstanceError } from './plan';
@@ -108,6 +109,7 @@ async function run(config: RunnerConfig, waker: Waker, signal: AbortSignal): Pro
   const docker = connectEngine(config.dockerTarget);
   const backoff = new Backoff();
   const stats = new StatsSampler(docker);
+  const images = new ImagePuller(docker, () => waker.wake());
   let facts: EngineFacts | null = null;
   let registration: RunnerState | null = null;
   let errors: InstanceError[] = [];
@@ -124,10 +126,10 @@ async function run(config: RunnerConfig, waker: Waker, signal: AbortSignal): Pro
           notifications.current = startNotifications(config, registration, waker);
         }
         const { hostId, hostToken } = registration;
-        const observed = stats.attach(await observe(docker, hostId, errors));
+        const observed = stats.attach(await observe(docker, hostId, errors, images.pulling()));
         stats.refresh(observed);
         const response = await api.runnerSync(hostToken, { observed, engine: facts.engine });
-        const result = await converge(docker, hostId, response.desired);
+        const result = await converge(docker, hostId, response.desired, images);
         const errorsChanged = errorKey(result.errors) !== errorKey(errors);
         errors = result.errors;
         backoff.reset();

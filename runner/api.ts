@@ -40,7 +40,7 @@ const RUNNER_SYNC = `mutation($input: RunnerSyncInput!) {
   runnerSync(input: $input) {
     hostId pollSeconds
     desired {
-      instanceId releaseId name image specHash desiredState
+      instanceId releaseId name image imageDigest registry specHash desiredState
       env { name value }
       ports { name containerPort protocol }
       cpuMillis memoryMb

@@ -8,6 +8,7 @@ import type { Readable } from 'node:stream';
 import { pack } from 'tar-stream';
 import { LABELS, type ConfigFileSpec, type DesiredContainer, type EngineInfo, type ObservedContainer } from '../lib/runner-protocol';
 import { log } from '../lib/log';
+import { ImageProblem, type ImagePuller } from './images';
 import {
   NETWORK,
   createOptions,
@@ -18,6 +19,7 @@ import {
   withErrors,
   type InstanceError,
   type OwnContainer,
+  type PullingInstance,
 } from './plan';
 
 const CONCURRENCY = 8;
@@ -81,8 +83,8 @@ export async function listOwn(docker: Docker, hostId: string): Promise<OwnContai
   return list.map(ownContainer);
 }
 
-/** Our containers as the sync reports them, with the errors of the last converge attached. */
-export async function observe(docker: Docker, hostId: string, errors: InstanceError[] = []): Promise<ObservedContainer[]> {
+/** Our containers as the sync reports them, with the errors of the last converge and the running pulls attached. */
+export async function observe(docker: Docker, hostId: string, errors: InstanceError[] = [], pulling: PullingInstance[] = []): Promise<ObservedContainer[]> {
   const own = await listOwn(docker, hostId);
   const observed: ObservedContainer[] = [];
   await forEachLimit(own, async (c) => {
@@ -93,7 +95,7 @@ export async function observe(docker: Docker, hostId: string, errors: InstanceEr
     }
   });
   observed.sort((a, b) => a.name.localeCompare(b.name) || a.containerId.localeCompare(b.containerId));
-  return withErrors(observed, errors);
+  return withErrors(observed, errors, pulling);
 }
 
 export interface ConvergeResult {
@@ -105,7 +107,8 @@ export interface ConvergeResult {
 /** An expected reason an instance cannot be converged, worded for the operator. */
 class InstanceProblem extends Error {}
 
-export async function converge(docker: Docker, hostId: string, desired: DesiredContainer[]): Promise<ConvergeResult> {
+/** An instance whose image is not on the engine yet is left alone (its old container keeps serving) while `images` pulls it. */
+export async function converge(docker: Docker, hostId: string, desired: DesiredContainer[], images: ImagePuller): Promise<ConvergeResult> {
   let changed = await ensureNetwork(docker);
   const own = await listOwn(docker, hostId);
 
@@ -125,14 +128,15 @@ export async function converge(docker: Docker, hostId: string, desired: DesiredC
   await forEachLimit(desired, async (d) => {
     try {
       const mine = own.filter((c) => c.instanceId === d.instanceId);
-      if (await convergeInstance(docker, hostId, d, mine)) changed = true;
+      if (await convergeInstance(docker, hostId, d, mine, images)) changed = true;
     } catch (err) {
       if (isEngineUnreachable(err)) throw err;
-      const message = err instanceof InstanceProblem ? err.message : `engine error: ${(err as Error).message}`;
+      const message = err instanceof InstanceProblem || err instanceof ImageProblem ? err.message : `engine error: ${(err as Error).message}`;
       log.warn({ instanceId: d.instanceId, name: d.name, err: message }, 'could not converge instance');
       errors.push({ instanceId: d.instanceId, name: d.name, specHash: d.specHash, message });
     }
   });
+  images.retain(new Set(desired.map((d) => d.instanceId)));
   return { changed, errors };
 }
 
@@ -155,12 +159,10 @@ async function ensureNetwork(docker: Docker): Promise<boolean> {
   }
 }
 
-async function convergeInstance(docker: Docker, hostId: string, d: DesiredContainer, mine: OwnContainer[]): Promise<boolean> {
+async function convergeInstance(docker: Docker, hostId: string, d: DesiredContainer, mine: OwnContainer[], images: ImagePuller): Promise<boolean> {
   const plan = planInstance(d, mine);
-  // Check before removing the old containers: without the new image they keep serving.
-  if (plan.create && !(await imagePresent(docker, d.image))) {
-    throw new InstanceProblem(`image ${d.image} is not present on this host`);
-  }
+  // Before removing the old containers: until the new image is here they keep serving.
+  if (plan.create && !(await images.ready(d))) return false;
   await Promise.all(plan.remove.map((c) => removeContainer(docker, c)));
 
   let container = plan.keep ? docker.getContainer(plan.keep.id) : null;
@@ -179,16 +181,6 @@ async function convergeInstance(docker: Docker, hostId: string, d: DesiredContai
     log.info({ instanceId: d.instanceId, name: d.name }, 'stopped container');
   }
   return plan.create || plan.start || plan.stop || plan.remove.length > 0;
-}
-
-async function imagePresent(docker: Docker, image: string): Promise<boolean> {
-  try {
-    await docker.getImage(image).inspect();
-    return true;
-  } catch (err) {
-    if (statusOf(err) === 404) return false;
-    throw err;
-  }
 }
 
 /** Null when the name is held by a container of this very instance that the listing missed: the next pass sees it. */

@@ -10,7 +10,9 @@ import {
   type DesiredContainer,
   type ObservedContainer,
   type ObservedPort,
+  type PullProgress,
 } from '../lib/runner-protocol';
+import { imageRef } from './images';
 
 /** The user-defined bridge all our containers join: Docker's embedded DNS resolves their aliases on it. */
 export const NETWORK = 'fangzhou';
@@ -85,7 +87,7 @@ export function createOptions(hostId: string, d: DesiredContainer): Docker.Conta
   const portKeys = d.ports.map((p) => `${p.containerPort}/${p.protocol}`);
   return {
     name: d.name,
-    Image: d.image,
+    Image: imageRef(d),
     Env: d.env.map((e) => `${e.name}=${e.value}`),
     Labels: {
       [LABELS.managed]: 'true',
@@ -163,14 +165,14 @@ export function toObserved(info: Docker.ContainerInspectInfo): ObservedContainer
   };
 }
 
-/** An instance that has no container because converging it failed. */
-function missing(e: InstanceError): ObservedContainer {
+/** An instance that has no container: its image is being pulled, or converging it failed. */
+function containerless(e: Omit<InstanceError, 'message'> & { message: string | null }, pull: PullProgress | null): ObservedContainer {
   return {
     containerId: '',
     instanceId: e.instanceId,
     specHash: e.specHash,
     name: e.name,
-    state: 'MISSING',
+    state: pull && !e.message ? 'PULLING' : 'MISSING',
     health: 'NONE',
     restartCount: 0,
     exitCode: null,
@@ -179,15 +181,32 @@ function missing(e: InstanceError): ObservedContainer {
     ip: null,
     ports: [],
     error: e.message,
+    pull,
   };
 }
 
-/** The observed list with each instance's converge error attached, and MISSING entries for container-less ones. */
-export function withErrors(observed: ObservedContainer[], errors: InstanceError[]): ObservedContainer[] {
-  const byInstance = new Map(errors.map((e) => [e.instanceId, e]));
+/** An instance waiting for its image, as converge left it. */
+export interface PullingInstance {
+  instanceId: string;
+  name: string;
+  specHash: string;
+  progress: PullProgress;
+}
+
+/**
+ * The observed list with each instance's converge error and pull progress attached, and entries for instances
+ * without a container: PULLING while their image comes, MISSING with the error when converging them failed.
+ */
+export function withErrors(observed: ObservedContainer[], errors: InstanceError[], pulling: PullingInstance[] = []): ObservedContainer[] {
+  const errorOf = new Map(errors.map((e) => [e.instanceId, e]));
+  const pullOf = new Map(pulling.map((p) => [p.instanceId, p]));
   const seen = new Set(observed.map((o) => o.instanceId));
+  const containerlessIds = [...new Set([...errors, ...pulling].map((x) => x.instanceId))].filter((id) => !seen.has(id));
   return [
-    ...observed.map((o) => ({ ...o, error: byInstance.get(o.instanceId)?.message ?? null })),
-    ...errors.filter((e) => !seen.has(e.instanceId)).map(missing),
+    ...observed.map((o) => ({ ...o, error: errorOf.get(o.instanceId)?.message ?? null, pull: pullOf.get(o.instanceId)?.progress ?? null })),
+    ...containerlessIds.map((id) => containerless(
+      errorOf.get(id) ?? { ...pullOf.get(id)!, message: null },
+      pullOf.get(id)?.progress ?? null,
+    )),
   ];
 }

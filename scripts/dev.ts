@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from './demo-product';
+import { registryMissing } from './registry';
 import { ensureDocker, startStack } from './stack';
 
 /**
@@ -15,6 +16,7 @@ async function main() {
     lambdaPort: port('FZ_LAMBDA_PORT', 3002),
     storePort: port('FZ_STORE_PORT', 4567),
     dynamodbEndpoint: process.env.DYNAMODB_ENDPOINT || undefined,
+    registry: registryMissing() ? undefined : { port: port('FZ_REGISTRY_PORT', 5000) },
     output: 'inherit',
     watch: true,
   });
@@ -32,7 +34,8 @@ async function main() {
   const defined = await stack.graphql(DEFINE_PRODUCT, { input: DEMO_PRODUCT });
   if (defined.errors) process.stderr.write(`could not define the demo product: ${defined.errors[0].message}\n`);
 
-  const noDocker = ensureDocker();
+  if (!stack.registry) process.stderr.write(`no image registry: ${registryMissing()}; hosts run only the images their engine has\n`);
+  const noDocker = ensureDocker(stack.registry);
   if (noDocker) {
     process.stderr.write(`\nWARNING: no Docker engine could be had (${noDocker}). The API works, but no host runner was started, so deploys stay unplaced.\n\n`);
   } else {

@@ -5,6 +5,7 @@ import { hashSecret, newSecret } from '../lib/ids';
 import { ListTablesCommand } from '@aws-sdk/client-dynamodb';
 import { createClient, ensureTables } from '../lib/store';
 import { newSecretKey } from '../lib/secrets';
+import { startRegistry } from './registry';
 
 /**
  * The embedded stack: dynalite (persisted), serverless-offline with every handler, and optionally a host runner
@@ -29,14 +30,23 @@ export interface StackOptions {
   /** Child output goes here (the dev stack shows it, tests keep it in a file). */
   output?: 'inherit' | 'ignore' | string;
   env?: Record<string, string>;
+  /** Address the API and WebSocket listen on (FZ_LISTEN_HOST; default localhost): a fleet's runners reach it there. */
+  listenHost?: string;
   /** Rebuild and reload the handlers when their code changes (the dev stack); off for tests and benches. */
   watch?: boolean;
+  /**
+   * Start the platform's image registry (scripts/registry.ts) on host:port (defaults FZ_LISTEN_HOST or 127.0.0.1,
+   * and 5000), data under `<dataDir>/registry`. Without it, hosts run only images their engine already has.
+   */
+  registry?: { host?: string; port?: number };
 }
 
 export interface Stack {
   url: string;
   wsUrl: string;
   adminToken: string;
+  /** The platform registry's `host:port`, or null when the stack runs none. */
+  registry: string | null;
   env: Record<string, string>;
   /** GraphQL over HTTP with the operator token; throws on transport errors, returns data and errors. */
   graphql<T = Record<string, any>>(query: string, variables?: Record<string, unknown>, token?: string | null): Promise<{ data?: T; errors?: { message: string; extensions?: { code?: string } }[] }>;
@@ -104,8 +114,25 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     client.destroy();
   }
 
+  // The image registry: its own process; the handlers learn its address (FZ_REGISTRY) to pin image digests.
+  let registry: string | null = null;
+  if (options.registry) {
+    const started = await startRegistry({
+      dir: join(dataDir, 'registry'),
+      host: options.registry.host ?? process.env.FZ_LISTEN_HOST ?? '127.0.0.1',
+      port: options.registry.port ?? 5000,
+      output: out,
+    }).catch(async (err) => {
+      for (const s of stop.splice(0)) await s().catch(() => undefined);
+      throw err;
+    });
+    stop.push(() => started.stop());
+    registry = started.address;
+  }
+
   const adminToken = operatorToken(dataDir);
-  const url = `http://localhost:${httpPort}/graphql`;
+  const listenHost = options.listenHost ?? (process.env.FZ_LISTEN_HOST || 'localhost');
+  const url = `http://${listenHost}:${httpPort}/graphql`;
   const env: Record<string, string> = {
     ...process.env as Record<string, string>,
     DYNAMODB_ENDPOINT: endpoint,
@@ -116,9 +143,11 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     FZ_WS_PORT: String(options.wsPort ?? 3001),
     FZ_LAMBDA_PORT: String(options.lambdaPort ?? 3002),
     FZ_SUBGRAPH_TRANSPORT: options.subgraphTransport ?? 'http',
-    FZ_SUBGRAPH_URL_BASE: `http://localhost:${httpPort}/subgraphs`,
+    FZ_LISTEN_HOST: listenHost,
+    FZ_SUBGRAPH_URL_BASE: `http://${listenHost}:${httpPort}/subgraphs`,
     FZ_BUILD_DIR: `.esbuild/${httpPort}`,
     ...(options.watch ? {} : { FZ_WATCH_PATTERN: '.esbuild/no-watch' }),
+    ...(registry ? { FZ_REGISTRY: registry } : {}),
     ...options.env,
   };
   const offline = spawn(process.execPath, [bin('serverless'), 'offline', 'start'], {
@@ -137,8 +166,9 @@ export async function startStack(options: StackOptions): Promise<Stack> {
 
   const stack: Stack = {
     url,
-    wsUrl: `ws://localhost:${options.wsPort ?? 3001}`,
+    wsUrl: `ws://${listenHost}:${options.wsPort ?? 3001}`,
     adminToken,
+    registry,
     env,
     graphql,
     async startRunner(name, args = [], runnerEnv = {}) {
@@ -165,7 +195,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   const tick = async () => {
     while (ticking) {
       for (const fn of TICKS) {
-        await fetch(`http://localhost:${env.FZ_LAMBDA_PORT}/2015-03-31/functions/fangzhou-dev-${fn}/invocations`, { method: 'POST', body: '{}' })
+        await fetch(`http://${listenHost}:${env.FZ_LAMBDA_PORT}/2015-03-31/functions/fangzhou-dev-${fn}/invocations`, { method: 'POST', body: '{}' })
           .then((r) => r.arrayBuffer()).catch(() => undefined);
       }
       await new Promise((r) => setTimeout(r, tickSeconds * 1000).unref());
@@ -193,8 +223,12 @@ async function killGroup(child: ChildProcess) {
   timers.forEach(clearTimeout);
 }
 
-/** Runs scripts/ensure-docker.sh; returns why no engine is available, or null when one is. */
-export function ensureDocker(): string | null {
-  const res = spawnSync('bash', [join(ROOT, 'scripts/ensure-docker.sh')], { stdio: ['ignore', 'inherit', 'inherit'] });
+/**
+ * Runs scripts/ensure-docker.sh (with a registry address, the images it builds are pushed there too); returns why no
+ * engine is available, or null when one is.
+ */
+export function ensureDocker(registry: string | null = null): string | null {
+  const env = { ...process.env, ...(registry ? { FZ_REGISTRY: registry } : {}) };
+  const res = spawnSync('bash', [join(ROOT, 'scripts/ensure-docker.sh')], { stdio: ['ignore', 'inherit', 'inherit'], env });
   return res.status === 0 ? null : `scripts/ensure-docker.sh exited with ${res.status}`;
 }

@@ -1,3 +1,4 @@
+import { config } from '../../lib/config';
 import { AppError } from '../../lib/errors';
 import { hashJson } from '../../lib/ids';
 import { kick } from '../../lib/kick';
@@ -13,6 +14,8 @@ import { schedule, type SchedulableHost } from './scheduler';
 /** Everything that shapes an instance's container; its hash decides when the runner recreates it. */
 export interface ContainerSpec {
   image: string;
+  /** The digest the release pinned the image to in the platform registry; absent when unpinned. */
+  imageDigest?: string;
   env: { name: string; value: string }[];
   /** Sealed values; opened only in the answer to the runner of the instance's host (toDesired). */
   secretEnv?: SealedVar[];
@@ -218,6 +221,9 @@ export function toDesired(i: Instance): DesiredContainer {
     releaseId: i.releaseId,
     name: containerName(i),
     image: i.spec.image,
+    // Hosts pull by the pinned digest from the registry as it is reachable now; unpinned, they use their own images.
+    imageDigest: i.spec.imageDigest ?? null,
+    registry: i.spec.imageDigest ? config().registry : null,
     specHash: i.specHash,
     desiredState: i.desiredState,
     env: [...i.spec.env, ...openAll(i.spec.secretEnv)],

@@ -68,6 +68,7 @@ const resolvers = {
     instance: (c: ContainerRecord) => ({ __typename: 'Instance', id: c.instanceId }),
     host: (c: ContainerRecord) => ({ __typename: 'Host', id: c.hostId }),
     stats: (c: ContainerRecord) => c.stats ?? null,
+    pull: (c: ContainerRecord) => c.pull ?? null,
   },
 } satisfies Record<string, Record<string, unknown>>;
 

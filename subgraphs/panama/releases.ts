@@ -3,11 +3,13 @@ import { badInput, conflict, notFound } from '../../lib/errors';
 import { newId } from '../../lib/ids';
 import type { Store, Versioned } from '../../lib/store';
 import { config } from '../../lib/config';
+import type { PullProgress } from '../../lib/runner-protocol';
 import * as check from '../../lib/validate';
 import { mergeSealed, sealAll, type SealedVar } from '../../lib/secrets';
 import {
   instanceId, instancesOfRelease, placeInstances, removeInstance, respecInstance, type ContainerSpec, type Instance, type PlacementConstraints, type UnplacedInstance,
 } from '../ark/instances';
+import { pinImage, type PinnedImage } from '../ark/images';
 import { containersOfRelease, isFailing, isServing, type ContainerRecord } from '../butler/status';
 import { resolveDependencies } from './dependencies';
 import { renderTemplates, templateContext } from './templates';
@@ -21,6 +23,9 @@ export interface Revision {
   version: string;
   createdAt: string;
   reason: string;
+  /** What the revision runs: the image and the digest it was pinned to (absent on revisions older than pinning). */
+  image?: string;
+  imageDigest?: string | null;
 }
 
 export interface Release extends Versioned {
@@ -36,6 +41,8 @@ export interface Release extends Versioned {
   secretEnv?: SealedVar[];
   revision: number;
   revisions: Revision[];
+  /** Version → the digest its image was pinned to in the platform registry; every instance spec uses these. */
+  imageDigests?: Record<string, string>;
   /** Releases that must be RUNNING before this one is placed. */
   dependsOn: string[];
   /**
@@ -121,12 +128,15 @@ export function releaseFromInput(input: DeployInput, product: Product, id: strin
 export const domainName = (releaseName: string, ordinal: number) => `${releaseName}-${ordinal}.${releaseName}.${config().dnsZone}`;
 
 /** The container of one instance; its config files are rendered for its ordinal and the release's peers. */
-export function instanceSpec(release: Pick<Release, 'id' | 'name' | 'version' | 'replicas' | 'resources' | 'env' | 'secretEnv'>, product: Product, ordinal: number): ContainerSpec {
+export function instanceSpec(release: Pick<Release, 'id' | 'name' | 'version' | 'replicas' | 'resources' | 'env' | 'secretEnv' | 'imageDigests'>, product: Product, ordinal: number): ContainerSpec {
   const image = product.versions.find((v) => v.version === release.version)!.image;
+  const imageDigest = release.imageDigests?.[release.version];
   const peers = ordinalsUpTo(Math.max(release.replicas, ordinal + 1))
     .map((n) => ({ id: instanceId(release.id, n), ordinal: n, domainName: domainName(release.name, n) }));
   return {
     image,
+    // Absent rather than null when unpinned, so that specs written before pinning keep their hash.
+    ...(imageDigest ? { imageDigest } : {}),
     env: release.env,
     ...(release.secretEnv?.length ? { secretEnv: release.secretEnv } : {}),
     ports: product.defaults.ports,
@@ -182,6 +192,8 @@ export async function deploy(store: Store, input: DeployInput, now = new Date())
     ? await planDependencies(store, main, input.withDependencies ?? false, now)
     : [{ release: main, product }];
 
+  // Pinned before anything is written: an image the registry lacks refuses the deploy and leaves nothing behind.
+  for (const entry of plan) entry.release = withPin(entry.release, await pinVersion(entry.product, entry.release.version));
   const written: Omit<Release, 'seq'>[] = [];
   try {
     for (const { release, product: p } of plan) {
@@ -199,6 +211,17 @@ export async function deploy(store: Store, input: DeployInput, now = new Date())
   }
   return (await getRelease(store, main.id))!;
 }
+
+/** The image of a product version, pinned to its digest in the platform registry now. */
+export const pinVersion = (product: Product, version: string): Promise<PinnedImage> =>
+  pinImage(product.versions.find((v) => v.version === version)!.image);
+
+/** A new release records the pin of its version, in its first revision too. */
+const withPin = (release: Omit<Release, 'seq'>, pin: PinnedImage): Omit<Release, 'seq'> => ({
+  ...release,
+  imageDigests: pin.imageDigest ? { [release.version]: pin.imageDigest } : {},
+  revisions: release.revisions.map((r) => ({ ...r, ...pin })),
+});
 
 async function claimName(store: Store, release: Pick<Release, 'id' | 'name'>) {
   const key = `release-name#${release.name}`;
@@ -262,10 +285,12 @@ export async function listReleases(store: Store): Promise<Release[]> {
   return (await store.scan<Release>('releases')).sort((a, b) => a.name.localeCompare(b.name));
 }
 
-const addRevision = (r: Release, reason: string, now: Date, version = r.version): Pick<Release, 'revision' | 'revisions'> => ({
-  revision: r.revision + 1,
-  revisions: [...r.revisions, { revision: r.revision + 1, version, createdAt: now.toISOString(), reason }],
-});
+/** A revision of what the release runs now (scale, config): the same version and pinned image as the last one. */
+const addRevision = (r: Release, reason: string, now: Date): Pick<Release, 'revision' | 'revisions'> => {
+  const last = r.revisions[r.revisions.length - 1];
+  const pin = last?.version === r.version && last.image ? { image: last.image, imageDigest: last.imageDigest ?? null } : {};
+  return { revision: r.revision + 1, revisions: [...r.revisions, { revision: r.revision + 1, version: r.version, createdAt: now.toISOString(), reason, ...pin }] };
+};
 
 const mustBeChangeable = (release: Release) => {
   if (release.phase === 'DELETING') throw conflict(`release "${release.name}" is being deleted`);
@@ -367,8 +392,13 @@ export function releaseStatus(release: Release, instances: Instance[], container
   const serving = current.filter(({ i, c }) => c && isServing(c) && c.specHash === i.specHash).length;
   if (serving === instances.length && instances.length === release.replicas) return { status: 'RUNNING', message: null };
   const unplaced = release.placementError && instances.length < release.replicas ? `; ${release.placementError}` : '';
-  return { status: 'DEPLOYING', message: `${serving} of ${release.replicas} instances running${unplaced}` };
+  const pulls = current.flatMap(({ c }) => (c?.pull ? [c.pull] : []));
+  const pulling = pulls.length ? `; ${pulls.length} pulling ${describePull(pulls[0])}` : '';
+  return { status: 'DEPLOYING', message: `${serving} of ${release.replicas} instances running${pulling}${unplaced}` };
 }
+
+const describePull = (p: PullProgress) =>
+  `${p.image} (${p.layersDone} of ${p.layers} layers${p.bytesTotal ? `, ${Math.floor((100 * p.bytesDone) / p.bytesTotal)}% of ${(p.bytesTotal / 1e6).toFixed(1)} MB` : ''})`;
 
 export async function statusOf(store: Store, release: Release): Promise<DerivedStatus> {
   const [instances, containers] = await Promise.all([instancesOfRelease(store, release.id), containersOfRelease(store, release.id)]);
