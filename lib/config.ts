@@ -46,6 +46,10 @@ export const config = () => ({
     /** `group=ROLE,…`: maps the claim's values (a string or an array of strings) to roles; the highest wins. */
     roleMap: process.env.FZ_JWT_ROLE_MAP || '',
   },
+  /** The range every host's subnet and every instance's address come from. */
+  clusterCidr: process.env.FZ_CLUSTER_CIDR || '10.240.0.0/16',
+  /** Size of each host's subnet in the cluster range (24: up to 253 instances per host). */
+  hostSubnetPrefix: num('FZ_HOST_SUBNET_PREFIX', 24),
   /** The platform registry (`host:port`) releases pin their images in and hosts pull from; unset: hosts use their own images. */
   registry: process.env.FZ_REGISTRY || null,
 });

@@ -144,6 +144,8 @@ export function instanceSpec(release: Pick<Release, 'id' | 'name' | 'version' | 
     memoryMb: release.resources.memoryMb,
     healthcheck: product.defaults.healthcheck,
     configFiles: product.configTemplates.length ? renderTemplates(product.configTemplates, templateContext(release, product, peers, ordinal)) : [],
+    ...(product.defaults.dataPath ? { dataPath: product.defaults.dataPath } : {}),
+    ...(product.defaults.lifecycle ? { lifecycle: product.defaults.lifecycle } : {}),
   };
 }
 
