@@ -77,6 +77,10 @@ export async function refreshPrincipal(principal: Principal, now = Date.now()): 
   return key && !key.revokedAt ? { kind: 'operator', id: key.id, role: key.role, scope: key.scope } : null;
 }
 
+/** What the caller is, as the console shows it (what it may do follows from the role). */
+export const callerOf = (principal: Principal) =>
+  principal.kind === 'operator' ? { kind: 'OPERATOR', role: principal.role } : { kind: 'HOST', role: 'VIEWER' };
+
 export async function contextFromHeaders(headers: { get(name: string): string | undefined | null }): Promise<Context> {
   const authorization = headers.get('authorization') ?? undefined;
   return { principal: await authenticate(authorization), authorization, requestId: headers.get('x-request-id') ?? undefined };

@@ -46,6 +46,8 @@ export const config = () => ({
     /** `group=ROLE,…`: maps the claim's values (a string or an array of strings) to roles; the highest wins. */
     roleMap: process.env.FZ_JWT_ROLE_MAP || '',
   },
+  /** How often the scheduled inspection runs (the watchdog tick starts it when due). */
+  inspectionIntervalHours: num('FZ_INSPECTION_INTERVAL_HOURS', 24),
   /** The range every host's subnet and every instance's address come from. */
   clusterCidr: process.env.FZ_CLUSTER_CIDR || '10.240.0.0/16',
   /** Size of each host's subnet in the cluster range (24: up to 253 instances per host). */

@@ -20,7 +20,7 @@ const EXPECTED: Record<string, string> = {
   createJoinToken: 'ADMIN', registerHost: 'ANYONE', labelHost: 'ADMIN', setHostExclusive: 'ADMIN', drainHost: 'ADMIN',
   cordonHost: 'ADMIN', uncordonHost: 'ADMIN', revokeHost: 'ADMIN', runnerSync: 'HOST',
   // Butler
-  acknowledgeAlarm: 'OPERATOR', restartInstance: 'OPERATOR',
+  acknowledgeAlarm: 'OPERATOR', restartInstance: 'OPERATOR', runInspection: 'OPERATOR',
 };
 const SAMPLE_QUERIES: Record<string, string> = {
   products: 'VIEWER', releases: 'VIEWER', hosts: 'VIEWER', alarms: 'VIEWER', events: 'VIEWER', configSummary: 'VIEWER',
