@@ -1,6 +1,6 @@
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import gql from 'graphql-tag';
-import { requireHost, secure, type Context } from '../../lib/auth';
+import { requireHost, secure, type AccessRules, type Context } from '../../lib/auth';
 import { config } from '../../lib/config';
 import type { SyncRequest } from '../../lib/runner-protocol';
 import { readSchemaFile } from '../../lib/schema-files';
@@ -9,7 +9,7 @@ import type { Label } from '../../lib/validate';
 import { getContainer } from './containers';
 import { resolveName, type Endpoint } from './discovery';
 import { runnerSync } from './dispatch';
-import { createJoinToken, drainHost, getHost, labelHost, listHosts, registerHost, setCordoned, type RegisterHostInput } from './hosts';
+import { createJoinToken, drainHost, getHost, labelHost, listHosts, registerHost, revokeHost, setCordoned, type RegisterHostInput } from './hosts';
 import { getInstance, instancesOfHost, instancesOfRelease, networkChanged, type Instance } from './instances';
 
 async function instancePorts(i: Instance) {
@@ -39,6 +39,7 @@ const resolvers = {
     drainHost: (_: unknown, { id }: { id: string }) => drainHost(store(), id),
     cordonHost: (_: unknown, { id }: { id: string }) => setCordoned(store(), id, true),
     uncordonHost: (_: unknown, { id }: { id: string }) => setCordoned(store(), id, false),
+    revokeHost: (_: unknown, { id }: { id: string }) => revokeHost(store(), id),
     runnerSync: (_: unknown, { input }: { input: SyncRequest }, ctx: Context) => runnerSync(store(), requireHost(ctx), input),
   },
   Host: {
@@ -62,7 +63,22 @@ const resolvers = {
   },
 } satisfies Record<string, Record<string, unknown>>;
 
+/** Who may call what (lib/auth.ts): hosts are an admin's business; a runner syncs only with its own host token. */
+export const arkAccess: AccessRules = {
+  Mutation: {
+    createJoinToken: 'ADMIN',
+    // The join token is its credential, checked by registerHost itself.
+    registerHost: 'ANYONE',
+    labelHost: 'ADMIN',
+    drainHost: 'ADMIN',
+    cordonHost: 'ADMIN',
+    uncordonHost: 'ADMIN',
+    revokeHost: 'ADMIN',
+    runnerSync: 'HOST',
+  },
+};
+
 export const arkSchema = () => buildSubgraphSchema({
   typeDefs: gql(readSchemaFile('ark.graphql')),
-  resolvers: secure(resolvers, { anonymous: ['registerHost'], host: ['runnerSync'] }) as never,
+  resolvers: secure(resolvers, arkAccess) as never,
 });

@@ -1,11 +1,14 @@
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import gql from 'graphql-tag';
-import { secure } from '../../lib/auth';
+import { actor, secure, type AccessRules, type Context } from '../../lib/auth';
+import { createApiKey, listApiKeys, revokeApiKey, type ApiKeyInput } from '../../lib/apikeys';
+import { auditHead, listAudit, type AuditFilter } from '../../lib/audit';
 import { kick } from '../../lib/kick';
 import { log } from '../../lib/log';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
-import { defineProduct, deleteProduct, getProduct, listProducts, mustGetProduct, type ProductInput } from './products';
+import { defineProduct, deleteProduct, getProduct, listProducts, mustGetProduct, type Product, type ProductInput } from './products';
+import { openAll } from '../../lib/secrets';
 import { instancesOfHost, instancesOfRelease, listContainers, listHosts, listInstances, setHostExclusive } from '../ark';
 import { configSummary, deploymentScript, summaryRows } from './artefacts';
 import { resolveDependencies } from './dependencies';
@@ -45,6 +48,10 @@ const resolvers = {
     resolveDependencies: async (_: unknown, { products }: { products: string[] }) =>
       resolveDependencies(products, new Map((await listProducts(store())).map((p) => [p.name, p]))),
     alertChannels: () => listChannels(store()),
+    apiKeys: () => listApiKeys(store()),
+    auditLog: (_: unknown, { filter, first, after }: { filter?: AuditFilter | null; first: number; after?: string | null }) =>
+      listAudit(store(), filter ?? {}, first, after),
+    auditHead: () => auditHead(store()),
     deploymentScript: async (_: unknown, { releaseId, format }: { releaseId: string; format: 'SHELL' | 'COMPOSE' }) => {
       const release = await mustGetRelease(store(), releaseId);
       return deploymentScript(format, release, await instancesOfRelease(store(), releaseId));
@@ -84,6 +91,9 @@ const resolvers = {
       return setHostExclusive(store(), id, product ?? null, async (hostId, keep) =>
         (await instancesOfHost(store(), hostId)).filter((i) => i.product !== keep).map((i) => i.id));
     },
+    createApiKey: (_: unknown, { input }: { input: ApiKeyInput }, ctx: Context) => createApiKey(store(), input, actor(ctx)),
+    revokeApiKey: (_: unknown, { id }: { id: string }) => revokeApiKey(store(), id),
+    revealSecretEnv: async (_: unknown, { releaseId }: { releaseId: string }) => openAll((await mustGetRelease(store(), releaseId)).secretEnv),
   },
   Product: {
     __resolveReference: ({ name }: { name: string }) => getProduct(store(), name),
@@ -94,6 +104,10 @@ const resolvers = {
     status: async (r: Release) => (await status(r)).status,
     statusMessage: async (r: Release) => (await status(r)).message,
     upgrade: (r: Release) => r.upgrade && { ...r.upgrade, done: r.upgrade.done.length, total: r.replicas },
+    secretEnvNames: (r: Release) => (r.secretEnv ?? []).map((v) => v.name),
+  },
+  ProductDefaults: {
+    secretEnvNames: (d: Product['defaults']) => (d.secretEnv ?? []).map((v) => v.name),
   },
   AlertChannel: {
     // Deleted channels resolve too (tombstones), so old alarms' notifications still name them.
@@ -103,7 +117,33 @@ const resolvers = {
   },
 } satisfies Record<string, Record<string, unknown>>;
 
+/** A change to one release, for keys scoped to some products or releases. */
+const releaseTarget = async ({ id }: { id: string }) => ({ releaseId: id, product: (await getRelease(store(), id))?.product ?? null });
+
+/** Who may call what (lib/auth.ts): operators run releases, admins define products and channels and manage keys. */
+export const panamaAccess: AccessRules = {
+  Query: { apiKeys: 'ADMIN', auditLog: 'ADMIN', auditHead: 'ADMIN' },
+  Mutation: {
+    defineProduct: { rule: 'ADMIN', target: ({ input }: { input: { name: string } }) => ({ product: input?.name }) },
+    deleteProduct: { rule: 'ADMIN', target: ({ name }: { name: string }) => ({ product: name }) },
+    deploy: { rule: 'OPERATOR', target: ({ input }: { input: { product: string } }) => ({ product: input?.product }) },
+    scaleRelease: { rule: 'OPERATOR', target: releaseTarget },
+    configureRelease: { rule: 'OPERATOR', target: releaseTarget },
+    upgradeRelease: { rule: 'OPERATOR', target: releaseTarget },
+    rollbackRelease: { rule: 'OPERATOR', target: releaseTarget },
+    pauseUpgrade: { rule: 'OPERATOR', target: releaseTarget },
+    resumeUpgrade: { rule: 'OPERATOR', target: releaseTarget },
+    deleteRelease: { rule: 'OPERATOR', target: releaseTarget },
+    createAlertChannel: 'ADMIN',
+    deleteAlertChannel: 'ADMIN',
+    setHostExclusive: 'ADMIN',
+    createApiKey: 'ADMIN',
+    revokeApiKey: 'ADMIN',
+    revealSecretEnv: { rule: 'ADMIN', target: ({ releaseId }: { releaseId: string }) => releaseTarget({ id: releaseId }) },
+  },
+};
+
 export const panamaSchema = () => buildSubgraphSchema({
   typeDefs: gql(readSchemaFile('panama.graphql')),
-  resolvers: secure(resolvers) as never,
+  resolvers: secure(resolvers, panamaAccess) as never,
 });
