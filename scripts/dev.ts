@@ -5,7 +5,7 @@ import { ensureDocker, startStack } from './stack';
 
 /**
  * `npm start`: the platform on its embedded defaults. Store: dynalite under .fangzhou/data (or DYNAMODB_ENDPOINT).
- * API: serverless-offline. Hosts: one runner on the local Docker engine. Ctrl-C stops everything it started.
+ * API: server mode (server/), or serverless-offline with FZ_RUNTIME=offline. Hosts: one runner on the local Docker engine. Ctrl-C stops everything it started.
  */
 async function main() {
   const port = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
@@ -35,7 +35,7 @@ async function main() {
   if (defined.errors) process.stderr.write(`could not define the demo product: ${defined.errors[0].message}\n`);
 
   if (!stack.registry) process.stderr.write(`no image registry: ${registryMissing()}; hosts run only the images their engine has\n`);
-  const noDocker = ensureDocker(stack.registry);
+  const noDocker = await ensureDocker(stack.registry);
   if (noDocker) {
     process.stderr.write(`\nWARNING: no Docker engine could be had (${noDocker}). The API works, but no host runner was started, so deploys stay unplaced.\n\n`);
   } else {
