@@ -170,13 +170,18 @@ async function measure(b: Bench, label: string, runtime: Runtime, httpPort: numb
 }
 
 runBench('server-mode', 900_000, async (b) => {
-  const offline = await measure(b, 'serverless-offline', 'offline', 3600, 4970, 'http');
-  const serverHttp = await measure(b, 'server mode, subgraphs over HTTP', 'server', 3610, 4971, 'http');
   const server = await measure(b, 'server mode (default: subgraphs in-process)', 'server', 3620, 4972);
+  const serverHttp = await measure(b, 'server mode, subgraphs over HTTP', 'server', 3610, 4971, 'http');
+  // Last, and allowed to fail: on a busy machine serverless-offline may not answer within the stack's 180 s.
+  const offline = await measure(b, 'serverless-offline', 'offline', 3600, 4970, 'http').catch((err: Error) => {
+    console.log(`serverless-offline: ${err.message}`);
+    return undefined;
+  });
 
+  const columns = [offline, serverHttp, server];
   console.log('\n                         offline    server/http  server (default)');
   const row = (name: string, f: (x: Figures) => number, unit: string) =>
-    console.log(`${name.padEnd(24)} ${[offline, serverHttp, server].map((x) => `${f(x).toFixed(1)} ${unit}`.padStart(12)).join(' ')}`);
+    console.log(`${name.padEnd(24)} ${columns.map((x) => (x ? `${f(x).toFixed(1)} ${unit}` : 'n/a').padStart(12)).join(' ')}`);
   row('start-up', (x) => x.startupMs / 1000, 's');
   row('resident memory', (x) => x.rssMiB, 'MiB');
   row('subscription p50', (x) => x.subscription.p50, 'ms');
@@ -185,9 +190,9 @@ runBench('server-mode', 900_000, async (b) => {
   row('plan fetches p50', (x) => x.planFetches.p50, 'ms');
   row('gateway overhead p50', (x) => x.overheadP50, 'ms');
   row('{ __typename } p50', (x) => x.bare.p50, 'ms');
-  const out = (x: Figures) => ({
+  const out = (x: Figures | undefined) => x && ({
     startupSeconds: round(x.startupMs / 1000), rssMiB: round(x.rssMiB, 0), subscription: roundStats(x.subscription),
     gateway: roundStats(x.gateway), planFetches: roundStats(x.planFetches), gatewayOverheadP50: round(x.overheadP50), bare: roundStats(x.bare),
   });
-  return { requests: REQUESTS, events: EVENTS, offline: out(offline), serverHttp: out(serverHttp), server: out(server) };
+  return { requests: REQUESTS, events: EVENTS, offline: out(offline) ?? null, serverHttp: out(serverHttp), server: out(server) };
 });
