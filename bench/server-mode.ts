@@ -91,7 +91,7 @@ async function measure(b: Bench, label: string, runtime: Runtime, httpPort: numb
   // A host that reports like a runner: every desired container RUNNING and HEALTHY.
   const joinToken = (await post(stack.url, 'mutation { createJoinToken { token } }', undefined, token)).createJoinToken.token;
   const { registerHost } = await post(stack.url, 'mutation($input: RegisterHostInput!) { registerHost(input: $input) { host { id } hostToken } }',
-    { input: { joinToken, name: `bench-${label.replace(/\W+/g, '-')}`, address: '127.0.0.1', capacity: { cpuMillis: 4000, memoryMb: 4096 } } }, token);
+    { input: { joinToken, name: `bench-${runtime}-${httpPort}`, address: '127.0.0.1', capacity: { cpuMillis: 4000, memoryMb: 4096 } } }, token);
   const hostToken: string = registerHost.hostToken;
   const startedAt = new Map<string, string>();
   let desired: { instanceId: string; specHash: string; name: string }[] = [];
