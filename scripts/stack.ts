@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { hashSecret, newSecret } from '../lib/ids';
 import { ListTablesCommand } from '@aws-sdk/client-dynamodb';
 import { createClient, ensureTables } from '../lib/store';
+import { newSecretKey } from '../lib/secrets';
 import { startRegistry } from './registry';
 
 /**
@@ -66,6 +67,14 @@ function operatorToken(dataDir: string): string {
   writeFileSync(file, token + '\n', { mode: 0o600 });
   chmodSync(file, 0o600);
   return token;
+}
+
+/** The key that seals secret env values: a file beside the store, never inside it (mode 0600). */
+function secretKeyFile(dataDir: string): string {
+  const file = join(dataDir, 'secret-key');
+  if (!existsSync(file)) writeFileSync(file, newSecretKey() + '\n', { mode: 0o600 });
+  chmodSync(file, 0o600);
+  return file;
 }
 
 function outputStream(output: StackOptions['output']): 'inherit' | 'ignore' | number {
@@ -136,6 +145,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     DYNAMODB_ENDPOINT: endpoint,
     FZ_TABLE_PREFIX: tablePrefix,
     FZ_ADMIN_TOKEN_HASH: hashSecret(adminToken),
+    FZ_SECRET_KEY_FILE: secretKeyFile(dataDir),
     FZ_HTTP_PORT: String(httpPort),
     FZ_WS_PORT: String(options.wsPort ?? 3001),
     FZ_LAMBDA_PORT: String(options.lambdaPort ?? 3002),
