@@ -1,13 +1,18 @@
+import { apiGatewayConnections, probeHost, type Connections } from '../gateway/subscriptions';
 import { store } from '../lib/store';
 import { deliverPending } from '../subgraphs/butler/notify';
 import { watchHosts } from '../subgraphs/butler/watchdog';
+
+let connections: Connections | undefined;
+/** The watchdog's second witness: a ping down a silent host's notification socket. */
+const probe = (hostId: string) => probeHost(store(), (connections ??= apiGatewayConnections()), hostId);
 
 /**
  * The watchdog tick: hosts that stopped reporting go DOWN and their instances move; draining hosts empty; alarm
  * notifications that are due are sent. A failing channel never holds up host handling.
  */
 export const handler = async () => {
-  const [hosts, notify] = await Promise.allSettled([watchHosts(store()), deliverPending(store())]);
+  const [hosts, notify] = await Promise.allSettled([watchHosts(store(), probe), deliverPending(store())]);
   if (hosts.status === 'rejected') throw hosts.reason;
   return notify.status === 'fulfilled' ? notify.value : undefined;
 };

@@ -134,6 +134,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     FZ_LAMBDA_PORT: String(options.lambdaPort ?? 3002),
     FZ_SUBGRAPH_TRANSPORT: options.subgraphTransport ?? 'http',
     FZ_LISTEN_HOST: listenHost,
+    // The handlers learn how often the stack ticks them (the watchdog counts silence only while it ticked).
+    FZ_TICK_SECONDS: process.env.FZ_TICK_SECONDS ?? '1',
     FZ_SUBGRAPH_URL_BASE: `http://${listenHost}:${httpPort}/subgraphs`,
     FZ_BUILD_DIR: `.esbuild/${httpPort}`,
     ...(options.watch ? {} : { FZ_WATCH_PATTERN: '.esbuild/no-watch' }),
@@ -180,7 +182,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     },
   };
   // serverless-offline runs no schedules: invoke the tick functions ourselves, one call at a time.
-  const tickSeconds = Number(process.env.FZ_TICK_SECONDS ?? 1);
+  const tickSeconds = Number(env.FZ_TICK_SECONDS);
   let ticking = true;
   const tick = async () => {
     while (ticking) {

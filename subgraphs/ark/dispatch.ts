@@ -6,17 +6,24 @@ import { recordObservations } from '../butler/status';
 import { reactToChanges } from '../butler/watch';
 import { hostCameBack } from '../butler/watchdog';
 import { finishDeletions } from '../panama/releases';
-import { heartbeat } from './hosts';
+import { checkSession, heartbeat, mustGetHost, recordEngine } from './hosts';
 import { instancesOfHost, toDesired } from './instances';
 
 /**
- * One round trip with a host runner: its call is the heartbeat, its report becomes the live status, and the answer
- * is every container that should run on that host. Level-triggered: the runner converges to the answer whatever
- * it missed before.
+ * One round trip with a host runner: its report becomes the live status, and the answer is every container that
+ * should run on that host. Level-triggered: the runner converges to the answer whatever it missed before. A runner
+ * with a heartbeat session proves it lives with runnerHeartbeat; the sync of one without (an older runner) is its
+ * heartbeat.
  */
 export async function runnerSync(store: Store, hostId: string, request: SyncRequest): Promise<SyncResponse> {
-  const { host, cameBack } = await heartbeat(store, hostId, request.engine);
-  if (cameBack) await hostCameBack(store, host);
+  if (request.session) {
+    const host = await mustGetHost(store, hostId);
+    checkSession(host, request.session, config().hostDownSeconds);
+    if (request.engine) await recordEngine(store, host, request.engine);
+  } else {
+    const { host, cameBack } = await heartbeat(store, hostId, { session: null, engine: request.engine }, config().hostDownSeconds);
+    if (cameBack) await hostCameBack(store, host);
+  }
   const instances = await instancesOfHost(store, hostId);
   const desired = new Map(instances.map((i) => [i.id, i]));
   const changes = await recordObservations(store, hostId, request.observed, desired);
@@ -25,4 +32,23 @@ export async function runnerSync(store: Store, hostId: string, request: SyncRequ
   if (changes.length) await kick('publish');
   await finishDeletions(store, new Set(changes.map((c) => c.releaseId)));
   return { hostId, desired: instances.map(toDesired), pollSeconds: config().runnerPollSeconds };
+}
+
+export interface HeartbeatRequest {
+  session: string;
+  sentAt: string;
+}
+
+export interface HeartbeatResponse {
+  hostId: string;
+  serverTime: string;
+  intervalSeconds: number;
+  clockSkewSeconds: number;
+}
+
+/** The runner's own liveness signal, independent of its container work (runner/heartbeat.ts). */
+export async function runnerHeartbeat(store: Store, hostId: string, request: HeartbeatRequest, now = new Date()): Promise<HeartbeatResponse> {
+  const { host, cameBack } = await heartbeat(store, hostId, request, config().hostDownSeconds, now);
+  if (cameBack) await hostCameBack(store, host, now);
+  return { hostId, serverTime: now.toISOString(), intervalSeconds: config().heartbeatSeconds, clockSkewSeconds: host.clockSkewSeconds ?? 0 };
 }

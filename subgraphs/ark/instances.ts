@@ -3,7 +3,7 @@ import { AppError } from '../../lib/errors';
 import { hashJson } from '../../lib/ids';
 import { kick } from '../../lib/kick';
 import { log } from '../../lib/log';
-import type { ConfigFileSpec, DesiredContainer, HealthcheckSpec, PortSpec } from '../../lib/runner-protocol';
+import { DEFAULT_STOP, type ConfigFileSpec, type DesiredContainer, type HealthcheckSpec, type PortSpec } from '../../lib/runner-protocol';
 import type { Store, Versioned } from '../../lib/store';
 import type { Label } from '../../lib/validate';
 import { recordEvent } from '../butler/events';
@@ -21,6 +21,9 @@ export interface ContainerSpec {
   memoryMb: number;
   healthcheck: HealthcheckSpec | null;
   configFiles: ConfigFileSpec[];
+  /** Absent: Docker's defaults (SIGTERM, 10 s). */
+  stopSignal?: string;
+  stopTimeoutSeconds?: number;
   /** Bumped to replace the container with a fresh one (restartInstance, auto-restart); absent until then. */
   generation?: number;
 }
@@ -230,5 +233,7 @@ export function toDesired(i: Instance): DesiredContainer {
     healthcheck: i.spec.healthcheck,
     domainName: i.domainName,
     configFiles: i.spec.configFiles,
+    stopSignal: i.spec.stopSignal ?? DEFAULT_STOP.signal,
+    stopTimeoutSeconds: i.spec.stopTimeoutSeconds ?? DEFAULT_STOP.timeoutSeconds,
   };
 }

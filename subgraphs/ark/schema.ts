@@ -10,7 +10,7 @@ import type { Label } from '../../lib/validate';
 import type { PlatformEvent } from '../butler/events';
 import { getContainer } from '../butler/status';
 import { mustGetProduct } from '../panama/products';
-import { runnerSync } from './dispatch';
+import { runnerHeartbeat, runnerSync, type HeartbeatRequest } from './dispatch';
 import { createJoinToken, drainHost, getHost, labelHost, listHosts, registerHost, setCordoned, setHostExclusive, type RegisterHostInput } from './hosts';
 import { getInstance, HOST_DESIRED_CHANGED, instancesOfHost, instancesOfRelease, type Instance } from './instances';
 
@@ -45,6 +45,7 @@ const resolvers = {
     cordonHost: (_: unknown, { id }: { id: string }) => setCordoned(store(), id, true),
     uncordonHost: (_: unknown, { id }: { id: string }) => setCordoned(store(), id, false),
     runnerSync: (_: unknown, { input }: { input: SyncRequest }, ctx: Context) => runnerSync(store(), requireHost(ctx), input),
+    runnerHeartbeat: (_: unknown, { input }: { input: HeartbeatRequest }, ctx: Context) => runnerHeartbeat(store(), requireHost(ctx), input),
   },
   Host: {
     __resolveReference: ({ id }: { id: string }) => getHost(store(), id),
@@ -71,5 +72,5 @@ const resolvers = {
 
 export const arkSchema = () => buildSubgraphSchema({
   typeDefs: gql(readSchemaFile('ark.graphql')),
-  resolvers: secure(resolvers, { anonymous: ['registerHost'], host: ['runnerSync', 'hostDesiredStateChange'] }) as never,
+  resolvers: secure(resolvers, { anonymous: ['registerHost'], host: ['runnerSync', 'runnerHeartbeat', 'hostDesiredStateChange'] }) as never,
 });

@@ -1,7 +1,7 @@
 import semver from 'semver';
 import { badInput, notFound } from '../../lib/errors';
 import type { Store, Versioned } from '../../lib/store';
-import type { HealthcheckSpec, PortSpec } from '../../lib/runner-protocol';
+import { DEFAULT_STOP, type HealthcheckSpec, type PortSpec } from '../../lib/runner-protocol';
 import * as check from '../../lib/validate';
 import { checkTemplates } from './templates';
 
@@ -22,6 +22,9 @@ export interface Product extends Versioned {
     ports: PortSpec[];
     env: { name: string; value: string }[];
     healthcheck: HealthcheckSpec | null;
+    /** Absent on products defined before stops were declared: the defaults apply. */
+    stopSignal?: string;
+    stopTimeoutSeconds?: number;
   };
   configTemplates: { path: string; template: string }[];
   requiresExclusiveHosts: boolean;
@@ -39,10 +42,14 @@ export type ProductInput = {
     ports?: { name: string; containerPort: number; protocol?: string | null }[] | null;
     env?: { name: string; value: string }[] | null;
     healthcheck?: Partial<HealthcheckSpec> & { command: string[] } | null;
+    stopSignal?: string | null;
+    stopTimeoutSeconds?: number | null;
   } | null;
   configTemplates?: { path: string; template: string }[] | null;
   requiresExclusiveHosts?: boolean | null;
 };
+
+const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH', 'SIGPWR', 'SIGKILL'];
 
 const IMAGE = /^[a-z0-9]+([._\-/:@][a-zA-Z0-9]+)*$/;
 
@@ -79,6 +86,11 @@ export function productFromInput(input: ProductInput, now = new Date()): Omit<Pr
     retries: check.intInRange(hc.retries ?? 3, 'defaults.healthcheck.retries', 1, 100),
     startPeriodSeconds: check.intInRange(hc.startPeriodSeconds ?? 0, 'defaults.healthcheck.startPeriodSeconds', 0, 3600),
   } : null;
+  const stopSignal = (d.stopSignal ?? DEFAULT_STOP.signal).toUpperCase();
+  if (!STOP_SIGNALS.includes(stopSignal)) {
+    throw badInput(`defaults.stopSignal "${d.stopSignal}" is not a stop signal; use one of ${STOP_SIGNALS.join(', ')}`, 'defaults.stopSignal');
+  }
+  const stopTimeoutSeconds = check.intInRange(d.stopTimeoutSeconds ?? DEFAULT_STOP.timeoutSeconds, 'defaults.stopTimeoutSeconds', 1, 600);
   const configTemplates = (input.configTemplates ?? []).map((t) => ({ path: t.path, template: t.template }));
   const env = check.envVars(d.env, 'defaults.env');
   checkTemplates(configTemplates, { product: name, env });
@@ -93,6 +105,8 @@ export function productFromInput(input: ProductInput, now = new Date()): Omit<Pr
       ports,
       env,
       healthcheck,
+      stopSignal,
+      stopTimeoutSeconds,
     },
     configTemplates,
     requiresExclusiveHosts: Boolean(input.requiresExclusiveHosts),

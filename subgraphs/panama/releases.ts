@@ -13,6 +13,7 @@ import { containersOfRelease, isFailing, isServing, type ContainerRecord } from 
 import { resolveDependencies } from './dependencies';
 import { renderTemplates, templateContext } from './templates';
 import type { UpgradeRecord } from './upgrades';
+import { DEFAULT_STOP } from '../../lib/runner-protocol';
 import { latestVersion, listProducts, mustGetProduct, type Product } from './products';
 
 export type ReleaseStatus = 'PENDING' | 'DEPLOYING' | 'RUNNING' | 'DEGRADED' | 'UPGRADING' | 'ROLLING_BACK' | 'FAILED' | 'DELETING';
@@ -130,8 +131,15 @@ export function instanceSpec(release: Pick<Release, 'id' | 'name' | 'version' | 
     cpuMillis: release.resources.cpuMillis,
     memoryMb: release.resources.memoryMb,
     healthcheck: product.defaults.healthcheck,
+    ...declaredStop(product),
     configFiles: product.configTemplates.length ? renderTemplates(product.configTemplates, templateContext(release, product, peers, ordinal)) : [],
   };
+}
+
+/** Only a stop that differs from the defaults is part of the spec, so products that declare none keep their hashes. */
+function declaredStop(product: Product): Pick<ContainerSpec, 'stopSignal' | 'stopTimeoutSeconds'> {
+  const { stopSignal = DEFAULT_STOP.signal, stopTimeoutSeconds = DEFAULT_STOP.timeoutSeconds } = product.defaults;
+  return stopSignal === DEFAULT_STOP.signal && stopTimeoutSeconds === DEFAULT_STOP.timeoutSeconds ? {} : { stopSignal, stopTimeoutSeconds };
 }
 
 export function unplacedInstances(release: Omit<Release, 'seq'>, product: Product, ordinals: number[], now: Date): UnplacedInstance[] {

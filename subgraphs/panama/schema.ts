@@ -2,9 +2,10 @@ import { buildSubgraphSchema } from '@apollo/subgraph';
 import gql from 'graphql-tag';
 import { secure } from '../../lib/auth';
 import { kick } from '../../lib/kick';
+import { DEFAULT_STOP } from '../../lib/runner-protocol';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
-import { defineProduct, getProduct, listProducts, mustGetProduct, type ProductInput } from './products';
+import { defineProduct, getProduct, listProducts, mustGetProduct, type Product, type ProductInput } from './products';
 import { listHosts } from '../ark/hosts';
 import { instancesOfRelease, type Instance } from '../ark/instances';
 import type { ContainerRecord } from '../butler/status';
@@ -70,6 +71,10 @@ const resolvers = {
   },
   Product: {
     __resolveReference: ({ name }: { name: string }) => getProduct(store(), name),
+  },
+  ProductDefaults: {
+    stopSignal: (d: Product['defaults']) => d.stopSignal ?? DEFAULT_STOP.signal,
+    stopTimeoutSeconds: (d: Product['defaults']) => d.stopTimeoutSeconds ?? DEFAULT_STOP.timeoutSeconds,
   },
   Release: {
     __resolveReference: ({ id }: { id: string }) => getRelease(store(), id),
