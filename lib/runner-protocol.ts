@@ -10,6 +10,10 @@ export const LABELS = {
   instance: 'fangzhou.instance',
   release: 'fangzhou.release',
   spec: 'fangzhou.spec',
+  /** On a container: its beforeStop hook (JSON), run before the runner stops or removes it. */
+  beforeStop: 'fangzhou.before-stop',
+  /** On a one-off container running an onReplace hook: the instance it prepares. */
+  hookOf: 'fangzhou.hook-of',
 } as const;
 
 /** PULLING: no container yet, its image is being pulled from the platform registry. */
@@ -38,6 +42,13 @@ export interface HealthcheckSpec {
   startPeriodSeconds: number;
 }
 
+/** Commands (exec form) the runner runs at points of an instance's life; see Lifecycle in schema/panama.graphql. */
+export interface LifecycleSpec {
+  afterStart: string[] | null;
+  beforeStop: string[] | null;
+  onReplace: string[] | null;
+}
+
 export interface ConfigFileSpec {
   /** Absolute path inside the container. */
   path: string;
@@ -64,8 +75,15 @@ export interface DesiredContainer {
   cpuMillis: number;
   memoryMb: number;
   healthcheck: HealthcheckSpec | null;
-  /** The instance's DNS name; the runner adds it as a network alias. */
+  /** The instance's DNS name (served by every runner's DNS server). */
   domainName: string;
+  /** Where the instance's named volume is mounted; absent: no volume. */
+  dataPath?: string | null;
+  lifecycle?: LifecycleSpec | null;
+  /** The instance moved here from another host: its onReplace hook runs before its first start here. */
+  replaced?: boolean;
+  /** The instance's fixed address on its host's subnet; absent: the engine picks one. */
+  ip?: string | null;
   configFiles: ConfigFileSpec[];
   /** How PID 1 is asked to stop, and how long it gets before SIGKILL; absent: DEFAULT_STOP. */
   stopSignal?: string;
@@ -124,6 +142,37 @@ export interface SyncRequest {
   engine: EngineInfo | null;
   /** The runner's heartbeat session (runner/heartbeat.ts); absent: the sync is the heartbeat. */
   session?: string | null;
+  /** The network serial of the routes and records the runner holds; absent or stale: send them. */
+  networkSerial?: number | null;
+}
+
+/** A route to another host's subnet via that host's address (host-gw). */
+export interface Route {
+  subnet: string;
+  via: string;
+}
+
+/** One record of the internal zone: A (address) or SRV (target and port). */
+export interface DnsRecord {
+  name: string;
+  type: 'A' | 'SRV';
+  address: string | null;
+  target: string | null;
+  port: number | null;
+}
+
+/** The host's place in the cluster network, and what its runner programs and serves. */
+export interface HostNetwork {
+  /** This host's subnet; its `fangzhou` bridge is created on it. */
+  subnet: string;
+  /** The bridge's address: containers' gateway and DNS server. */
+  gateway: string;
+  clusterCidr: string;
+  zone: string;
+  serial: number;
+  /** Null when the runner already holds this serial. */
+  routes: Route[] | null;
+  records: DnsRecord[] | null;
 }
 
 export interface SyncResponse {
@@ -131,4 +180,5 @@ export interface SyncResponse {
   desired: DesiredContainer[];
   /** How long the runner waits before its next sync when nothing happens. */
   pollSeconds: number;
+  network: HostNetwork;
 }

@@ -12,6 +12,7 @@ import { startHeartbeat, type Heartbeat } from './heartbeat';
 import { StatsSampler } from './stats';
 import { ImagePuller } from './images';
 import { connectEngine, converge, engineFacts, followEvents, isEngineUnreachable, observe, type EngineFacts } from './engine';
+import { hostNetworks, HostNetworking } from './network';
 import { defaultWsUrl, followNotifications, WS_OFF, wsUrlProblem, type Notifications } from './notifications';
 import type { InstanceError } from './plan';
 import { loadState, saveState, stateFile, type RunnerState } from './state';
@@ -34,6 +35,8 @@ export interface RunnerConfig {
   /** Socket path, `unix://` or `tcp://` address of the Docker engine. */
   dockerTarget: string;
   stateDir: string;
+  /** Port of the DNS server on the bridge address (53: containers can reach no other). */
+  dnsPort?: number;
 }
 
 /** The runner cannot go on (bad join token, revoked host token, unregistered without a join token). */
@@ -92,6 +95,7 @@ export async function ensureRegistered(api: Api, config: RunnerConfig, facts: En
       address: config.address,
       labels: config.labels,
       capacity: { cpuMillis: config.cpuMillis ?? facts.cpuMillis, memoryMb: config.memoryMb ?? facts.memoryMb },
+      networks: hostNetworks(),
     });
   } catch (err) {
     if (err instanceof ApiError && err.code !== 'INTERNAL') {
@@ -115,6 +119,7 @@ async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal)
   const docker = connectEngine(config.dockerTarget);
   const backoff = new Backoff();
   const stats = new StatsSampler(docker);
+  const networking = new HostNetworking({ dnsPort: config.dnsPort });
   const images = new ImagePuller(docker, () => waker.wake());
   let facts: EngineFacts | null = null;
   let registration: RunnerState | null = null;
@@ -146,13 +151,14 @@ async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal)
         const { hostId, hostToken } = registration;
         const observed = stats.attach(await observe(docker, hostId, errors, images.pulling()));
         stats.refresh(observed);
-        const response = await api.runnerSync(hostToken, { observed, engine: facts.engine, session: heartbeat!.session });
+        const response = await api.runnerSync(hostToken, { observed, engine: facts.engine, networkSerial: networking.serial, session: heartbeat!.session });
         synced = true;
-        const result = await converge(docker, hostId, response.desired, images);
+        const bridgeChanged = await networking.apply(docker, response.network);
+        const result = await converge(docker, hostId, response.desired, images, networking.bridge);
         const errorsChanged = errorKey(result.errors) !== errorKey(errors);
         errors = result.errors;
         backoff.reset();
-        if ((result.changed || errorsChanged) && quickResyncs < MAX_QUICK_RESYNCS) {
+        if ((result.changed || bridgeChanged || errorsChanged) && quickResyncs < MAX_QUICK_RESYNCS) {
           quickResyncs++;
           continue;
         }
@@ -170,6 +176,7 @@ async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal)
     // Also on a fatal end: an open WebSocket or a beating loop would keep the process alive.
     heartbeat?.stop();
     await notifications.current?.stop();
+    await networking.close();
   }
   if (fatal) throw new RunnerFatalError(fatal);
   log.info({ name: config.name }, 'runner stopped; containers keep running');

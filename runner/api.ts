@@ -36,6 +36,8 @@ export interface RegisterHostInput {
   address: string;
   labels: KeyValue[];
   capacity: { cpuMillis: number; memoryMb: number };
+  /** CIDRs of the host's own interfaces; the API refuses a cluster network that overlaps them. */
+  networks: string[];
 }
 
 export interface RegisterHostResult {
@@ -56,9 +58,15 @@ const RUNNER_SYNC = `mutation($input: RunnerSyncInput!) {
       ports { name containerPort protocol }
       cpuMillis memoryMb
       healthcheck { command intervalSeconds timeoutSeconds retries startPeriodSeconds }
-      domainName
+      domainName ip dataPath replaced
+      lifecycle { afterStart beforeStop onReplace }
       configFiles { path content }
       stopSignal stopTimeoutSeconds
+    }
+    network {
+      subnet gateway clusterCidr zone serial
+      routes { subnet via }
+      records { name type address target port }
     }
   }
 }`;

@@ -8,9 +8,10 @@ import type { Readable } from 'node:stream';
 import { pack } from 'tar-stream';
 import { LABELS, type ConfigFileSpec, type DesiredContainer, type EngineInfo, type ObservedContainer } from '../lib/runner-protocol';
 import { log } from '../lib/log';
+import { ensureBridge, type Bridge } from './network';
+import { ensureVolume, execHook, HookProblem, removeStrayVolumes, runOnReplace } from './lifecycle';
 import { ImageProblem, type ImagePuller } from './images';
 import {
-  NETWORK,
   createOptions,
   ownContainer,
   planInstance,
@@ -113,22 +114,28 @@ export interface ConvergeResult {
 /** An expected reason an instance cannot be converged, worded for the operator. */
 class InstanceProblem extends Error {}
 
-/** An instance whose image is not on the engine yet is left alone (its old container keeps serving) while `images` pulls it. */
-export async function converge(docker: Docker, hostId: string, desired: DesiredContainer[], images: ImagePuller): Promise<ConvergeResult> {
-  let changed = await ensureNetwork(docker);
+/**
+ * An instance whose image is not on the engine yet is left alone (its old container keeps serving) while `images`
+ * pulls it. `bridge`: the host's subnet and bridge address from the sync; without it the engine picks the range.
+ */
+export async function converge(docker: Docker, hostId: string, desired: DesiredContainer[], images: ImagePuller, bridge: Bridge | null = null): Promise<ConvergeResult> {
+  let changed = await ensureBridge(docker, bridge);
   const own = await listOwn(docker, hostId);
 
   // Strays are removed in the background; their engine events (die, destroy) wake the loop to report them gone.
   for (const c of strays(own, desired)) if (removeInBackground(docker, c)) changed = true;
+  // Their data goes with them once they are gone: an instance that moved away starts afresh on its new host.
+  const stopping = new Set(own.filter((c) => removing.has(c.id)).map((c) => c.instanceId));
+  if (await removeStrayVolumes(docker, hostId, desired, stopping)) changed = true;
 
   const errors: InstanceError[] = [];
   await forEachLimit(desired, async (d) => {
     try {
       const mine = own.filter((c) => c.instanceId === d.instanceId);
-      if (await convergeInstance(docker, hostId, d, mine, images)) changed = true;
+      if (await convergeInstance(docker, hostId, d, mine, images, bridge?.gateway ?? null)) changed = true;
     } catch (err) {
       if (isEngineUnreachable(err)) throw err;
-      const message = err instanceof InstanceProblem || err instanceof ImageProblem ? err.message : `engine error: ${(err as Error).message}`;
+      const message = err instanceof InstanceProblem || err instanceof ImageProblem || err instanceof HookProblem ? err.message : `engine error: ${(err as Error).message}`;
       log.warn({ instanceId: d.instanceId, name: d.name, err: message }, 'could not converge instance');
       errors.push({ instanceId: d.instanceId, name: d.name, specHash: d.specHash, message });
     }
@@ -137,26 +144,7 @@ export async function converge(docker: Docker, hostId: string, desired: DesiredC
   return { changed, errors };
 }
 
-/** Returns whether it created the network. Another runner on the same engine may create it concurrently. */
-async function ensureNetwork(docker: Docker): Promise<boolean> {
-  try {
-    await docker.getNetwork(NETWORK).inspect();
-    return false;
-  } catch (err) {
-    if (statusOf(err) !== 404) throw err;
-  }
-  try {
-    // CheckDuplicate: without it older engines happily create a second network of the same name.
-    await docker.createNetwork({ Name: NETWORK, Driver: 'bridge', CheckDuplicate: true, Labels: { [LABELS.managed]: 'true' } });
-    log.info({ network: NETWORK }, 'created network');
-    return true;
-  } catch (err) {
-    if (statusOf(err) === 409) return false;
-    throw err;
-  }
-}
-
-async function convergeInstance(docker: Docker, hostId: string, d: DesiredContainer, mine: OwnContainer[], images: ImagePuller): Promise<boolean> {
+async function convergeInstance(docker: Docker, hostId: string, d: DesiredContainer, mine: OwnContainer[], images: ImagePuller, dns: string | null): Promise<boolean> {
   const plan = planInstance(d, mine);
   // Before removing the old containers: until the new image is here they keep serving.
   if (plan.create && !(await images.ready(d))) return false;
@@ -164,7 +152,9 @@ async function convergeInstance(docker: Docker, hostId: string, d: DesiredContai
 
   let container = plan.keep ? docker.getContainer(plan.keep.id) : null;
   if (plan.create) {
-    container = await createContainer(docker, hostId, d);
+    await ensureVolume(docker, hostId, d);
+    await runOnReplace(docker, hostId, d, dns, (c) => copyConfigFiles(c, d.configFiles));
+    container = await createContainer(docker, hostId, d, dns);
     if (!container) return true;
   }
   if (container && plan.start) {
@@ -172,8 +162,10 @@ async function convergeInstance(docker: Docker, hostId: string, d: DesiredContai
     await copyConfigFiles(container, d.configFiles);
     await tolerate(container.start(), 304);
     log.info({ instanceId: d.instanceId, name: d.name, containerId: container.id }, 'started container');
+    if (d.lifecycle?.afterStart) await execHook(container, 'afterStart', d.lifecycle.afterStart);
   }
   if (container && plan.stop) {
+    if (d.lifecycle?.beforeStop) await beforeStop(container, d.lifecycle.beforeStop);
     await tolerate(container.stop(), 304); // the container's own StopSignal and StopTimeout
     log.info({ instanceId: d.instanceId, name: d.name }, 'stopped container');
   }
@@ -181,9 +173,9 @@ async function convergeInstance(docker: Docker, hostId: string, d: DesiredContai
 }
 
 /** Null when the name is held by a container of this very instance that the listing missed: the next pass sees it. */
-async function createContainer(docker: Docker, hostId: string, d: DesiredContainer): Promise<Docker.Container | null> {
+async function createContainer(docker: Docker, hostId: string, d: DesiredContainer, dns: string | null): Promise<Docker.Container | null> {
   try {
-    const container = await docker.createContainer(createOptions(hostId, d));
+    const container = await docker.createContainer(createOptions(hostId, d, dns));
     log.info({ instanceId: d.instanceId, name: d.name, image: d.image, specHash: d.specHash }, 'created container');
     return container;
   } catch (err) {
@@ -207,8 +199,19 @@ function removeInBackground(docker: Docker, c: OwnContainer): boolean {
   return true;
 }
 
+/** A failed beforeStop hook is logged, not fatal: the container stops anyway, as it would on a power cut. */
+async function beforeStop(container: Docker.Container, command: string[]): Promise<void> {
+  try {
+    await execHook(container, 'beforeStop', command);
+  } catch (err) {
+    if (statusOf(err) === 409 || statusOf(err) === 404) return; // not running
+    log.warn({ containerId: container.id, err: (err as Error).message }, 'beforeStop hook failed; stopping anyway');
+  }
+}
+
 async function removeContainer(docker: Docker, c: OwnContainer): Promise<void> {
   const container = docker.getContainer(c.id);
+  if (c.beforeStop && c.status === 'running') await beforeStop(container, c.beforeStop);
   // The container's own StopSignal and StopTimeout (Docker's 10 s for containers created without one).
   await tolerate(container.stop(), 304, 404);
   await tolerate(container.remove({ force: true }), 404);

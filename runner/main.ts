@@ -5,6 +5,7 @@ import { log } from '../lib/log';
 import type { KeyValue } from '../lib/runner-protocol';
 import { RunnerFatalError, startRunner, type RunnerConfig } from './agent';
 import { DEFAULT_DOCKER_SOCKET } from './engine';
+import { isEngineInterface } from './network';
 
 const USAGE = `usage: npm run runner -- --name NAME [options]
 
@@ -13,7 +14,8 @@ Registers this host with Fangzhou (once) and keeps its Docker containers in the 
 options:
   --name NAME            host name, unique in the fleet (required)
   --labels K=V,K=V       host labels for placement, e.g. zone=a,disk=ssd
-  --address IP           address other hosts reach this one at (default: first non-internal IPv4)
+  --address IP           address other hosts reach this one at, and route container traffic to (default: first
+                         IPv4 address that is neither loopback nor a Docker bridge); unique in the fleet
   --cpu-millis N         CPU offered to the scheduler (default: engine CPUs x 1000)
   --memory-mb N          memory offered to the scheduler (default: engine memory)
   --docker-socket PATH   Docker engine socket or tcp://host:port (default: $DOCKER_HOST or ${DEFAULT_DOCKER_SOCKET})
@@ -48,7 +50,8 @@ function positiveInt(option: string, text: string | undefined): number | undefin
 }
 
 function defaultAddress(): string {
-  for (const addresses of Object.values(os.networkInterfaces())) {
+  for (const [name, addresses] of Object.entries(os.networkInterfaces())) {
+    if (isEngineInterface(name)) continue; // other hosts cannot reach a Docker bridge
     const found = addresses?.find((a) => a.family === 'IPv4' && !a.internal);
     if (found) return found.address;
   }

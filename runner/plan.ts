@@ -15,7 +15,7 @@ import {
 } from '../lib/runner-protocol';
 import { imageRef } from './images';
 
-/** The user-defined bridge all our containers join: Docker's embedded DNS resolves their aliases on it. */
+/** The user-defined bridge all our containers join, on the host's subnet of the cluster network (network.ts). */
 export const NETWORK = 'fangzhou';
 
 /** A container carrying our host label, reduced to what planning needs. */
@@ -26,7 +26,14 @@ export interface OwnContainer {
   specHash: string;
   /** Docker's `State.Status`: created, running, paused, restarting, removing, exited, dead. */
   status: string;
+  /** The fixed address it was created with on our network, if any. */
+  fixedIp: string | null;
+  /** Its beforeStop hook, if any. */
+  beforeStop: string[] | null;
 }
+
+/** The named volume holding an instance's data on its host (per instance: a new release never sees old data). */
+export const volumeName = (instanceId: string) => `fz-data-${instanceId}`;
 
 /** Why an instance could not be brought to its desired state; reported on the next sync. */
 export interface InstanceError {
@@ -55,12 +62,15 @@ export function ownContainer(info: Docker.ContainerInfo): OwnContainer {
     instanceId: info.Labels[LABELS.instance] ?? '',
     specHash: info.Labels[LABELS.spec] ?? '',
     status: info.State,
+    beforeStop: info.Labels[LABELS.beforeStop] ? JSON.parse(info.Labels[LABELS.beforeStop]) as string[] : null,
+    fixedIp: (info.NetworkSettings?.Networks?.[NETWORK] as { IPAMConfig?: { IPv4Address?: string } | null } | undefined)?.IPAMConfig?.IPv4Address || null,
   };
 }
 
 export function planInstance(desired: DesiredContainer, containers: OwnContainer[]): InstancePlan {
+  // A container on another address than the instance's (it moved here, or predates fixed addresses) is replaced.
   const current = containers.filter(
-    (c) => c.specHash === desired.specHash && c.status !== 'dead' && c.status !== 'removing',
+    (c) => c.specHash === desired.specHash && c.status !== 'dead' && c.status !== 'removing' && (!desired.ip || c.fixedIp === desired.ip),
   );
   // Keep a live one when there are duplicates, so that removing the others never interrupts service.
   const keep = current.find((c) => ALIVE.has(c.status)) ?? current[0] ?? null;
@@ -84,7 +94,8 @@ export function healthcheckTest(command: string[]): string[] {
 
 const seconds = (s: number) => Math.round(s * 1e9);
 
-export function createOptions(hostId: string, d: DesiredContainer): Docker.ContainerCreateOptions {
+/** `dns`: the runner's DNS server (its bridge address), which containers resolve every name through. */
+export function createOptions(hostId: string, d: DesiredContainer, dns: string | null = null): Docker.ContainerCreateOptions {
   const portKeys = d.ports.map((p) => `${p.containerPort}/${p.protocol}`);
   return {
     name: d.name,
@@ -96,6 +107,7 @@ export function createOptions(hostId: string, d: DesiredContainer): Docker.Conta
       [LABELS.instance]: d.instanceId,
       [LABELS.release]: d.releaseId,
       [LABELS.spec]: d.specHash,
+      ...(d.lifecycle?.beforeStop ? { [LABELS.beforeStop]: JSON.stringify(d.lifecycle.beforeStop) } : {}),
     },
     ExposedPorts: Object.fromEntries(portKeys.map((k) => [k, {}])),
     Healthcheck: d.healthcheck
@@ -116,9 +128,16 @@ export function createOptions(hostId: string, d: DesiredContainer): Docker.Conta
       NanoCpus: d.cpuMillis * 1e6,
       RestartPolicy: { Name: 'unless-stopped' },
       NetworkMode: NETWORK,
+      ...(dns ? { Dns: [dns] } : {}),
+      ...(d.dataPath ? { Mounts: [{ Type: 'volume' as const, Source: volumeName(d.instanceId), Target: d.dataPath }] } : {}),
     },
     NetworkingConfig: {
-      EndpointsConfig: { [NETWORK]: { Aliases: d.domainName ? [d.domainName] : [] } },
+      EndpointsConfig: {
+        [NETWORK]: {
+          Aliases: d.domainName ? [d.domainName] : [],
+          ...(d.ip ? { IPAMConfig: { IPv4Address: d.ip } } : {}),
+        },
+      },
     },
   };
 }

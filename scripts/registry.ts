@@ -1,4 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -43,6 +44,8 @@ export function registryConfig(dir: string, address: string): string {
     '    enabled: true',
     'http:',
     `  addr: ${JSON.stringify(address)}`,
+    // Signs upload state between requests; one registry process, so a fresh one per start is enough.
+    `  secret: ${randomBytes(24).toString('hex')}`,
     '  headers:',
     '    X-Content-Type-Options: [nosniff]',
     '',

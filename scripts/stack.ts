@@ -170,8 +170,11 @@ export async function startStack(options: StackOptions): Promise<Stack> {
         const res = await graphql<{ createJoinToken: { token: string } }>('mutation { createJoinToken { token } }');
         joinToken = res.data!.createJoinToken.token;
       }
+      // Runners of this stack share this machine's network stack: loopback says so (no routes between them, and no
+      // address claimed twice), unless the caller gives an address.
+      const address = args.includes('--address') ? [] : ['--address', '127.0.0.1'];
       // One process (tsx as a loader, not its CLI wrapper), so a signal to it reaches the runner itself.
-      const runner = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'runner/main.ts'), '--name', name, '--state-dir', stateDir, ...args], {
+      const runner = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'runner/main.ts'), '--name', name, '--state-dir', stateDir, ...address, ...args], {
         cwd: ROOT, env: { ...process.env, FZ_API_URL: url, FZ_JOIN_TOKEN: joinToken, ...runnerEnv }, stdio: ['ignore', out, out], detached: true,
       });
       stop.unshift(() => killGroup(runner));

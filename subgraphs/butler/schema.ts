@@ -1,12 +1,15 @@
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import gql from 'graphql-tag';
-import { secure } from '../../lib/auth';
+import { callerOf, secure, type Context } from '../../lib/auth';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
 import { acknowledgeAlarm, getAlarm, listAlarms, type Alarm, type AlarmFilter } from './alarms';
 import { listEvents, type EventFilter, type PlatformEvent } from './events';
 import { restart } from './watch';
 import { notFound } from '../../lib/errors';
+import { config } from '../../lib/config';
+import { getInspection, listInspections, runInspection, type Inspection } from './inspection';
+import { findingCounts, reportHtml, reportMarkdown } from './inspection-report';
 import { getInstance } from '../ark/instances';
 import { containersOfHost, containersOfRelease, getContainer, isFailing, isServing, type ContainerRecord } from './status';
 import { instancesOfRelease } from '../ark/instances';
@@ -21,6 +24,9 @@ const resolvers = {
       listEvents(store(), filter ?? {}, first, after),
     event: (_: unknown, { id }: { id: string }) => store().get<PlatformEvent>('events', id),
     containerStatus: (_: unknown, { instanceId }: { instanceId: string }) => getContainer(store(), instanceId),
+    inspections: (_: unknown, { first, after }: { first: number; after?: string | null }) => listInspections(store(), first, after),
+    inspection: (_: unknown, { id }: { id: string }) => getInspection(store(), id),
+    me: (_: unknown, __: unknown, { principal }: Context) => callerOf(principal),
   },
   Mutation: {
     acknowledgeAlarm: (_: unknown, { id }: { id: string }) => acknowledgeAlarm(store(), id),
@@ -30,6 +36,12 @@ const resolvers = {
       await restart(store(), instance, 'restartInstance');
       return { __typename: 'Instance', id };
     },
+    runInspection: () => runInspection(store(), 'ON_DEMAND', config().runnerPollSeconds),
+  },
+  Inspection: {
+    __resolveReference: ({ id }: { id: string }) => getInspection(store(), id),
+    counts: findingCounts,
+    report: (i: Inspection, { format }: { format: 'MARKDOWN' | 'HTML' }) => (format === 'HTML' ? reportHtml(i) : reportMarkdown(i)),
   },
   Alarm: {
     __resolveReference: ({ id }: { id: string }) => getAlarm(store(), id),

@@ -1,7 +1,7 @@
 import semver from 'semver';
 import { badInput, notFound } from '../../lib/errors';
 import type { Store, Versioned } from '../../lib/store';
-import { DEFAULT_STOP, type HealthcheckSpec, type PortSpec } from '../../lib/runner-protocol';
+import { DEFAULT_STOP, type HealthcheckSpec, type LifecycleSpec, type PortSpec } from '../../lib/runner-protocol';
 import * as check from '../../lib/validate';
 import { checkTemplates } from './templates';
 
@@ -25,6 +25,8 @@ export interface Product extends Versioned {
     /** Absent on products defined before stops were declared: the defaults apply. */
     stopSignal?: string;
     stopTimeoutSeconds?: number;
+    dataPath?: string | null;
+    lifecycle?: LifecycleSpec | null;
   };
   configTemplates: { path: string; template: string }[];
   requiresExclusiveHosts: boolean;
@@ -44,6 +46,8 @@ export type ProductInput = {
     healthcheck?: Partial<HealthcheckSpec> & { command: string[] } | null;
     stopSignal?: string | null;
     stopTimeoutSeconds?: number | null;
+    dataPath?: string | null;
+    lifecycle?: Partial<LifecycleSpec> | null;
   } | null;
   configTemplates?: { path: string; template: string }[] | null;
   requiresExclusiveHosts?: boolean | null;
@@ -107,11 +111,32 @@ export function productFromInput(input: ProductInput, now = new Date()): Omit<Pr
       healthcheck,
       stopSignal,
       stopTimeoutSeconds,
+      dataPath: d.dataPath ? absolutePath(d.dataPath, 'defaults.dataPath') : null,
+      lifecycle: lifecycleOf(d.lifecycle),
     },
     configTemplates,
     requiresExclusiveHosts: Boolean(input.requiresExclusiveHosts),
     updatedAt: now.toISOString(),
   };
+}
+
+function absolutePath(path: string, field: string): string {
+  if (!/^\/[A-Za-z0-9._\/-]{0,254}$/.test(path) || path.split('/').includes('..')) {
+    throw badInput(`${field} "${path}" must be an absolute path in the container, e.g. /var/lib/etcd`, field);
+  }
+  return path;
+}
+
+function lifecycleOf(input: Partial<LifecycleSpec> | null | undefined): LifecycleSpec | null {
+  if (!input) return null;
+  const hook = (name: keyof LifecycleSpec) => {
+    const command = input[name];
+    if (!command) return null;
+    if (!command.length || command.some((part) => !part.length)) throw badInput(`defaults.lifecycle.${name} must be a command with no empty parts, e.g. ["/usr/local/bin/rejoin"]`, `defaults.lifecycle.${name}`);
+    return command;
+  };
+  const spec = { afterStart: hook('afterStart'), beforeStop: hook('beforeStop'), onReplace: hook('onReplace') };
+  return spec.afterStart || spec.beforeStop || spec.onReplace ? spec : null;
 }
 
 export async function defineProduct(store: Store, input: ProductInput): Promise<Product> {

@@ -133,6 +133,8 @@ export function instanceSpec(release: Pick<Release, 'id' | 'name' | 'version' | 
     healthcheck: product.defaults.healthcheck,
     ...declaredStop(product),
     configFiles: product.configTemplates.length ? renderTemplates(product.configTemplates, templateContext(release, product, peers, ordinal)) : [],
+    ...(product.defaults.dataPath ? { dataPath: product.defaults.dataPath } : {}),
+    ...(product.defaults.lifecycle ? { lifecycle: product.defaults.lifecycle } : {}),
   };
 }
 

@@ -3,7 +3,10 @@
  * starts EMPTY (standing in for a new host), the runner's converge/observe, and Ark's digest pinning.
  */
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { main as fz } from '../../cli/fz';
 import type { DesiredContainer, ObservedContainer } from '../../lib/runner-protocol';
 import { converge, listOwn, observe } from '../../runner/engine';
 import { ImagePuller, imageRef } from '../../runner/images';
@@ -181,5 +184,36 @@ test('a release records the digest in its revisions, and instances added after a
   } finally {
     registry.push('fangzhou/demo:1');
     await api.stop();
+  }
+});
+
+test('fz image export and import carry an image into an air-gapped site, whose hosts then pull and run it', async () => {
+  const site = await startTestRegistry(); // the other site's platform registry
+  const dir = mkdtempSync(path.join(tmpdir(), 'fz-bundle-'));
+  const bundle = path.join(dir, 'demo.tar');
+  const lines: string[] = [];
+  const say = (l: string) => lines.push(l);
+  try {
+    expect(await fz(['image', 'export', 'fangzhou/demo:1', '-o', bundle, '--registry', registry.address], say, say)).toBe(0);
+    expect(lines).toEqual([`exported 1 image(s) to ${bundle}: fangzhou/demo:1`]);
+    lines.length = 0;
+    expect(await fz(['image', 'import', bundle, '--registry', site.address], say, say)).toBe(0);
+    expect(lines).toEqual([expect.stringMatching(new RegExp(`^imported fangzhou/demo:1 into the registry at ${site.address} \\(sha256:[0-9a-f]{64}\\)$`))]);
+
+    process.env.FZ_REGISTRY = site.address;
+    const pin = await pinImage('fangzhou/demo:1');
+    const hostId = newHost();
+    const d = desired(hostId, { registry: site.address, imageDigest: pin.imageDigest });
+    const observed = await convergeUntil(new ImagePuller(engine.docker, () => undefined), hostId, [d], (o) => o[0]?.state === 'RUNNING');
+    const container = await engine.docker.getContainer(observed[0].containerId).inspect();
+    expect(container.Config.Labels['org.opencontainers.image.version']).toBe('1');
+
+    lines.length = 0;
+    expect(await fz(['image', 'import', path.join(dir, 'absent.tar'), '--registry', site.address], say, say)).toBe(1);
+    expect(lines[0]).toMatch(/^fz: cannot load .*absent\.tar: .*ENOENT/);
+  } finally {
+    process.env.FZ_REGISTRY = registry.address;
+    rmSync(dir, { recursive: true, force: true });
+    await site.stop();
   }
 });
