@@ -1,11 +1,14 @@
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import gql from 'graphql-tag';
-import { secure } from '../../lib/auth';
+import { actor, secure, type AccessRules, type Context } from '../../lib/auth';
+import { createApiKey, listApiKeys, revokeApiKey, type ApiKeyInput } from '../../lib/apikeys';
+import { auditHead, listAudit, type AuditFilter } from '../../lib/audit';
 import { kick } from '../../lib/kick';
 import { DEFAULT_STOP } from '../../lib/runner-protocol';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
 import { defineProduct, getProduct, listProducts, mustGetProduct, type Product, type ProductInput } from './products';
+import { openAll } from '../../lib/secrets';
 import { listHosts } from '../ark/hosts';
 import { instancesOfRelease, type Instance } from '../ark/instances';
 import type { ContainerRecord } from '../butler/status';
@@ -39,6 +42,10 @@ const resolvers = {
     resolveDependencies: async (_: unknown, { products }: { products: string[] }) =>
       resolveDependencies(products, new Map((await listProducts(store())).map((p) => [p.name, p]))),
     alertChannels: () => listChannels(store()),
+    apiKeys: () => listApiKeys(store()),
+    auditLog: (_: unknown, { filter, first, after }: { filter?: AuditFilter | null; first: number; after?: string | null }) =>
+      listAudit(store(), filter ?? {}, first, after),
+    auditHead: () => auditHead(store()),
     deploymentScript: async (_: unknown, { releaseId, format }: { releaseId: string; format: 'SHELL' | 'COMPOSE' }) => {
       const release = await mustGetRelease(store(), releaseId);
       return deploymentScript(format, release, await instancesOfRelease(store(), releaseId));
@@ -68,13 +75,12 @@ const resolvers = {
     createAlertChannel: (_: unknown, { input }: { input: AlertChannelInput }) => createAlertChannel(store(), input),
     deleteAlertChannel: (_: unknown, { id }: { id: string }) => deleteAlertChannel(store(), id),
     testAlertChannel: (_: unknown, { id }: { id: string }) => testChannel(store(), id),
+    createApiKey: (_: unknown, { input }: { input: ApiKeyInput }, ctx: Context) => createApiKey(store(), input, actor(ctx)),
+    revokeApiKey: (_: unknown, { id }: { id: string }) => revokeApiKey(store(), id),
+    revealSecretEnv: async (_: unknown, { releaseId }: { releaseId: string }) => openAll((await mustGetRelease(store(), releaseId)).secretEnv),
   },
   Product: {
     __resolveReference: ({ name }: { name: string }) => getProduct(store(), name),
-  },
-  ProductDefaults: {
-    stopSignal: (d: Product['defaults']) => d.stopSignal ?? DEFAULT_STOP.signal,
-    stopTimeoutSeconds: (d: Product['defaults']) => d.stopTimeoutSeconds ?? DEFAULT_STOP.timeoutSeconds,
   },
   Release: {
     __resolveReference: ({ id }: { id: string }) => getRelease(store(), id),
@@ -82,6 +88,12 @@ const resolvers = {
     status: async (r: Release) => (await status(r)).status,
     statusMessage: async (r: Release) => (await status(r)).message,
     upgrade: (r: Release) => r.upgrade && { ...r.upgrade, done: r.upgrade.done.length, total: r.replicas },
+    secretEnvNames: (r: Release) => (r.secretEnv ?? []).map((v) => v.name),
+  },
+  ProductDefaults: {
+    secretEnvNames: (d: Product['defaults']) => (d.secretEnv ?? []).map((v) => v.name),
+    stopSignal: (d: Product['defaults']) => d.stopSignal ?? DEFAULT_STOP.signal,
+    stopTimeoutSeconds: (d: Product['defaults']) => d.stopTimeoutSeconds ?? DEFAULT_STOP.timeoutSeconds,
   },
   AlertChannel: {
     // Deleted channels resolve too (tombstones), so old alarms' notifications still name them.
@@ -91,7 +103,32 @@ const resolvers = {
   },
 } satisfies Record<string, Record<string, unknown>>;
 
+/** A change to one release, for keys scoped to some products or releases. */
+const releaseTarget = async ({ id }: { id: string }) => ({ releaseId: id, product: (await getRelease(store(), id))?.product ?? null });
+
+/** Who may call what (lib/auth.ts): operators run releases, admins define products and channels and manage keys. */
+export const panamaAccess: AccessRules = {
+  Query: { apiKeys: 'ADMIN', auditLog: 'ADMIN', auditHead: 'ADMIN' },
+  Mutation: {
+    defineProduct: { rule: 'ADMIN', target: ({ input }: { input: { name: string } }) => ({ product: input?.name }) },
+    deploy: { rule: 'OPERATOR', target: ({ input }: { input: { product: string } }) => ({ product: input?.product }) },
+    scaleRelease: { rule: 'OPERATOR', target: releaseTarget },
+    configureRelease: { rule: 'OPERATOR', target: releaseTarget },
+    upgradeRelease: { rule: 'OPERATOR', target: releaseTarget },
+    rollbackRelease: { rule: 'OPERATOR', target: releaseTarget },
+    pauseUpgrade: { rule: 'OPERATOR', target: releaseTarget },
+    resumeUpgrade: { rule: 'OPERATOR', target: releaseTarget },
+    deleteRelease: { rule: 'OPERATOR', target: releaseTarget },
+    createAlertChannel: 'ADMIN',
+    deleteAlertChannel: 'ADMIN',
+    testAlertChannel: 'ADMIN',
+    createApiKey: 'ADMIN',
+    revokeApiKey: 'ADMIN',
+    revealSecretEnv: { rule: 'ADMIN', target: ({ releaseId }: { releaseId: string }) => releaseTarget({ id: releaseId }) },
+  },
+};
+
 export const panamaSchema = () => buildSubgraphSchema({
   typeDefs: gql(readSchemaFile('panama.graphql')),
-  resolvers: secure(resolvers) as never,
+  resolvers: secure(resolvers, panamaAccess) as never,
 });
