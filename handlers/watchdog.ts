@@ -1,10 +1,7 @@
 import { apiGatewayConnections, probeHost, type Connections } from '../gateway/subscriptions';
 import { config } from '../lib/config';
 import { store } from '../lib/store';
-import { inspectIfDue } from '../subgraphs/butler/inspection';
-import { checkMemory } from '../subgraphs/butler/thresholds';
-import { deliverPending } from '../subgraphs/butler/notify';
-import { watchHosts } from '../subgraphs/butler/watchdog';
+import { butler } from '../subgraphs';
 
 let connections: Connections | undefined;
 /** The watchdog's second witness: a ping down a silent host's notification socket. */
@@ -18,7 +15,8 @@ const probe = (hostId: string) => probeHost(store(), (connections ??= apiGateway
 export const handler = async () => {
   const { inspectionIntervalHours, runnerPollSeconds } = config();
   const [hosts, notify] = await Promise.allSettled([
-    watchHosts(store(), probe), deliverPending(store()), inspectIfDue(store(), inspectionIntervalHours, runnerPollSeconds), checkMemory(store()),
+    butler.watchHosts(store(), probe), butler.deliverPending(store()), butler.inspectIfDue(store(), inspectionIntervalHours, runnerPollSeconds),
+    butler.checkMemory(store()),
   ]);
   if (hosts.status === 'rejected') throw hosts.reason;
   return notify.status === 'fulfilled' ? notify.value : undefined;

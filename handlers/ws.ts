@@ -5,7 +5,7 @@ import {
 } from '../gateway/subscriptions';
 import { log } from '../lib/log';
 import { store } from '../lib/store';
-import { recordSocketAnswer } from '../subgraphs/ark/hosts';
+import { recordSocketAnswer } from '../subgraphs/ark';
 
 /** The WebSocket API's routes ($connect, $disconnect, $default) in one function: graphql-ws over API Gateway. */
 export interface WebSocketEvent {

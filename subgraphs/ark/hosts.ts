@@ -299,3 +299,18 @@ export async function unreserve(store: Store, hostId: string, instanceId: string
     return { ...host, reservations, allocated: sum(Object.values(reservations)) };
   });
 }
+
+/**
+ * Since when the watchdog has been ticking without a gap. A gap longer than two ticks (the API was down, or the
+ * ticks stalled) restarts it: heartbeats that went missing while nobody watched prove nothing about the hosts.
+ */
+export async function watchingSince(store: Store, tickSeconds: number, now = new Date()): Promise<string> {
+  const gapBefore = new Date(now.getTime() - (2 * tickSeconds + 1) * 1000).toISOString();
+  const at = now.toISOString();
+  const record = await store.mutate<{ key: string; lastTickAt: string; since: string; seq: number }>('claims', 'watchdog#watching', (c) => ({
+    key: 'watchdog#watching',
+    lastTickAt: at,
+    since: !c || c.lastTickAt < gapBefore ? at : c.since,
+  }));
+  return record!.since;
+}

@@ -1,12 +1,10 @@
 import { config } from '../../lib/config';
 import { log } from '../../lib/log';
 import type { Store } from '../../lib/store';
-import { getHost, listHosts, markDown, recordProbe, type Host } from '../ark/hosts';
-import { instancesOfHost, migrateInstance, type Instance } from '../ark/instances';
-import { constraintsOf, getRelease } from '../panama/releases';
+import { getContainer, getHost, instancesOfHost, isServing, listHosts, markDown, migrateInstance, recordProbe, watchingSince, type Host, type Instance } from '../ark';
+import { constraintsOf, getRelease } from '../panama';
 import { raise, resolveAlarm } from './alarms';
 import { recordEvent } from './events';
-import { getContainer, isServing } from './status';
 
 
 /**
@@ -32,7 +30,7 @@ const probeTimeoutMs = () => Math.max(2, 2 * config().tickSeconds) * 1000;
  */
 export async function watchHosts(store: Store, probe: SocketProbe | null = null, now = new Date()): Promise<void> {
   const { hostDownSeconds, heartbeatSeconds } = config();
-  const watching = await watchingSince(store, now);
+  const watching = await watchingSince(store, config().tickSeconds, now);
   const staleBefore = new Date(now.getTime() - hostDownSeconds * 1000).toISOString();
   // Ask the socket early, so that its answer is in by the time the heartbeats count as missing.
   const silentBefore = new Date(now.getTime() - Math.max(hostDownSeconds / 2, 2 * heartbeatSeconds) * 1000).toISOString();
@@ -61,21 +59,6 @@ export async function watchHosts(store: Store, probe: SocketProbe | null = null,
       log.warn({ hostId: host.id, err: err instanceof Error ? err.message : String(err) }, 'watchdog could not handle host');
     }
   }
-}
-
-/**
- * Since when the watchdog has been ticking without a gap. A gap longer than two ticks (the API was down, or the
- * ticks stalled) restarts it: heartbeats that went missing while nobody watched prove nothing about the hosts.
- */
-async function watchingSince(store: Store, now: Date): Promise<string> {
-  const gapBefore = new Date(now.getTime() - (2 * config().tickSeconds + 1) * 1000).toISOString();
-  const at = now.toISOString();
-  const record = await store.mutate<{ key: string; lastTickAt: string; since: string; seq: number }>('claims', 'watchdog#watching', (c) => ({
-    key: 'watchdog#watching',
-    lastTickAt: at,
-    since: !c || c.lastTickAt < gapBefore ? at : c.since,
-  }));
-  return record!.since;
 }
 
 /**
@@ -109,7 +92,7 @@ async function drainOne(store: Store, host: Host, now: Date) {
 }
 
 async function recentlyMovedFrom(store: Store, hostId: string): Promise<string[]> {
-  const claim = await store.get<{ instanceIds: string[] }>('claims', `drained-from#${hostId}`);
+  const claim = await store.get<{ instanceIds: string[] }>('butlerClaims', `drained-from#${hostId}`);
   return claim?.instanceIds ?? [];
 }
 
@@ -126,11 +109,8 @@ async function move(store: Store, from: Host, instance: Instance, now: Date) {
     }, now);
     return;
   }
-  // The old report describes a container on the host being left; the new host's runner reports the new one.
-  const stale = await getContainer(store, instance.id);
-  if (stale?.hostId === from.id) await store.remove('containers', instance.id);
   if (from.status === 'DRAINING') {
-    await store.mutate<{ key: string; instanceIds: string[]; seq: number }>('claims', `drained-from#${from.id}`,
+    await store.mutate<{ key: string; instanceIds: string[]; seq: number }>('butlerClaims', `drained-from#${from.id}`,
       (c) => ({ key: `drained-from#${from.id}`, instanceIds: [...(c?.instanceIds ?? []), instance.id] }));
   }
   const message = `${instance.releaseName}-${instance.ordinal} moved from ${from.name} (${from.status}) to ${(await getHost(store, to))?.name ?? to}`;
