@@ -5,13 +5,14 @@
  *   npm run fz -- product list [--json]
  *   npm run fz -- image export <image>... --output <bundle.tar> [--registry host:port | --from-engine]
  *   npm run fz -- image import <bundle.tar> [--registry host:port]
+ *   npm run fz -- image push <image>... [--registry host:port]
  *
  * The API is FZ_API_URL (default http://localhost:3000/graphql); the operator token is FZ_TOKEN or the one
  * `npm start` wrote to .fangzhou/admin-token. Exit 0 on success, 1 when something was refused, 2 on bad usage.
  */
 import { parseArgs } from 'node:util';
 import { CliError, DEFAULT_API_URL, connect, operatorToken, type Api } from './api';
-import { exportImages, importImages, localEngine } from './images';
+import { exportImages, importImages, localEngine, pushImages } from './images';
 import { formatProblem, loadProductFile, parsePath, type ProductDocument, type Problem } from './product-file';
 
 const USAGE = `usage:
@@ -19,6 +20,7 @@ const USAGE = `usage:
   fz product list [--json]                                the products the API knows
   fz image export <image>... -o <bundle.tar>              pull the images from the platform registry into one bundle
   fz image import <bundle.tar>                            push every image of a bundle to the platform registry
+  fz image push <image>...                                push images of the local engine to the platform registry
 options:
   --api-url URL   the GraphQL API (default: FZ_API_URL or ${DEFAULT_API_URL})
   --dry-run       check the files locally, send nothing
@@ -139,8 +141,13 @@ export async function main(argv: string[], out = (l: string) => console.log(l), 
       await exportImages(localEngine(), rest, values.output, values['from-engine'] ? null : registry, out);
       return 0;
     }
+    if (noun === 'image' && verb === 'push') {
+      if (rest.length === 0) throw new UsageError('image push needs at least one image of the local engine');
+      await pushImages(localEngine(), rest, registry, out);
+      return 0;
+    }
     if (noun === 'image' && verb === 'import' && rest.length === 1) {
-      await importImages(localEngine(), rest[0], registry, out);
+      await importImages(rest[0], registry, out);
       return 0;
     }
     throw new UsageError(noun ? `unknown command: ${positionals.join(' ')}` : 'no command given');

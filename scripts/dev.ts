@@ -5,7 +5,7 @@ import { ensureDocker, startStack } from './stack';
 
 /**
  * `npm start`: the platform on its embedded defaults. Store: dynalite under .fangzhou/data (or DYNAMODB_ENDPOINT).
- * API: serverless-offline. Hosts: one runner on the local Docker engine. Ctrl-C stops everything it started.
+ * API: server mode (server/), or serverless-offline with FZ_RUNTIME=offline. Hosts: one runner on the local Docker engine. Ctrl-C stops everything it started.
  */
 async function main() {
   const port = (name: string, fallback: number) => Number(process.env[name] ?? fallback);

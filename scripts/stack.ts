@@ -7,8 +7,9 @@ import { createClient, ensureTables } from '../lib/store';
 import { startRegistry } from './registry';
 
 /**
- * The embedded stack: dynalite (persisted), serverless-offline with every handler, and optionally a host runner
- * on the local Docker engine. `npm start` and the end-to-end tests both use it.
+ * The embedded stack: dynalite (persisted), the API with every handler of serverless.yml — server mode (server/)
+ * or serverless-offline — and optionally a host runner on the local Docker engine. `npm start`, the end-to-end
+ * tests and the benches use it.
  */
 
 const ROOT = resolve(__dirname, '..');
@@ -31,14 +32,18 @@ export interface StackOptions {
   env?: Record<string, string>;
   /** Address the API and WebSocket listen on (FZ_LISTEN_HOST; default localhost): a fleet's runners reach it there. */
   listenHost?: string;
-  /** Rebuild and reload the handlers when their code changes (the dev stack); off for tests and benches. */
+  /** Rebuild and reload the handlers when their code changes (the dev stack, offline only); off for tests and benches. */
   watch?: boolean;
   /**
    * Start the platform's image registry (scripts/registry.ts) on host:port (defaults FZ_LISTEN_HOST or 127.0.0.1,
    * and 5000), data under `<dataDir>/registry`. Without it, hosts run only images their engine already has.
    */
   registry?: { host?: string; port?: number };
+  /** `server` (server/, the default) or `offline` (serverless-offline); default FZ_RUNTIME, else `server`. */
+  runtime?: Runtime;
 }
+
+export type Runtime = 'server' | 'offline';
 
 export interface Stack {
   url: string;
@@ -79,6 +84,8 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: n
 }
 
 export async function startStack(options: StackOptions): Promise<Stack> {
+  const runtime = options.runtime ?? (process.env.FZ_RUNTIME as Runtime | undefined) ?? 'server';
+  if (runtime !== 'server' && runtime !== 'offline') throw new Error(`FZ_RUNTIME must be server or offline, got "${runtime}"`);
   const dataDir = resolve(options.dataDir);
   mkdirSync(join(dataDir, 'data'), { recursive: true });
   const httpPort = options.httpPort ?? 3000;
@@ -132,18 +139,20 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     FZ_HTTP_PORT: String(httpPort),
     FZ_WS_PORT: String(options.wsPort ?? 3001),
     FZ_LAMBDA_PORT: String(options.lambdaPort ?? 3002),
-    FZ_SUBGRAPH_TRANSPORT: options.subgraphTransport ?? 'http',
+    ...(options.subgraphTransport ? { FZ_SUBGRAPH_TRANSPORT: options.subgraphTransport } : {}),
     FZ_LISTEN_HOST: listenHost,
     FZ_SUBGRAPH_URL_BASE: `http://${listenHost}:${httpPort}/subgraphs`,
     FZ_BUILD_DIR: `.esbuild/${httpPort}`,
+    // As serverless.yml sets it for the functions (tests run with NODE_ENV=test, which would make it warn).
+    LOG_LEVEL: process.env.LOG_LEVEL ?? 'info',
     ...(options.watch ? {} : { FZ_WATCH_PATTERN: '.esbuild/no-watch' }),
     ...(registry ? { FZ_REGISTRY: registry } : {}),
     ...options.env,
   };
-  const offline = spawn(process.execPath, [bin('serverless'), 'offline', 'start'], {
-    cwd: ROOT, env, stdio: ['ignore', out, out], detached: true,
-  });
-  stop.unshift(() => killGroup(offline));
+  const api = runtime === 'server'
+    ? spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'server/main.ts')], { cwd: ROOT, env, stdio: ['ignore', out, out], detached: true })
+    : spawn(process.execPath, [bin('serverless'), 'offline', 'start'], { cwd: ROOT, env, stdio: ['ignore', out, out], detached: true });
+  stop.unshift(() => killGroup(api));
 
   const graphql: Stack['graphql'] = async (query, variables, token = adminToken) => {
     const res = await fetch(url, {
@@ -182,9 +191,9 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       for (const s of stop.splice(0)) await s().catch(() => undefined);
     },
   };
-  // serverless-offline runs no schedules: invoke the tick functions ourselves, one call at a time.
+  // serverless-offline runs no schedules: invoke the tick functions ourselves, one call at a time (server mode runs its own).
   const tickSeconds = Number(process.env.FZ_TICK_SECONDS ?? 1);
-  let ticking = true;
+  let ticking = runtime === 'offline';
   const tick = async () => {
     while (ticking) {
       for (const fn of TICKS) {
@@ -196,7 +205,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   };
   stop.unshift(async () => { ticking = false; });
   try {
-    await waitFor('serverless offline', async () => (await graphql('{ __typename }')).data !== undefined, 180_000, offline);
+    await waitFor(runtime === 'server' ? 'server mode' : 'serverless offline', async () => (await graphql('{ __typename }')).data !== undefined, 180_000, api);
   } catch (err) {
     await stack.stop();
     throw err;

@@ -31,7 +31,9 @@ const sockets: WebSocket[] = [];
 beforeAll(async () => {
   const dir = mkdtempSync(join(tmpdir(), 'fz-subs-'));
   logFile = join(dir, 'stack.log');
-  stack = await startStack({ dataDir: dir, httpPort: 3330, wsPort: 3331, lambdaPort: 3332, storePort: 4830, output: logFile });
+  // serverless-offline: this suite is the proof that serverless.yml's WebSocket API runs as written (server mode's
+  // WebSocket is what every other suite runs on, e.g. runner-push.test.ts).
+  stack = await startStack({ dataDir: dir, httpPort: 3330, wsPort: 3331, lambdaPort: 3332, storePort: 4830, output: logFile, runtime: 'offline' });
   db = new Store(createDbClient(stack.env.DYNAMODB_ENDPOINT, 'local'), stack.env.FZ_TABLE_PREFIX);
   // lib/kick as a handler would use it offline: the publisher runs now instead of at the next tick.
   process.env.IS_OFFLINE = 'true';
