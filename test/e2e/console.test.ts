@@ -76,7 +76,7 @@ test('deploys the demo product from the topology page and shows every instance t
   await page.getByLabel('Replicas').fill('2');
   await page.getByRole('button', { name: 'Deploy', exact: true }).click();
   for (const n of [0, 1]) await page.locator(`[data-testid=instance-${RELEASE}-${n}][data-health=good]`).waitFor({ timeout: 60_000 });
-  await page.getByTestId(`release-${RELEASE}`).getByText('RUNNING').waitFor({ timeout: 30_000 });
+  await page.getByTestId(`release-${RELEASE}`).getByText('RUNNING', { exact: true }).waitFor({ timeout: 30_000 });
   await web.shot(page, 'topology');
 });
 
@@ -84,7 +84,7 @@ test('an upgrade to 3.0.0-unhealthy shows its progress bar, then the automatic r
   await page.getByTestId(`release-${RELEASE}`).getByRole('link', { name: RELEASE }).click();
   await page.getByText('Upgrade', { exact: true }).click();
   await page.getByLabel('Version').selectOption('3.0.0-unhealthy');
-  await page.getByLabel('Health timeout (s)').fill('20');
+  await page.getByLabel('Health timeout (s)').fill('60');
   await page.getByRole('button', { name: 'Start upgrade' }).click();
   const upgrade = page.getByTestId('upgrade');
   await upgrade.getByRole('progressbar', { name: 'Instances done' }).waitFor();
@@ -93,7 +93,7 @@ test('an upgrade to 3.0.0-unhealthy shows its progress bar, then the automatic r
   await page.getByTestId('auto-rollback').waitFor({ timeout: 90_000 });
   await page.locator('[data-testid=upgrade][data-state=ROLLED_BACK]').waitFor({ timeout: 90_000 });
   expect(await page.getByTestId('auto-rollback').textContent()).toMatch(/Rolled back automatically to 1\.0\.0/);
-  await page.getByRole('heading', { level: 1 }).getByText('RUNNING').waitFor({ timeout: 60_000 });
+  await page.getByRole('heading', { level: 1 }).getByText('RUNNING', { exact: true }).waitFor({ timeout: 60_000 });
   await web.shot(page, 'upgrade-rolled-back');
   await page.getByRole('tab', { name: 'Revisions' }).click();
   expect(await page.getByTestId('diff').textContent()).toMatch(/fangzhou\/demo:/);
@@ -104,17 +104,18 @@ test('a killed container turns red on the topology page and recovers by itself',
   const instance = `[data-testid=instance-${RELEASE}-0]`;
   await page.locator(`${instance}[data-health=good]`).waitFor({ timeout: 60_000 });
   // Record every colour the instance shows, so a red that lasts one render is still seen.
-  // (Strings, not functions: this code runs in the page, and the test is type checked without the DOM library.)
-  await page.evaluate(`{
-    const seen = (window.seen = []);
-    new MutationObserver(() => {
-      const health = document.querySelector(${JSON.stringify(instance)})?.getAttribute('data-health');
+  // The page's own globals, typed loosely: this code runs in the browser and the test is checked without the DOM library.
+  await page.evaluate((selector) => {
+    const w = globalThis as any;
+    const seen: string[] = (w.seen = []);
+    new w.MutationObserver(() => {
+      const health = w.document.querySelector(selector)?.getAttribute('data-health');
       if (health && seen[seen.length - 1] !== health) seen.push(health);
-    }).observe(document.body, { subtree: true, attributes: true, childList: true });
-  }`);
+    }).observe(w.document.body, { subtree: true, attributes: true, childList: true });
+  }, instance);
   const [victim] = await docker.listContainers({ filters: { name: [`fz-${RELEASE}-0`] } });
   await docker.getContainer(victim.Id).kill();
-  await page.waitForFunction("window.seen.includes('bad')", undefined, { timeout: 30_000 });
+  await page.waitForFunction(() => ((globalThis as any).seen as string[]).includes('bad'), undefined, { timeout: 30_000 });
   await page.locator(`${instance}[data-health=good]`).waitFor({ timeout: 60_000 });
 });
 
@@ -157,7 +158,7 @@ test('on a 390-wide phone screen the topology fits the width and the menu opens 
   await phone.getByLabel('API key').fill(stack.adminToken);
   await phone.getByRole('button', { name: 'Sign in' }).click();
   await phone.locator(`[data-testid=instance-${RELEASE}-0]`).waitFor();
-  expect(await phone.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(390);
+  expect(await phone.evaluate(() => (globalThis as any).document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
   await expect(phone.getByRole('link', { name: 'Alarms' }).isVisible()).resolves.toBe(false);
   await phone.getByRole('button', { name: 'Menu' }).click();
   await phone.getByRole('link', { name: 'Alarms' }).waitFor();
