@@ -84,20 +84,20 @@ test('an upgrade to 3.0.0-unhealthy shows its progress bar, then the automatic r
   await page.getByTestId(`release-${RELEASE}`).getByRole('link', { name: RELEASE }).click();
   await page.getByText('Upgrade', { exact: true }).click();
   await page.getByLabel('Version').selectOption('3.0.0-unhealthy');
-  await page.getByLabel('Health timeout (s)').fill('60');
+  await page.getByLabel('Health timeout (s)').fill('90');
   await page.getByRole('button', { name: 'Start upgrade' }).click();
   const upgrade = page.getByTestId('upgrade');
   await upgrade.getByRole('progressbar', { name: 'Instances done' }).waitFor();
   await upgrade.getByText('3.0.0-unhealthy').first().waitFor();
   await web.shot(page, 'upgrade-in-progress');
-  await page.getByTestId('auto-rollback').waitFor({ timeout: 90_000 });
-  await page.locator('[data-testid=upgrade][data-state=ROLLED_BACK]').waitFor({ timeout: 90_000 });
+  await page.getByTestId('auto-rollback').waitFor({ timeout: 150_000 });
+  await page.locator('[data-testid=upgrade][data-state=ROLLED_BACK]').waitFor({ timeout: 150_000 });
   expect(await page.getByTestId('auto-rollback').textContent()).toMatch(/Rolled back automatically to 1\.0\.0/);
   await page.getByRole('heading', { level: 1 }).getByText('RUNNING', { exact: true }).waitFor({ timeout: 60_000 });
   await web.shot(page, 'upgrade-rolled-back');
   await page.getByRole('tab', { name: 'Revisions' }).click();
   expect(await page.getByTestId('diff').textContent()).toMatch(/fangzhou\/demo:/);
-});
+}, 400_000);
 
 test('a killed container turns red on the topology page and recovers by itself', async () => {
   await page.getByRole('link', { name: 'Topology' }).click();
