@@ -3,6 +3,7 @@
  *
  *   npm run fz -- product apply <file.yaml|file.json>... [--dry-run]
  *   npm run fz -- product list [--json]
+ *   npm run fz -- audit verify | audit export
  *   npm run fz -- image export <image>... --output <bundle.tar> [--registry host:port | --from-engine]
  *   npm run fz -- image import <bundle.tar> [--registry host:port]
  *   npm run fz -- image push <image>... [--registry host:port]
@@ -12,12 +13,15 @@
  */
 import { parseArgs } from 'node:util';
 import { CliError, DEFAULT_API_URL, connect, operatorToken, type Api } from './api';
+import { exportLines, verify } from './audit';
 import { exportImages, importImages, localEngine, pushImages } from './images';
 import { formatProblem, loadProductFile, parsePath, type ProductDocument, type Problem } from './product-file';
 
 const USAGE = `usage:
   fz product apply <file.yaml|file.json>... [--dry-run]   define (or redefine) the products in the files
   fz product list [--json]                                the products the API knows
+  fz audit verify                                         check the audit log's hash chain (admin key)
+  fz audit export                                         the audit log as JSON lines, oldest first (admin key)
   fz image export <image>... -o <bundle.tar>              pull the images from the platform registry into one bundle
   fz image import <bundle.tar>                            push every image of a bundle to the platform registry
   fz image push <image>...                                push images of the local engine to the platform registry
@@ -132,6 +136,11 @@ export async function main(argv: string[], out = (l: string) => console.log(l), 
     }
     if (noun === 'product' && verb === 'list' && rest.length === 0) {
       await list(values.json ?? false, api(), out);
+      return 0;
+    }
+    if (noun === 'audit' && verb === 'verify' && rest.length === 0) return (await verify(api(), out, err)) ? 0 : 1;
+    if (noun === 'audit' && verb === 'export' && rest.length === 0) {
+      await exportLines(api(), out);
       return 0;
     }
     const registry = values.registry ?? (process.env.FZ_REGISTRY || `127.0.0.1:${process.env.FZ_REGISTRY_PORT ?? 5000}`);

@@ -7,7 +7,7 @@ import {
   type DocumentNode, type FieldNode, type FragmentDefinitionNode, type GraphQLFormattedError, type GraphQLSchema,
   type OperationDefinitionNode, type SelectionSetNode, type VariableDefinitionNode,
 } from 'graphql';
-import { authenticate, type Principal } from '../lib/auth';
+import { authenticate, BOOTSTRAP_ADMIN, type Principal } from '../lib/auth';
 import { log } from '../lib/log';
 import type { Store } from '../lib/store';
 
@@ -236,7 +236,7 @@ function rootField(selectionSet: SelectionSetNode, fragments: Map<string, Fragme
  * errors for an `error` message (the connection stays open). `principal` is the subscriber: the topic of
  * `hostDesiredStateChanged` is its own host; it is no field for an operator.
  */
-export function prepareSubscription(schema: GraphQLSchema, payload: SubscribePayload, principal: Principal = { kind: 'operator' }): PreparedSubscription | { errors: GraphQLFormattedError[] } {
+export function prepareSubscription(schema: GraphQLSchema, payload: SubscribePayload, principal: Principal = BOOTSTRAP_ADMIN): PreparedSubscription | { errors: GraphQLFormattedError[] } {
   let document: DocumentNode;
   try {
     document = parse(payload.query);

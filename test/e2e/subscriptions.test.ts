@@ -252,7 +252,7 @@ describe('bad input is refused the graphql-ws way and others are not affected', 
   test('a wrong operator token: 4401; a host token: 4403', async () => {
     const wrong = connect({ authorization: 'Bearer fza_not-the-token' });
     subscribe(wrong, 'subscription { alarmRaised { id } }');
-    expect(await closeNotice(wrong)).toMatchObject({ code: 4401, reason: expect.stringMatching(/operator token is not valid/) });
+    expect(await closeNotice(wrong)).toMatchObject({ code: 4401, reason: expect.stringMatching(/admin token is not valid/) });
     const host = connect({ authorization: `Bearer ${hostToken}` });
     subscribe(host, 'subscription { alarmRaised { id } }');
     expect(await closeNotice(host)).toEqual({ code: 4403, reason: 'Forbidden: only an operator may subscribe' });
