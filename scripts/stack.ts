@@ -139,7 +139,9 @@ export async function startStack(options: StackOptions): Promise<Stack> {
         joinToken = res.data!.createJoinToken.token;
       }
       // One process (tsx as a loader, not its CLI wrapper), so a signal to it reaches the runner itself.
-      const runner = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'runner/main.ts'), '--name', name, '--state-dir', stateDir, ...args], {
+      // The embedded stack listens on loopback only, so that is where its hosts are reached unless told otherwise.
+      const address = args.includes('--address') ? [] : ['--address', '127.0.0.1'];
+      const runner = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'runner/main.ts'), '--name', name, '--state-dir', stateDir, ...address, ...args], {
         cwd: ROOT, env: { ...process.env, FZ_API_URL: url, FZ_JOIN_TOKEN: joinToken, ...runnerEnv }, stdio: ['ignore', out, out], detached: true,
       });
       stop.unshift(() => killGroup(runner));
