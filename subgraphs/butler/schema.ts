@@ -8,7 +8,7 @@ import { listEvents, type EventFilter, type PlatformEvent } from './events';
 import { restart } from './watch';
 import { notFound } from '../../lib/errors';
 import { getInstance } from '../ark/instances';
-import { containersOfHost, containersOfRelease, getContainer, isFailing, isServing, type ContainerRecord } from './status';
+import { containersOfHost, containersOfRelease, generationStatus, getContainer, isFailing, isServing, type ContainerRecord } from './status';
 import { instancesOfRelease } from '../ark/instances';
 
 const resolvers = {
@@ -20,7 +20,10 @@ const resolvers = {
     events: (_: unknown, { filter, first, after }: { filter?: EventFilter | null; first: number; after?: string | null }) =>
       listEvents(store(), filter ?? {}, first, after),
     event: (_: unknown, { id }: { id: string }) => store().get<PlatformEvent>('events', id),
-    containerStatus: (_: unknown, { instanceId }: { instanceId: string }) => getContainer(store(), instanceId),
+    containerStatus: async (_: unknown, { instanceId }: { instanceId: string }) => {
+      const [instance, record] = await Promise.all([getInstance(store(), instanceId), getContainer(store(), instanceId)]);
+      return instance ? generationStatus(record, instance.specHash) : null;
+    },
   },
   Mutation: {
     acknowledgeAlarm: (_: unknown, { id }: { id: string }) => acknowledgeAlarm(store(), id),
@@ -48,7 +51,10 @@ const resolvers = {
     channel: (n: { channelId: string }) => ({ __typename: 'AlertChannel', id: n.channelId }),
   },
   Instance: {
-    status: ({ id }: { id: string }) => getContainer(store(), id),
+    status: async ({ id }: { id: string }) => {
+      const [instance, record] = await Promise.all([getInstance(store(), id), getContainer(store(), id)]);
+      return instance ? generationStatus(record, instance.specHash) : null;
+    },
   },
   Host: {
     containers: ({ id }: { id: string }) => containersOfHost(store(), id),
@@ -56,11 +62,14 @@ const resolvers = {
   Release: {
     health: async ({ id }: { id: string }) => {
       const [instances, containers] = await Promise.all([instancesOfRelease(store(), id), containersOfRelease(store(), id)]);
+      // Only containers of each instance's current spec count: an old generation says nothing about the new one.
+      const specOf = new Map(instances.map((i) => [i.id, i.specHash]));
+      const current = containers.filter((c) => specOf.get(c.instanceId) === c.specHash);
       return {
         desired: instances.length,
-        running: containers.filter((c) => c.state === 'RUNNING').length,
-        healthy: containers.filter(isServing).length,
-        unhealthy: containers.filter((c) => c.health === 'UNHEALTHY').length,
+        running: current.filter((c) => c.state === 'RUNNING').length,
+        healthy: current.filter(isServing).length,
+        unhealthy: current.filter((c) => c.health === 'UNHEALTHY').length,
       };
     },
   },

@@ -18,10 +18,10 @@ let id: string;
 
 const RELEASE = `query($id: ID!) { release(id: $id) {
   status version revision
-  upgrade { kind state done total batch message }
+  upgrade { kind state done total batch message reason failedVersion }
   instances { id status { state health } }
 } }`;
-type View = { status: string; version: string; revision: number; upgrade: { kind: string; state: string; done: number; total: number; batch: string[]; message: string | null } | null; instances: { id: string; status: { state: string; health: string } | null }[] };
+type View = { status: string; version: string; revision: number; upgrade: { kind: string; state: string; done: number; total: number; batch: string[]; message: string | null; reason: string | null; failedVersion: string | null } | null; instances: { id: string; status: { state: string; health: string } | null }[] };
 const view = async () => (await stack.graphql<{ release: View }>(RELEASE, { id })).data!.release;
 const images = async () => (await docker.listContainers({ filters: { label: [`fangzhou.release=${id}`] } })).map((c) => c.Image).sort();
 const upgrade = (version: string, strategy: Record<string, unknown> = {}) =>
@@ -82,7 +82,8 @@ test('v2 → v3 fails its health gate and rolls back to v2 by itself, with an UP
   expect((await upgrade('3.0.0-unhealthy', { maxUnavailable: 2, healthTimeoutSeconds: 60 })).errors).toBeUndefined();
   const { last } = await watch((v) => v.upgrade?.state === 'ROLLED_BACK' && v.status === 'RUNNING');
   expect(last.version).toBe('2.0.0');
-  expect(last.upgrade!.message).toMatch(/rolling back: up-\d: running, unhealthy/);
+  expect(last.upgrade).toMatchObject({ failedVersion: '3.0.0-unhealthy', reason: expect.stringMatching(/^up-\d: running, unhealthy$/) });
+  expect(last.upgrade!.message).toMatch(/^rolled back to 2\.0\.0: 3\.0\.0-unhealthy failed its health gate \(up-\d: running, unhealthy\)$/);
   expect(await images()).toEqual(['fangzhou/demo:2', 'fangzhou/demo:2', 'fangzhou/demo:2']);
   const alarms = await stack.graphql<{ alarms: { nodes: { kind: string; release: { name: string } }[] } }>(
     'query($r: ID!) { alarms(filter: {releaseId: $r}) { nodes { kind release { name } } } }', { r: id });
