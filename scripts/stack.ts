@@ -1,4 +1,4 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { hashSecret, newSecret } from '../lib/ids';
@@ -30,6 +30,8 @@ export interface StackOptions {
   env?: Record<string, string>;
   /** Rebuild and reload the handlers when their code changes (the dev stack); off for tests and benches. */
   watch?: boolean;
+  /** Aborting it while the stack starts stops what was started and rejects (Ctrl-C during `npm start`). */
+  signal?: AbortSignal;
 }
 
 export interface Stack {
@@ -58,9 +60,10 @@ function outputStream(output: StackOptions['output']): 'inherit' | 'ignore' | nu
   return require('node:fs').openSync(output, 'a');
 }
 
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number, child?: ChildProcess) {
+async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number, child?: ChildProcess, signal?: AbortSignal) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
+    signal?.throwIfAborted();
     if (child && child.exitCode !== null) throw new Error(`${what}: the process exited with code ${child.exitCode}`);
     if (await check().catch(() => false)) return;
     await new Promise((r) => setTimeout(r, 250));
@@ -74,6 +77,17 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   const httpPort = options.httpPort ?? 3000;
   const stop: (() => Promise<void>)[] = [];
 
+  try {
+    return await start(options, dataDir, httpPort, stop);
+  } catch (err) {
+    // Every failure (and an abort) stops what was started: no store or API is left behind on its port.
+    for (const s of stop.splice(0)) await s().catch(() => undefined);
+    throw err;
+  }
+}
+
+async function start(options: StackOptions, dataDir: string, httpPort: number, stop: (() => Promise<void>)[]): Promise<Stack> {
+  const { signal } = options;
   const out = outputStream(options.output);
   let endpoint = options.dynamodbEndpoint;
   let storeProcess: ChildProcess | undefined;
@@ -89,7 +103,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   const tablePrefix = options.tablePrefix ?? 'fangzhou-';
   const client = createClient(endpoint, 'local');
   try {
-    await waitFor(`the store at ${endpoint}`, async () => (await client.send(new ListTablesCommand({}))) !== undefined, 30_000, storeProcess);
+    await waitFor(`the store at ${endpoint}`, async () => (await client.send(new ListTablesCommand({}))) !== undefined, 30_000, storeProcess, signal);
     await ensureTables(client, tablePrefix);
   } finally {
     client.destroy();
@@ -117,11 +131,11 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   stop.unshift(() => killGroup(offline));
 
   const graphql: Stack['graphql'] = async (query, variables, token = adminToken) => {
-    const res = await fetch(url, {
+    const res = await retryConnection(() => fetch(url, {
       method: 'POST',
       headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
       body: JSON.stringify({ query, variables }),
-    });
+    }));
     return res.json() as never;
   };
 
@@ -136,7 +150,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       let joinToken = '';
       if (!existsSync(join(stateDir, `${name}.json`))) {
         const res = await graphql<{ createJoinToken: { token: string } }>('mutation { createJoinToken { token } }');
-        joinToken = res.data!.createJoinToken.token;
+        if (!res.data) throw new Error(`could not create a join token for runner ${name}: ${res.errors?.[0].message}`);
+        joinToken = res.data.createJoinToken.token;
       }
       // One process (tsx as a loader, not its CLI wrapper), so a signal to it reaches the runner itself.
       // The embedded stack listens on loopback only, so that is where its hosts are reached unless told otherwise.
@@ -164,14 +179,25 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     }
   };
   stop.unshift(async () => { ticking = false; });
-  try {
-    await waitFor('serverless offline', async () => (await graphql('{ __typename }')).data !== undefined, 180_000, offline);
-  } catch (err) {
-    await stack.stop();
-    throw err;
-  }
+  await waitFor('serverless offline', async () => (await graphql('{ __typename }')).data !== undefined, 300_000, offline, signal);
   void tick();
   return stack;
+}
+
+/** Connection-level failures that mean the request never reached a handler of ours (a child still binding, or a
+ * keep-alive socket it closed); anything else, and any HTTP answer, is returned or thrown at once. */
+const TRANSIENT = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET']);
+
+async function retryConnection<T>(call: () => Promise<T>, attempts = 5): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await call();
+    } catch (err) {
+      const code = ((err as { cause?: { code?: string } }).cause ?? (err as { code?: string })).code;
+      if (attempt >= attempts || !code || !TRANSIENT.has(code)) throw err;
+      await new Promise((r) => setTimeout(r, 200 * 2 ** (attempt - 1)));
+    }
+  }
 }
 
 /** SIGTERM to the child's process group, SIGKILL if it is still there after 5 s; never waits longer than that. */
@@ -185,8 +211,14 @@ async function killGroup(child: ChildProcess) {
   timers.forEach(clearTimeout);
 }
 
-/** Runs scripts/ensure-docker.sh; returns why no engine is available, or null when one is. */
-export function ensureDocker(): string | null {
-  const res = spawnSync('bash', [join(ROOT, 'scripts/ensure-docker.sh')], { stdio: ['ignore', 'inherit', 'inherit'] });
-  return res.status === 0 ? null : `scripts/ensure-docker.sh exited with ${res.status}`;
+/**
+ * Runs scripts/ensure-docker.sh (on a fresh machine: packages, dockerd, image builds, about a minute) without
+ * blocking the event loop; resolves with why no engine is available, or null when one is. Aborting stops it.
+ */
+export function ensureDocker(signal?: AbortSignal): Promise<string | null> {
+  const script = spawn('bash', [join(ROOT, 'scripts/ensure-docker.sh')], { stdio: ['ignore', 'inherit', 'inherit'], signal, killSignal: 'SIGTERM' });
+  return new Promise((resolve) => {
+    script.once('error', (err) => resolve(signal?.aborted ? 'stopped' : `scripts/ensure-docker.sh could not run: ${err.message}`));
+    script.once('exit', (code, sig) => resolve(code === 0 ? null : `scripts/ensure-docker.sh ${sig ? `was stopped by ${sig}` : `exited with ${code}`}`));
+  });
 }

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
 import { startStack, type Stack } from '../../scripts/stack';
 import { clearReleaseNames } from '../support/docker';
-import { waitUntil } from '../support/wait';
+import { waitFor, waitUntil } from '../support/wait';
 
 /**
  * The walking skeleton end to end: dynalite + serverless-offline (gateway and three subgraph handlers over HTTP) +
@@ -36,7 +36,7 @@ beforeAll(async () => {
   const defined = await stack.graphql(DEFINE_PRODUCT, { input: DEMO_PRODUCT });
   expect(defined.errors).toBeUndefined();
   runner = await stack.startRunner(hostName, ['--labels', 'zone=a']);
-  await waitUntil('the runner to register its host', async () => {
+  await waitFor('the runner to register its host', async () => {
     const res = await stack.graphql<{ hosts: { name: string; status: string; engine: { version: string } | null }[] }>('{ hosts { name status engine { version } } }');
     return res.data?.hosts.find((h) => h.name === hostName && h.status === 'READY' && h.engine);
   });
@@ -52,7 +52,7 @@ test('deploys 3 replicas that run as labelled containers, reports them RUNNING a
   expect(deployed.errors).toBeUndefined();
   const id = deployed.data!.deploy.id;
 
-  const running = await waitUntil('the release to be RUNNING', async () => {
+  const running = await waitFor('the release to be RUNNING', async () => {
     const res = await stack.graphql<{ release: any }>(RELEASE, { id });
     return res.data?.release.status === 'RUNNING' && res.data.release;
   });

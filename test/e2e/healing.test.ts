@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
 import { startStack, type Stack } from '../../scripts/stack';
 import { clearReleaseNames } from '../support/docker';
-import { waitUntil } from '../support/wait';
+import { waitFor, waitUntil } from '../support/wait';
 
 /**
  * Butler heals what Docker does not: a container that stays unhealthy is replaced, a crash loop stops being replaced
@@ -41,7 +41,7 @@ afterAll(async () => {
 
 test('an instance that stays unhealthy is replaced a few times, then left with a CONTAINER_CRASH_LOOP alarm', async () => {
   const id = await deploy('heal-sick', '3.0.0-unhealthy');
-  const loop = await waitUntil('a crash-loop alarm', async () => (await alarms(id)).find((a) => a.kind === 'CONTAINER_CRASH_LOOP'), 120_000, 1000);
+  const loop = await waitFor('a crash-loop alarm', async () => (await alarms(id)).find((a) => a.kind === 'CONTAINER_CRASH_LOOP'), 120_000, 1000);
   expect(loop).toMatchObject({ state: 'FIRING', severity: 'CRITICAL', instance: { id: `${id}-0` } });
   const restarts = (await events(id)).filter((e) => e.kind === 'RESTARTED');
   expect(restarts).toHaveLength(3);

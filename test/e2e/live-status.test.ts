@@ -8,7 +8,7 @@ import WebSocket from 'ws';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
 import { startStack, type Stack } from '../../scripts/stack';
 import { clearReleaseNames } from '../support/docker';
-import { waitUntil } from '../support/wait';
+import { waitFor, waitUntil } from '../support/wait';
 
 /**
  * Live operations over real WebSocket subscriptions (graphql-ws client against serverless-offline): a container
@@ -59,10 +59,10 @@ test('killing a container reaches a containerStatusChanged subscriber and an ala
   const instanceId = victim.Labels['fangzhou.instance'];
   await docker.getContainer(victim.Id).kill();
 
-  const seen = await waitUntil('a containerStatusChanged for the killed container', async () =>
+  const seen = await waitFor('a containerStatusChanged for the killed container', async () =>
     statuses.received.find((s) => s.containerStatusChanged.instance.id === instanceId && s.containerStatusChanged.host.name === hostName), 30_000, 100);
   expect(seen.containerStatusChanged.instance.domainName).toMatch(/^live-\d\.live\.fz\.internal$/);
-  const alarm = await waitUntil('an alarm for the killed container', async () =>
+  const alarm = await waitFor('an alarm for the killed container', async () =>
     alarms.received.find((a) => a.alarmRaised.instance?.id === instanceId), 30_000, 100);
   // Docker restarts it at once (restart count up) and its healthcheck may fail first: either alarm is right.
   expect(['CONTAINER_RESTARTED', 'CONTAINER_UNHEALTHY']).toContain(alarm.alarmRaised.kind);
@@ -95,7 +95,7 @@ test('the scripted upgrade example draws progress and exits 0 on success, 1 afte
 }, 240_000);
 
 test('running containers report CPU and memory figures', async () => {
-  const stats = await waitUntil('stats for every instance', async () => {
+  const stats = await waitFor('stats for every instance', async () => {
     const res = await stack.graphql<{ release: { instances: { status: { stats: { cpuPercent: number; memoryBytes: number } | null } | null }[] } }>(
       'query($id: ID!) { release(id: $id) { instances { status { stats { cpuPercent memoryBytes } } } } }', { id: releaseId });
     const all = res.data!.release.instances.map((i) => i.status?.stats);

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
 import { startStack, type Stack } from '../../scripts/stack';
 import { clearReleaseNames } from '../support/docker';
-import { waitUntil } from '../support/wait';
+import { waitFor, waitUntil } from '../support/wait';
 
 /**
  * Rolling upgrades on the real engine with three image versions: v1 → v2 completes with at most maxUnavailable
@@ -30,7 +30,7 @@ const upgrade = (version: string, strategy: Record<string, unknown> = {}) =>
 /** Samples the release until `done`, recording the most instances seen not serving at once. */
 async function watch(done: (v: View) => boolean, timeoutMs = 120_000) {
   let maxDown = 0;
-  const last = await waitUntil('the upgrade to finish', async () => {
+  const last = await waitFor('the upgrade to finish', async () => {
     const v = await view();
     const down = v.instances.filter((i) => !(i.status?.state === 'RUNNING' && i.status.health === 'HEALTHY')).length;
     maxDown = Math.max(maxDown, down);
