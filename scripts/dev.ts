@@ -8,7 +8,7 @@ import { ensureDocker, startStack, type Stack } from './stack';
  * API: serverless-offline. Hosts: one runner on the local Docker engine. Ctrl-C, or any failure, stops everything it
  * started, at any point of the start.
  */
-const HOST_READY_SECONDS = 60;
+const HOST_READY_SECONDS = 120;
 
 async function main(signal: AbortSignal, started: (stack: Stack) => void) {
   const port = (name: string, fallback: number) => Number(process.env[name] ?? fallback);

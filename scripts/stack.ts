@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { hashSecret, newSecret } from '../lib/ids';
 import { ListTablesCommand } from '@aws-sdk/client-dynamodb';
@@ -129,6 +129,8 @@ async function start(options: StackOptions, dataDir: string, httpPort: number, s
     cwd: ROOT, env, stdio: ['ignore', out, out], detached: true,
   });
   stop.unshift(() => killGroup(offline));
+  // Its build folder goes with it (runs after every process is stopped): nothing of a stopped stack stays in the tree.
+  stop.push(async () => rmSync(join(ROOT, env.FZ_BUILD_DIR), { recursive: true, force: true }));
 
   const graphql: Stack['graphql'] = async (query, variables, token = adminToken) => {
     const res = await retryConnection(() => fetch(url, {

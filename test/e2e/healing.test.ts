@@ -1,5 +1,5 @@
 import Docker from 'dockerode';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
@@ -14,6 +14,7 @@ import { waitFor, waitUntil } from '../support/wait';
  */
 const docker = new Docker();
 let stack: Stack;
+let dir: string;
 const hostName = `heal-${process.pid}`;
 
 const containersOf = (releaseId: string) => docker.listContainers({ all: true, filters: { label: [`fangzhou.release=${releaseId}`] } });
@@ -26,7 +27,7 @@ const deploy = async (name: string, version: string) =>
 
 beforeAll(async () => {
   await clearReleaseNames(docker, 'heal-sick', 'heal-kill', 'heal-manual');
-  const dir = mkdtempSync(join(tmpdir(), 'fz-heal-'));
+  dir = mkdtempSync(join(tmpdir(), 'fz-heal-'));
   stack = await startStack({ dataDir: dir, httpPort: 3350, wsPort: 3351, lambdaPort: 3352, storePort: 4850, output: join(dir, 'stack.log') });
   expect((await stack.graphql(DEFINE_PRODUCT, { input: DEMO_PRODUCT })).errors).toBeUndefined();
   await stack.startRunner(hostName, ['--labels', 'zone=heal']);
@@ -36,6 +37,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await stack?.stop(); // the runner first, or it would bring the containers back
+  if (dir) rmSync(dir, { recursive: true, force: true });
   await clearReleaseNames(docker, 'heal-sick', 'heal-kill', 'heal-manual');
 });
 

@@ -1,6 +1,6 @@
 import Docker from 'dockerode';
 import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createClient, type Client } from 'graphql-ws';
@@ -17,6 +17,7 @@ import { waitFor, waitUntil } from '../support/wait';
  */
 const docker = new Docker();
 let stack: Stack;
+let dir: string;
 let client: Client;
 let releaseId: string;
 const hostName = `live-${process.pid}`;
@@ -29,7 +30,7 @@ function collect<T>(query: string, variables: Record<string, unknown>) {
 
 beforeAll(async () => {
   await clearReleaseNames(docker, 'live');
-  const dir = mkdtempSync(join(tmpdir(), 'fz-live-'));
+  dir = mkdtempSync(join(tmpdir(), 'fz-live-'));
   stack = await startStack({ dataDir: dir, httpPort: 3370, wsPort: 3371, lambdaPort: 3372, storePort: 4870, output: join(dir, 'stack.log') });
   expect((await stack.graphql(DEFINE_PRODUCT, { input: DEMO_PRODUCT })).errors).toBeUndefined();
   await stack.startRunner(hostName, ['--labels', 'zone=live']);
@@ -46,6 +47,7 @@ afterAll(async () => {
     await waitUntil('containers removed', async () => (await docker.listContainers({ all: true, filters: { label: [`fangzhou.release=${releaseId}`] } })).length === 0, 60_000).catch(() => undefined);
   }
   await stack?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 test('killing a container reaches a containerStatusChanged subscriber and an alarmRaised subscriber, with fields from all subgraphs', async () => {

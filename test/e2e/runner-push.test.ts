@@ -1,5 +1,5 @@
 import Docker from 'dockerode';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
@@ -76,6 +76,7 @@ afterAll(async () => {
     }
   } finally {
     await stack?.stop();
+    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
     await clearReleaseNames(docker, RELEASE);
   }
 }, 120_000);

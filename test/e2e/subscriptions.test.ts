@@ -1,5 +1,5 @@
 import { createClient, type Client } from 'graphql-ws';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
@@ -19,6 +19,7 @@ import { waitFor, waitUntil } from '../support/wait';
  * alarm something to resolve in Ark and Panama. No Docker needed.
  */
 let stack: Stack;
+let dir: string;
 let db: Store;
 let logFile: string;
 let hostId: string;
@@ -29,7 +30,7 @@ const clients: Client[] = [];
 const sockets: WebSocket[] = [];
 
 beforeAll(async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'fz-subs-'));
+  dir = mkdtempSync(join(tmpdir(), 'fz-subs-'));
   logFile = join(dir, 'stack.log');
   stack = await startStack({ dataDir: dir, httpPort: 3330, wsPort: 3331, lambdaPort: 3332, storePort: 4830, output: logFile });
   db = new Store(createDbClient(stack.env.DYNAMODB_ENDPOINT, 'local'), stack.env.FZ_TABLE_PREFIX);
@@ -59,6 +60,7 @@ afterAll(async () => {
   for (const s of sockets) s.terminate();
   db?.client.destroy();
   await stack?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 // ---------------------------------------------------------------------------------------------------------------

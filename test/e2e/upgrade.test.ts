@@ -1,5 +1,5 @@
 import Docker from 'dockerode';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
@@ -14,6 +14,7 @@ import { waitFor, waitUntil } from '../support/wait';
  */
 const docker = new Docker();
 let stack: Stack;
+let dir: string;
 let id: string;
 
 const RELEASE = `query($id: ID!) { release(id: $id) {
@@ -41,7 +42,7 @@ async function watch(done: (v: View) => boolean, timeoutMs = 120_000) {
 
 beforeAll(async () => {
   await clearReleaseNames(docker, 'up');
-  const dir = mkdtempSync(join(tmpdir(), 'fz-upgrade-'));
+  dir = mkdtempSync(join(tmpdir(), 'fz-upgrade-'));
   stack = await startStack({ dataDir: dir, httpPort: 3360, wsPort: 3361, lambdaPort: 3362, storePort: 4860, output: join(dir, 'stack.log') });
   expect((await stack.graphql(DEFINE_PRODUCT, { input: DEMO_PRODUCT })).errors).toBeUndefined();
   await stack.startRunner(`upgrade-${process.pid}`, ['--labels', 'zone=up']);
@@ -54,6 +55,7 @@ afterAll(async () => {
   if (id) await stack?.graphql('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id });
   if (id) await waitUntil('containers removed', async () => (await images()).length === 0, 60_000).catch(() => undefined);
   await stack?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 test('bad upgrade requests are refused with a code and change nothing', async () => {
