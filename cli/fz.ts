@@ -3,22 +3,30 @@
  *
  *   npm run fz -- product apply <file.yaml|file.json>... [--dry-run]
  *   npm run fz -- product list [--json]
+ *   npm run fz -- image export <image>... --output <bundle.tar> [--registry host:port | --from-engine]
+ *   npm run fz -- image import <bundle.tar> [--registry host:port]
  *
  * The API is FZ_API_URL (default http://localhost:3000/graphql); the operator token is FZ_TOKEN or the one
  * `npm start` wrote to .fangzhou/admin-token. Exit 0 on success, 1 when something was refused, 2 on bad usage.
  */
 import { parseArgs } from 'node:util';
 import { CliError, DEFAULT_API_URL, connect, operatorToken, type Api } from './api';
+import { exportImages, importImages, localEngine } from './images';
 import { formatProblem, loadProductFile, parsePath, type ProductDocument, type Problem } from './product-file';
 
 const USAGE = `usage:
   fz product apply <file.yaml|file.json>... [--dry-run]   define (or redefine) the products in the files
   fz product list [--json]                                the products the API knows
+  fz image export <image>... -o <bundle.tar>              pull the images from the platform registry into one bundle
+  fz image import <bundle.tar>                            push every image of a bundle to the platform registry
 options:
   --api-url URL   the GraphQL API (default: FZ_API_URL or ${DEFAULT_API_URL})
   --dry-run       check the files locally, send nothing
   --json          print the products as JSON
-environment: FZ_API_URL, FZ_TOKEN (default: the token in .fangzhou/admin-token)`;
+  --registry A    the platform registry, host:port (default: FZ_REGISTRY or 127.0.0.1:\$FZ_REGISTRY_PORT, 5000)
+  --from-engine   export the local Docker engine's images instead of the registry's
+  -o, --output F  the bundle to write
+environment: FZ_API_URL, FZ_TOKEN (default: the token in .fangzhou/admin-token), FZ_REGISTRY, DOCKER_HOST`;
 
 const DEFINE_PRODUCT = `mutation Define($input: ProductInput!) {
   defineProduct(input: $input) { name versions { version image } dependencies { product versionRange } configTemplates { path } }
@@ -99,7 +107,10 @@ export async function main(argv: string[], out = (l: string) => console.log(l), 
       parsed = parseArgs({
         args: argv,
         allowPositionals: true,
-        options: { 'api-url': { type: 'string' }, 'dry-run': { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+        options: {
+          'api-url': { type: 'string' }, 'dry-run': { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+          registry: { type: 'string' }, 'from-engine': { type: 'boolean' }, output: { type: 'string', short: 'o' },
+        },
       });
     } catch (e) {
       throw new UsageError((e as Error).message);
@@ -119,6 +130,17 @@ export async function main(argv: string[], out = (l: string) => console.log(l), 
     }
     if (noun === 'product' && verb === 'list' && rest.length === 0) {
       await list(values.json ?? false, api(), out);
+      return 0;
+    }
+    const registry = values.registry ?? (process.env.FZ_REGISTRY || `127.0.0.1:${process.env.FZ_REGISTRY_PORT ?? 5000}`);
+    if (noun === 'image' && verb === 'export') {
+      if (rest.length === 0) throw new UsageError('image export needs at least one image, e.g. fangzhou/redis:7.0.15');
+      if (!values.output) throw new UsageError('image export needs --output <bundle.tar>');
+      await exportImages(localEngine(), rest, values.output, values['from-engine'] ? null : registry, out);
+      return 0;
+    }
+    if (noun === 'image' && verb === 'import' && rest.length === 1) {
+      await importImages(localEngine(), rest[0], registry, out);
       return 0;
     }
     throw new UsageError(noun ? `unknown command: ${positionals.join(' ')}` : 'no command given');

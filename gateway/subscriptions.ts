@@ -395,7 +395,7 @@ const isGone = (err: unknown) => {
 /** The management endpoint of a connection: serverless-offline's WebSocket port offline, the API's stage URL in AWS. */
 export function managementEndpoint(requestContext: { apiId?: string; domainName?: string; stage?: string }): string {
   if (process.env.FZ_WS_MANAGEMENT_ENDPOINT) return process.env.FZ_WS_MANAGEMENT_ENDPOINT;
-  if (process.env.IS_OFFLINE) return `http://localhost:${process.env.FZ_WS_PORT || 3001}`;
+  if (process.env.IS_OFFLINE) return `http://${process.env.FZ_LISTEN_HOST || 'localhost'}:${process.env.FZ_WS_PORT || 3001}`;
   // The execute-api host, not domainName: with a custom domain, domainName has no stage mapping for @connections.
   const region = process.env.AWS_REGION;
   return requestContext.apiId && region

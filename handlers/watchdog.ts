@@ -1,13 +1,20 @@
+import { config } from '../lib/config';
 import { store } from '../lib/store';
+import { inspectIfDue } from '../subgraphs/butler/inspection';
+import { checkMemory } from '../subgraphs/butler/thresholds';
 import { deliverPending } from '../subgraphs/butler/notify';
 import { watchHosts } from '../subgraphs/butler/watchdog';
 
 /**
  * The watchdog tick: hosts that stopped reporting go DOWN and their instances move; draining hosts empty; alarm
- * notifications that are due are sent. A failing channel never holds up host handling.
+ * notifications that are due are sent; the daily inspection runs when due; threshold rules judge the latest figures.
+ * A failing channel, inspection or rule never holds up host handling.
  */
 export const handler = async () => {
-  const [hosts, notify] = await Promise.allSettled([watchHosts(store()), deliverPending(store())]);
+  const { inspectionIntervalHours, runnerPollSeconds } = config();
+  const [hosts, notify] = await Promise.allSettled([
+    watchHosts(store()), deliverPending(store()), inspectIfDue(store(), inspectionIntervalHours, runnerPollSeconds), checkMemory(store()),
+  ]);
   if (hosts.status === 'rejected') throw hosts.reason;
   return notify.status === 'fulfilled' ? notify.value : undefined;
 };

@@ -34,6 +34,10 @@ export async function authenticate(authorization: string | undefined): Promise<P
   throw unauthenticated('unknown kind of token: expected an operator token (fza_…) or a host token (fzh_…)');
 }
 
+/** What the caller is, as the console shows it: the operator token acts with every right. */
+export const callerOf = (principal: Principal) =>
+  principal.kind === 'host' ? { kind: 'HOST', role: 'VIEWER' } : { kind: 'OPERATOR', role: 'ADMIN' };
+
 export async function contextFromHeaders(headers: { get(name: string): string | undefined | null }): Promise<Context> {
   const authorization = headers.get('authorization') ?? undefined;
   return { principal: await authenticate(authorization), authorization };

@@ -23,6 +23,14 @@ export const config = () => ({
   hostDownSeconds: num('FZ_HOST_DOWN_SECONDS', 5),
   joinTokenTtlSeconds: num('FZ_JOIN_TOKEN_TTL_SECONDS', 3600),
   dnsZone: process.env.FZ_DNS_ZONE ?? 'fz.internal',
+  /** How often the scheduled inspection runs (the watchdog tick starts it when due). */
+  inspectionIntervalHours: num('FZ_INSPECTION_INTERVAL_HOURS', 24),
+  /** The range every host's subnet and every instance's address come from. */
+  clusterCidr: process.env.FZ_CLUSTER_CIDR || '10.240.0.0/16',
+  /** Size of each host's subnet in the cluster range (24: up to 253 instances per host). */
+  hostSubnetPrefix: num('FZ_HOST_SUBNET_PREFIX', 24),
+  /** The platform registry (`host:port`) releases pin their images in and hosts pull from; unset: hosts use their own images. */
+  registry: process.env.FZ_REGISTRY || null,
 });
 
 export type Config = ReturnType<typeof config>;

@@ -23,7 +23,7 @@ export async function kick(functionName: string, payload: unknown = {}): Promise
         warned = true;
         return;
       }
-      const res = await fetch(`http://localhost:${port}/2015-03-31/functions/${encodeURIComponent(name)}/invocations`, {
+      const res = await fetch(`http://${process.env.FZ_LISTEN_HOST || 'localhost'}:${port}/2015-03-31/functions/${encodeURIComponent(name)}/invocations`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', 'x-amz-invocation-type': 'Event' },
         body: JSON.stringify(payload),

@@ -10,9 +10,14 @@ export const LABELS = {
   instance: 'fangzhou.instance',
   release: 'fangzhou.release',
   spec: 'fangzhou.spec',
+  /** On a container: its beforeStop hook (JSON), run before the runner stops or removes it. */
+  beforeStop: 'fangzhou.before-stop',
+  /** On a one-off container running an onReplace hook: the instance it prepares. */
+  hookOf: 'fangzhou.hook-of',
 } as const;
 
-export type ContainerState = 'CREATED' | 'RUNNING' | 'RESTARTING' | 'EXITED' | 'DEAD' | 'MISSING';
+/** PULLING: no container yet, its image is being pulled from the platform registry. */
+export type ContainerState = 'CREATED' | 'RUNNING' | 'RESTARTING' | 'EXITED' | 'DEAD' | 'MISSING' | 'PULLING';
 export type ContainerHealth = 'STARTING' | 'HEALTHY' | 'UNHEALTHY' | 'NONE';
 
 export interface KeyValue {
@@ -34,6 +39,13 @@ export interface HealthcheckSpec {
   startPeriodSeconds: number;
 }
 
+/** Commands (exec form) the runner runs at points of an instance's life; see Lifecycle in schema/panama.graphql. */
+export interface LifecycleSpec {
+  afterStart: string[] | null;
+  beforeStop: string[] | null;
+  onReplace: string[] | null;
+}
+
 export interface ConfigFileSpec {
   /** Absolute path inside the container. */
   path: string;
@@ -46,7 +58,12 @@ export interface DesiredContainer {
   releaseId: string;
   /** Docker container name, unique per host: `fz-<release name>-<ordinal>`. */
   name: string;
+  /** As the product names it, e.g. `fangzhou/redis:7.0.15`. */
   image: string;
+  /** The digest the release pinned for `image` (`sha256:…`); absent when it was not pinned (no registry). */
+  imageDigest?: string | null;
+  /** The platform registry (`host:port`) the runner pulls from; absent: run only what the engine already has. */
+  registry?: string | null;
   /** Hash of everything below that shapes the container; a changed hash means recreate. */
   specHash: string;
   desiredState: 'RUNNING' | 'STOPPED';
@@ -55,8 +72,15 @@ export interface DesiredContainer {
   cpuMillis: number;
   memoryMb: number;
   healthcheck: HealthcheckSpec | null;
-  /** The instance's DNS name; the runner adds it as a network alias. */
+  /** The instance's DNS name (served by every runner's DNS server). */
   domainName: string;
+  /** Where the instance's named volume is mounted; absent: no volume. */
+  dataPath?: string | null;
+  lifecycle?: LifecycleSpec | null;
+  /** The instance moved here from another host: its onReplace hook runs before its first start here. */
+  replaced?: boolean;
+  /** The instance's fixed address on its host's subnet; absent: the engine picks one. */
+  ip?: string | null;
   configFiles: ConfigFileSpec[];
 }
 
@@ -84,6 +108,17 @@ export interface ObservedContainer {
   error: string | null;
   /** The latest periodic sample, for running containers. */
   stats?: ContainerStats | null;
+  /** While the image of the instance's desired spec is being pulled. */
+  pull?: PullProgress | null;
+}
+
+/** How far a pull has come; bytes count only layers whose size the registry has announced yet. */
+export interface PullProgress {
+  image: string;
+  layers: number;
+  layersDone: number;
+  bytesDone: number;
+  bytesTotal: number;
 }
 
 export interface ContainerStats {
@@ -99,6 +134,37 @@ export interface EngineInfo {
 export interface SyncRequest {
   observed: ObservedContainer[];
   engine: EngineInfo | null;
+  /** The network serial of the routes and records the runner holds; absent or stale: send them. */
+  networkSerial?: number | null;
+}
+
+/** A route to another host's subnet via that host's address (host-gw). */
+export interface Route {
+  subnet: string;
+  via: string;
+}
+
+/** One record of the internal zone: A (address) or SRV (target and port). */
+export interface DnsRecord {
+  name: string;
+  type: 'A' | 'SRV';
+  address: string | null;
+  target: string | null;
+  port: number | null;
+}
+
+/** The host's place in the cluster network, and what its runner programs and serves. */
+export interface HostNetwork {
+  /** This host's subnet; its `fangzhou` bridge is created on it. */
+  subnet: string;
+  /** The bridge's address: containers' gateway and DNS server. */
+  gateway: string;
+  clusterCidr: string;
+  zone: string;
+  serial: number;
+  /** Null when the runner already holds this serial. */
+  routes: Route[] | null;
+  records: DnsRecord[] | null;
 }
 
 export interface SyncResponse {
@@ -106,4 +172,5 @@ export interface SyncResponse {
   desired: DesiredContainer[];
   /** How long the runner waits before its next sync when nothing happens. */
   pollSeconds: number;
+  network: HostNetwork;
 }

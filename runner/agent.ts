@@ -9,7 +9,9 @@ import { log } from '../lib/log';
 import type { KeyValue } from '../lib/runner-protocol';
 import { ApiError, ApiUnreachableError, createApi, type Api, type RegisterHostResult } from './api';
 import { StatsSampler } from './stats';
+import { ImagePuller } from './images';
 import { connectEngine, converge, engineFacts, followEvents, isEngineUnreachable, observe, type EngineFacts } from './engine';
+import { hostNetworks, HostNetworking } from './network';
 import { defaultWsUrl, followNotifications, WS_OFF, wsUrlProblem, type Notifications } from './notifications';
 import type { InstanceError } from './plan';
 import { loadState, saveState, stateFile, type RunnerState } from './state';
@@ -32,6 +34,8 @@ export interface RunnerConfig {
   /** Socket path, `unix://` or `tcp://` address of the Docker engine. */
   dockerTarget: string;
   stateDir: string;
+  /** Port of the DNS server on the bridge address (53: containers can reach no other). */
+  dnsPort?: number;
 }
 
 /** The runner cannot go on (bad join token, revoked host token, unregistered without a join token). */
@@ -90,6 +94,7 @@ export async function ensureRegistered(api: Api, config: RunnerConfig, facts: En
       address: config.address,
       labels: config.labels,
       capacity: { cpuMillis: config.cpuMillis ?? facts.cpuMillis, memoryMb: config.memoryMb ?? facts.memoryMb },
+      networks: hostNetworks(),
     });
   } catch (err) {
     if (err instanceof ApiError && err.code !== 'INTERNAL') {
@@ -108,6 +113,8 @@ async function run(config: RunnerConfig, waker: Waker, signal: AbortSignal): Pro
   const docker = connectEngine(config.dockerTarget);
   const backoff = new Backoff();
   const stats = new StatsSampler(docker);
+  const networking = new HostNetworking({ dnsPort: config.dnsPort });
+  const images = new ImagePuller(docker, () => waker.wake());
   let facts: EngineFacts | null = null;
   let registration: RunnerState | null = null;
   let errors: InstanceError[] = [];
@@ -124,14 +131,15 @@ async function run(config: RunnerConfig, waker: Waker, signal: AbortSignal): Pro
           notifications.current = startNotifications(config, registration, waker);
         }
         const { hostId, hostToken } = registration;
-        const observed = stats.attach(await observe(docker, hostId, errors));
+        const observed = stats.attach(await observe(docker, hostId, errors, images.pulling()));
         stats.refresh(observed);
-        const response = await api.runnerSync(hostToken, { observed, engine: facts.engine });
-        const result = await converge(docker, hostId, response.desired);
+        const response = await api.runnerSync(hostToken, { observed, engine: facts.engine, networkSerial: networking.serial });
+        const bridgeChanged = await networking.apply(docker, response.network);
+        const result = await converge(docker, hostId, response.desired, images, networking.bridge);
         const errorsChanged = errorKey(result.errors) !== errorKey(errors);
         errors = result.errors;
         backoff.reset();
-        if ((result.changed || errorsChanged) && quickResyncs < MAX_QUICK_RESYNCS) {
+        if ((result.changed || bridgeChanged || errorsChanged) && quickResyncs < MAX_QUICK_RESYNCS) {
           quickResyncs++;
           continue;
         }
@@ -147,6 +155,7 @@ async function run(config: RunnerConfig, waker: Waker, signal: AbortSignal): Pro
   } finally {
     // Also on a fatal end: an open WebSocket would keep the process alive.
     await notifications.current?.stop();
+    await networking.close();
   }
   log.info({ name: config.name }, 'runner stopped; containers keep running');
 }

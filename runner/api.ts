@@ -25,6 +25,8 @@ export interface RegisterHostInput {
   address: string;
   labels: KeyValue[];
   capacity: { cpuMillis: number; memoryMb: number };
+  /** CIDRs of the host's own interfaces; the API refuses a cluster network that overlaps them. */
+  networks: string[];
 }
 
 export interface RegisterHostResult {
@@ -40,13 +42,19 @@ const RUNNER_SYNC = `mutation($input: RunnerSyncInput!) {
   runnerSync(input: $input) {
     hostId pollSeconds
     desired {
-      instanceId releaseId name image specHash desiredState
+      instanceId releaseId name image imageDigest registry specHash desiredState
       env { name value }
       ports { name containerPort protocol }
       cpuMillis memoryMb
       healthcheck { command intervalSeconds timeoutSeconds retries startPeriodSeconds }
-      domainName
+      domainName ip dataPath replaced
+      lifecycle { afterStart beforeStop onReplace }
       configFiles { path content }
+    }
+    network {
+      subnet gateway clusterCidr zone serial
+      routes { subnet via }
+      records { name type address target port }
     }
   }
 }`;

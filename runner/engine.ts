@@ -8,8 +8,10 @@ import type { Readable } from 'node:stream';
 import { pack } from 'tar-stream';
 import { LABELS, type ConfigFileSpec, type DesiredContainer, type EngineInfo, type ObservedContainer } from '../lib/runner-protocol';
 import { log } from '../lib/log';
+import { ensureBridge, type Bridge } from './network';
+import { ensureVolume, execHook, HookProblem, removeStrayVolumes, runOnReplace } from './lifecycle';
+import { ImageProblem, type ImagePuller } from './images';
 import {
-  NETWORK,
   createOptions,
   ownContainer,
   planInstance,
@@ -18,6 +20,7 @@ import {
   withErrors,
   type InstanceError,
   type OwnContainer,
+  type PullingInstance,
 } from './plan';
 
 const CONCURRENCY = 8;
@@ -81,8 +84,8 @@ export async function listOwn(docker: Docker, hostId: string): Promise<OwnContai
   return list.map(ownContainer);
 }
 
-/** Our containers as the sync reports them, with the errors of the last converge attached. */
-export async function observe(docker: Docker, hostId: string, errors: InstanceError[] = []): Promise<ObservedContainer[]> {
+/** Our containers as the sync reports them, with the errors of the last converge and the running pulls attached. */
+export async function observe(docker: Docker, hostId: string, errors: InstanceError[] = [], pulling: PullingInstance[] = []): Promise<ObservedContainer[]> {
   const own = await listOwn(docker, hostId);
   const observed: ObservedContainer[] = [];
   await forEachLimit(own, async (c) => {
@@ -93,7 +96,7 @@ export async function observe(docker: Docker, hostId: string, errors: InstanceEr
     }
   });
   observed.sort((a, b) => a.name.localeCompare(b.name) || a.containerId.localeCompare(b.containerId));
-  return withErrors(observed, errors);
+  return withErrors(observed, errors, pulling);
 }
 
 export interface ConvergeResult {
@@ -105,11 +108,16 @@ export interface ConvergeResult {
 /** An expected reason an instance cannot be converged, worded for the operator. */
 class InstanceProblem extends Error {}
 
-export async function converge(docker: Docker, hostId: string, desired: DesiredContainer[]): Promise<ConvergeResult> {
-  let changed = await ensureNetwork(docker);
+/**
+ * An instance whose image is not on the engine yet is left alone (its old container keeps serving) while `images`
+ * pulls it. `bridge`: the host's subnet and bridge address from the sync; without it the engine picks the range.
+ */
+export async function converge(docker: Docker, hostId: string, desired: DesiredContainer[], images: ImagePuller, bridge: Bridge | null = null): Promise<ConvergeResult> {
+  let changed = await ensureBridge(docker, bridge);
   const own = await listOwn(docker, hostId);
 
   // Strays go first so that a desired container may take over a name a removed instance held.
+  const leftOver = new Set<string>();
   await forEachLimit(strays(own, desired), async (c) => {
     try {
       await removeContainer(docker, c);
@@ -117,55 +125,40 @@ export async function converge(docker: Docker, hostId: string, desired: DesiredC
     } catch (err) {
       // Not worth holding up the desired instances; the next pass tries again.
       if (isEngineUnreachable(err)) throw err;
+      leftOver.add(c.instanceId);
       log.warn({ containerId: c.id, name: c.name, err: (err as Error).message }, 'could not remove container');
     }
   });
+  // Their data goes with them: an instance that moved away starts afresh on its new host.
+  if (await removeStrayVolumes(docker, hostId, desired, leftOver)) changed = true;
 
   const errors: InstanceError[] = [];
   await forEachLimit(desired, async (d) => {
     try {
       const mine = own.filter((c) => c.instanceId === d.instanceId);
-      if (await convergeInstance(docker, hostId, d, mine)) changed = true;
+      if (await convergeInstance(docker, hostId, d, mine, images, bridge?.gateway ?? null)) changed = true;
     } catch (err) {
       if (isEngineUnreachable(err)) throw err;
-      const message = err instanceof InstanceProblem ? err.message : `engine error: ${(err as Error).message}`;
+      const message = err instanceof InstanceProblem || err instanceof ImageProblem || err instanceof HookProblem ? err.message : `engine error: ${(err as Error).message}`;
       log.warn({ instanceId: d.instanceId, name: d.name, err: message }, 'could not converge instance');
       errors.push({ instanceId: d.instanceId, name: d.name, specHash: d.specHash, message });
     }
   });
+  images.retain(new Set(desired.map((d) => d.instanceId)));
   return { changed, errors };
 }
 
-/** Returns whether it created the network. Another runner on the same engine may create it concurrently. */
-async function ensureNetwork(docker: Docker): Promise<boolean> {
-  try {
-    await docker.getNetwork(NETWORK).inspect();
-    return false;
-  } catch (err) {
-    if (statusOf(err) !== 404) throw err;
-  }
-  try {
-    // CheckDuplicate: without it older engines happily create a second network of the same name.
-    await docker.createNetwork({ Name: NETWORK, Driver: 'bridge', CheckDuplicate: true, Labels: { [LABELS.managed]: 'true' } });
-    log.info({ network: NETWORK }, 'created network');
-    return true;
-  } catch (err) {
-    if (statusOf(err) === 409) return false;
-    throw err;
-  }
-}
-
-async function convergeInstance(docker: Docker, hostId: string, d: DesiredContainer, mine: OwnContainer[]): Promise<boolean> {
+async function convergeInstance(docker: Docker, hostId: string, d: DesiredContainer, mine: OwnContainer[], images: ImagePuller, dns: string | null): Promise<boolean> {
   const plan = planInstance(d, mine);
-  // Check before removing the old containers: without the new image they keep serving.
-  if (plan.create && !(await imagePresent(docker, d.image))) {
-    throw new InstanceProblem(`image ${d.image} is not present on this host`);
-  }
+  // Before removing the old containers: until the new image is here they keep serving.
+  if (plan.create && !(await images.ready(d))) return false;
   await Promise.all(plan.remove.map((c) => removeContainer(docker, c)));
 
   let container = plan.keep ? docker.getContainer(plan.keep.id) : null;
   if (plan.create) {
-    container = await createContainer(docker, hostId, d);
+    await ensureVolume(docker, hostId, d);
+    await runOnReplace(docker, hostId, d, dns, (c) => copyConfigFiles(c, d.configFiles));
+    container = await createContainer(docker, hostId, d, dns);
     if (!container) return true;
   }
   if (container && plan.start) {
@@ -173,28 +166,20 @@ async function convergeInstance(docker: Docker, hostId: string, d: DesiredContai
     await copyConfigFiles(container, d.configFiles);
     await tolerate(container.start(), 304);
     log.info({ instanceId: d.instanceId, name: d.name, containerId: container.id }, 'started container');
+    if (d.lifecycle?.afterStart) await execHook(container, 'afterStart', d.lifecycle.afterStart);
   }
   if (container && plan.stop) {
+    if (d.lifecycle?.beforeStop) await beforeStop(container, d.lifecycle.beforeStop);
     await tolerate(container.stop({ t: STOP_TIMEOUT_SECONDS }), 304);
     log.info({ instanceId: d.instanceId, name: d.name }, 'stopped container');
   }
   return plan.create || plan.start || plan.stop || plan.remove.length > 0;
 }
 
-async function imagePresent(docker: Docker, image: string): Promise<boolean> {
-  try {
-    await docker.getImage(image).inspect();
-    return true;
-  } catch (err) {
-    if (statusOf(err) === 404) return false;
-    throw err;
-  }
-}
-
 /** Null when the name is held by a container of this very instance that the listing missed: the next pass sees it. */
-async function createContainer(docker: Docker, hostId: string, d: DesiredContainer): Promise<Docker.Container | null> {
+async function createContainer(docker: Docker, hostId: string, d: DesiredContainer, dns: string | null): Promise<Docker.Container | null> {
   try {
-    const container = await docker.createContainer(createOptions(hostId, d));
+    const container = await docker.createContainer(createOptions(hostId, d, dns));
     log.info({ instanceId: d.instanceId, name: d.name, image: d.image, specHash: d.specHash }, 'created container');
     return container;
   } catch (err) {
@@ -206,8 +191,19 @@ async function createContainer(docker: Docker, hostId: string, d: DesiredContain
   throw new InstanceProblem(`container name ${d.name} is taken by container ${holder.Id.slice(0, 12)}, which this runner does not manage`);
 }
 
+/** A failed beforeStop hook is logged, not fatal: the container stops anyway, as it would on a power cut. */
+async function beforeStop(container: Docker.Container, command: string[]): Promise<void> {
+  try {
+    await execHook(container, 'beforeStop', command);
+  } catch (err) {
+    if (statusOf(err) === 409 || statusOf(err) === 404) return; // not running
+    log.warn({ containerId: container.id, err: (err as Error).message }, 'beforeStop hook failed; stopping anyway');
+  }
+}
+
 async function removeContainer(docker: Docker, c: OwnContainer): Promise<void> {
   const container = docker.getContainer(c.id);
+  if (c.beforeStop && c.status === 'running') await beforeStop(container, c.beforeStop);
   await tolerate(container.stop({ t: STOP_TIMEOUT_SECONDS }), 304, 404);
   await tolerate(container.remove({ force: true }), 404);
   log.info({ instanceId: c.instanceId, name: c.name, containerId: c.id }, 'removed container');

@@ -13,8 +13,8 @@ Registers this host with Fangzhou (once) and keeps its Docker containers in the 
 options:
   --name NAME            host name, unique in the fleet (required)
   --labels K=V,K=V       host labels for placement, e.g. zone=a,disk=ssd
-  --address IP           address other hosts reach this one at (default: the IPv4 address of the
-                         interface of the default route)
+  --address IP           address other hosts reach this one at, and route container traffic to (default: the
+                         IPv4 address of the interface of the default route); unique in the fleet
   --cpu-millis N         CPU offered to the scheduler (default: engine CPUs x 1000)
   --memory-mb N          memory offered to the scheduler (default: engine memory)
   --docker-socket PATH   Docker engine socket or tcp://host:port (default: $DOCKER_HOST or ${DEFAULT_DOCKER_SOCKET})

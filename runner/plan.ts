@@ -10,9 +10,11 @@ import {
   type DesiredContainer,
   type ObservedContainer,
   type ObservedPort,
+  type PullProgress,
 } from '../lib/runner-protocol';
+import { imageRef } from './images';
 
-/** The user-defined bridge all our containers join: Docker's embedded DNS resolves their aliases on it. */
+/** The user-defined bridge all our containers join, on the host's subnet of the cluster network (network.ts). */
 export const NETWORK = 'fangzhou';
 
 /** A container carrying our host label, reduced to what planning needs. */
@@ -23,7 +25,14 @@ export interface OwnContainer {
   specHash: string;
   /** Docker's `State.Status`: created, running, paused, restarting, removing, exited, dead. */
   status: string;
+  /** The fixed address it was created with on our network, if any. */
+  fixedIp: string | null;
+  /** Its beforeStop hook, if any. */
+  beforeStop: string[] | null;
 }
+
+/** The named volume holding an instance's data on its host (per instance: a new release never sees old data). */
+export const volumeName = (instanceId: string) => `fz-data-${instanceId}`;
 
 /** Why an instance could not be brought to its desired state; reported on the next sync. */
 export interface InstanceError {
@@ -52,12 +61,15 @@ export function ownContainer(info: Docker.ContainerInfo): OwnContainer {
     instanceId: info.Labels[LABELS.instance] ?? '',
     specHash: info.Labels[LABELS.spec] ?? '',
     status: info.State,
+    beforeStop: info.Labels[LABELS.beforeStop] ? JSON.parse(info.Labels[LABELS.beforeStop]) as string[] : null,
+    fixedIp: (info.NetworkSettings?.Networks?.[NETWORK] as { IPAMConfig?: { IPv4Address?: string } | null } | undefined)?.IPAMConfig?.IPv4Address || null,
   };
 }
 
 export function planInstance(desired: DesiredContainer, containers: OwnContainer[]): InstancePlan {
+  // A container on another address than the instance's (it moved here, or predates fixed addresses) is replaced.
   const current = containers.filter(
-    (c) => c.specHash === desired.specHash && c.status !== 'dead' && c.status !== 'removing',
+    (c) => c.specHash === desired.specHash && c.status !== 'dead' && c.status !== 'removing' && (!desired.ip || c.fixedIp === desired.ip),
   );
   // Keep a live one when there are duplicates, so that removing the others never interrupts service.
   const keep = current.find((c) => ALIVE.has(c.status)) ?? current[0] ?? null;
@@ -81,11 +93,12 @@ export function healthcheckTest(command: string[]): string[] {
 
 const seconds = (s: number) => Math.round(s * 1e9);
 
-export function createOptions(hostId: string, d: DesiredContainer): Docker.ContainerCreateOptions {
+/** `dns`: the runner's DNS server (its bridge address), which containers resolve every name through. */
+export function createOptions(hostId: string, d: DesiredContainer, dns: string | null = null): Docker.ContainerCreateOptions {
   const portKeys = d.ports.map((p) => `${p.containerPort}/${p.protocol}`);
   return {
     name: d.name,
-    Image: d.image,
+    Image: imageRef(d),
     Env: d.env.map((e) => `${e.name}=${e.value}`),
     Labels: {
       [LABELS.managed]: 'true',
@@ -93,6 +106,7 @@ export function createOptions(hostId: string, d: DesiredContainer): Docker.Conta
       [LABELS.instance]: d.instanceId,
       [LABELS.release]: d.releaseId,
       [LABELS.spec]: d.specHash,
+      ...(d.lifecycle?.beforeStop ? { [LABELS.beforeStop]: JSON.stringify(d.lifecycle.beforeStop) } : {}),
     },
     ExposedPorts: Object.fromEntries(portKeys.map((k) => [k, {}])),
     Healthcheck: d.healthcheck
@@ -111,9 +125,16 @@ export function createOptions(hostId: string, d: DesiredContainer): Docker.Conta
       NanoCpus: d.cpuMillis * 1e6,
       RestartPolicy: { Name: 'unless-stopped' },
       NetworkMode: NETWORK,
+      ...(dns ? { Dns: [dns] } : {}),
+      ...(d.dataPath ? { Mounts: [{ Type: 'volume' as const, Source: volumeName(d.instanceId), Target: d.dataPath }] } : {}),
     },
     NetworkingConfig: {
-      EndpointsConfig: { [NETWORK]: { Aliases: d.domainName ? [d.domainName] : [] } },
+      EndpointsConfig: {
+        [NETWORK]: {
+          Aliases: d.domainName ? [d.domainName] : [],
+          ...(d.ip ? { IPAMConfig: { IPv4Address: d.ip } } : {}),
+        },
+      },
     },
   };
 }
@@ -163,14 +184,14 @@ export function toObserved(info: Docker.ContainerInspectInfo): ObservedContainer
   };
 }
 
-/** An instance that has no container because converging it failed. */
-function missing(e: InstanceError): ObservedContainer {
+/** An instance that has no container: its image is being pulled, or converging it failed. */
+function containerless(e: Omit<InstanceError, 'message'> & { message: string | null }, pull: PullProgress | null): ObservedContainer {
   return {
     containerId: '',
     instanceId: e.instanceId,
     specHash: e.specHash,
     name: e.name,
-    state: 'MISSING',
+    state: pull && !e.message ? 'PULLING' : 'MISSING',
     health: 'NONE',
     restartCount: 0,
     exitCode: null,
@@ -179,15 +200,32 @@ function missing(e: InstanceError): ObservedContainer {
     ip: null,
     ports: [],
     error: e.message,
+    pull,
   };
 }
 
-/** The observed list with each instance's converge error attached, and MISSING entries for container-less ones. */
-export function withErrors(observed: ObservedContainer[], errors: InstanceError[]): ObservedContainer[] {
-  const byInstance = new Map(errors.map((e) => [e.instanceId, e]));
+/** An instance waiting for its image, as converge left it. */
+export interface PullingInstance {
+  instanceId: string;
+  name: string;
+  specHash: string;
+  progress: PullProgress;
+}
+
+/**
+ * The observed list with each instance's converge error and pull progress attached, and entries for instances
+ * without a container: PULLING while their image comes, MISSING with the error when converging them failed.
+ */
+export function withErrors(observed: ObservedContainer[], errors: InstanceError[], pulling: PullingInstance[] = []): ObservedContainer[] {
+  const errorOf = new Map(errors.map((e) => [e.instanceId, e]));
+  const pullOf = new Map(pulling.map((p) => [p.instanceId, p]));
   const seen = new Set(observed.map((o) => o.instanceId));
+  const containerlessIds = [...new Set([...errors, ...pulling].map((x) => x.instanceId))].filter((id) => !seen.has(id));
   return [
-    ...observed.map((o) => ({ ...o, error: byInstance.get(o.instanceId)?.message ?? null })),
-    ...errors.filter((e) => !seen.has(e.instanceId)).map(missing),
+    ...observed.map((o) => ({ ...o, error: errorOf.get(o.instanceId)?.message ?? null, pull: pullOf.get(o.instanceId)?.progress ?? null })),
+    ...containerlessIds.map((id) => containerless(
+      errorOf.get(id) ?? { ...pullOf.get(id)!, message: null },
+      pullOf.get(id)?.progress ?? null,
+    )),
   ];
 }

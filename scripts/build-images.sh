@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
-# Builds the local images (no registry is reachable):
+# Builds the local images, and pushes them to the platform registry when one is given (--push host:port, or
+# FZ_REGISTRY); nothing outside is reachable, so nothing is pulled:
 #   fangzhou/demo:1, :2, :3       from images/demo (static busybox httpd)
 #   fangzhou/<name>:<version>, :<major>  for every images/<name>/image.env (real middleware from Debian's packages:
 #                                  redis, etcd, nats), tagged with the upstream version of the installed package.
 # Each middleware image is FROM scratch: the binaries of image.env, the libraries and loader `ldd` names for them,
-# a static busybox for a shell and the probes. Tags already present are skipped unless --force is given.
+# a static busybox for a shell and the probes. Tags already present are skipped unless --force is given; pushing
+# is always done (the registry keeps the layers it has, so a repeated push sends nothing but the manifest).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 force=false
-case "${1:-}" in
-  --force) force=true ;;
-  "") ;;
-  *) echo "usage: $0 [--force]" >&2; exit 2 ;;
-esac
+registry="${FZ_REGISTRY:-}"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --force) force=true ;;
+    --push) registry="${2:?--push needs the registry address, e.g. 127.0.0.1:5000}"; shift ;;
+    *) echo "usage: $0 [--force] [--push host:port]" >&2; exit 2 ;;
+  esac
+  shift
+done
 
 say() { echo "build-images: $*"; }
 warn() { echo "build-images: $*" >&2; }
 have_tag() { docker image inspect "$1" >/dev/null 2>&1; }
+# Every tag this run built or found, in the order built: what --push sends.
+tags=()
 
 contexts=()
 trap 'for c in "${contexts[@]}"; do rm -rf "$c"; done' EXIT
@@ -45,6 +53,7 @@ build() {
 demo_context=""
 for version in 1 2 3; do
   tag="fangzhou/demo:$version"
+  tags+=("$tag")
   if ! $force && have_tag "$tag"; then continue; fi
   if [ -z "$demo_context" ]; then
     need_static_busybox
@@ -96,6 +105,7 @@ build_middleware() {
   debian_version="$(dpkg-query -W -f='${Version}' "${PACKAGES%% *}")"
   version="$(upstream_version "$debian_version")"
   major="${version%%.*}"
+  tags+=("fangzhou/$name:$version" "fangzhou/$name:$major")
   if ! $force && have_tag "fangzhou/$name:$version" && have_tag "fangzhou/$name:$major"; then return 0; fi
   need_static_busybox
   context="$(new_context)"
@@ -122,4 +132,17 @@ if $force; then
     title="$(TITLE=""; . "$env_file"; echo "$TITLE")"
     docker image prune -f --filter "label=org.opencontainers.image.title=$title" >/dev/null
   done
+fi
+
+# --- the platform registry -----------------------------------------------------------------------------------------
+if [ -n "$registry" ]; then
+  for tag in "${tags[@]}"; do
+    docker tag "$tag" "$registry/$tag"
+    out="$(docker push "$registry/$tag" 2>&1)" || {
+      echo "$out" >&2
+      warn "could not push $tag to the registry at $registry (an engine reaching it at another address than 127.0.0.1 needs --insecure-registry $registry)"
+      exit 1
+    }
+  done
+  say "pushed ${#tags[@]} images to $registry"
 fi

@@ -1,6 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { relative, resolve } from 'node:path';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from './demo-product';
+import { registryMissing } from './registry';
 import { ensureDocker, startStack, type Stack } from './stack';
 
 /**
@@ -13,8 +14,6 @@ const HOST_READY_SECONDS = 120;
 async function main(signal: AbortSignal, started: (stack: Stack) => void) {
   const port = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
   const dataDir = resolve(process.env.FZ_DATA_DIR ?? '.fangzhou');
-  // The engine is prepared (on a fresh machine: packages, dockerd, image builds) while the store and the API start.
-  const engine = ensureDocker(signal);
   const stack = await startStack({
     dataDir,
     httpPort: port('FZ_HTTP_PORT', 3000),
@@ -22,6 +21,7 @@ async function main(signal: AbortSignal, started: (stack: Stack) => void) {
     lambdaPort: port('FZ_LAMBDA_PORT', 3002),
     storePort: port('FZ_STORE_PORT', 4567),
     dynamodbEndpoint: process.env.DYNAMODB_ENDPOINT || undefined,
+    registry: registryMissing() ? undefined : { port: port('FZ_REGISTRY_PORT', 5000) },
     output: 'inherit',
     watch: true,
     signal,
@@ -31,7 +31,10 @@ async function main(signal: AbortSignal, started: (stack: Stack) => void) {
   const defined = await stack.graphql(DEFINE_PRODUCT, { input: DEMO_PRODUCT });
   if (defined.errors) process.stderr.write(`could not define the demo product: ${defined.errors[0].message}\n`);
 
-  const noDocker = await engine;
+  if (!stack.registry) process.stderr.write(`no image registry: ${registryMissing()}; hosts run only the images their engine has\n`);
+  // The engine is prepared (on a fresh machine: packages, dockerd, image builds and pushes to the registry, about a
+  // minute) in a child process: the stack's event loop keeps serving meanwhile.
+  const noDocker = await ensureDocker(stack.registry, signal);
   signal.throwIfAborted();
   const hostName = process.env.FZ_RUNNER_NAME ?? 'local';
   let hostNote: string;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Makes sure a Docker engine is reachable and the local images are built (no registry is reachable, so
-# nothing can be pulled). Idempotent and quick when everything is already there; installs what is missing
+# Makes sure a Docker engine is reachable and the local images are built (and pushed to the platform registry when
+# FZ_REGISTRY names one; nothing outside is reachable, so nothing is pulled). Idempotent and quick when everything is already there; installs what is missing
 # when run as root on Debian (CI machines start with no engine).
 set -euo pipefail
 
@@ -31,9 +31,11 @@ if ! static_busybox; then
   apt_install busybox-static
 fi
 
-# The middleware images (images/*/image.env) are built from Debian's packages installed on this machine.
-# Installed with services kept from starting: the servers run in containers, not on the machine.
+# The middleware images (images/*/image.env) are built from Debian's packages installed on this machine, and
+# docker-registry is the platform's image registry (the stack runs it). Installed with services kept from starting:
+# the servers run in containers or under the stack, not as the machine's services.
 missing_packages=()
+dpkg-query -W -f='${Status}' docker-registry 2>/dev/null | grep -q "ok installed" || missing_packages+=(docker-registry)
 for env_file in "$repo"/images/*/image.env; do
   [ -e "$env_file" ] || continue
   for pkg in $(PACKAGES=""; . "$env_file"; echo "$PACKAGES"); do
@@ -53,7 +55,7 @@ if [ ${#missing_packages[@]} -gt 0 ]; then
     apt_install "${missing_packages[@]}"
     if $made_policy; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
   else
-    say "not root: cannot install ${missing_packages[*]}; their images are skipped (sudo apt-get install ${missing_packages[*]})"
+    say "not root: cannot install ${missing_packages[*]}; what needs them is skipped (sudo apt-get install ${missing_packages[*]})"
   fi
 fi
 

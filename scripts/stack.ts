@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { hashSecret, newSecret } from '../lib/ids';
 import { ListTablesCommand } from '@aws-sdk/client-dynamodb';
 import { createClient, ensureTables } from '../lib/store';
+import { startRegistry } from './registry';
 
 /**
  * The embedded stack: dynalite (persisted), serverless-offline with every handler, and optionally a host runner
@@ -28,8 +29,15 @@ export interface StackOptions {
   /** Child output goes here (the dev stack shows it, tests keep it in a file). */
   output?: 'inherit' | 'ignore' | string;
   env?: Record<string, string>;
+  /** Address the API and WebSocket listen on (FZ_LISTEN_HOST; default localhost): a fleet's runners reach it there. */
+  listenHost?: string;
   /** Rebuild and reload the handlers when their code changes (the dev stack); off for tests and benches. */
   watch?: boolean;
+  /**
+   * Start the platform's image registry (scripts/registry.ts) on host:port (defaults FZ_LISTEN_HOST or 127.0.0.1,
+   * and 5000), data under `<dataDir>/registry`. Without it, hosts run only images their engine already has.
+   */
+  registry?: { host?: string; port?: number };
   /** Aborting it while the stack starts stops what was started and rejects (Ctrl-C during `npm start`). */
   signal?: AbortSignal;
 }
@@ -38,6 +46,8 @@ export interface Stack {
   url: string;
   wsUrl: string;
   adminToken: string;
+  /** The platform registry's `host:port`, or null when the stack runs none. */
+  registry: string | null;
   env: Record<string, string>;
   /** GraphQL over HTTP with the operator token; throws on transport errors, returns data and errors. */
   graphql<T = Record<string, any>>(query: string, variables?: Record<string, unknown>, token?: string | null): Promise<{ data?: T; errors?: { message: string; extensions?: { code?: string } }[] }>;
@@ -109,8 +119,22 @@ async function start(options: StackOptions, dataDir: string, httpPort: number, s
     client.destroy();
   }
 
+  // The image registry: its own process; the handlers learn its address (FZ_REGISTRY) to pin image digests.
+  let registry: string | null = null;
+  if (options.registry) {
+    const started = await startRegistry({
+      dir: join(dataDir, 'registry'),
+      host: options.registry.host ?? process.env.FZ_LISTEN_HOST ?? '127.0.0.1',
+      port: options.registry.port ?? 5000,
+      output: out,
+    });
+    stop.push(() => started.stop());
+    registry = started.address;
+  }
+
   const adminToken = operatorToken(dataDir);
-  const url = `http://localhost:${httpPort}/graphql`;
+  const listenHost = options.listenHost ?? (process.env.FZ_LISTEN_HOST || 'localhost');
+  const url = `http://${listenHost}:${httpPort}/graphql`;
   const env: Record<string, string> = {
     ...process.env as Record<string, string>,
     DYNAMODB_ENDPOINT: endpoint,
@@ -120,9 +144,11 @@ async function start(options: StackOptions, dataDir: string, httpPort: number, s
     FZ_WS_PORT: String(options.wsPort ?? 3001),
     FZ_LAMBDA_PORT: String(options.lambdaPort ?? 3002),
     FZ_SUBGRAPH_TRANSPORT: options.subgraphTransport ?? 'http',
-    FZ_SUBGRAPH_URL_BASE: `http://localhost:${httpPort}/subgraphs`,
+    FZ_LISTEN_HOST: listenHost,
+    FZ_SUBGRAPH_URL_BASE: `http://${listenHost}:${httpPort}/subgraphs`,
     FZ_BUILD_DIR: `.esbuild/${httpPort}`,
     ...(options.watch ? {} : { FZ_WATCH_PATTERN: '.esbuild/no-watch' }),
+    ...(registry ? { FZ_REGISTRY: registry } : {}),
     ...options.env,
   };
   const offline = spawn(process.execPath, [bin('serverless'), 'offline', 'start'], {
@@ -143,8 +169,9 @@ async function start(options: StackOptions, dataDir: string, httpPort: number, s
 
   const stack: Stack = {
     url,
-    wsUrl: `ws://localhost:${options.wsPort ?? 3001}`,
+    wsUrl: `ws://${listenHost}:${options.wsPort ?? 3001}`,
     adminToken,
+    registry,
     env,
     graphql,
     async startRunner(name, args = [], runnerEnv = {}) {
@@ -155,9 +182,10 @@ async function start(options: StackOptions, dataDir: string, httpPort: number, s
         if (!res.data) throw new Error(`could not create a join token for runner ${name}: ${res.errors?.[0].message}`);
         joinToken = res.data.createJoinToken.token;
       }
-      // One process (tsx as a loader, not its CLI wrapper), so a signal to it reaches the runner itself.
-      // The embedded stack listens on loopback only, so that is where its hosts are reached unless told otherwise.
+      // Runners of this stack share this machine's network stack: loopback says so (no routes between them, and no
+      // address claimed twice), unless the caller gives an address.
       const address = args.includes('--address') ? [] : ['--address', '127.0.0.1'];
+      // One process (tsx as a loader, not its CLI wrapper), so a signal to it reaches the runner itself.
       const runner = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'runner/main.ts'), '--name', name, '--state-dir', stateDir, ...address, ...args], {
         cwd: ROOT, env: { ...process.env, FZ_API_URL: url, FZ_JOIN_TOKEN: joinToken, ...runnerEnv }, stdio: ['ignore', out, out], detached: true,
       });
@@ -174,7 +202,7 @@ async function start(options: StackOptions, dataDir: string, httpPort: number, s
   const tick = async () => {
     while (ticking) {
       for (const fn of TICKS) {
-        await fetch(`http://localhost:${env.FZ_LAMBDA_PORT}/2015-03-31/functions/fangzhou-dev-${fn}/invocations`, { method: 'POST', body: '{}' })
+        await fetch(`http://${listenHost}:${env.FZ_LAMBDA_PORT}/2015-03-31/functions/fangzhou-dev-${fn}/invocations`, { method: 'POST', body: '{}' })
           .then((r) => r.arrayBuffer()).catch(() => undefined);
       }
       await new Promise((r) => setTimeout(r, tickSeconds * 1000).unref());
@@ -214,11 +242,13 @@ async function killGroup(child: ChildProcess) {
 }
 
 /**
- * Runs scripts/ensure-docker.sh (on a fresh machine: packages, dockerd, image builds, about a minute) without
- * blocking the event loop; resolves with why no engine is available, or null when one is. Aborting stops it.
+ * Runs scripts/ensure-docker.sh (on a fresh machine: packages, dockerd, image builds, about a minute; with a registry
+ * address, the images it builds are pushed there too) without blocking the event loop; resolves with why no engine is
+ * available, or null when one is. Aborting stops it.
  */
-export function ensureDocker(signal?: AbortSignal): Promise<string | null> {
-  const script = spawn('bash', [join(ROOT, 'scripts/ensure-docker.sh')], { stdio: ['ignore', 'inherit', 'inherit'], signal, killSignal: 'SIGTERM' });
+export function ensureDocker(registry: string | null = null, signal?: AbortSignal): Promise<string | null> {
+  const env = { ...process.env, ...(registry ? { FZ_REGISTRY: registry } : {}) };
+  const script = spawn('bash', [join(ROOT, 'scripts/ensure-docker.sh')], { stdio: ['ignore', 'inherit', 'inherit'], env, signal, killSignal: 'SIGTERM' });
   return new Promise((resolve) => {
     script.once('error', (err) => resolve(signal?.aborted ? 'stopped' : `scripts/ensure-docker.sh could not run: ${err.message}`));
     script.once('exit', (code, sig) => resolve(code === 0 ? null : `scripts/ensure-docker.sh ${sig ? `was stopped by ${sig}` : `exited with ${code}`}`));

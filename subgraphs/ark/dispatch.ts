@@ -2,12 +2,14 @@ import { config } from '../../lib/config';
 import { kick } from '../../lib/kick';
 import type { SyncRequest, SyncResponse } from '../../lib/runner-protocol';
 import type { Store } from '../../lib/store';
-import { recordObservations } from '../butler/status';
+import { isServing, recordObservations, type StatusChange } from '../butler/status';
 import { reactToChanges } from '../butler/watch';
 import { hostCameBack } from '../butler/watchdog';
 import { finishDeletions } from '../panama/releases';
-import { heartbeat } from './hosts';
-import { instancesOfHost, toDesired } from './instances';
+import { assignAddresses } from './addresses';
+import { networkFor } from './discovery';
+import { ensureSubnet, heartbeat } from './hosts';
+import { instancesOfHost, networkChanged, toDesired } from './instances';
 
 /**
  * One round trip with a host runner: its call is the heartbeat, its report becomes the live status, and the answer
@@ -15,14 +17,23 @@ import { instancesOfHost, toDesired } from './instances';
  * it missed before.
  */
 export async function runnerSync(store: Store, hostId: string, request: SyncRequest): Promise<SyncResponse> {
-  const { host, cameBack } = await heartbeat(store, hostId, request.engine);
-  if (cameBack) await hostCameBack(store, host);
-  const instances = await instancesOfHost(store, hostId);
+  const { host: beat, cameBack } = await heartbeat(store, hostId, request.engine);
+  if (cameBack) await hostCameBack(store, beat);
+  const host = await ensureSubnet(store, beat);
+  const addressed = await assignAddresses(store, host, await instancesOfHost(store, hostId));
+  const instances = addressed.instances;
   const desired = new Map(instances.map((i) => [i.id, i]));
   const changes = await recordObservations(store, hostId, request.observed, desired);
+  if (addressed.changed || changes.some(changesServing)) await networkChanged(store, 'DNS records changed');
   await reactToChanges(store, hostId, changes);
   // Subscribers hear of a change now rather than at the next tick.
   if (changes.length) await kick('publish');
   await finishDeletions(store, new Set(changes.map((c) => c.releaseId)));
-  return { hostId, desired: instances.map(toDesired), pollSeconds: config().runnerPollSeconds };
+  return {
+    hostId, desired: instances.map(toDesired), pollSeconds: config().runnerPollSeconds,
+    network: await networkFor(store, host, request.networkSerial),
+  };
 }
+
+/** Whether the change adds the instance to its release's DNS names or takes it out. */
+const changesServing = (c: StatusChange) => Boolean(c.before && isServing(c.before)) !== Boolean(c.after && isServing(c.after));

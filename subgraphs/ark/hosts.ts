@@ -3,6 +3,7 @@ import { hashSecret, newId, newSecret } from '../../lib/ids';
 import type { EngineInfo } from '../../lib/runner-protocol';
 import type { Store, Versioned } from '../../lib/store';
 import * as check from '../../lib/validate';
+import { bumpNetworkSerial, checkHostNetworks, claimHostAddress, claimSubnet, clusterNetwork, freeHostNetwork } from './network';
 
 export type HostStatus = 'READY' | 'DOWN' | 'CORDONED' | 'DRAINING';
 
@@ -19,6 +20,8 @@ export interface Host extends Versioned {
   status: HostStatus;
   lastHeartbeatAt: string | null;
   engine: EngineInfo | null;
+  /** The host's share of the cluster network (FZ_CLUSTER_CIDR); its instances' addresses come from it. */
+  subnet?: string | null;
   createdAt: string;
 }
 
@@ -41,13 +44,16 @@ export interface RegisterHostInput {
   address: string;
   labels?: check.Label[] | null;
   capacity: check.Resources;
+  /** The CIDRs of the host's own interfaces, which the cluster network must not overlap. */
+  networks?: string[] | null;
 }
 
 const ADDRESS = /^[A-Za-z0-9.:-]{1,253}$/;
 
 /**
- * Exchanges a join token for a host and its own token. The name is claimed first so two runners racing for one
- * name cannot both win; the host token is returned once and stored only as a hash.
+ * Exchanges a join token for a host and its own token. The name, the address and a subnet of the cluster network
+ * are claimed first (conditional writes), so two runners racing for one of them cannot both win; a refusal gives
+ * back what this call claimed. The host token is returned once and stored only as a hash.
  */
 export async function registerHost(store: Store, input: RegisterHostInput, now = new Date()) {
   const join = await store.get<JoinClaim>('claims', `join-token#${hashSecret(input.joinToken)}`);
@@ -58,23 +64,45 @@ export async function registerHost(store: Store, input: RegisterHostInput, now =
   if (!ADDRESS.test(input.address)) throw check.badAddress(input.address);
   const labels = check.labels(input.labels, 'labels');
   const capacity = check.resources(input.capacity, 'capacity');
+  const net = clusterNetwork();
+  checkHostNetworks(net, input.networks ?? []);
   const id = newId('h');
   const claimed = await store.create('claims', { key: `host-name#${name}`, hostId: id });
   if (!claimed) {
     const existing = await store.get<{ hostId: string }>('claims', `host-name#${name}`);
     throw conflict(`a host named "${name}" is already registered (${existing?.hostId}); pick another name, or restart its runner with its saved state`);
   }
+  let subnet: string | null = null;
+  try {
+    await claimHostAddress(store, id, input.address, (hostId) => getHost(store, hostId), now);
+    subnet = await claimSubnet(store, id, (hostId) => getHost(store, hostId), net, now);
+  } catch (err) {
+    await freeHostNetwork(store, { id, address: input.address, subnet });
+    await store.remove('claims', `host-name#${name}`);
+    throw err;
+  }
   const host = await store.create<Omit<Host, 'seq'>>('hosts', {
     id, name, address: input.address, labels, exclusiveFor: null, capacity,
     reservations: {}, allocated: { cpuMillis: 0, memoryMb: 0 },
-    status: 'READY', lastHeartbeatAt: now.toISOString(), engine: null, createdAt: now.toISOString(),
+    status: 'READY', lastHeartbeatAt: now.toISOString(), engine: null, subnet, createdAt: now.toISOString(),
   });
+  await bumpNetworkSerial(store);
   const hostToken = newSecret('fzh');
   await store.create('claims', { key: `host-token#${hashSecret(hostToken)}`, hostId: id });
   return { host: host as Host, hostToken };
 }
 
 export const getHost = (store: Store, id: string) => store.get<Host>('hosts', id);
+
+/** A host registered before the cluster network existed gets its subnet at its next sync. */
+export async function ensureSubnet(store: Store, host: Host, now = new Date()): Promise<Host & { subnet: string }> {
+  if (host.subnet) return host as Host & { subnet: string };
+  const subnet = await claimSubnet(store, host.id, (id) => getHost(store, id), clusterNetwork(), now);
+  const updated = await store.mutate<Host>('hosts', host.id, (h) => h && !h.subnet ? { ...h, subnet } : undefined);
+  if (updated?.subnet !== subnet) await freeHostNetwork(store, { id: host.id, address: '', subnet });
+  else await bumpNetworkSerial(store);
+  return { ...updated!, subnet: updated!.subnet! };
+}
 
 export async function mustGetHost(store: Store, id: string): Promise<Host> {
   const host = await getHost(store, id);

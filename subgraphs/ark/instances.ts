@@ -1,23 +1,30 @@
+import { config } from '../../lib/config';
 import { AppError } from '../../lib/errors';
 import { hashJson } from '../../lib/ids';
 import { kick } from '../../lib/kick';
 import { log } from '../../lib/log';
-import type { ConfigFileSpec, DesiredContainer, HealthcheckSpec, PortSpec } from '../../lib/runner-protocol';
+import type { ConfigFileSpec, DesiredContainer, HealthcheckSpec, LifecycleSpec, PortSpec } from '../../lib/runner-protocol';
 import type { Store, Versioned } from '../../lib/store';
 import type { Label } from '../../lib/validate';
 import { recordEvent } from '../butler/events';
 import { listHosts, reserve, unreserve } from './hosts';
+import { bumpNetworkSerial, freeInstanceIp } from './network';
 import { schedule, type SchedulableHost } from './scheduler';
 
 /** Everything that shapes an instance's container; its hash decides when the runner recreates it. */
 export interface ContainerSpec {
   image: string;
+  /** The digest the release pinned the image to in the platform registry; absent when unpinned. */
+  imageDigest?: string;
   env: { name: string; value: string }[];
   ports: PortSpec[];
   cpuMillis: number;
   memoryMb: number;
   healthcheck: HealthcheckSpec | null;
   configFiles: ConfigFileSpec[];
+  /** Absent unless the product has them, so existing specs keep their hash. */
+  dataPath?: string;
+  lifecycle?: LifecycleSpec;
   /** Bumped to replace the container with a fresh one (restartInstance, auto-restart); absent until then. */
   generation?: number;
 }
@@ -31,6 +38,10 @@ export interface Instance extends Versioned {
   ordinal: number;
   hostId: string;
   domainName: string;
+  /** The host it last moved away from: on its new host it starts with fresh data, after its onReplace hook. */
+  movedFrom?: string;
+  /** Fixed address on its host's subnet, given by the host's first sync after placement (addresses.ts). */
+  ip?: string | null;
   desiredState: 'RUNNING' | 'STOPPED';
   spec: ContainerSpec;
   specHash: string;
@@ -173,7 +184,7 @@ export async function migrateInstance(store: Store, instance: Instance, constrai
   if (!(await reserve(store, to, instance.id, { cpuMillis: instance.spec.cpuMillis, memoryMb: instance.spec.memoryMb }))) {
     throw new AppError('UNSCHEDULABLE', `${instance.id} cannot move: host ${to} filled up meanwhile`);
   }
-  const moved = await store.mutate<Instance>('instances', instance.id, (i) => i && i.hostId === instance.hostId ? { ...i, hostId: to } : undefined);
+  const moved = await store.mutate<Instance>('instances', instance.id, (i) => i && i.hostId === instance.hostId ? { ...i, hostId: to, movedFrom: instance.hostId } : undefined);
   if (moved?.hostId !== to) {
     await unreserve(store, to, instance.id);
     throw new AppError('CONFLICT', `${instance.id} was moved or removed meanwhile`);
@@ -203,8 +214,23 @@ export async function removeInstance(store: Store, instance: Pick<Instance, 'id'
 }
 
 async function dropInstance(store: Store, instance: Pick<Instance, 'id' | 'hostId'>): Promise<void> {
+  const held = await getInstance(store, instance.id);
   await store.remove('instances', instance.id);
   await unreserve(store, instance.hostId, instance.id);
+  if (held?.ip) {
+    await freeInstanceIp(store, held);
+    await networkChanged(store, `${displayName(held)} removed`);
+  }
+}
+
+/**
+ * Routes or DNS records changed (an address given or freed, a host joined, an instance started or stopped
+ * serving): the serial moves on and every live runner is told to sync, so it serves the new records at once.
+ */
+export async function networkChanged(store: Store, what: string): Promise<void> {
+  await bumpNetworkSerial(store);
+  const hosts = (await listHosts(store)).filter((h) => h.status !== 'DOWN');
+  await announce(store, hosts.reduce((changes, h) => addChange(changes, h.id, what), new Map() as HostChanges));
 }
 
 export const containerName = (i: Pick<Instance, 'releaseName' | 'ordinal'>) => `fz-${i.releaseName}-${i.ordinal}`;
@@ -215,6 +241,9 @@ export function toDesired(i: Instance): DesiredContainer {
     releaseId: i.releaseId,
     name: containerName(i),
     image: i.spec.image,
+    // Hosts pull by the pinned digest from the registry as it is reachable now; unpinned, they use their own images.
+    imageDigest: i.spec.imageDigest ?? null,
+    registry: i.spec.imageDigest ? config().registry : null,
     specHash: i.specHash,
     desiredState: i.desiredState,
     env: i.spec.env,
@@ -223,6 +252,10 @@ export function toDesired(i: Instance): DesiredContainer {
     memoryMb: i.spec.memoryMb,
     healthcheck: i.spec.healthcheck,
     domainName: i.domainName,
+    ip: i.ip ?? null,
     configFiles: i.spec.configFiles,
+    dataPath: i.spec.dataPath ?? null,
+    lifecycle: i.spec.lifecycle ?? null,
+    replaced: Boolean(i.movedFrom),
   };
 }

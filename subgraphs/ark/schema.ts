@@ -10,9 +10,10 @@ import type { Label } from '../../lib/validate';
 import type { PlatformEvent } from '../butler/events';
 import { getContainer } from '../butler/status';
 import { mustGetProduct } from '../panama/products';
+import { resolveName, type Endpoint } from './discovery';
 import { runnerSync } from './dispatch';
 import { createJoinToken, drainHost, getHost, labelHost, listHosts, registerHost, setCordoned, setHostExclusive, type RegisterHostInput } from './hosts';
-import { getInstance, HOST_DESIRED_CHANGED, instancesOfHost, instancesOfRelease, type Instance } from './instances';
+import { getInstance, HOST_DESIRED_CHANGED, instancesOfHost, instancesOfRelease, networkChanged, type Instance } from './instances';
 
 /** The change a HOST_DESIRED_CHANGED event announced; a host runner may read only those of its own host. */
 async function hostDesiredStateChange(eventId: string, ctx: Context) {
@@ -24,17 +25,30 @@ async function hostDesiredStateChange(eventId: string, ctx: Context) {
   return { hostId: event.hostId, at: event.at };
 }
 
+async function instancePorts(i: Instance) {
+  const observed = (await getContainer(store(), i.id))?.ports ?? [];
+  return i.spec.ports.map((p) => ({
+    ...p,
+    hostPort: observed.find((o) => o.containerPort === p.containerPort && o.protocol === p.protocol)?.hostPort ?? null,
+  }));
+}
+
 const resolvers = {
   Query: {
     hosts: () => listHosts(store()),
     host: (_: unknown, { id }: { id: string }) => getHost(store(), id),
     instance: (_: unknown, { id }: { id: string }) => getInstance(store(), id),
     hostDesiredStateChange: (_: unknown, { eventId }: { eventId: string }, ctx: Context) => hostDesiredStateChange(eventId, ctx),
+    resolveName: (_: unknown, { name }: { name: string }) => resolveName(store(), name),
   },
   Mutation: {
     createJoinToken: (_: unknown, { ttlSeconds }: { ttlSeconds?: number | null }) =>
       createJoinToken(store(), ttlSeconds ?? config().joinTokenTtlSeconds),
-    registerHost: (_: unknown, { input }: { input: RegisterHostInput }) => registerHost(store(), input),
+    registerHost: async (_: unknown, { input }: { input: RegisterHostInput }) => {
+      const registered = await registerHost(store(), input);
+      await networkChanged(store(), `host ${registered.host.name} joined (${registered.host.subnet})`);
+      return registered;
+    },
     labelHost: (_: unknown, { id, labels }: { id: string; labels: Label[] }) => labelHost(store(), id, labels),
     setHostExclusive: async (_: unknown, { id, product }: { id: string; product?: string | null }) => {
       if (product) await mustGetProduct(store(), product);
@@ -55,14 +69,12 @@ const resolvers = {
     release: (i: Instance) => ({ __typename: 'Release', id: i.releaseId }),
     host: (i: Instance) => getHost(store(), i.hostId),
     image: (i: Instance) => i.spec.image,
-    ip: async (i: Instance) => (await getContainer(store(), i.id))?.ip ?? null,
-    ports: async (i: Instance) => {
-      const observed = (await getContainer(store(), i.id))?.ports ?? [];
-      return i.spec.ports.map((p) => ({
-        ...p,
-        hostPort: observed.find((o) => o.containerPort === p.containerPort && o.protocol === p.protocol)?.hostPort ?? null,
-      }));
-    },
+    ip: (i: Instance) => i.ip ?? null,
+    ports: (i: Instance) => instancePorts(i),
+  },
+  Endpoint: {
+    host: (e: Endpoint) => getHost(store(), e.hostId),
+    ports: (e: Endpoint) => instancePorts(e.instance),
   },
   Release: {
     instances: ({ id }: { id: string }) => instancesOfRelease(store(), id),

@@ -5,7 +5,7 @@ import { channelsFor } from '../panama/channels';
 import { paginate, recordEvent, SEVERITY_RANK, type Page, type Severity } from './events';
 
 export type AlarmKind = 'HOST_DOWN' | 'CONTAINER_UNHEALTHY' | 'CONTAINER_RESTARTED' | 'CONTAINER_OOM' | 'CONTAINER_CRASH_LOOP'
-  | 'INSTANCE_MIGRATED' | 'DEPLOY_FAILED' | 'UPGRADE_ROLLED_BACK' | 'TEST';
+  | 'INSTANCE_MIGRATED' | 'DEPLOY_FAILED' | 'UPGRADE_ROLLED_BACK' | 'INSPECTION_CRITICAL' | 'MEMORY_HIGH' | 'TEST';
 
 export interface Notification {
   channelId: string;

@@ -1,12 +1,15 @@
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import gql from 'graphql-tag';
-import { secure } from '../../lib/auth';
+import { callerOf, secure, type Context } from '../../lib/auth';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
 import { acknowledgeAlarm, getAlarm, listAlarms, type Alarm, type AlarmFilter } from './alarms';
 import { listEvents, type EventFilter, type PlatformEvent } from './events';
 import { restart } from './watch';
 import { notFound } from '../../lib/errors';
+import { config } from '../../lib/config';
+import { getInspection, listInspections, runInspection, type Inspection } from './inspection';
+import { findingCounts, reportHtml, reportMarkdown } from './inspection-report';
 import { getInstance } from '../ark/instances';
 import { containersOfHost, containersOfRelease, generationStatus, getContainer, isFailing, isServing, type ContainerRecord } from './status';
 import { instancesOfRelease } from '../ark/instances';
@@ -24,6 +27,9 @@ const resolvers = {
       const [instance, record] = await Promise.all([getInstance(store(), instanceId), getContainer(store(), instanceId)]);
       return instance ? generationStatus(record, instance.specHash) : null;
     },
+    inspections: (_: unknown, { first, after }: { first: number; after?: string | null }) => listInspections(store(), first, after),
+    inspection: (_: unknown, { id }: { id: string }) => getInspection(store(), id),
+    me: (_: unknown, __: unknown, { principal }: Context) => callerOf(principal),
   },
   Mutation: {
     acknowledgeAlarm: (_: unknown, { id }: { id: string }) => acknowledgeAlarm(store(), id),
@@ -33,6 +39,12 @@ const resolvers = {
       await restart(store(), instance, 'restartInstance');
       return { __typename: 'Instance', id };
     },
+    runInspection: () => runInspection(store(), 'ON_DEMAND', config().runnerPollSeconds),
+  },
+  Inspection: {
+    __resolveReference: ({ id }: { id: string }) => getInspection(store(), id),
+    counts: findingCounts,
+    report: (i: Inspection, { format }: { format: 'MARKDOWN' | 'HTML' }) => (format === 'HTML' ? reportHtml(i) : reportMarkdown(i)),
   },
   Alarm: {
     __resolveReference: ({ id }: { id: string }) => getAlarm(store(), id),
@@ -77,6 +89,7 @@ const resolvers = {
     instance: (c: ContainerRecord) => ({ __typename: 'Instance', id: c.instanceId }),
     host: (c: ContainerRecord) => ({ __typename: 'Host', id: c.hostId }),
     stats: (c: ContainerRecord) => c.stats ?? null,
+    pull: (c: ContainerRecord) => c.pull ?? null,
   },
 } satisfies Record<string, Record<string, unknown>>;
 

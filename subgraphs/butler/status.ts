@@ -9,10 +9,13 @@ export interface ContainerRecord extends Omit<ObservedContainer, 'instanceId'>, 
   updatedAt: string;
 }
 
-/** Same state, ignoring the periodic figures (which change all the time and are not an event). */
+/** Figures that change all the time: stored, but not an event. A pull starting or ending is one (state, or null ↔ set). */
+const FIGURES = new Set<keyof ObservedContainer>(['stats', 'pull']);
 const sameObservation = (a: ObservedContainer, b: ContainerRecord) =>
-  (Object.keys(a) as (keyof ObservedContainer)[]).every((k) => k === 'stats' || JSON.stringify(a[k]) === JSON.stringify(b[k]));
-const sameStats = (a: ObservedContainer, b: ContainerRecord) => !a.stats || JSON.stringify(a.stats) === JSON.stringify(b.stats);
+  (Object.keys(a) as (keyof ObservedContainer)[]).every((k) => FIGURES.has(k) || JSON.stringify(a[k]) === JSON.stringify(b[k])) &&
+  !a.pull === !b.pull;
+const sameStats = (a: ObservedContainer, b: ContainerRecord) =>
+  (!a.stats || JSON.stringify(a.stats) === JSON.stringify(b.stats)) && JSON.stringify(a.pull ?? null) === JSON.stringify(b.pull ?? null);
 
 export interface StatusChange {
   instanceId: string;

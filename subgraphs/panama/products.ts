@@ -1,7 +1,7 @@
 import semver from 'semver';
 import { badInput, notFound } from '../../lib/errors';
 import type { Store, Versioned } from '../../lib/store';
-import type { HealthcheckSpec, PortSpec } from '../../lib/runner-protocol';
+import type { HealthcheckSpec, LifecycleSpec, PortSpec } from '../../lib/runner-protocol';
 import * as check from '../../lib/validate';
 import { checkTemplates } from './templates';
 
@@ -22,6 +22,8 @@ export interface Product extends Versioned {
     ports: PortSpec[];
     env: { name: string; value: string }[];
     healthcheck: HealthcheckSpec | null;
+    dataPath?: string | null;
+    lifecycle?: LifecycleSpec | null;
   };
   configTemplates: { path: string; template: string }[];
   requiresExclusiveHosts: boolean;
@@ -39,6 +41,8 @@ export type ProductInput = {
     ports?: { name: string; containerPort: number; protocol?: string | null }[] | null;
     env?: { name: string; value: string }[] | null;
     healthcheck?: Partial<HealthcheckSpec> & { command: string[] } | null;
+    dataPath?: string | null;
+    lifecycle?: Partial<LifecycleSpec> | null;
   } | null;
   configTemplates?: { path: string; template: string }[] | null;
   requiresExclusiveHosts?: boolean | null;
@@ -107,11 +111,32 @@ export function productFromInput(input: ProductInput, now = new Date()): Omit<Pr
       ports,
       env,
       healthcheck,
+      dataPath: d.dataPath ? absolutePath(d.dataPath, 'defaults.dataPath') : null,
+      lifecycle: lifecycleOf(d.lifecycle),
     },
     configTemplates,
     requiresExclusiveHosts: Boolean(input.requiresExclusiveHosts),
     updatedAt: now.toISOString(),
   };
+}
+
+function absolutePath(path: string, field: string): string {
+  if (!/^\/[A-Za-z0-9._\/-]{0,254}$/.test(path) || path.split('/').includes('..')) {
+    throw badInput(`${field} "${path}" must be an absolute path in the container, e.g. /var/lib/etcd`, field);
+  }
+  return path;
+}
+
+function lifecycleOf(input: Partial<LifecycleSpec> | null | undefined): LifecycleSpec | null {
+  if (!input) return null;
+  const hook = (name: keyof LifecycleSpec) => {
+    const command = input[name];
+    if (!command) return null;
+    if (!command.length || command.some((part) => !part.length)) throw badInput(`defaults.lifecycle.${name} must be a command with no empty parts, e.g. ["/usr/local/bin/rejoin"]`, `defaults.lifecycle.${name}`);
+    return command;
+  };
+  const spec = { afterStart: hook('afterStart'), beforeStop: hook('beforeStop'), onReplace: hook('onReplace') };
+  return spec.afterStart || spec.beforeStop || spec.onReplace ? spec : null;
 }
 
 export async function defineProduct(store: Store, input: ProductInput): Promise<Product> {

@@ -3,10 +3,12 @@ import { badInput, conflict, notFound } from '../../lib/errors';
 import { newId } from '../../lib/ids';
 import type { Store, Versioned } from '../../lib/store';
 import { config } from '../../lib/config';
+import type { PullProgress } from '../../lib/runner-protocol';
 import * as check from '../../lib/validate';
 import {
   instanceId, instancesOfRelease, placeInstances, removeInstance, respecInstance, type ContainerSpec, type Instance, type PlacementConstraints, type UnplacedInstance,
 } from '../ark/instances';
+import { pinImage, type PinnedImage } from '../ark/images';
 import { containersOfRelease, isFailing, isServing, type ContainerRecord } from '../butler/status';
 import { resolveDependencies } from './dependencies';
 import { renderTemplates, templateContext } from './templates';
@@ -20,6 +22,9 @@ export interface Revision {
   version: string;
   createdAt: string;
   reason: string;
+  /** What the revision runs: the image and the digest it was pinned to (absent on revisions older than pinning). */
+  image?: string;
+  imageDigest?: string | null;
 }
 
 export interface Release extends Versioned {
@@ -33,6 +38,8 @@ export interface Release extends Versioned {
   env: { name: string; value: string }[];
   revision: number;
   revisions: Revision[];
+  /** Version → the digest its image was pinned to in the platform registry; every instance spec uses these. */
+  imageDigests?: Record<string, string>;
   /** Releases that must be RUNNING before this one is placed. */
   dependsOn: string[];
   /**
@@ -109,18 +116,23 @@ export function releaseFromInput(input: DeployInput, product: Product, id: strin
 export const domainName = (releaseName: string, ordinal: number) => `${releaseName}-${ordinal}.${releaseName}.${config().dnsZone}`;
 
 /** The container of one instance; its config files are rendered for its ordinal and the release's peers. */
-export function instanceSpec(release: Pick<Release, 'id' | 'name' | 'version' | 'replicas' | 'resources' | 'env'>, product: Product, ordinal: number): ContainerSpec {
+export function instanceSpec(release: Pick<Release, 'id' | 'name' | 'version' | 'replicas' | 'resources' | 'env' | 'imageDigests'>, product: Product, ordinal: number): ContainerSpec {
   const image = product.versions.find((v) => v.version === release.version)!.image;
+  const imageDigest = release.imageDigests?.[release.version];
   const peers = ordinalsUpTo(Math.max(release.replicas, ordinal + 1))
     .map((n) => ({ id: instanceId(release.id, n), ordinal: n, domainName: domainName(release.name, n) }));
   return {
     image,
+    // Absent rather than null when unpinned, so that specs written before pinning keep their hash.
+    ...(imageDigest ? { imageDigest } : {}),
     env: release.env,
     ports: product.defaults.ports,
     cpuMillis: release.resources.cpuMillis,
     memoryMb: release.resources.memoryMb,
     healthcheck: product.defaults.healthcheck,
     configFiles: product.configTemplates.length ? renderTemplates(product.configTemplates, templateContext(release, product, peers, ordinal)) : [],
+    ...(product.defaults.dataPath ? { dataPath: product.defaults.dataPath } : {}),
+    ...(product.defaults.lifecycle ? { lifecycle: product.defaults.lifecycle } : {}),
   };
 }
 
@@ -169,6 +181,8 @@ export async function deploy(store: Store, input: DeployInput, now = new Date())
     ? await planDependencies(store, main, input.withDependencies ?? false, now)
     : [{ release: main, product }];
 
+  // Pinned before anything is written: an image the registry lacks refuses the deploy and leaves nothing behind.
+  for (const entry of plan) entry.release = withPin(entry.release, await pinVersion(entry.product, entry.release.version));
   const written: Omit<Release, 'seq'>[] = [];
   try {
     for (const { release, product: p } of plan) {
@@ -186,6 +200,17 @@ export async function deploy(store: Store, input: DeployInput, now = new Date())
   }
   return (await getRelease(store, main.id))!;
 }
+
+/** The image of a product version, pinned to its digest in the platform registry now. */
+export const pinVersion = (product: Product, version: string): Promise<PinnedImage> =>
+  pinImage(product.versions.find((v) => v.version === version)!.image);
+
+/** A new release records the pin of its version, in its first revision too. */
+const withPin = (release: Omit<Release, 'seq'>, pin: PinnedImage): Omit<Release, 'seq'> => ({
+  ...release,
+  imageDigests: pin.imageDigest ? { [release.version]: pin.imageDigest } : {},
+  revisions: release.revisions.map((r) => ({ ...r, ...pin })),
+});
 
 async function claimName(store: Store, release: Pick<Release, 'id' | 'name'>) {
   const key = `release-name#${release.name}`;
@@ -249,10 +274,12 @@ export async function listReleases(store: Store): Promise<Release[]> {
   return (await store.scan<Release>('releases')).sort((a, b) => a.name.localeCompare(b.name));
 }
 
-const addRevision = (r: Release, reason: string, now: Date, version = r.version): Pick<Release, 'revision' | 'revisions'> => ({
-  revision: r.revision + 1,
-  revisions: [...r.revisions, { revision: r.revision + 1, version, createdAt: now.toISOString(), reason }],
-});
+/** A revision of what the release runs now (scale, config): the same version and pinned image as the last one. */
+const addRevision = (r: Release, reason: string, now: Date): Pick<Release, 'revision' | 'revisions'> => {
+  const last = r.revisions[r.revisions.length - 1];
+  const pin = last?.version === r.version && last.image ? { image: last.image, imageDigest: last.imageDigest ?? null } : {};
+  return { revision: r.revision + 1, revisions: [...r.revisions, { revision: r.revision + 1, version: r.version, createdAt: now.toISOString(), reason, ...pin }] };
+};
 
 const mustBeChangeable = (release: Release) => {
   if (release.phase === 'DELETING') throw conflict(`release "${release.name}" is being deleted`);
@@ -358,8 +385,13 @@ export function releaseStatus(release: Release, instances: Instance[], container
   }
   if (serving === instances.length && instances.length === release.replicas) return { status: 'RUNNING', message: null };
   const unplaced = release.placementError && instances.length < release.replicas ? `; ${release.placementError}` : '';
-  return { status: 'DEPLOYING', message: `${serving} of ${release.replicas} instances running${unplaced}` };
+  const pulls = current.flatMap(({ c }) => (c?.pull ? [c.pull] : []));
+  const pulling = pulls.length ? `; ${pulls.length} pulling ${describePull(pulls[0])}` : '';
+  return { status: 'DEPLOYING', message: `${serving} of ${release.replicas} instances running${pulling}${unplaced}` };
 }
+
+const describePull = (p: PullProgress) =>
+  `${p.image} (${p.layersDone} of ${p.layers} layers${p.bytesTotal ? `, ${Math.floor((100 * p.bytesDone) / p.bytesTotal)}% of ${(p.bytesTotal / 1e6).toFixed(1)} MB` : ''})`;
 
 export async function statusOf(store: Store, release: Release): Promise<DerivedStatus> {
   const [instances, containers] = await Promise.all([instancesOfRelease(store, release.id), containersOfRelease(store, release.id)]);

@@ -6,7 +6,8 @@ import { raise } from '../butler/alarms';
 import { recordEvent } from '../butler/events';
 import { containersOfRelease, isFailing, isServing, type ContainerRecord } from '../butler/status';
 import { mustGetProduct } from './products';
-import { getRelease, instanceSpec, mustGetRelease, type Release } from './releases';
+import type { PinnedImage } from '../ark/images';
+import { getRelease, instanceSpec, mustGetRelease, pinVersion, type Release } from './releases';
 
 /**
  * Rolling upgrades and rollbacks as state in the release item, advanced one step per reconcile tick: killing any
@@ -54,8 +55,12 @@ const topic = (releaseId: string) => [`release:${releaseId}`];
 const progressEvent = (store: Store, release: Release, kind: string, message: string, done: number, severity: 'INFO' | 'WARNING' | 'CRITICAL' = 'INFO', instanceId: string | null = null, now = new Date()) =>
   recordEvent(store, { kind, message, severity, releaseId: release.id, instanceId, topics: topic(release.id), progress: { done, total: release.replicas } }, now);
 
-/** Starts an upgrade (or, with kind ROLLBACK, a return to an earlier version); refused while another one runs. */
-export async function startUpgrade(store: Store, id: string, version: string, strategy: UpgradeStrategy = {}, kind: UpgradeRecord['kind'] = 'UPGRADE', now = new Date()): Promise<Release> {
+/**
+ * Starts an upgrade (or, with kind ROLLBACK, a return to an earlier version); refused while another one runs. An
+ * upgrade pins the target version's image as the registry holds it now; a rollback passes the pin of the revision
+ * it returns to, so it gets those very bits back.
+ */
+export async function startUpgrade(store: Store, id: string, version: string, strategy: UpgradeStrategy = {}, kind: UpgradeRecord['kind'] = 'UPGRADE', now = new Date(), pinned?: PinnedImage): Promise<Release> {
   const release = await mustGetRelease(store, id);
   const product = await mustGetProduct(store, release.product);
   if (release.phase === 'DELETING') throw conflict(`release "${release.name}" is being deleted`);
@@ -79,10 +84,16 @@ export async function startUpgrade(store: Store, id: string, version: string, st
     startedAt: now.toISOString(), finishedAt: null, message: null, reason: null, failedVersion: null,
   };
   const reason = kind === 'UPGRADE' ? `upgrade ${release.version} → ${version}` : `rollback ${release.version} → ${version}`;
+  const pin = pinned ?? await pinVersion(product, version);
   const updated = (await store.mutate<Release>('releases', id, (r) => {
     if (!r) return undefined;
     if (isActive(r.upgrade)) throw conflict(`release "${r.name}" is already being upgraded`);
-    return { ...r, version, upgrade: record, revision: r.revision + 1, revisions: [...r.revisions, { revision: r.revision + 1, version, createdAt: now.toISOString(), reason }] };
+    const { [version]: _, ...otherDigests } = r.imageDigests ?? {};
+    return {
+      ...r, version, upgrade: record, revision: r.revision + 1,
+      imageDigests: pin.imageDigest ? { ...otherDigests, [version]: pin.imageDigest } : otherDigests,
+      revisions: [...r.revisions, { revision: r.revision + 1, version, createdAt: now.toISOString(), reason, ...pin }],
+    };
   }))!;
   await progressEvent(store, updated, kind === 'UPGRADE' ? 'UPGRADE_STARTED' : 'ROLLBACK_STARTED', `${reason}, ${record.maxUnavailable} at a time`, 0, 'INFO', null, now);
   return updated;
@@ -92,7 +103,8 @@ export async function rollbackRelease(store: Store, id: string, revision: number
   const release = await mustGetRelease(store, id);
   const target = release.revisions.find((r) => r.revision === revision);
   if (!target) throw badInput(`release "${release.name}" has no revision ${revision}; it has ${release.revisions.map((r) => r.revision).join(', ')}`, 'revision');
-  return startUpgrade(store, id, target.version, {}, 'ROLLBACK', now);
+  const pinned = target.image ? { image: target.image, imageDigest: target.imageDigest ?? null } : undefined;
+  return startUpgrade(store, id, target.version, {}, 'ROLLBACK', now, pinned);
 }
 
 export async function setPaused(store: Store, id: string, paused: boolean): Promise<Release> {
@@ -185,7 +197,12 @@ async function step(store: Store, release: Release, now: Date): Promise<boolean>
 
 const describeFailure = (c: ContainerRecord) => c.error ?? `${c.state.toLowerCase()}${c.health === 'UNHEALTHY' ? ', unhealthy' : ''}`;
 
-const addRevision = (r: Release, reason: string, now: Date, version = r.version) => ({
-  revision: r.revision + 1,
-  revisions: [...r.revisions, { revision: r.revision + 1, version, createdAt: now.toISOString(), reason }],
-});
+/** The revision an automatic rollback ends with: the version it returned to, with that version's pin. */
+const addRevision = (r: Release, reason: string, now: Date, version = r.version) => {
+  const digest = r.imageDigests?.[version] ?? null;
+  const image = [...r.revisions].reverse().find((x) => x.version === version)?.image;
+  return {
+    revision: r.revision + 1,
+    revisions: [...r.revisions, { revision: r.revision + 1, version, createdAt: now.toISOString(), reason, ...(image ? { image, imageDigest: digest } : {}) }],
+  };
+};

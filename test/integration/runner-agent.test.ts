@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { DesiredContainer, SyncRequest } from '../../lib/runner-protocol';
+import { hostNetworks } from '../../runner/network';
 import { RunnerFatalError, ensureRegistered, startRunner, type Runner, type RunnerConfig } from '../../runner/agent';
 import { createApi } from '../../runner/api';
 import { DEFAULT_DOCKER_SOCKET, connectEngine, listOwn } from '../../runner/engine';
@@ -76,12 +77,15 @@ function config(name: string, apiUrl: string, overrides: Partial<RunnerConfig> =
   return { name, labels: [{ key: 'zone', value: 'a' }], address: '10.0.0.7', apiUrl, joinToken: 'join-secret', dockerTarget, stateDir, ...overrides };
 }
 
+/** One host alone in its cluster network: no routes to program, no records to serve. */
+const NETWORK = { subnet: '10.240.0.0/24', gateway: '10.240.0.1', clusterCidr: '10.240.0.0/16', zone: 'fz.internal', serial: 1, routes: [], records: [] };
+
 /** Answers like Ark: registration hands out the host id and a token, every sync returns `desired`. */
 function ark(hostId: string, desired: () => DesiredContainer[]): (call: Call) => Answer {
   return (call) =>
     call.operation === 'registerHost'
       ? { body: { data: { registerHost: { host: { id: hostId, name: call.input.name }, hostToken: `token-${hostId}` } } } }
-      : { body: { data: { runnerSync: { hostId, pollSeconds: 60, desired: desired() } } } };
+      : { body: { data: { runnerSync: { hostId, pollSeconds: 60, desired: desired(), network: NETWORK } } } };
 }
 
 function demo(hostId: string): DesiredContainer {
@@ -144,6 +148,8 @@ test('writes the registration to a 0600 state file and reuses it on restart with
       address: '10.0.0.7',
       labels: [{ key: 'zone', value: 'a' }],
       capacity: { cpuMillis: 1500, memoryMb: 4096 },
+      // The host's own networks, which the API checks the cluster network against.
+      networks: hostNetworks(),
     });
 
     const file = stateFile(stateDir, 'h-state');

@@ -7,10 +7,13 @@ import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { LABELS, type DesiredContainer, type ObservedContainer } from '../../lib/runner-protocol';
 import { DEFAULT_DOCKER_SOCKET, connectEngine, converge, listOwn, observe } from '../../runner/engine';
+import { ImagePuller } from '../../runner/images';
 import { createOptions } from '../../runner/plan';
 
 const repo = path.resolve(__dirname, '../..');
 const docker = connectEngine(process.env.DOCKER_HOST ?? DEFAULT_DOCKER_SOCKET);
+// No registry in these desired containers: the runner uses the images the engine has (built locally).
+const images = new ImagePuller(docker, () => undefined);
 const run = randomUUID().slice(0, 8);
 const hostIds: string[] = [];
 const foreignContainers: string[] = [];
@@ -27,6 +30,8 @@ function desired(hostId: string, n: number, overrides: Partial<DesiredContainer>
     releaseId: `${hostId}-r`,
     name: `fz-${hostId}-${n}`,
     image: 'fangzhou/demo:1',
+    imageDigest: null,
+    registry: null,
     specHash: 'spec-1',
     desiredState: 'RUNNING',
     env: [{ name: 'GREETING', value: `hello ${n}` }],
@@ -68,7 +73,7 @@ test('creates one container per desired instance with our labels, limits, env an
   const hostId = newHost();
   const want = [1, 2, 3].map((n) => desired(hostId, n));
 
-  const result = await converge(docker, hostId, want);
+  const result = await converge(docker, hostId, want, images);
   expect(result).toEqual({ changed: true, errors: [] });
 
   const observed = byInstance(await observe(docker, hostId));
@@ -99,21 +104,21 @@ test('creates one container per desired instance with our labels, limits, env an
 test('a second converge with the same desired list changes nothing', async () => {
   const hostId = newHost();
   const want = [1, 2].map((n) => desired(hostId, n));
-  await converge(docker, hostId, want);
+  await converge(docker, hostId, want, images);
   const before = (await observe(docker, hostId)).map((o) => o.containerId);
 
-  expect(await converge(docker, hostId, want)).toEqual({ changed: false, errors: [] });
+  expect(await converge(docker, hostId, want, images)).toEqual({ changed: false, errors: [] });
   expect((await observe(docker, hostId)).map((o) => o.containerId)).toEqual(before);
 });
 
 test('recreates only the instance whose spec changed', async () => {
   const hostId = newHost();
   const want = [1, 2].map((n) => desired(hostId, n));
-  await converge(docker, hostId, want);
+  await converge(docker, hostId, want, images);
   const before = byInstance(await observe(docker, hostId));
 
   want[1] = { ...want[1], image: 'fangzhou/demo:2', specHash: 'spec-2' };
-  expect((await converge(docker, hostId, want)).changed).toBe(true);
+  expect((await converge(docker, hostId, want, images)).changed).toBe(true);
 
   const after = byInstance(await observe(docker, hostId));
   expect(after.size).toBe(2);
@@ -126,20 +131,20 @@ test('recreates only the instance whose spec changed', async () => {
 test('removes the container of an instance that is no longer desired', async () => {
   const hostId = newHost();
   const want = [1, 2].map((n) => desired(hostId, n));
-  await converge(docker, hostId, want);
+  await converge(docker, hostId, want, images);
 
-  expect((await converge(docker, hostId, [want[0]])).changed).toBe(true);
+  expect((await converge(docker, hostId, [want[0]], images)).changed).toBe(true);
   expect((await observe(docker, hostId)).map((o) => o.instanceId)).toEqual([want[0].instanceId]);
 });
 
 test('never touches containers of another host id', async () => {
   const other = newHost();
   const mine = newHost();
-  await converge(docker, other, [desired(other, 1)]);
+  await converge(docker, other, [desired(other, 1)], images);
   const theirs = await observe(docker, other);
 
-  await converge(docker, mine, []);
-  await converge(docker, mine, [desired(mine, 1)]);
+  await converge(docker, mine, [], images);
+  await converge(docker, mine, [desired(mine, 1)], images);
 
   expect(await observe(docker, mine)).toHaveLength(1);
   expect(await observe(docker, other)).toEqual(theirs);
@@ -148,12 +153,12 @@ test('never touches containers of another host id', async () => {
 test('removes a duplicate container of an instance and keeps the running one', async () => {
   const hostId = newHost();
   const d = desired(hostId, 1);
-  await converge(docker, hostId, [d]);
+  await converge(docker, hostId, [d], images);
   const [original] = await observe(docker, hostId);
   await docker.createContainer({ ...createOptions(hostId, d), name: `${d.name}-dup` });
   expect(await listOwn(docker, hostId)).toHaveLength(2);
 
-  expect((await converge(docker, hostId, [d])).changed).toBe(true);
+  expect((await converge(docker, hostId, [d], images)).changed).toBe(true);
   expect((await observe(docker, hostId)).map((o) => o.containerId)).toEqual([original.containerId]);
 });
 
@@ -162,7 +167,7 @@ test('reports a missing image as an error on that instance and still converges t
   const good = desired(hostId, 1);
   const broken = desired(hostId, 2, { image: 'fangzhou/demo:9' });
 
-  const result = await converge(docker, hostId, [good, broken]);
+  const result = await converge(docker, hostId, [good, broken], images);
   expect(result.errors).toEqual([
     { instanceId: broken.instanceId, name: broken.name, specHash: 'spec-1', message: 'image fangzhou/demo:9 is not present on this host' },
   ]);
@@ -180,10 +185,10 @@ test('reports a missing image as an error on that instance and still converges t
 test('keeps the old container serving when the image of its new spec is missing', async () => {
   const hostId = newHost();
   const d = desired(hostId, 1);
-  await converge(docker, hostId, [d]);
+  await converge(docker, hostId, [d], images);
   const [before] = await observe(docker, hostId);
 
-  const result = await converge(docker, hostId, [{ ...d, image: 'fangzhou/demo:9', specHash: 'spec-9' }]);
+  const result = await converge(docker, hostId, [{ ...d, image: 'fangzhou/demo:9', specHash: 'spec-9' }], images);
   expect(result.errors.map((e) => e.message)).toEqual(['image fangzhou/demo:9 is not present on this host']);
 
   const [after] = await observe(docker, hostId, result.errors);
@@ -202,7 +207,7 @@ test('the healthcheck reaches HEALTHY on demo:1 and UNHEALTHY on demo:3', async 
   };
   const v1 = desired(hostId, 1, { healthcheck });
   const v3 = desired(hostId, 3, { healthcheck, image: 'fangzhou/demo:3' });
-  await converge(docker, hostId, [v1, v3]);
+  await converge(docker, hostId, [v1, v3], images);
 
   const observed = await eventually(
     async () => byInstance(await observe(docker, hostId)),
@@ -223,7 +228,7 @@ test('copies config files into the container before it starts', async () => {
       { path: '/www/config.txt', content: `served by ${hostId}\n` },
     ],
   });
-  await converge(docker, hostId, [d]);
+  await converge(docker, hostId, [d], images);
   const [o] = await observe(docker, hostId);
 
   expect(dockerCli('exec', o.containerId, 'cat', '/etc/demo/app.conf')).toBe('mode = cluster\n');
@@ -237,7 +242,7 @@ test('starts a container that was created but never started, as after a crash be
   const created = await docker.createContainer(createOptions(hostId, d));
   expect((await observe(docker, hostId))[0]).toMatchObject({ containerId: created.id, state: 'CREATED', startedAt: null });
 
-  expect((await converge(docker, hostId, [d])).changed).toBe(true);
+  expect((await converge(docker, hostId, [d], images)).changed).toBe(true);
   const [o] = await observe(docker, hostId);
   expect(o).toMatchObject({ containerId: created.id, state: 'RUNNING', startedAt: expect.any(String) });
   expect(dockerCli('exec', o.containerId, 'cat', '/etc/demo/app.conf')).toBe('recovered\n');
@@ -246,14 +251,14 @@ test('starts a container that was created but never started, as after a crash be
 test('stops an instance whose desired state is STOPPED and starts it again when RUNNING', async () => {
   const hostId = newHost();
   const d = desired(hostId, 1);
-  await converge(docker, hostId, [d]);
+  await converge(docker, hostId, [d], images);
   const [running] = await observe(docker, hostId);
 
-  expect((await converge(docker, hostId, [{ ...d, desiredState: 'STOPPED' }])).changed).toBe(true);
+  expect((await converge(docker, hostId, [{ ...d, desiredState: 'STOPPED' }], images)).changed).toBe(true);
   const [stopped] = await observe(docker, hostId);
   expect(stopped).toMatchObject({ containerId: running.containerId, state: 'EXITED', exitCode: 0 });
 
-  expect((await converge(docker, hostId, [d])).changed).toBe(true);
+  expect((await converge(docker, hostId, [d], images)).changed).toBe(true);
   expect((await observe(docker, hostId))[0]).toMatchObject({ containerId: running.containerId, state: 'RUNNING' });
 });
 
@@ -263,7 +268,7 @@ test('reports a container name held by a container it does not manage', async ()
   const squatter = await docker.createContainer({ name: d.name, Image: 'fangzhou/demo:1' });
   foreignContainers.push(squatter.id);
 
-  const result = await converge(docker, hostId, [d]);
+  const result = await converge(docker, hostId, [d], images);
   expect(result.errors).toHaveLength(1);
   expect(result.errors[0].message).toMatch(new RegExp(`^container name ${d.name} is taken by container \\w{12}`));
   expect((await docker.getContainer(squatter.id).inspect()).State.Status).toBe('created');
@@ -272,13 +277,13 @@ test('reports a container name held by a container it does not manage', async ()
 test('observes a container stopped behind its back as EXITED, and the next converge starts it again', async () => {
   const hostId = newHost();
   const d = desired(hostId, 1);
-  await converge(docker, hostId, [d]);
+  await converge(docker, hostId, [d], images);
   const [o] = await observe(docker, hostId);
   await docker.getContainer(o.containerId).stop({ t: 1 });
 
   const [stopped] = await observe(docker, hostId);
   expect(stopped).toMatchObject({ containerId: o.containerId, state: 'EXITED', exitCode: 0, ip: null, startedAt: o.startedAt });
 
-  expect((await converge(docker, hostId, [d])).changed).toBe(true);
+  expect((await converge(docker, hostId, [d], images)).changed).toBe(true);
   expect((await observe(docker, hostId))[0]).toMatchObject({ containerId: o.containerId, state: 'RUNNING' });
 });

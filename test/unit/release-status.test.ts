@@ -21,6 +21,12 @@ test('DEGRADED with the reason when an instance fails', () => {
   expect(status).toEqual({ status: 'DEGRADED', message: '1 of 2 instances failing; r-1: image fangzhou/x:9 is not present on this host' });
 });
 
+test('DEPLOYING with the pull in the message while instances wait for their image', () => {
+  const pull = { image: 'fangzhou/redis:7.0.15 (sha256:331a8b83e72e…)', layers: 4, layersDone: 1, bytesDone: 5e6, bytesTotal: 2e7 };
+  const status = releaseStatus(release(2), [instance(0), instance(1)], [container(0), container(1, { state: 'PULLING', containerId: '', pull })]);
+  expect(status).toEqual({ status: 'DEPLOYING', message: '1 of 2 instances running; 1 pulling fangzhou/redis:7.0.15 (sha256:331a8b83e72e…) (1 of 4 layers, 25% of 20.0 MB)' });
+});
+
 test('DEPLOYING, not RUNNING, while an instance has not been placed yet', () => {
   expect(releaseStatus(release(3), [instance(0), instance(1)], [container(0), container(1)])).toEqual({ status: 'DEPLOYING', message: '2 of 3 instances running' });
 });

@@ -1,0 +1,175 @@
+import type { Store, Versioned } from '../../lib/store';
+import { newId } from '../../lib/ids';
+import { listHosts, type Host } from '../ark/hosts';
+import { instancesOfRelease, type Instance } from '../ark/instances';
+import { listReleases, type Release } from '../panama/releases';
+import { raise, resolveAlarm } from './alarms';
+import { paginate, SEVERITY_RANK, type Page, type Severity } from './events';
+import { isServing, type ContainerRecord } from './status';
+
+/**
+ * Daily inspection (日常巡检): plain checks over what the control plane knows of hosts, instances and releases,
+ * stored as a report with a score. Critical findings raise alarms (one per finding, deduplicated by cause) that
+ * resolve when a later inspection no longer finds them.
+ */
+export interface Finding {
+  severity: Severity;
+  /** Which check found it, e.g. `host.heartbeat`. */
+  check: string;
+  /** What it is about: `host/<name>`, `instance/<domain name>`, `release/<name>`. */
+  subject: string;
+  message: string;
+}
+
+export interface Inspection extends Versioned {
+  id: string;
+  trigger: 'SCHEDULED' | 'ON_DEMAND';
+  startedAt: string;
+  finishedAt: string;
+  score: number;
+  findings: Finding[];
+}
+
+export interface FleetView {
+  hosts: Host[];
+  releases: Release[];
+  instances: Instance[];
+  containers: ContainerRecord[];
+  /** How often runners sync; a heartbeat older than a few of these is late. */
+  pollSeconds: number;
+}
+
+const pct = (part: number, whole: number) => (whole > 0 ? Math.round((part / whole) * 100) : 0);
+const MB = 1024 * 1024;
+
+function inspectHosts({ hosts, pollSeconds }: FleetView, now: Date): Finding[] {
+  const out: Finding[] = [];
+  const engines = new Map<string, number>();
+  for (const h of hosts) if (h.engine) engines.set(h.engine.version, (engines.get(h.engine.version) ?? 0) + 1);
+  const usual = [...engines].sort((a, b) => b[1] - a[1])[0]?.[0];
+  for (const h of hosts) {
+    const subject = `host/${h.name}`;
+    if (h.status === 'DOWN') out.push({ severity: 'CRITICAL', check: 'host.status', subject, message: 'the host is DOWN: its runner stopped reporting' });
+    else if (h.status !== 'READY') out.push({ severity: 'INFO', check: 'host.status', subject, message: `the host is ${h.status}: nothing new is placed on it` });
+    const age = h.lastHeartbeatAt ? (now.getTime() - Date.parse(h.lastHeartbeatAt)) / 1000 : Infinity;
+    if (h.status !== 'DOWN' && age > pollSeconds * 3) {
+      out.push({ severity: 'WARNING', check: 'host.heartbeat', subject, message: `last heartbeat ${Number.isFinite(age) ? `${Math.round(age)} s ago` : 'never'} (runners sync every ${pollSeconds} s)` });
+    }
+    if (h.engine && usual && h.engine.version !== usual) {
+      out.push({ severity: 'WARNING', check: 'host.engine-drift', subject, message: `Docker ${h.engine.version} while most hosts run ${usual}` });
+    }
+    for (const [what, used, cap] of [['memory', h.allocated.memoryMb, h.capacity.memoryMb], ['CPU', h.allocated.cpuMillis, h.capacity.cpuMillis]] as const) {
+      if (pct(used, cap) >= 90) out.push({ severity: 'WARNING', check: 'host.allocation', subject, message: `${pct(used, cap)}% of its ${what} is allocated: new instances may not fit` });
+    }
+  }
+  return out;
+}
+
+function inspectInstances({ instances, containers, releases }: FleetView, now: Date): Finding[] {
+  const out: Finding[] = [];
+  const byInstance = new Map(containers.map((c) => [c.instanceId, c]));
+  const upgrading = new Set(releases.filter((r) => r.upgrade && !r.upgrade.finishedAt).map((r) => r.id));
+  for (const i of instances) {
+    if (i.desiredState !== 'RUNNING') continue;
+    const subject = `instance/${i.domainName}`;
+    const c = byInstance.get(i.id);
+    if (!c) { out.push({ severity: 'WARNING', check: 'instance.reported', subject, message: 'no runner has reported its container' }); continue; }
+    if (!isServing(c)) out.push({ severity: 'CRITICAL', check: 'instance.health', subject, message: `the container is ${c.state.toLowerCase()}, health ${c.health.toLowerCase()}${c.error ? `: ${c.error}` : ''}` });
+    if (c.oomKilled) out.push({ severity: 'CRITICAL', check: 'instance.oom', subject, message: 'the container was killed for running out of memory' });
+    if (c.restartCount >= 3) out.push({ severity: 'WARNING', check: 'instance.restarts', subject, message: `restarted ${c.restartCount} times` });
+    if (c.specHash !== i.specHash && !upgrading.has(i.releaseId)) {
+      out.push({ severity: 'WARNING', check: 'instance.spec-drift', subject, message: 'the container does not run the spec (image, env, config files) the release asks for' });
+    }
+    if (c.stats && pct(c.stats.memoryBytes, i.spec.memoryMb * MB) >= 90) {
+      out.push({ severity: 'WARNING', check: 'instance.memory', subject, message: `uses ${Math.round(c.stats.memoryBytes / MB)} MB of its ${i.spec.memoryMb} MB limit` });
+    }
+    if (c.startedAt && now.getTime() - Date.parse(c.startedAt) < 10 * 60_000 && Date.parse(i.createdAt) < Date.parse(c.startedAt) - 60_000) {
+      out.push({ severity: 'INFO', check: 'instance.uptime', subject, message: `up only since ${c.startedAt}: it was restarted recently` });
+    }
+  }
+  return out;
+}
+
+function inspectReleases({ releases, instances, containers, hosts }: FleetView): Finding[] {
+  const out: Finding[] = [];
+  const serving = new Set(containers.filter(isServing).map((c) => c.instanceId));
+  const byId = new Map(releases.map((r) => [r.id, r]));
+  const healthy = (r: Release) => instances.filter((i) => i.releaseId === r.id && serving.has(i.id)).length;
+  for (const r of releases) {
+    if (r.phase === 'DELETING') continue;
+    const subject = `release/${r.name}`;
+    const own = instances.filter((i) => i.releaseId === r.id);
+    const ok = healthy(r);
+    if (r.phase === 'ACTIVE' && ok < r.replicas) {
+      out.push({ severity: ok === 0 ? 'CRITICAL' : 'WARNING', check: 'release.replicas', subject, message: `${ok} of ${r.replicas} replicas are healthy` });
+    }
+    const onHosts = new Set(own.map((i) => i.hostId));
+    if (own.length > 1 && onHosts.size === 1 && hosts.length > 1) {
+      out.push({ severity: 'WARNING', check: 'release.spread', subject, message: `all ${own.length} instances run on one host: losing it loses the release` });
+    }
+    for (const depId of r.dependsOn) {
+      const dep = byId.get(depId);
+      if (dep && healthy(dep) < dep.replicas) out.push({ severity: 'WARNING', check: 'release.dependency', subject, message: `depends on ${dep.name}, which has ${healthy(dep)} of ${dep.replicas} replicas healthy` });
+    }
+    if (r.upgrade?.state === 'ROLLED_BACK' || r.upgrade?.state === 'FAILED') {
+      out.push({ severity: 'INFO', check: 'release.upgrade', subject, message: `the last ${r.upgrade.kind.toLowerCase()} to ${r.upgrade.toVersion} ended ${r.upgrade.state.toLowerCase().replace('_', ' ')}` });
+    }
+  }
+  return out;
+}
+
+/** Every finding, most severe first. */
+export function inspect(view: FleetView, now = new Date()): Finding[] {
+  return [...inspectHosts(view, now), ...inspectInstances(view, now), ...inspectReleases(view)]
+    .sort((a, b) => SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity] || a.subject.localeCompare(b.subject));
+}
+
+/** 100 for a clean fleet; each critical finding costs 20, each warning 5, notes nothing. */
+export const score = (findings: Finding[]) =>
+  Math.max(0, 100 - findings.reduce((s, f) => s + (f.severity === 'CRITICAL' ? 20 : f.severity === 'WARNING' ? 5 : 0), 0));
+
+const causeOf = (f: Finding) => `${f.check}#${f.subject}`;
+
+async function fleetView(store: Store, pollSeconds: number): Promise<FleetView> {
+  const [hosts, releases, containers] = await Promise.all([listHosts(store), listReleases(store), store.scan<ContainerRecord>('containers')]);
+  const instances = (await Promise.all(releases.map((r) => instancesOfRelease(store, r.id)))).flat();
+  return { hosts, releases, instances, containers, pollSeconds };
+}
+
+export async function runInspection(store: Store, trigger: Inspection['trigger'], pollSeconds: number, now = new Date()): Promise<Inspection> {
+  const previous = (await listInspections(store, 1)).nodes[0];
+  const findings = inspect(await fleetView(store, pollSeconds), now);
+  const inspection = (await store.create<Omit<Inspection, 'seq'>>('inspections', {
+    id: newId('insp'), trigger, startedAt: now.toISOString(), finishedAt: new Date().toISOString(), score: score(findings), findings,
+  })) as Inspection;
+  const critical = findings.filter((f) => f.severity === 'CRITICAL');
+  for (const f of critical) await raise(store, { kind: 'INSPECTION_CRITICAL', severity: 'CRITICAL', message: `inspection: ${f.subject}: ${f.message}`, cause: causeOf(f) });
+  const still = new Set(critical.map(causeOf));
+  for (const f of previous?.findings ?? []) if (f.severity === 'CRITICAL' && !still.has(causeOf(f))) await resolveAlarm(store, 'INSPECTION_CRITICAL', causeOf(f));
+  return inspection;
+}
+
+const SCHEDULE = 'inspection-schedule';
+
+/**
+ * The scheduled inspection: the first tick sets the next due time one interval ahead; the tick that finds it due
+ * moves it on with a conditional write, so one tick of any number of replicas runs each inspection.
+ */
+export async function inspectIfDue(store: Store, intervalHours: number, pollSeconds: number, now = new Date()): Promise<Inspection | undefined> {
+  const next = new Date(now.getTime() + intervalHours * 3600_000).toISOString();
+  const schedule = await store.get<{ key: string; nextAt: string } & Versioned>('claims', SCHEDULE);
+  if (!schedule) { await store.create('claims', { key: SCHEDULE, nextAt: next }); return undefined; }
+  if (schedule.nextAt > now.toISOString()) return undefined;
+  const won = await store.replace('claims', { ...schedule, nextAt: next }).then(() => true, () => false);
+  return won ? runInspection(store, 'SCHEDULED', pollSeconds, now) : undefined;
+}
+
+export const getInspection = (store: Store, id: string) => store.get<Inspection>('inspections', id);
+
+/** Newest first; the cursor is the start time and id. */
+export async function listInspections(store: Store, first = 20, after?: string | null): Promise<Page<Inspection>> {
+  const all = await store.scan<Inspection>('inspections');
+  const keyed = all.map((i) => ({ ...i, id: `${i.startedAt}~${i.id}`, inspectionId: i.id }));
+  const page = paginate(keyed, first, after);
+  return { nodes: page.nodes.map(({ inspectionId, ...i }) => ({ ...i, id: inspectionId })), pageInfo: page.pageInfo };
+}
