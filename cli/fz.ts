@@ -3,22 +3,28 @@
  *
  *   npm run fz -- product apply <file.yaml|file.json>... [--dry-run]
  *   npm run fz -- product list [--json]
+ *   npm run fz -- audit verify | audit export
  *   npm run fz -- image export <image>... --output <bundle.tar> [--registry host:port | --from-engine]
  *   npm run fz -- image import <bundle.tar> [--registry host:port]
+ *   npm run fz -- image push <image>... [--registry host:port]
  *
  * The API is FZ_API_URL (default http://localhost:3000/graphql); the operator token is FZ_TOKEN or the one
  * `npm start` wrote to .fangzhou/admin-token. Exit 0 on success, 1 when something was refused, 2 on bad usage.
  */
 import { parseArgs } from 'node:util';
 import { CliError, DEFAULT_API_URL, connect, operatorToken, type Api } from './api';
-import { exportImages, importImages, localEngine } from './images';
+import { exportLines, verify } from './audit';
+import { exportImages, importImages, localEngine, pushImages } from './images';
 import { formatProblem, loadProductFile, parsePath, type ProductDocument, type Problem } from './product-file';
 
 const USAGE = `usage:
   fz product apply <file.yaml|file.json>... [--dry-run]   define (or redefine) the products in the files
   fz product list [--json]                                the products the API knows
+  fz audit verify                                         check the audit log's hash chain (admin key)
+  fz audit export                                         the audit log as JSON lines, oldest first (admin key)
   fz image export <image>... -o <bundle.tar>              pull the images from the platform registry into one bundle
   fz image import <bundle.tar>                            push every image of a bundle to the platform registry
+  fz image push <image>...                                push images of the local engine to the platform registry
 options:
   --api-url URL   the GraphQL API (default: FZ_API_URL or ${DEFAULT_API_URL})
   --dry-run       check the files locally, send nothing
@@ -132,6 +138,11 @@ export async function main(argv: string[], out = (l: string) => console.log(l), 
       await list(values.json ?? false, api(), out);
       return 0;
     }
+    if (noun === 'audit' && verb === 'verify' && rest.length === 0) return (await verify(api(), out, err)) ? 0 : 1;
+    if (noun === 'audit' && verb === 'export' && rest.length === 0) {
+      await exportLines(api(), out);
+      return 0;
+    }
     const registry = values.registry ?? (process.env.FZ_REGISTRY || `127.0.0.1:${process.env.FZ_REGISTRY_PORT ?? 5000}`);
     if (noun === 'image' && verb === 'export') {
       if (rest.length === 0) throw new UsageError('image export needs at least one image, e.g. fangzhou/redis:7.0.15');
@@ -139,8 +150,13 @@ export async function main(argv: string[], out = (l: string) => console.log(l), 
       await exportImages(localEngine(), rest, values.output, values['from-engine'] ? null : registry, out);
       return 0;
     }
+    if (noun === 'image' && verb === 'push') {
+      if (rest.length === 0) throw new UsageError('image push needs at least one image of the local engine');
+      await pushImages(localEngine(), rest, registry, out);
+      return 0;
+    }
     if (noun === 'image' && verb === 'import' && rest.length === 1) {
-      await importImages(localEngine(), rest[0], registry, out);
+      await importImages(rest[0], registry, out);
       return 0;
     }
     throw new UsageError(noun ? `unknown command: ${positionals.join(' ')}` : 'no command given');

@@ -1,13 +1,14 @@
 /**
- * `fz image export` / `fz image import`: carry images into an air-gapped site as a `docker save` bundle. Export
- * takes the images from the platform registry (or, without one, from the local engine); import loads a bundle into
- * the local engine and pushes every image in it to the site's platform registry, where its hosts pull from.
+ * `fz image push`, `fz image export` / `fz image import`: images into the platform registry, and carried into an
+ * air-gapped site as a `docker save` bundle. Export takes the images from the platform registry (or from the local
+ * engine); import pushes every image of a bundle to the site's platform registry, where its hosts pull from.
  */
 import Docker from 'dockerode';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { CliError } from './api';
+import { alreadyPushed, pushBundle, type Pushed } from './registry-push';
 
 export function localEngine(env: NodeJS.ProcessEnv = process.env): Docker {
   const host = env.DOCKER_HOST ?? 'unix:///var/run/docker.sock';
@@ -15,13 +16,6 @@ export function localEngine(env: NodeJS.ProcessEnv = process.env): Docker {
   return tcp ? new Docker({ host: tcp[1], port: Number(tcp[2]), protocol: 'http' }) : new Docker({ socketPath: host.replace(/^unix:\/\//, '') });
 }
 
-/** The registry part of a reference (`10.0.0.5:5000/fangzhou/redis:7` → `10.0.0.5:5000`), as Docker tells them apart. */
-function registryOf(ref: string): string | null {
-  const first = ref.split('/')[0];
-  return ref.includes('/') && (first.includes('.') || first.includes(':') || first === 'localhost') ? first : null;
-}
-
-const withoutRegistry = (ref: string) => (registryOf(ref) ? ref.slice(ref.indexOf('/') + 1) : ref);
 
 function splitTag(image: string): { repo: string; tag: string } {
   const slash = image.lastIndexOf('/');
@@ -29,7 +23,11 @@ function splitTag(image: string): { repo: string; tag: string } {
   return colon > slash ? { repo: image.slice(0, colon), tag: image.slice(colon + 1) } : { repo: image, tag: 'latest' };
 }
 
-/** Follows a pull/push/load stream to its end; an `error` line fails it. Returns every line. */
+/** One `docker save` of several images (GET /images/get?names=…); dockerode has getImages, its types lack it. */
+const save = (docker: Docker, refs: string[]) =>
+  (docker as unknown as { getImages(opts: { names: string[] }): Promise<Readable> }).getImages({ names: refs });
+
+/** Follows a pull stream to its end; an `error` line fails it. Returns every line. */
 async function follow(docker: Docker, stream: NodeJS.ReadableStream): Promise<Record<string, any>[]> {
   return new Promise((resolve, reject) => {
     docker.modem.followProgress(stream, (err: Error | null, output: Record<string, any>[]) => {
@@ -70,10 +68,7 @@ export async function exportImages(docker: Docker, images: string[], file: strin
     refs.push(ref);
   }
   try {
-    // dockerode has getImages (GET /images/get?names=…, one `docker save` of several images); its types lack it.
-    const engine = docker as unknown as { getImages(opts: { names: string[] }): Promise<Readable> };
-    const bundle = await engine.getImages({ names: refs });
-    await pipeline(bundle, createWriteStream(file));
+    await pipeline(await save(docker, refs), createWriteStream(file));
   } catch (err) {
     throw new CliError(`cannot write ${file}: ${engineMessage(err)}`);
   } finally {
@@ -82,33 +77,35 @@ export async function exportImages(docker: Docker, images: string[], file: strin
   out(`exported ${refs.length} image(s) to ${file}: ${images.join(', ')}`);
 }
 
-/** Loads the bundle and pushes each image in it to `registry` under its name without the exporting site's address. */
-export async function importImages(docker: Docker, file: string, registry: string, out: (l: string) => void): Promise<void> {
-  let loaded: string[];
+/** Pushes images of the local engine to the registry (saved through the engine, uploaded over HTTP). */
+export async function pushImages(docker: Docker, images: string[], registry: string, out: (l: string) => void): Promise<void> {
+  const missing: string[] = [];
   try {
-    const lines = await follow(docker, await docker.loadImage(createReadStream(file), { quiet: true }));
-    loaded = lines.flatMap((l) => /^Loaded image: (\S+)/.exec(String(l.stream ?? '').trim())?.[1] ?? []);
-  } catch (err) {
-    throw new CliError(`cannot load ${file}: ${engineMessage(err)}`);
-  }
-  if (!loaded.length) throw new CliError(`${file} holds no tagged image (bundles come from fz image export or docker save NAME:TAG)`);
-  for (const ref of loaded) {
-    const image = withoutRegistry(ref);
-    const target = `${registry}/${image}`;
-    const { repo, tag } = splitTag(target);
-    try {
-      await docker.getImage(ref).tag({ repo, tag });
-      // The engine wants an X-Registry-Auth header even for a registry without auth: an empty one.
-      const pushed = await follow(docker, await docker.getImage(target).push({ authconfig: { serveraddress: registry } }));
-      const digest = pushed.find((l) => l.aux?.Digest)?.aux.Digest ?? 'digest unknown';
-      out(`imported ${image} into the registry at ${registry} (${digest})`);
-    } catch (err) {
-      throw new CliError(`cannot push ${image} to the registry at ${registry}: ${engineMessage(err)}`);
-    } finally {
-      // Tags with a registry's address were only handles for the push.
-      for (const handle of new Set([target, ...(registryOf(ref) ? [ref] : [])])) {
-        await docker.getImage(handle).remove({ noprune: true }).catch(() => undefined);
-      }
+    for (const image of images) {
+      const { Id } = await docker.getImage(image).inspect().catch((err) => {
+        throw new CliError(`cannot push ${image}: not on the local engine: ${engineMessage(err)}`);
+      });
+      // The same image under the same tag is there already: no save, no upload.
+      const digest = await alreadyPushed(registry, image, Id);
+      if (digest) out(`${image} is in the registry at ${registry} already (${digest})`);
+      else missing.push(image);
     }
+    if (!missing.length) return;
+    for (const p of await pushBundle(await save(docker, missing), registry, missing)) out(`pushed ${p.image} to the registry at ${registry} (${p.digest})`);
+  } catch (err) {
+    if (err instanceof CliError) throw err;
+    throw new CliError(`cannot push to the registry at ${registry}: ${engineMessage(err)}`);
   }
+}
+
+/** Pushes every image of a bundle to `registry` under its name without the exporting site's address; no engine needed. */
+export async function importImages(file: string, registry: string, out: (l: string) => void): Promise<void> {
+  let pushed: Pushed[];
+  try {
+    pushed = await pushBundle(createReadStream(file), registry);
+  } catch (err) {
+    throw new CliError(`cannot import ${file}: ${(err as Error).message}`);
+  }
+  if (!pushed.length) throw new CliError(`${file} holds no tagged image (bundles come from fz image export or docker save NAME:TAG)`);
+  for (const p of pushed) out(`imported ${p.image} into the registry at ${registry} (${p.digest})`);
 }

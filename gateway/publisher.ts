@@ -128,7 +128,8 @@ export async function publishEvent(deps: PublisherDeps, event: PlatformEvent): P
 }
 
 const LEASE_KEY = 'lease#publisher';
-const LEASE_MS = 60_000;
+/** Short, and renewed while the holder works, so a holder that died (a killed server-mode replica) blocks no one for long. */
+const LEASE_MS = 10_000;
 
 interface Lease {
   id: string;
@@ -151,6 +152,18 @@ async function takeLease(store: Store, holder: string): Promise<boolean> {
       if (!current || current.until < Date.now()) return { id: LEASE_KEY, holder, until: Date.now() + LEASE_MS, again: false };
       return current.again || current.holder === holder ? undefined : { ...current, again: true };
     }, 5);
+    return lease?.holder === holder;
+  } catch (err) {
+    if (err instanceof ConditionFailed) return false;
+    throw err;
+  }
+}
+
+/** Extends the lease while publishing; false when it is no longer ours (it ran out and another publisher took it). */
+async function renewLease(store: Store, holder: string): Promise<boolean> {
+  try {
+    const lease = await store.mutate<Lease>(SUBSCRIPTIONS_TABLE, LEASE_KEY, (current) =>
+      current?.holder === holder ? { ...current, until: Date.now() + LEASE_MS } : undefined, 5);
     return lease?.holder === holder;
   } catch (err) {
     if (err instanceof ConditionFailed) return false;
@@ -190,6 +203,8 @@ export async function publishPending(deps: PublisherDeps, budgetMs = 20_000): Pr
   const started = Date.now();
   const report: PublishReport = { events: 0, deliveries: 0 };
   const failed = new Set<string>();
+  let renewedAt = Date.now();
+  let lost = false;
   const drain = async () => {
     // Again until nothing is left: events written while this run was busy.
     while (Date.now() - started < budgetMs) {
@@ -197,6 +212,10 @@ export async function publishPending(deps: PublisherDeps, budgetMs = 20_000): Pr
       if (!events.length) return;
       for (const event of events) {
         if (Date.now() - started >= budgetMs) return;
+        if (Date.now() - renewedAt > LEASE_MS / 3) {
+          if ((lost = !(await renewLease(deps.store, holder)))) return;
+          renewedAt = Date.now();
+        }
         try {
           report.deliveries += (await publishEvent(deps, event)).deliveries;
           await markPublished(deps.store, event.id);
@@ -213,6 +232,11 @@ export async function publishPending(deps: PublisherDeps, budgetMs = 20_000): Pr
   try {
     for (;;) {
       await drain();
+      if (lost) {
+        log.warn({ holder }, 'the publisher lease ran out while publishing; the new holder carries on');
+        released = true;
+        break;
+      }
       if (Date.now() - started >= budgetMs) break;
       if ((released = await giveUpLease(deps.store, holder))) break;
     }

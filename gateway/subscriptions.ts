@@ -1,12 +1,13 @@
 import {
   ApiGatewayManagementApiClient, DeleteConnectionCommand, PostToConnectionCommand,
 } from '@aws-sdk/client-apigatewaymanagementapi';
+import { createHmac } from 'node:crypto';
 import {
   GraphQLError, Kind, getArgumentValues, getOperationAST, getVariableValues, parse, print, validate, visit,
   type DocumentNode, type FieldNode, type FragmentDefinitionNode, type GraphQLFormattedError, type GraphQLSchema,
   type OperationDefinitionNode, type SelectionSetNode, type VariableDefinitionNode,
 } from 'graphql';
-import { authenticate, type Principal } from '../lib/auth';
+import { authenticate, BOOTSTRAP_ADMIN, type Principal } from '../lib/auth';
 import { log } from '../lib/log';
 import type { Store } from '../lib/store';
 
@@ -33,7 +34,8 @@ import type { Store } from '../lib/store';
  * Close codes: API Gateway cannot close a socket with a status code of our choosing (DeleteConnection has no code;
  * clients see 1000, serverless-offline gives 1005). So a close is a protocol-valid `ping` whose payload carries the
  * graphql-ws close code and reason, `{"type":"ping","payload":{"close":{"code":4401,"reason":"Unauthorized"}}}`,
- * followed by DeleteConnection. A graphql-ws client sees it in `on.ping(received, payload)`.
+ * followed by DeleteConnection. A graphql-ws client sees it in `on.ping(received, payload)`. Server mode (server/)
+ * closes the real socket with that code and reason as well.
  */
 
 export const PROTOCOL = 'graphql-transport-ws';
@@ -234,7 +236,7 @@ function rootField(selectionSet: SelectionSetNode, fragments: Map<string, Fragme
  * errors for an `error` message (the connection stays open). `principal` is the subscriber: the topic of
  * `hostDesiredStateChanged` is its own host; it is no field for an operator.
  */
-export function prepareSubscription(schema: GraphQLSchema, payload: SubscribePayload, principal: Principal = { kind: 'operator' }): PreparedSubscription | { errors: GraphQLFormattedError[] } {
+export function prepareSubscription(schema: GraphQLSchema, payload: SubscribePayload, principal: Principal = BOOTSTRAP_ADMIN): PreparedSubscription | { errors: GraphQLFormattedError[] } {
   let document: DocumentNode;
   try {
     document = parse(payload.query);
@@ -387,9 +389,13 @@ export interface Connections {
   close(endpoint: string, connectionId: string): Promise<void>;
 }
 
+/**
+ * 410, or (server mode) nothing listening at the endpoint: the replica that held the socket is gone, and its
+ * sockets with it, so its clients have reconnected elsewhere.
+ */
 const isGone = (err: unknown) => {
-  const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
-  return e?.name === 'GoneException' || e?.$metadata?.httpStatusCode === 410;
+  const e = err as { name?: string; code?: string; $metadata?: { httpStatusCode?: number } };
+  return e?.name === 'GoneException' || e?.$metadata?.httpStatusCode === 410 || e?.code === 'ECONNREFUSED';
 };
 
 /** The management endpoint of a connection: serverless-offline's WebSocket port offline, the API's stage URL in AWS. */
@@ -403,18 +409,36 @@ export function managementEndpoint(requestContext: { apiId?: string; domainName?
     : `https://${requestContext.domainName}/${requestContext.stage}`;
 }
 
+/** The access key id server-mode replicas sign management API calls with (server/connections.ts checks it). */
+export const SERVER_ACCESS_KEY_ID = 'fangzhou-server';
+
+/**
+ * The signing key of server mode's management API: derived from the operator token's hash, which every replica is
+ * given and nothing outside them has, so no second secret has to be distributed to a fleet of replicas.
+ */
+export function serverSecretKey(): string {
+  const adminTokenHash = process.env.FZ_ADMIN_TOKEN_HASH;
+  if (!adminTokenHash) throw new Error('FZ_ADMIN_TOKEN_HASH is not set: server mode signs its connections API with a key derived from it');
+  return createHmac('sha256', adminTokenHash).update('fangzhou @connections').digest('hex');
+}
+
+/** Region the management API is signed for (server mode checks the signature for the same one). */
+export const connectionsRegion = () => process.env.AWS_REGION || 'us-east-1';
+
+const connectionsCredentials = () => {
+  // serverless-offline checks no signature; server mode checks one with the replicas' shared key; real AWS uses the function's role.
+  if (process.env.IS_OFFLINE) return { credentials: { accessKeyId: 'offline', secretAccessKey: 'offline' } };
+  if (process.env.FZ_RUNTIME === 'server') return { credentials: { accessKeyId: SERVER_ACCESS_KEY_ID, secretAccessKey: serverSecretKey() } };
+  return {};
+};
+
 /** PostToConnection / DeleteConnection through the AWS SDK, one client per endpoint (module-level cache). */
 export function apiGatewayConnections(): Connections {
   const clients = new Map<string, ApiGatewayManagementApiClient>();
   const client = (endpoint: string) => {
     let c = clients.get(endpoint);
     if (!c) {
-      c = new ApiGatewayManagementApiClient({
-        endpoint,
-        region: process.env.AWS_REGION || 'us-east-1',
-        // serverless-offline checks no signature; real AWS uses the function's role.
-        ...(process.env.IS_OFFLINE ? { credentials: { accessKeyId: 'offline', secretAccessKey: 'offline' } } : {}),
-      });
+      c = new ApiGatewayManagementApiClient({ endpoint, region: connectionsRegion(), ...connectionsCredentials() });
       clients.set(endpoint, c);
     }
     return c;
@@ -492,11 +516,27 @@ export const checkFilterTargets = (store: SubscriptionStore) => async (filter: S
 
 export const disconnect = (ctx: ProtocolContext, connectionId: string) => removeConnection(ctx.store, connectionId);
 
+const closeNotice = (code: number, reason: string) => ({ type: 'ping', payload: { close: { code, reason } } });
+
+/**
+ * The close code and reason a message posted to a connection announces, if it is a close notice. Server mode, which
+ * holds real sockets, closes with them at the DeleteConnection that follows.
+ */
+export function closeNoticeOf(posted: string): { code: number; reason: string } | undefined {
+  if (!posted.startsWith('{"type":"ping"')) return undefined;
+  try {
+    const close = (JSON.parse(posted) as ReturnType<typeof closeNotice>).payload?.close;
+    return typeof close?.code === 'number' && typeof close.reason === 'string' ? close : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Closes a connection the graphql-ws way as far as API Gateway allows: the close notice, then DeleteConnection. */
 export async function closeConnection(ctx: ProtocolContext, endpoint: string, connectionId: string, code: number, reason: string) {
   log.info({ connectionId, code, reason }, 'closing websocket');
   try {
-    await ctx.connections.post(endpoint, connectionId, { type: 'ping', payload: { close: { code, reason } } });
+    await ctx.connections.post(endpoint, connectionId, closeNotice(code, reason));
     await ctx.connections.close(endpoint, connectionId);
   } finally {
     await removeConnection(ctx.store, connectionId);

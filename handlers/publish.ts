@@ -3,7 +3,7 @@ import type { FormattedExecutionResult } from 'graphql';
 import { createGateway } from '../gateway/gateway';
 import { publishPending, type Execute } from '../gateway/publisher';
 import { apiGatewayConnections } from '../gateway/subscriptions';
-import type { Context } from '../lib/auth';
+import { refreshPrincipal, type Context } from '../lib/auth';
 import { apolloServer } from '../lib/graphql-lambda';
 import { store } from '../lib/store';
 
@@ -25,7 +25,13 @@ const gateway = () => {
   return server;
 };
 
-const execute: Execute = async (query, variables, principal) => {
+// The subscriber's credential is checked again at each delivery: a revoked key or host token, or an expired JWT,
+// gets an UNAUTHENTICATED error instead of the event; a key's changed role applies at once.
+const execute: Execute = async (query, variables, stored) => {
+  const principal = await refreshPrincipal(stored);
+  if (!principal) {
+    return { errors: [{ message: 'the credential of this subscription was revoked or has expired: subscribe again with a valid one', extensions: { code: 'UNAUTHENTICATED' } }] };
+  }
   const res = await (await gateway()).executeOperation({ query, variables }, { contextValue: { principal } });
   if (res.body.kind !== 'single') throw new Error('expected a single result');
   return res.body.singleResult as FormattedExecutionResult;

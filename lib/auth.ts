@@ -1,17 +1,34 @@
 import { GraphQLError } from 'graphql';
+import { getApiKey, keyOfSecret, ROLES, type Role, type Scope } from './apikeys';
+import { audit, redact, type Outcome } from './audit';
 import { AppError } from './errors';
-import { hashSecret } from './ids';
+import { hashSecret, matchesHash } from './ids';
 import { config } from './config';
+import { looksLikeJwt, verifyJwt } from './jwt';
 import { store } from './store';
 
-/** Who is calling: an operator (portal, script), a host runner (acts only for its own host), or nobody yet. */
-export type Principal = { kind: 'operator' } | { kind: 'host'; hostId: string } | { kind: 'anonymous' };
+export type { Role, Scope } from './apikeys';
+
+/**
+ * Who is calling: an operator (a person or automation with a role: the bootstrap admin token, an API key or an
+ * identity provider's JWT), a host runner (acts only for its own host), or nobody yet.
+ */
+export type OperatorPrincipal = { kind: 'operator'; id: string; role: Role; scope?: Scope | null; expiresAt?: number | null };
+export type Principal =
+  | OperatorPrincipal
+  | { kind: 'host'; hostId: string }
+  | { kind: 'anonymous' };
 
 export interface Context {
   principal: Principal;
   /** The raw Authorization header, forwarded by the gateway to the subgraphs it calls over HTTP. */
   authorization?: string;
+  /** Names the request in the audit log; the gateway forwards it to the subgraphs. */
+  requestId?: string;
 }
+
+/** The bootstrap admin token (`npm start` writes it to .fangzhou/admin-token). */
+export const BOOTSTRAP_ADMIN: OperatorPrincipal = { kind: 'operator', id: 'admin-token', role: 'ADMIN' };
 
 const unauthenticated = (message: string) =>
   new GraphQLError(message, { extensions: { code: 'UNAUTHENTICATED', http: { status: 401 } } });
@@ -23,45 +40,131 @@ export async function authenticate(authorization: string | undefined): Promise<P
   const token = match[1];
   if (token.startsWith('fza_')) {
     const expected = config().adminTokenHash;
-    if (expected && hashSecret(token) === expected) return { kind: 'operator' };
-    throw unauthenticated('the operator token is not valid (npm start prints the current one)');
+    if (expected && matchesHash(token, expected)) return BOOTSTRAP_ADMIN;
+    throw unauthenticated('the admin token is not valid (npm start writes the current one to .fangzhou/admin-token)');
+  }
+  if (token.startsWith('fzk_')) {
+    const key = await keyOfSecret(store(), token);
+    if (key) return { kind: 'operator', id: key.id, role: key.role, scope: key.scope };
+    throw unauthenticated('the API key is not valid: it was revoked, or the secret is mistyped (an admin can create a new one with createApiKey)');
   }
   if (token.startsWith('fzh_')) {
+    // Looked up by its hash: the store compares keys, no secret is compared in this process.
     const claim = await store().get<{ hostId: string }>('claims', `host-token#${hashSecret(token)}`);
     if (claim) return { kind: 'host', hostId: claim.hostId };
-    throw unauthenticated('the host token is not valid: the host was removed or the token was replaced; register the runner again with a new join token');
+    throw unauthenticated('the host token is not valid: the host was removed or revoked, or the token was replaced; register the runner again with a new join token');
   }
-  throw unauthenticated('unknown kind of token: expected an operator token (fza_…) or a host token (fzh_…)');
+  if (looksLikeJwt(token)) {
+    const identity = await verifyJwt(token);
+    return { kind: 'operator', id: `jwt:${identity.subject}`, role: identity.role, expiresAt: identity.expiresAt };
+  }
+  throw unauthenticated('unknown kind of token: expected an API key (fzk_…), the admin token (fza_…), a host token (fzh_…) or a JWT of the configured identity provider');
 }
 
-/** What the caller is, as the console shows it: the operator token acts with every right. */
+/**
+ * The principal as it stands now, for long-lived uses (a subscription re-checks at each delivery): a revoked key,
+ * a removed host token or an expired JWT gives null; a key's changed role or scope is picked up.
+ */
+export async function refreshPrincipal(principal: Principal, now = Date.now()): Promise<Principal | null> {
+  if (principal.kind === 'anonymous') return null;
+  if (principal.kind === 'host') {
+    const host = await store().get<{ tokenRevokedAt?: string | null }>('hosts', principal.hostId);
+    return host && !host.tokenRevokedAt ? principal : null;
+  }
+  if (principal.expiresAt && principal.expiresAt <= now) return null;
+  if (principal.id === BOOTSTRAP_ADMIN.id || principal.id.startsWith('jwt:')) return principal;
+  const key = await getApiKey(store(), principal.id);
+  return key && !key.revokedAt ? { kind: 'operator', id: key.id, role: key.role, scope: key.scope } : null;
+}
+
+/** What the caller is, as the console shows it (what it may do follows from the role). */
 export const callerOf = (principal: Principal) =>
-  principal.kind === 'host' ? { kind: 'HOST', role: 'VIEWER' } : { kind: 'OPERATOR', role: 'ADMIN' };
+  principal.kind === 'operator' ? { kind: 'OPERATOR', role: principal.role } : { kind: 'HOST', role: 'VIEWER' };
 
 export async function contextFromHeaders(headers: { get(name: string): string | undefined | null }): Promise<Context> {
   const authorization = headers.get('authorization') ?? undefined;
-  return { principal: await authenticate(authorization), authorization };
+  return { principal: await authenticate(authorization), authorization, requestId: headers.get('x-request-id') ?? undefined };
 }
 
-/** Which root fields a principal other than an operator may call. Everything else needs an operator. */
-export interface AccessPolicy {
-  anonymous?: string[];
-  host?: string[];
+/** How the audit log and error messages name a principal. */
+export const principalName = (p: Principal) => (p.kind === 'operator' ? p.id : p.kind === 'host' ? `host:${p.hostId}` : 'anonymous');
+
+/**
+ * Who may call a root field: a minimum role (VIEWER < OPERATOR < ADMIN), `HOST` (host runners only) or `ANYONE`
+ * (also without a credential; the field checks its own secret, like registerHost's join token). A field that acts on
+ * a product or release names it with `target`, so keys scoped to some products or releases are checked too.
+ */
+export type Rule = Role | 'HOST' | 'ANYONE';
+export interface Target { product?: string | null; releaseId?: string | null }
+export interface FieldRule {
+  rule: Rule;
+  target?: (args: any) => Promise<Target | null> | Target | null;
+}
+export interface AccessRules {
+  /** Query fields not listed need VIEWER. */
+  Query?: Record<string, Rule | FieldRule>;
+  /** Every mutation must be listed; one that is not needs ADMIN (and the permission matrix test fails). */
+  Mutation?: Record<string, Rule | FieldRule>;
+}
+
+/** Mutations that are not audited: a runner's sync is a report every few seconds, not a change by a person. */
+const NOT_AUDITED = new Set(['runnerSync']);
+
+export const ruleOf = (rules: AccessRules, type: 'Query' | 'Mutation', field: string): FieldRule => {
+  const r = rules[type]?.[field];
+  if (r === undefined) return { rule: type === 'Query' ? 'VIEWER' : 'ADMIN' };
+  return typeof r === 'string' ? { rule: r } : r;
+};
+
+/** Whether the principal's role passes the rule (scope aside). */
+export function roleAllows(principal: Principal, rule: Rule): boolean {
+  if (rule === 'ANYONE') return true;
+  if (rule === 'HOST') return principal.kind === 'host';
+  return principal.kind === 'operator' && ROLES.indexOf(principal.role) >= ROLES.indexOf(rule);
+}
+
+async function check(ctx: Context, name: string, fieldRule: FieldRule, args: unknown): Promise<void> {
+  const { principal } = ctx;
+  if (!roleAllows(principal, fieldRule.rule)) {
+    if (principal.kind === 'anonymous') throw new AppError('UNAUTHENTICATED', `${name} needs a credential: send "Authorization: Bearer <API key>"`);
+    if (principal.kind === 'host') throw new AppError('FORBIDDEN', `${name} is not allowed for a host runner`);
+    throw new AppError('FORBIDDEN', `${name} needs the ${fieldRule.rule} role; ${principal.id} has ${principal.role}`);
+  }
+  if (principal.kind !== 'operator' || !principal.scope || fieldRule.rule === 'VIEWER') return;
+  const target = fieldRule.target ? await fieldRule.target(args) : null;
+  const { products, releases } = principal.scope;
+  const inScope = target && ((target.product && products.includes(target.product)) || (target.releaseId && releases.includes(target.releaseId)));
+  if (!inScope) {
+    const what = target ? `${target.releaseId ? `release ${target.releaseId}` : ''}${target.product ? ` of product ${target.product}` : ''}`.trim() : 'this change (it acts on no single product or release)';
+    throw new AppError('FORBIDDEN', `${principal.id} is scoped to products [${products.join(', ')}] and releases [${releases.join(', ')}]: ${name} on ${what} is outside it`);
+  }
 }
 
 type Resolver = (parent: unknown, args: unknown, ctx: Context, info: unknown) => unknown;
 type ResolverMap = Record<string, Record<string, unknown>>;
 
-const allowed = (principal: Principal, field: string, policy: AccessPolicy) =>
-  principal.kind === 'operator' ||
-  policy.anonymous?.includes(field) ||
-  (principal.kind === 'host' && policy.host?.includes(field));
+const codeOf = (err: unknown) => String((err as { extensions?: { code?: unknown } })?.extensions?.code ?? 'INTERNAL');
+
+function audited(name: string, ctx: Context, args: unknown, outcome: Outcome, code: string | null) {
+  return audit(store(), {
+    at: new Date().toISOString(),
+    principal: principalName(ctx.principal),
+    role: ctx.principal.kind === 'operator' ? ctx.principal.role : ctx.principal.kind === 'host' ? 'HOST' : null,
+    operation: name,
+    input: JSON.stringify(redact(args) ?? {}),
+    outcome,
+    code,
+    requestId: ctx.requestId ?? null,
+  });
+}
 
 /**
- * Wraps every root field and every entity reference resolver so that nothing is reachable without a credential.
- * Entity lookups come from the gateway on behalf of an operator's query, so they need an operator too.
+ * Wraps every root field and every entity reference resolver with its access rule, in the subgraph that owns the
+ * field, so nothing is reachable without a credential even when a subgraph is called directly. Entity lookups come
+ * from the gateway on behalf of a caller's query and need VIEWER. Every mutation but runnerSync is audited, refusals
+ * included.
  */
-export function secure<T extends ResolverMap>(resolvers: T, policy: AccessPolicy = {}): T {
+export function secure<T extends ResolverMap>(resolvers: T, rules: AccessRules = {}): T {
   const out: ResolverMap = {};
   for (const [typeName, fields] of Object.entries(resolvers)) {
     const root = typeName === 'Query' || typeName === 'Mutation';
@@ -69,16 +172,36 @@ export function secure<T extends ResolverMap>(resolvers: T, policy: AccessPolicy
     out[typeName] = root || fields.__resolveReference ? { ...fields } : { ...fields, __resolveReference: (reference: unknown) => reference };
     for (const [field, resolver] of Object.entries(out[typeName])) {
       if (!root && field !== '__resolveReference') continue;
-      const name = root ? field : `${typeName}.__resolveReference`;
-      const deny = (ctx: Context) => {
-        if (allowed(ctx.principal, name, policy)) return;
-        if (ctx.principal.kind === 'anonymous') throw new AppError('UNAUTHENTICATED', `${name} needs a credential: send "Authorization: Bearer <operator token>"`);
-        throw new AppError('FORBIDDEN', `${name} is not allowed for a host runner`);
+      if (!root) {
+        const name = `${typeName}.__resolveReference`;
+        const rule: FieldRule = { rule: 'VIEWER' };
+        // Apollo calls reference resolvers as (reference, context, info).
+        out[typeName][field] = async (reference: unknown, ctx: Context, info: unknown) => {
+          await check(ctx, name, rule, reference);
+          return (resolver as (r: unknown, c: Context, i: unknown) => unknown)(reference, ctx, info);
+        };
+        continue;
+      }
+      const rule = ruleOf(rules, typeName as 'Query' | 'Mutation', field);
+      const auditing = typeName === 'Mutation' && !NOT_AUDITED.has(field);
+      out[typeName][field] = async (parent: unknown, args: unknown, ctx: Context, info: unknown) => {
+        try {
+          await check(ctx, field, rule, args);
+        } catch (err) {
+          // Callers without a credential are refused before any work, and not written down (no log flooding).
+          if (auditing && ctx.principal.kind !== 'anonymous') await audited(field, ctx, args, 'DENIED', codeOf(err));
+          throw err;
+        }
+        if (!auditing) return (resolver as Resolver)(parent, args, ctx, info);
+        try {
+          const result = await (resolver as Resolver)(parent, args, ctx, info);
+          await audited(field, ctx, args, 'OK', null);
+          return result;
+        } catch (err) {
+          await audited(field, ctx, args, 'ERROR', codeOf(err));
+          throw err;
+        }
       };
-      // Apollo calls reference resolvers as (reference, context, info) and field resolvers as (parent, args, context, info).
-      out[typeName][field] = root
-        ? (parent: unknown, args: unknown, ctx: Context, info: unknown) => (deny(ctx), (resolver as Resolver)(parent, args, ctx, info))
-        : (reference: unknown, ctx: Context, info: unknown) => (deny(ctx), (resolver as (r: unknown, c: Context, i: unknown) => unknown)(reference, ctx, info));
     }
   }
   return out as T;
@@ -88,3 +211,6 @@ export function requireHost(ctx: Context): string {
   if (ctx.principal.kind !== 'host') throw new AppError('FORBIDDEN', 'only a host runner (with its host token) may call this');
   return ctx.principal.hostId;
 }
+
+/** The principal a mutation is done by, for records that name their author (e.g. an API key's creator). */
+export const actor = (ctx: Context) => principalName(ctx.principal);

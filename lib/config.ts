@@ -23,6 +23,29 @@ export const config = () => ({
   hostDownSeconds: num('FZ_HOST_DOWN_SECONDS', 5),
   joinTokenTtlSeconds: num('FZ_JOIN_TOKEN_TTL_SECONDS', 3600),
   dnsZone: process.env.FZ_DNS_ZONE ?? 'fz.internal',
+  /** Limits checked before a document is validated or planned (lib/limits.ts). */
+  limits: {
+    maxBodyBytes: num('FZ_MAX_BODY_BYTES', 1024 * 1024),
+    /** Anonymous callers may only register a host: a small document. Larger ones are refused before parsing. */
+    maxAnonymousBodyBytes: num('FZ_MAX_ANONYMOUS_BODY_BYTES', 8 * 1024),
+    maxTokens: num('FZ_MAX_TOKENS', 20_000),
+    maxDepth: num('FZ_MAX_DEPTH', 12),
+    maxAliases: num('FZ_MAX_ALIASES', 30),
+    maxFields: num('FZ_MAX_FIELDS', 1_000),
+    /** Per principal and entry point, per minute. */
+    mutationsPerMinute: num('FZ_RATE_MUTATIONS_PER_MINUTE', 1_200),
+    runnerSyncsPerMinute: num('FZ_RATE_RUNNER_SYNCS_PER_MINUTE', 300),
+  },
+  /** Bearer JWTs of an external identity provider (lib/jwt.ts); unset issuer means JWTs are not accepted. */
+  jwt: {
+    jwksUrl: process.env.FZ_JWT_JWKS_URL || undefined,
+    issuer: process.env.FZ_JWT_ISSUER || undefined,
+    audience: process.env.FZ_JWT_AUDIENCE || undefined,
+    /** The claim that carries the role; its value is VIEWER, OPERATOR or ADMIN, or a name mapped by roleMap. */
+    roleClaim: process.env.FZ_JWT_ROLE_CLAIM || 'fangzhou_role',
+    /** `group=ROLE,…`: maps the claim's values (a string or an array of strings) to roles; the highest wins. */
+    roleMap: process.env.FZ_JWT_ROLE_MAP || '',
+  },
   /** How often the scheduled inspection runs (the watchdog tick starts it when due). */
   inspectionIntervalHours: num('FZ_INSPECTION_INTERVAL_HOURS', 24),
   /** The range every host's subnet and every instance's address come from. */

@@ -8,6 +8,7 @@ export type ErrorCode =
   | 'UNAUTHENTICATED'
   | 'FORBIDDEN'
   | 'UNSCHEDULABLE'
+  | 'RATE_LIMITED'
   | 'INTERNAL';
 
 /** The one error type of the domain. Messages are written for the person who has to fix the input. */

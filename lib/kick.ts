@@ -8,6 +8,8 @@ import { log } from './log';
  *   with `X-Amz-Invocation-Type: Event`. Without FZ_LAMBDA_PORT in the function's environment it does nothing
  *   (and says so once): a guessed port could reach another stack.
  * - AWS Lambda: `@aws-sdk/client-lambda` Invoke with InvocationType Event (needs `lambda:InvokeFunction`).
+ * - Server mode (server/): the process that hosts the handlers registers itself with `invokeInProcess`, and the
+ *   function runs in that process.
  * - Anywhere else (tests, scripts in one process): nothing to kick.
  *
  * `functionName` is the function's key in serverless.yml (`publish`, `reconcile`); the deployed name is
@@ -15,6 +17,7 @@ import { log } from './log';
  */
 export async function kick(functionName: string, payload: unknown = {}): Promise<void> {
   try {
+    if (inProcess) return inProcess(functionName, payload);
     const name = `${functionPrefix()}${functionName}`;
     if (process.env.IS_OFFLINE) {
       const port = process.env.FZ_LAMBDA_PORT;
@@ -45,6 +48,12 @@ export async function kick(functionName: string, payload: unknown = {}): Promise
 
 let warned = false;
 let lambda: import('@aws-sdk/client-lambda').LambdaClient | undefined;
+let inProcess: ((functionName: string, payload: unknown) => void) | undefined;
+
+/** Server mode: kicks start the function in this process (`start` must not wait for it). */
+export function invokeInProcess(start: ((functionName: string, payload: unknown) => void) | undefined) {
+  inProcess = start;
+}
 
 /** `<service>-<stage>-`: FZ_FUNCTION_PREFIX, or this function's own name without its key (keys have no dashes). */
 export function functionPrefix(): string {

@@ -1,12 +1,13 @@
-// tar-stream 2.x ships no types (and @types/tar-stream describes 3.x); this is the part the runner uses.
+// tar-stream 2.x ships no types (and @types/tar-stream describes 3.x); this is the part the runner and fz use.
 declare module 'tar-stream' {
-  import type { Readable } from 'node:stream';
+  import type { Readable, Writable } from 'node:stream';
 
   export interface Headers {
     name: string;
     mode?: number;
     size?: number;
     mtime?: Date;
+    type?: 'file' | 'directory' | 'symlink' | 'link' | string;
   }
 
   export interface Pack extends Readable {
@@ -14,5 +15,12 @@ declare module 'tar-stream' {
     finalize(): void;
   }
 
+  export interface Extract extends Writable {
+    on(event: 'entry', listener: (headers: Headers, stream: Readable, next: () => void) => void): this;
+    on(event: 'finish', listener: () => void): this;
+    on(event: 'error', listener: (err: Error) => void): this;
+  }
+
   export function pack(): Pack;
+  export function extract(): Extract;
 }

@@ -6,7 +6,7 @@
 #                                  redis, etcd, nats), tagged with the upstream version of the installed package.
 # Each middleware image is FROM scratch: the binaries of image.env, the libraries and loader `ldd` names for them,
 # a static busybox for a shell and the probes. Tags already present are skipped unless --force is given; pushing
-# is always done (the registry keeps the layers it has, so a repeated push sends nothing but the manifest).
+# is always done (the registry keeps the blobs it has, so a repeated push sends only what it lacks).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -135,14 +135,8 @@ if $force; then
 fi
 
 # --- the platform registry -----------------------------------------------------------------------------------------
-if [ -n "$registry" ]; then
-  for tag in "${tags[@]}"; do
-    docker tag "$tag" "$registry/$tag"
-    out="$(docker push "$registry/$tag" 2>&1)" || {
-      echo "$out" >&2
-      warn "could not push $tag to the registry at $registry (an engine reaching it at another address than 127.0.0.1 needs --insecure-registry $registry)"
-      exit 1
-    }
-  done
+# fz pushes over the registry's HTTP API, so this engine need not trust the registry's address.
+if [ -n "$registry" ] && [ ${#tags[@]} -gt 0 ]; then
+  (cd "$repo" && node --import tsx cli/fz.ts image push --registry "$registry" "${tags[@]}") >/dev/null || exit 1
   say "pushed ${#tags[@]} images to $registry"
 fi

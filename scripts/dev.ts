@@ -6,8 +6,8 @@ import { ensureDocker, startStack, type Stack } from './stack';
 
 /**
  * `npm start`: the platform on its embedded defaults. Store: dynalite under .fangzhou/data (or DYNAMODB_ENDPOINT).
- * API: serverless-offline. Hosts: one runner on the local Docker engine. Ctrl-C, or any failure, stops everything it
- * started, at any point of the start.
+ * API: server mode (server/), or serverless-offline with FZ_RUNTIME=offline. Hosts: one runner on the local Docker
+ * engine. Ctrl-C, or any failure, stops everything it started, at any point of the start.
  */
 const HOST_READY_SECONDS = 120;
 

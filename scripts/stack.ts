@@ -4,11 +4,13 @@ import { join, resolve } from 'node:path';
 import { hashSecret, newSecret } from '../lib/ids';
 import { ListTablesCommand } from '@aws-sdk/client-dynamodb';
 import { createClient, ensureTables } from '../lib/store';
+import { newSecretKey } from '../lib/secrets';
 import { startRegistry } from './registry';
 
 /**
- * The embedded stack: dynalite (persisted), serverless-offline with every handler, and optionally a host runner
- * on the local Docker engine. `npm start` and the end-to-end tests both use it.
+ * The embedded stack: dynalite (persisted), the API with every handler of serverless.yml — server mode (server/)
+ * or serverless-offline — and optionally a host runner on the local Docker engine. `npm start`, the end-to-end
+ * tests and the benches use it.
  */
 
 const ROOT = resolve(__dirname, '..');
@@ -31,16 +33,20 @@ export interface StackOptions {
   env?: Record<string, string>;
   /** Address the API and WebSocket listen on (FZ_LISTEN_HOST; default localhost): a fleet's runners reach it there. */
   listenHost?: string;
-  /** Rebuild and reload the handlers when their code changes (the dev stack); off for tests and benches. */
+  /** Rebuild and reload the handlers when their code changes (the dev stack, offline only); off for tests and benches. */
   watch?: boolean;
   /**
    * Start the platform's image registry (scripts/registry.ts) on host:port (defaults FZ_LISTEN_HOST or 127.0.0.1,
    * and 5000), data under `<dataDir>/registry`. Without it, hosts run only images their engine already has.
    */
   registry?: { host?: string; port?: number };
+  /** `server` (server/, the default) or `offline` (serverless-offline); default FZ_RUNTIME, else `server`. */
+  runtime?: Runtime;
   /** Aborting it while the stack starts stops what was started and rejects (Ctrl-C during `npm start`). */
   signal?: AbortSignal;
 }
+
+export type Runtime = 'server' | 'offline';
 
 export interface Stack {
   url: string;
@@ -65,6 +71,14 @@ function operatorToken(dataDir: string): string {
   return token;
 }
 
+/** The key that seals secret env values: a file beside the store, never inside it (mode 0600). */
+function secretKeyFile(dataDir: string): string {
+  const file = join(dataDir, 'secret-key');
+  if (!existsSync(file)) writeFileSync(file, newSecretKey() + '\n', { mode: 0o600 });
+  chmodSync(file, 0o600);
+  return file;
+}
+
 function outputStream(output: StackOptions['output']): 'inherit' | 'ignore' | number {
   if (output === 'inherit' || output === 'ignore' || output === undefined) return output ?? 'inherit';
   return require('node:fs').openSync(output, 'a');
@@ -82,13 +96,15 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: n
 }
 
 export async function startStack(options: StackOptions): Promise<Stack> {
+  const runtime = options.runtime ?? (process.env.FZ_RUNTIME as Runtime | undefined) ?? 'server';
+  if (runtime !== 'server' && runtime !== 'offline') throw new Error(`FZ_RUNTIME must be server or offline, got "${runtime}"`);
   const dataDir = resolve(options.dataDir);
   mkdirSync(join(dataDir, 'data'), { recursive: true });
   const httpPort = options.httpPort ?? 3000;
   const stop: (() => Promise<void>)[] = [];
 
   try {
-    return await start(options, dataDir, httpPort, stop);
+    return await start(options, runtime, dataDir, httpPort, stop);
   } catch (err) {
     // Every failure (and an abort) stops what was started: no store or API is left behind on its port.
     for (const s of stop.splice(0)) await s().catch(() => undefined);
@@ -96,7 +112,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   }
 }
 
-async function start(options: StackOptions, dataDir: string, httpPort: number, stop: (() => Promise<void>)[]): Promise<Stack> {
+async function start(options: StackOptions, runtime: Runtime, dataDir: string, httpPort: number, stop: (() => Promise<void>)[]): Promise<Stack> {
   const { signal } = options;
   const out = outputStream(options.output);
   let endpoint = options.dynamodbEndpoint;
@@ -140,21 +156,24 @@ async function start(options: StackOptions, dataDir: string, httpPort: number, s
     DYNAMODB_ENDPOINT: endpoint,
     FZ_TABLE_PREFIX: tablePrefix,
     FZ_ADMIN_TOKEN_HASH: hashSecret(adminToken),
+    FZ_SECRET_KEY_FILE: secretKeyFile(dataDir),
     FZ_HTTP_PORT: String(httpPort),
     FZ_WS_PORT: String(options.wsPort ?? 3001),
     FZ_LAMBDA_PORT: String(options.lambdaPort ?? 3002),
-    FZ_SUBGRAPH_TRANSPORT: options.subgraphTransport ?? 'http',
+    ...(options.subgraphTransport ? { FZ_SUBGRAPH_TRANSPORT: options.subgraphTransport } : {}),
     FZ_LISTEN_HOST: listenHost,
     FZ_SUBGRAPH_URL_BASE: `http://${listenHost}:${httpPort}/subgraphs`,
     FZ_BUILD_DIR: `.esbuild/${httpPort}`,
+    // As serverless.yml sets it for the functions (tests run with NODE_ENV=test, which would make it warn).
+    LOG_LEVEL: process.env.LOG_LEVEL ?? 'info',
     ...(options.watch ? {} : { FZ_WATCH_PATTERN: '.esbuild/no-watch' }),
     ...(registry ? { FZ_REGISTRY: registry } : {}),
     ...options.env,
   };
-  const offline = spawn(process.execPath, [bin('serverless'), 'offline', 'start'], {
-    cwd: ROOT, env, stdio: ['ignore', out, out], detached: true,
-  });
-  stop.unshift(() => killGroup(offline));
+  const api = runtime === 'server'
+    ? spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'server/main.ts')], { cwd: ROOT, env, stdio: ['ignore', out, out], detached: true })
+    : spawn(process.execPath, [bin('serverless'), 'offline', 'start'], { cwd: ROOT, env, stdio: ['ignore', out, out], detached: true });
+  stop.unshift(() => killGroup(api));
   // Its build folder goes with it (runs after every process is stopped): nothing of a stopped stack stays in the tree.
   stop.push(async () => rmSync(join(ROOT, env.FZ_BUILD_DIR), { recursive: true, force: true }));
 
@@ -196,9 +215,9 @@ async function start(options: StackOptions, dataDir: string, httpPort: number, s
       for (const s of stop.splice(0)) await s().catch(() => undefined);
     },
   };
-  // serverless-offline runs no schedules: invoke the tick functions ourselves, one call at a time.
+  // serverless-offline runs no schedules: invoke the tick functions ourselves, one call at a time (server mode runs its own).
   const tickSeconds = Number(process.env.FZ_TICK_SECONDS ?? 1);
-  let ticking = true;
+  let ticking = runtime === 'offline';
   const tick = async () => {
     while (ticking) {
       for (const fn of TICKS) {
@@ -209,7 +228,7 @@ async function start(options: StackOptions, dataDir: string, httpPort: number, s
     }
   };
   stop.unshift(async () => { ticking = false; });
-  await waitFor('serverless offline', async () => (await graphql('{ __typename }')).data !== undefined, 300_000, offline, signal);
+  await waitFor(runtime === 'server' ? 'server mode' : 'serverless offline', async () => (await graphql('{ __typename }')).data !== undefined, 300_000, api, signal);
   void tick();
   return stack;
 }

@@ -1,7 +1,7 @@
 import { AppError, conflict, notFound } from '../../lib/errors';
 import { hashSecret, newId, newSecret } from '../../lib/ids';
 import type { EngineInfo } from '../../lib/runner-protocol';
-import type { Store, Versioned } from '../../lib/store';
+import { ConditionFailed, type Store, type Versioned } from '../../lib/store';
 import * as check from '../../lib/validate';
 import { bumpNetworkSerial, checkHostNetworks, claimHostAddress, claimSubnet, clusterNetwork, freeHostNetwork } from './network';
 
@@ -23,6 +23,10 @@ export interface Host extends Versioned {
   /** The host's share of the cluster network (FZ_CLUSTER_CIDR); its instances' addresses come from it. */
   subnet?: string | null;
   createdAt: string;
+  /** Hash of the host token (its claim's key), so revokeHost can remove it. */
+  tokenHash?: string | null;
+  /** Set by revokeHost: the host token stopped working then. */
+  tokenRevokedAt?: string | null;
 }
 
 interface JoinClaim {
@@ -56,22 +60,31 @@ const ADDRESS = /^[A-Za-z0-9.:-]{1,253}$/;
  * back what this call claimed. The host token is returned once and stored only as a hash.
  */
 export async function registerHost(store: Store, input: RegisterHostInput, now = new Date()) {
-  const join = await store.get<JoinClaim>('claims', `join-token#${hashSecret(input.joinToken)}`);
-  if (!join || join.expiresAt < now.toISOString()) {
-    throw new AppError('UNAUTHENTICATED', 'the join token is not valid or has expired: ask an operator for a new one (createJoinToken)');
-  }
+  const joinKey = `join-token#${hashSecret(input.joinToken)}`;
+  const join = await store.get<JoinClaim & Versioned>('claims', joinKey);
+  const invalid = () => new AppError('UNAUTHENTICATED', 'the join token is not valid, was used already or has expired: ask an admin for a new one (createJoinToken)');
+  if (!join || join.expiresAt < now.toISOString()) throw invalid();
   const name = check.dnsLabel(input.name, 'name', 63);
   if (!ADDRESS.test(input.address)) throw check.badAddress(input.address);
   const labels = check.labels(input.labels, 'labels');
   const capacity = check.resources(input.capacity, 'capacity');
   const net = clusterNetwork();
   checkHostNetworks(net, input.networks ?? []);
+  // Single use: the token is spent by a conditional delete, so of two runners racing with it exactly one goes on.
+  try {
+    await store.remove('claims', joinKey, join.seq);
+  } catch (err) {
+    if (err instanceof ConditionFailed) throw invalid();
+    throw err;
+  }
   const id = newId('h');
   const claimed = await store.create('claims', { key: `host-name#${name}`, hostId: id });
   if (!claimed) {
     const existing = await store.get<{ hostId: string }>('claims', `host-name#${name}`);
     throw conflict(`a host named "${name}" is already registered (${existing?.hostId}); pick another name, or restart its runner with its saved state`);
   }
+  const hostToken = newSecret('fzh');
+  const tokenHash = hashSecret(hostToken);
   let subnet: string | null = null;
   try {
     await claimHostAddress(store, id, input.address, (hostId) => getHost(store, hostId), now);
@@ -84,12 +97,18 @@ export async function registerHost(store: Store, input: RegisterHostInput, now =
   const host = await store.create<Omit<Host, 'seq'>>('hosts', {
     id, name, address: input.address, labels, exclusiveFor: null, capacity,
     reservations: {}, allocated: { cpuMillis: 0, memoryMb: 0 },
-    status: 'READY', lastHeartbeatAt: now.toISOString(), engine: null, subnet, createdAt: now.toISOString(),
+    status: 'READY', lastHeartbeatAt: now.toISOString(), engine: null, subnet, createdAt: now.toISOString(), tokenHash,
   });
   await bumpNetworkSerial(store);
-  const hostToken = newSecret('fzh');
-  await store.create('claims', { key: `host-token#${hashSecret(hostToken)}`, hostId: id });
+  await store.create('claims', { key: `host-token#${tokenHash}`, hostId: id });
   return { host: host as Host, hostToken };
+}
+
+/** The host token stops working at once (its claim is removed); the host and its instances stay until removed. */
+export async function revokeHost(store: Store, id: string, now = new Date()): Promise<Host> {
+  const host = await mustGetHost(store, id);
+  if (host.tokenHash) await store.remove('claims', `host-token#${host.tokenHash}`);
+  return (await store.mutate<Host>('hosts', id, (h) => h && { ...h, tokenHash: null, tokenRevokedAt: h.tokenRevokedAt ?? now.toISOString() }))!;
 }
 
 export const getHost = (store: Store, id: string) => store.get<Host>('hosts', id);

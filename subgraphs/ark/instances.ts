@@ -3,6 +3,7 @@ import { AppError } from '../../lib/errors';
 import { hashJson } from '../../lib/ids';
 import { kick } from '../../lib/kick';
 import { log } from '../../lib/log';
+import { openAll, type SealedVar } from '../../lib/secrets';
 import type { ConfigFileSpec, DesiredContainer, HealthcheckSpec, LifecycleSpec, PortSpec } from '../../lib/runner-protocol';
 import type { Store, Versioned } from '../../lib/store';
 import type { Label } from '../../lib/validate';
@@ -17,6 +18,8 @@ export interface ContainerSpec {
   /** The digest the release pinned the image to in the platform registry; absent when unpinned. */
   imageDigest?: string;
   env: { name: string; value: string }[];
+  /** Sealed values; opened only in the answer to the runner of the instance's host (toDesired). */
+  secretEnv?: SealedVar[];
   ports: PortSpec[];
   cpuMillis: number;
   memoryMb: number;
@@ -246,7 +249,7 @@ export function toDesired(i: Instance): DesiredContainer {
     registry: i.spec.imageDigest ? config().registry : null,
     specHash: i.specHash,
     desiredState: i.desiredState,
-    env: i.spec.env,
+    env: [...i.spec.env, ...openAll(i.spec.secretEnv)],
     ports: i.spec.ports,
     cpuMillis: i.spec.cpuMillis,
     memoryMb: i.spec.memoryMb,

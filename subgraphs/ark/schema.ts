@@ -1,6 +1,6 @@
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import gql from 'graphql-tag';
-import { requireHost, secure, type Context } from '../../lib/auth';
+import { requireHost, secure, type AccessRules, type Context } from '../../lib/auth';
 import { config } from '../../lib/config';
 import { AppError } from '../../lib/errors';
 import type { SyncRequest } from '../../lib/runner-protocol';
@@ -12,7 +12,7 @@ import { getContainer } from '../butler/status';
 import { mustGetProduct } from '../panama/products';
 import { resolveName, type Endpoint } from './discovery';
 import { runnerSync } from './dispatch';
-import { createJoinToken, drainHost, getHost, labelHost, listHosts, registerHost, setCordoned, setHostExclusive, type RegisterHostInput } from './hosts';
+import { createJoinToken, drainHost, getHost, labelHost, listHosts, registerHost, revokeHost, setCordoned, setHostExclusive, type RegisterHostInput } from './hosts';
 import { getInstance, HOST_DESIRED_CHANGED, instancesOfHost, instancesOfRelease, networkChanged, type Instance } from './instances';
 
 /** The change a HOST_DESIRED_CHANGED event announced; a host runner may read only those of its own host. */
@@ -58,6 +58,7 @@ const resolvers = {
     drainHost: (_: unknown, { id }: { id: string }) => drainHost(store(), id),
     cordonHost: (_: unknown, { id }: { id: string }) => setCordoned(store(), id, true),
     uncordonHost: (_: unknown, { id }: { id: string }) => setCordoned(store(), id, false),
+    revokeHost: (_: unknown, { id }: { id: string }) => revokeHost(store(), id),
     runnerSync: (_: unknown, { input }: { input: SyncRequest }, ctx: Context) => runnerSync(store(), requireHost(ctx), input),
   },
   Host: {
@@ -81,7 +82,24 @@ const resolvers = {
   },
 } satisfies Record<string, Record<string, unknown>>;
 
+/** Who may call what (lib/auth.ts): hosts are an admin's business; a runner syncs only with its own host token. */
+export const arkAccess: AccessRules = {
+  Query: { hostDesiredStateChange: 'HOST' },
+  Mutation: {
+    createJoinToken: 'ADMIN',
+    // The join token is its credential, checked by registerHost itself.
+    registerHost: 'ANYONE',
+    labelHost: 'ADMIN',
+    setHostExclusive: 'ADMIN',
+    drainHost: 'ADMIN',
+    cordonHost: 'ADMIN',
+    uncordonHost: 'ADMIN',
+    revokeHost: 'ADMIN',
+    runnerSync: 'HOST',
+  },
+};
+
 export const arkSchema = () => buildSubgraphSchema({
   typeDefs: gql(readSchemaFile('ark.graphql')),
-  resolvers: secure(resolvers, { anonymous: ['registerHost'], host: ['runnerSync', 'hostDesiredStateChange'] }) as never,
+  resolvers: secure(resolvers, arkAccess) as never,
 });

@@ -1,6 +1,6 @@
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import gql from 'graphql-tag';
-import { callerOf, secure, type Context } from '../../lib/auth';
+import { callerOf, secure, type AccessRules, type Context } from '../../lib/auth';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
 import { acknowledgeAlarm, getAlarm, listAlarms, type Alarm, type AlarmFilter } from './alarms';
@@ -93,7 +93,29 @@ const resolvers = {
   },
 } satisfies Record<string, Record<string, unknown>>;
 
+/** Who may call what (lib/auth.ts): operators acknowledge alarms, restart instances and run inspections. */
+export const butlerAccess: AccessRules = {
+  Mutation: {
+    runInspection: 'OPERATOR',
+    acknowledgeAlarm: {
+      rule: 'OPERATOR',
+      target: async ({ id }: { id: string }) => {
+        const alarm = await getAlarm(store(), id);
+        const instance = alarm?.instanceId ? await getInstance(store(), alarm.instanceId) : undefined;
+        return alarm?.releaseId ? { releaseId: alarm.releaseId, product: instance?.product ?? null } : null;
+      },
+    },
+    restartInstance: {
+      rule: 'OPERATOR',
+      target: async ({ id }: { id: string }) => {
+        const instance = await getInstance(store(), id);
+        return instance ? { releaseId: instance.releaseId, product: instance.product } : null;
+      },
+    },
+  },
+};
+
 export const butlerSchema = () => buildSubgraphSchema({
   typeDefs: gql(readSchemaFile('butler.graphql')),
-  resolvers: secure(resolvers) as never,
+  resolvers: secure(resolvers, butlerAccess) as never,
 });

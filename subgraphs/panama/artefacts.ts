@@ -204,8 +204,11 @@ export function shellScript(release: ArtefactRelease, instances: ArtefactInstanc
       'esac',
     );
   }
+  // Secret values are never written into an artefact: the script takes them from its caller's environment.
+  const secretNames = [...new Set(prepared.flatMap((p) => (p.spec.secretEnv ?? []).map((v) => v.name)))];
   emit(
     '',
+    ...(secretNames.length ? ['# Secrets come from your environment (fangzhou never prints them).', ...secretNames.map((n) => `: "\${${n}:?set ${n}: a secret of this release}"`)] : []),
     '# Check every name before changing anything.',
     ...prepared.map((p) => `fz_check_name ${shellQuote(p.name)}`),
     '',
@@ -237,6 +240,7 @@ export function shellScript(release: ArtefactRelease, instances: ArtefactInstanc
       `--name ${shellQuote(p.name)}`,
       ...Object.entries(p.labels).map(([k, v]) => `--label ${shellQuote(`${k}=${v}`)}`),
       ...s.env.map((e) => `--env ${shellQuote(`${e.name}=${e.value}`)}`),
+      ...(s.secretEnv ?? []).map((v) => `--env ${v.name}`),
       `--memory ${s.memoryMb}m`,
       `--cpus ${cpus(s.cpuMillis)}`,
       '--restart unless-stopped',
@@ -294,7 +298,13 @@ export function composeFile(release: ArtefactRelease, instances: ArtefactInstanc
     services[p.name] = {
       image: literal(s.image),
       container_name: p.name,
-      ...(s.env.length ? { environment: Object.fromEntries(s.env.map((e) => [e.name, literal(e.value)])) } : {}),
+      ...(s.env.length || s.secretEnv?.length ? {
+        environment: Object.fromEntries([
+          ...s.env.map((e) => [e.name, literal(e.value)]),
+          // Interpolated by compose from the caller's environment: the secret's value is never in the file.
+          ...(s.secretEnv ?? []).map((v) => [v.name, `\${${v.name}:?set ${v.name}: a secret of this release}`]),
+        ]),
+      } : {}),
       labels: Object.fromEntries(Object.entries(p.labels).map(([k, v]) => [k, literal(v)])),
       mem_limit: `${s.memoryMb}m`,
       cpus: s.cpuMillis / 1000,

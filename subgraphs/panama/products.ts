@@ -3,6 +3,7 @@ import { badInput, notFound } from '../../lib/errors';
 import type { Store, Versioned } from '../../lib/store';
 import type { HealthcheckSpec, LifecycleSpec, PortSpec } from '../../lib/runner-protocol';
 import * as check from '../../lib/validate';
+import { sealAll, type SealedVar } from '../../lib/secrets';
 import { checkTemplates } from './templates';
 
 export interface ProductVersion {
@@ -21,6 +22,8 @@ export interface Product extends Versioned {
     resources: check.Resources;
     ports: PortSpec[];
     env: { name: string; value: string }[];
+    /** Sealed (lib/secrets.ts); never returned, only their names. */
+    secretEnv?: SealedVar[];
     healthcheck: HealthcheckSpec | null;
     dataPath?: string | null;
     lifecycle?: LifecycleSpec | null;
@@ -40,6 +43,8 @@ export type ProductInput = {
     resources?: check.Resources | null;
     ports?: { name: string; containerPort: number; protocol?: string | null }[] | null;
     env?: { name: string; value: string }[] | null;
+    /** Write-only; left out, a redefinition keeps the product's current secrets. */
+    secretEnv?: { name: string; value: string }[] | null;
     healthcheck?: Partial<HealthcheckSpec> & { command: string[] } | null;
     dataPath?: string | null;
     lifecycle?: Partial<LifecycleSpec> | null;
@@ -99,6 +104,9 @@ export function productFromInput(input: ProductInput, now = new Date()): Omit<Pr
   } : null;
   const configTemplates = (input.configTemplates ?? []).map((t) => ({ path: t.path, template: t.template }));
   const env = check.envVars(d.env, 'defaults.env');
+  const secretEnv = check.envVars(d.secretEnv, 'defaults.secretEnv');
+  const both = secretEnv.find((v) => env.some((e) => e.name === v.name));
+  if (both) throw badInput(`${both.name} is in both defaults.env and defaults.secretEnv; keep it in secretEnv only`, 'defaults.secretEnv');
   checkTemplates(configTemplates, { product: name, env });
   return {
     name,
@@ -110,6 +118,7 @@ export function productFromInput(input: ProductInput, now = new Date()): Omit<Pr
       resources: check.resources(d.resources ?? { cpuMillis: 250, memoryMb: 128 }, 'defaults.resources'),
       ports,
       env,
+      secretEnv: sealAll(secretEnv),
       healthcheck,
       dataPath: d.dataPath ? absolutePath(d.dataPath, 'defaults.dataPath') : null,
       lifecycle: lifecycleOf(d.lifecycle),
@@ -141,7 +150,9 @@ function lifecycleOf(input: Partial<LifecycleSpec> | null | undefined): Lifecycl
 
 export async function defineProduct(store: Store, input: ProductInput): Promise<Product> {
   const product = productFromInput(input);
-  return (await store.mutate<Product>('products', product.name, () => product))!;
+  const keepSecrets = input.defaults?.secretEnv == null;
+  return (await store.mutate<Product>('products', product.name, (current) =>
+    keepSecrets && current?.defaults.secretEnv ? { ...product, defaults: { ...product.defaults, secretEnv: current.defaults.secretEnv } } : product))!;
 }
 
 export const getProduct = (store: Store, name: string) => store.get<Product>('products', name);

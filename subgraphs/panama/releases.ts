@@ -5,6 +5,7 @@ import type { Store, Versioned } from '../../lib/store';
 import { config } from '../../lib/config';
 import type { PullProgress } from '../../lib/runner-protocol';
 import * as check from '../../lib/validate';
+import { mergeSealed, sealAll, type SealedVar } from '../../lib/secrets';
 import {
   instanceId, instancesOfRelease, placeInstances, removeInstance, respecInstance, type ContainerSpec, type Instance, type PlacementConstraints, type UnplacedInstance,
 } from '../ark/instances';
@@ -36,6 +37,8 @@ export interface Release extends Versioned {
   resources: check.Resources;
   placement: { requiredLabels: check.Label[]; exclusive: boolean; spreadBy: string | null; strategy: 'SPREAD' | 'BINPACK' };
   env: { name: string; value: string }[];
+  /** Sealed (lib/secrets.ts): the product's default secrets merged with the deploy's; only names are returned. */
+  secretEnv?: SealedVar[];
   revision: number;
   revisions: Revision[];
   /** Version → the digest its image was pinned to in the platform registry; every instance spec uses these. */
@@ -63,6 +66,8 @@ export interface DeployInput {
   resources?: check.Resources | null;
   placement?: { requiredLabels?: check.Label[] | null; exclusive?: boolean | null; spreadBy?: string | null; strategy?: 'SPREAD' | 'BINPACK' | null } | null;
   env?: { name: string; value: string }[] | null;
+  /** Write-only: sealed at once, handed only to the runners of the release's instances. */
+  secretEnv?: { name: string; value: string }[] | null;
   withDependencies?: boolean | null;
   idempotencyKey?: string | null;
 }
@@ -75,6 +80,13 @@ const mergeEnv = (product: Product, env: DeployInput['env']) => {
   const merged = new Map(product.defaults.env.map((e) => [e.name, e.value]));
   for (const e of check.envVars(env, 'env')) merged.set(e.name, e.value);
   return [...merged].map(([name, value]) => ({ name, value }));
+};
+
+/** A name that is secret anywhere (product default or deploy) is secret: it leaves the plain env. */
+const withSecrets = (env: Release['env'], ...secretLists: (SealedVar[] | undefined)[]) => {
+  const secretEnv = mergeSealed(...secretLists);
+  const names = new Set(secretEnv.map((v) => v.name));
+  return { env: env.filter((e) => !names.has(e.name)), secretEnv };
 };
 
 /** Validates a deploy request against its product; throws before anything is written. */
@@ -102,7 +114,7 @@ export function releaseFromInput(input: DeployInput, product: Product, id: strin
       spreadBy,
       strategy: input.placement?.strategy ?? 'SPREAD',
     },
-    env: mergeEnv(product, input.env),
+    ...withSecrets(mergeEnv(product, input.env), product.defaults.secretEnv, sealAll(check.envVars(input.secretEnv, 'secretEnv'))),
     revision: 1,
     revisions: [{ revision: 1, version, createdAt: now.toISOString(), reason: 'deploy' }],
     dependsOn: [],
@@ -116,7 +128,7 @@ export function releaseFromInput(input: DeployInput, product: Product, id: strin
 export const domainName = (releaseName: string, ordinal: number) => `${releaseName}-${ordinal}.${releaseName}.${config().dnsZone}`;
 
 /** The container of one instance; its config files are rendered for its ordinal and the release's peers. */
-export function instanceSpec(release: Pick<Release, 'id' | 'name' | 'version' | 'replicas' | 'resources' | 'env' | 'imageDigests'>, product: Product, ordinal: number): ContainerSpec {
+export function instanceSpec(release: Pick<Release, 'id' | 'name' | 'version' | 'replicas' | 'resources' | 'env' | 'secretEnv' | 'imageDigests'>, product: Product, ordinal: number): ContainerSpec {
   const image = product.versions.find((v) => v.version === release.version)!.image;
   const imageDigest = release.imageDigests?.[release.version];
   const peers = ordinalsUpTo(Math.max(release.replicas, ordinal + 1))
@@ -126,6 +138,7 @@ export function instanceSpec(release: Pick<Release, 'id' | 'name' | 'version' | 
     // Absent rather than null when unpinned, so that specs written before pinning keep their hash.
     ...(imageDigest ? { imageDigest } : {}),
     env: release.env,
+    ...(release.secretEnv?.length ? { secretEnv: release.secretEnv } : {}),
     ports: product.defaults.ports,
     cpuMillis: release.resources.cpuMillis,
     memoryMb: release.resources.memoryMb,
@@ -314,7 +327,8 @@ export async function configureRelease(store: Store, id: string, env: { name: st
   const release = await mustGetRelease(store, id);
   mustBeChangeable(release);
   const product = await mustGetProduct(store, release.product);
-  const merged = mergeEnv(product, env);
+  const secret = new Set((release.secretEnv ?? []).map((v) => v.name));
+  const merged = mergeEnv(product, env).filter((e) => !secret.has(e.name));
   const same = JSON.stringify(merged) === JSON.stringify(release.env);
   const updated = same ? release : (await store.mutate<Release>('releases', id, (r) => r && { ...r, env: merged, ...addRevision(r, 'config change', now) }))!;
   await respecAll(store, updated, product);

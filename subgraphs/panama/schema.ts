@@ -1,10 +1,13 @@
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import gql from 'graphql-tag';
-import { secure } from '../../lib/auth';
+import { actor, secure, type AccessRules, type Context } from '../../lib/auth';
+import { createApiKey, listApiKeys, revokeApiKey, type ApiKeyInput } from '../../lib/apikeys';
+import { auditHead, listAudit, type AuditFilter } from '../../lib/audit';
 import { kick } from '../../lib/kick';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
-import { defineProduct, getProduct, listProducts, mustGetProduct, type ProductInput } from './products';
+import { defineProduct, getProduct, listProducts, mustGetProduct, type Product, type ProductInput } from './products';
+import { openAll } from '../../lib/secrets';
 import { listHosts } from '../ark/hosts';
 import { instancesOfRelease, type Instance } from '../ark/instances';
 import type { ContainerRecord } from '../butler/status';
@@ -38,6 +41,10 @@ const resolvers = {
     resolveDependencies: async (_: unknown, { products }: { products: string[] }) =>
       resolveDependencies(products, new Map((await listProducts(store())).map((p) => [p.name, p]))),
     alertChannels: () => listChannels(store()),
+    apiKeys: () => listApiKeys(store()),
+    auditLog: (_: unknown, { filter, first, after }: { filter?: AuditFilter | null; first: number; after?: string | null }) =>
+      listAudit(store(), filter ?? {}, first, after),
+    auditHead: () => auditHead(store()),
     deploymentScript: async (_: unknown, { releaseId, format }: { releaseId: string; format: 'SHELL' | 'COMPOSE' }) => {
       const release = await mustGetRelease(store(), releaseId);
       return deploymentScript(format, release, await instancesOfRelease(store(), releaseId));
@@ -67,6 +74,9 @@ const resolvers = {
     createAlertChannel: (_: unknown, { input }: { input: AlertChannelInput }) => createAlertChannel(store(), input),
     deleteAlertChannel: (_: unknown, { id }: { id: string }) => deleteAlertChannel(store(), id),
     testAlertChannel: (_: unknown, { id }: { id: string }) => testChannel(store(), id),
+    createApiKey: (_: unknown, { input }: { input: ApiKeyInput }, ctx: Context) => createApiKey(store(), input, actor(ctx)),
+    revokeApiKey: (_: unknown, { id }: { id: string }) => revokeApiKey(store(), id),
+    revealSecretEnv: async (_: unknown, { releaseId }: { releaseId: string }) => openAll((await mustGetRelease(store(), releaseId)).secretEnv),
   },
   Product: {
     __resolveReference: ({ name }: { name: string }) => getProduct(store(), name),
@@ -77,6 +87,10 @@ const resolvers = {
     status: async (r: Release) => (await status(r)).status,
     statusMessage: async (r: Release) => (await status(r)).message,
     upgrade: (r: Release) => r.upgrade && { ...r.upgrade, done: r.upgrade.done.length, total: r.replicas },
+    secretEnvNames: (r: Release) => (r.secretEnv ?? []).map((v) => v.name),
+  },
+  ProductDefaults: {
+    secretEnvNames: (d: Product['defaults']) => (d.secretEnv ?? []).map((v) => v.name),
   },
   AlertChannel: {
     // Deleted channels resolve too (tombstones), so old alarms' notifications still name them.
@@ -86,7 +100,32 @@ const resolvers = {
   },
 } satisfies Record<string, Record<string, unknown>>;
 
+/** A change to one release, for keys scoped to some products or releases. */
+const releaseTarget = async ({ id }: { id: string }) => ({ releaseId: id, product: (await getRelease(store(), id))?.product ?? null });
+
+/** Who may call what (lib/auth.ts): operators run releases, admins define products and channels and manage keys. */
+export const panamaAccess: AccessRules = {
+  Query: { apiKeys: 'ADMIN', auditLog: 'ADMIN', auditHead: 'ADMIN' },
+  Mutation: {
+    defineProduct: { rule: 'ADMIN', target: ({ input }: { input: { name: string } }) => ({ product: input?.name }) },
+    deploy: { rule: 'OPERATOR', target: ({ input }: { input: { product: string } }) => ({ product: input?.product }) },
+    scaleRelease: { rule: 'OPERATOR', target: releaseTarget },
+    configureRelease: { rule: 'OPERATOR', target: releaseTarget },
+    upgradeRelease: { rule: 'OPERATOR', target: releaseTarget },
+    rollbackRelease: { rule: 'OPERATOR', target: releaseTarget },
+    pauseUpgrade: { rule: 'OPERATOR', target: releaseTarget },
+    resumeUpgrade: { rule: 'OPERATOR', target: releaseTarget },
+    deleteRelease: { rule: 'OPERATOR', target: releaseTarget },
+    createAlertChannel: 'ADMIN',
+    deleteAlertChannel: 'ADMIN',
+    testAlertChannel: 'ADMIN',
+    createApiKey: 'ADMIN',
+    revokeApiKey: 'ADMIN',
+    revealSecretEnv: { rule: 'ADMIN', target: ({ releaseId }: { releaseId: string }) => releaseTarget({ id: releaseId }) },
+  },
+};
+
 export const panamaSchema = () => buildSubgraphSchema({
   typeDefs: gql(readSchemaFile('panama.graphql')),
-  resolvers: secure(resolvers) as never,
+  resolvers: secure(resolvers, panamaAccess) as never,
 });

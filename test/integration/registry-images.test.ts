@@ -210,7 +210,17 @@ test('fz image export and import carry an image into an air-gapped site, whose h
 
     lines.length = 0;
     expect(await fz(['image', 'import', path.join(dir, 'absent.tar'), '--registry', site.address], say, say)).toBe(1);
-    expect(lines[0]).toMatch(/^fz: cannot load .*absent\.tar: .*ENOENT/);
+    expect(lines[0]).toMatch(/^fz: cannot import .*absent\.tar: ENOENT/);
+
+    // fz image push uploads over HTTP (no engine has to trust the registry); a second push sends nothing.
+    lines.length = 0;
+    expect(await fz(['image', 'push', 'fangzhou/demo:2', '--registry', site.address], say, say)).toBe(0);
+    expect(await fz(['image', 'push', 'fangzhou/demo:2', '--registry', site.address], say, say)).toBe(0);
+    const digest = /\((sha256:[0-9a-f]{64})\)$/.exec(lines[0])?.[1];
+    expect(lines).toEqual([
+      `pushed fangzhou/demo:2 to the registry at ${site.address} (${digest})`,
+      `fangzhou/demo:2 is in the registry at ${site.address} already (${digest})`,
+    ]);
   } finally {
     process.env.FZ_REGISTRY = registry.address;
     rmSync(dir, { recursive: true, force: true });

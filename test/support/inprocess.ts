@@ -1,12 +1,14 @@
 import type { ApolloServer } from '@apollo/server';
-import type { Context } from '../../lib/auth';
+import { BOOTSTRAP_ADMIN, type Context, type Role } from '../../lib/auth';
 import { hashSecret } from '../../lib/ids';
+import { newSecretKey } from '../../lib/secrets';
 import { createClient, ensureTables } from '../../lib/store';
 import { startDynalite } from './dynamodb';
 
 export type Result = { data?: Record<string, any>; errors?: { message: string; extensions?: { code?: string } }[] };
 
-export const operator: Context = { principal: { kind: 'operator' } };
+export const operator: Context = { principal: BOOTSTRAP_ADMIN };
+export const withRole = (role: Role, id = `k-test-${role.toLowerCase()}`): Context => ({ principal: { kind: 'operator', id, role } });
 export const anonymous: Context = { principal: { kind: 'anonymous' } };
 export const asHost = (hostId: string): Context => ({ principal: { kind: 'host', hostId } });
 
@@ -19,6 +21,7 @@ export async function startInProcess(prefix: string) {
   process.env.DYNAMODB_ENDPOINT = db.endpoint;
   process.env.FZ_TABLE_PREFIX = prefix;
   process.env.FZ_ADMIN_TOKEN_HASH = hashSecret('fza_test');
+  process.env.FZ_SECRET_KEY ??= newSecretKey();
   await ensureTables(createClient(db.endpoint, 'local'), prefix);
   // Loaded after the environment is set: the store client is built from it on first use.
   const { createGateway } = await import('../../gateway/gateway');

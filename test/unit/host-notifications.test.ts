@@ -6,7 +6,7 @@ import {
   CloseCode, connect, handleMessage, matches, prepareSubscription,
   type Connections, type PreparedSubscription, type ProtocolContext, type SubscriptionRecord,
 } from '../../gateway/subscriptions';
-import type { Principal } from '../../lib/auth';
+import { BOOTSTRAP_ADMIN, type Principal } from '../../lib/auth';
 import { AppError } from '../../lib/errors';
 import { hashSecret } from '../../lib/ids';
 import { ConditionFailed, type Store } from '../../lib/store';
@@ -184,7 +184,7 @@ describe('prepareSubscription for hostDesiredStateChanged', () => {
   });
 
   test('an operator cannot subscribe to it', () => {
-    expect(prepareSubscription(schema, { query: QUERY }, { kind: 'operator' })).toEqual({
+    expect(prepareSubscription(schema, { query: QUERY }, BOOTSTRAP_ADMIN)).toEqual({
       errors: [{ message: expect.stringMatching(/^hostDesiredStateChanged is for host runners/), extensions: { code: 'FORBIDDEN' } }],
     });
   });
@@ -243,7 +243,7 @@ describe('the protocol with a host token', () => {
       store: store as unknown as Store, connections: socket, schema: async () => schema,
       authenticate: async (authorization) => {
         if (authorization === 'Bearer fzh_one') return asHost('h-1');
-        if (authorization === 'Bearer fza_unit') return { kind: 'operator' };
+        if (authorization === 'Bearer fza_unit') return BOOTSTRAP_ADMIN;
         throw new Error('the host token is not valid');
       },
     };

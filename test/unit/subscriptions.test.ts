@@ -1,3 +1,4 @@
+import { BOOTSTRAP_ADMIN } from '../../lib/auth';
 import type { ApolloGateway } from '@apollo/gateway';
 import { parse, validate, type GraphQLSchema } from 'graphql';
 import { createGateway } from '../../gateway/gateway';
@@ -214,7 +215,7 @@ const event = (overrides: Partial<PlatformEvent>): PlatformEvent => ({
 const record = (id: string, connectionId: string, query: string, variables?: Record<string, unknown>): SubscriptionRecord => ({
   ...(prepareSubscription(schema, { query, variables }) as PreparedSubscription),
   id: `sub#${connectionId}#${id}`, kind: 'subscription', connectionId, subscriptionId: id, endpoint: 'http://ws',
-  principal: { kind: 'operator' }, createdAt: new Date(Date.now() - 60_000).toISOString(), seq: 1,
+  principal: BOOTSTRAP_ADMIN, createdAt: new Date(Date.now() - 60_000).toISOString(), seq: 1,
 });
 
 describe('matching', () => {
@@ -289,7 +290,7 @@ describe('the protocol', () => {
 
   test.each([
     ['no credentials', {}, CloseCode.Unauthorized, /connection_init needs payload \{authorization/],
-    ['a wrong operator token', { authorization: 'Bearer fza_wrong' }, CloseCode.Unauthorized, /operator token is not valid/],
+    ['a wrong operator token', { authorization: 'Bearer fza_wrong' }, CloseCode.Unauthorized, /admin token is not valid/],
     ['a malformed header', { authorization: 'Basic abc' }, CloseCode.Unauthorized, /must be "Bearer <token>"/],
     ['a non-string authorization', { authorization: 42 }, CloseCode.BadRequest, /must be a string/],
   ])('connection_init with %s is closed', async (_what, payload, code, reason) => {

@@ -1,0 +1,104 @@
+import { GraphQLError, Kind, parse, type DocumentNode, type FragmentDefinitionNode, type SelectionSetNode } from 'graphql';
+import { AppError } from './errors';
+import { config } from './config';
+
+/**
+ * Cheap checks on a GraphQL document, run before validation and planning: validating thousands of aliases or a deep
+ * selection costs seconds (OverlappingFieldsCanBeMerged is quadratic), parsing a bounded number of tokens does not.
+ */
+export interface DocumentShape {
+  document: DocumentNode;
+  /** Deepest selection, fragments expanded. */
+  depth: number;
+  aliases: number;
+  /** Fields selected, fragments expanded (a fragment spread n times counts n times). */
+  fields: number;
+  /** Root fields per operation type, fragments expanded, e.g. {mutation: ['deploy']}. */
+  rootFields: { query: string[]; mutation: string[]; subscription: string[] };
+  /** Asks for the schema itself: __schema, __type, or the federation `_service` SDL. */
+  introspection: boolean;
+}
+
+const INTROSPECTION = new Set(['__schema', '__type', '_service']);
+
+const tooMuch = (what: string, found: number, limit: number, reason: string) =>
+  new AppError('BAD_USER_INPUT', `the document has ${what} ${found}; at most ${limit} is accepted: split it into smaller requests`, { reason });
+
+/** Parses within the token limit and measures the document; throws BAD_USER_INPUT when a limit is exceeded. */
+export function checkDocument(query: string, limits = config().limits): DocumentShape {
+  let document: DocumentNode;
+  try {
+    document = parse(query, { maxTokens: limits.maxTokens, noLocation: true });
+  } catch (err) {
+    const message = (err as GraphQLError).message ?? String(err);
+    const reason = /contains more th\w* \d+ tokens/.test(message) ? 'TOKEN_LIMIT' : 'GRAPHQL_PARSE_FAILED';
+    const text = reason === 'TOKEN_LIMIT' ? `the document has more than ${limits.maxTokens} tokens: split it into smaller requests` : message;
+    throw new AppError('BAD_USER_INPUT', text, { reason });
+  }
+  const shape = measure(document);
+  if (shape.depth > limits.maxDepth) throw tooMuch('a depth of', shape.depth, limits.maxDepth, 'DEPTH_LIMIT');
+  if (shape.aliases > limits.maxAliases) throw tooMuch('aliases:', shape.aliases, limits.maxAliases, 'ALIAS_LIMIT');
+  if (shape.fields > limits.maxFields) throw tooMuch('fields:', shape.fields, limits.maxFields, 'FIELD_LIMIT');
+  return shape;
+}
+
+export function measure(document: DocumentNode): DocumentShape {
+  const fragments = new Map<string, FragmentDefinitionNode>();
+  for (const d of document.definitions) if (d.kind === Kind.FRAGMENT_DEFINITION) fragments.set(d.name.value, d);
+
+  // Per fragment: [depth, aliases, fields], computed once; a cycle (invalid, validation names it) counts as empty.
+  const memo = new Map<string, [number, number, number]>();
+  const visiting = new Set<string>();
+  let introspection = false;
+  const walk = (set: SelectionSetNode | undefined): [number, number, number] => {
+    if (!set) return [0, 0, 0];
+    let depth = 0, aliases = 0, fields = 0;
+    for (const s of set.selections) {
+      let sub: [number, number, number];
+      if (s.kind === Kind.FIELD) {
+        if (INTROSPECTION.has(s.name.value)) introspection = true;
+        const inner = walk(s.selectionSet);
+        sub = [inner[0] + 1, inner[1] + (s.alias ? 1 : 0), inner[2] + 1];
+      } else if (s.kind === Kind.INLINE_FRAGMENT) {
+        sub = walk(s.selectionSet);
+      } else {
+        sub = fragment(s.name.value);
+      }
+      depth = Math.max(depth, sub[0]);
+      aliases += sub[1];
+      fields += sub[2];
+    }
+    return [depth, aliases, fields];
+  };
+  const fragment = (name: string): [number, number, number] => {
+    const known = memo.get(name);
+    if (known) return known;
+    const def = fragments.get(name);
+    if (!def || visiting.has(name)) return [0, 0, 0];
+    visiting.add(name);
+    const result = walk(def.selectionSet);
+    visiting.delete(name);
+    memo.set(name, result);
+    return result;
+  };
+  const rootNames = (set: SelectionSetNode, seen = new Set<string>()): string[] => set.selections.flatMap((s) => {
+    if (s.kind === Kind.FIELD) return [s.name.value];
+    if (s.kind === Kind.INLINE_FRAGMENT) return rootNames(s.selectionSet, seen);
+    const def = fragments.get(s.name.value);
+    if (!def || seen.has(def.name.value)) return [];
+    seen.add(def.name.value);
+    return rootNames(def.selectionSet, seen);
+  });
+
+  const shape: DocumentShape = { document, depth: 0, aliases: 0, fields: 0, rootFields: { query: [], mutation: [], subscription: [] }, introspection: false };
+  for (const d of document.definitions) {
+    if (d.kind !== Kind.OPERATION_DEFINITION) continue;
+    const [depth, aliases, fields] = walk(d.selectionSet);
+    shape.depth = Math.max(shape.depth, depth);
+    shape.aliases += aliases;
+    shape.fields += fields;
+    shape.rootFields[d.operation].push(...rootNames(d.selectionSet));
+  }
+  shape.introspection = introspection;
+  return shape;
+}

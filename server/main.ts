@@ -1,0 +1,53 @@
+import { log } from '../lib/log';
+import { startServer } from './server';
+
+/**
+ * `node --import tsx server/main.ts`: one server-mode replica, configured by the environment (README,
+ * "Configuration"). SIGTERM or SIGINT stops it gracefully; a second signal stops it at once.
+ */
+const num = (name: string, fallback: number) => {
+  const raw = process.env[name];
+  const value = raw === undefined || raw === '' ? fallback : Number(raw);
+  if (!Number.isFinite(value) || value < 0) throw new Error(`${name} must be a number, got "${raw}"`);
+  return value;
+};
+
+async function main() {
+  if (!process.env.FZ_ADMIN_TOKEN_HASH) throw new Error('FZ_ADMIN_TOKEN_HASH is not set: without it no operator can sign in and replicas cannot sign their connections API (npm start sets it)');
+  const host = process.env.FZ_LISTEN_HOST || '127.0.0.1';
+  const httpPort = num('FZ_HTTP_PORT', 3000);
+  const tickSeconds = num('FZ_TICK_SECONDS', 1);
+  // The gateway runs the subgraphs in this process (no HTTP hop to itself, and a request in flight during a graceful
+  // stop needs no listener). With FZ_SUBGRAPH_TRANSPORT=http it calls the subgraph routes, by default this replica's.
+  process.env.FZ_SUBGRAPH_TRANSPORT ||= 'inprocess';
+  process.env.FZ_SUBGRAPH_URL_BASE ||= `http://${host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host}:${httpPort}/subgraphs`;
+  const server = await startServer({
+    host,
+    httpPort,
+    wsPort: num('FZ_WS_PORT', 3001),
+    endpoint: process.env.FZ_WS_MANAGEMENT_ENDPOINT || undefined,
+    tickMs: tickSeconds * 1000,
+    // A dead holder's ticks move to another replica within this long; a live holder renews at every tick.
+    leaseMs: num('FZ_TICK_LEASE_SECONDS', Math.max(5, 3 * tickSeconds)) * 1000,
+  });
+  process.stdout.write(`fangzhou server mode: ${server.httpUrl}/graphql, WebSocket ${server.wsUrl}, connections API ${server.endpoint}\n`);
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      log.warn({ signal }, 'second signal: exiting without waiting');
+      process.exit(1);
+    }
+    stopping = true;
+    server.close().then(() => process.exit(0), (err) => {
+      log.error({ err }, 'graceful stop failed');
+      process.exit(1);
+    });
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+main().catch((err) => {
+  process.stderr.write(`server mode failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,158 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { hashSecret } from '../../lib/ids';
+import { createClient, ensureTables, Store } from '../../lib/store';
+import { startDynalite, type DynamoDbServer } from '../support/dynamodb';
+import { httpClient } from '../support/lambda';
+
+/**
+ * Principals, roles, limits and rate limits at the edge: the real gateway Lambda handler (subgraphs in-process) on the
+ * real store protocol, called with the events API Gateway sends, and JWTs verified against a JWKS served over HTTP.
+ */
+const ADMIN = 'fza_access-test-admin';
+let db: DynamoDbServer;
+let store: Store;
+let gql: ReturnType<typeof httpClient>;
+let idp: Server;
+let sign: (claims: Record<string, unknown>, options?: { expiresIn?: string; issuer?: string }) => Promise<string>;
+
+const codeOf = (res: { body: { errors?: { extensions?: { code?: string } }[] } }) => res.body.errors?.[0]?.extensions?.code;
+
+beforeAll(async () => {
+  db = await startDynalite();
+  const { publicKey, privateKey } = await generateKeyPair('RS256');
+  const jwk = { ...(await exportJWK(publicKey)), kid: 'k1', alg: 'RS256', use: 'sig' };
+  idp = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: [jwk] })));
+  await new Promise<void>((resolve) => idp.listen(0, '127.0.0.1', resolve));
+  const issuer = 'https://idp.example.test/';
+  sign = (claims, options = {}) => new SignJWT(claims).setProtectedHeader({ alg: 'RS256', kid: 'k1' }).setIssuedAt()
+    .setIssuer(options.issuer ?? issuer).setAudience('fangzhou').setExpirationTime(options.expiresIn ?? '5m').sign(privateKey);
+  Object.assign(process.env, {
+    DYNAMODB_ENDPOINT: db.endpoint, FZ_TABLE_PREFIX: 'access-', FZ_ADMIN_TOKEN_HASH: hashSecret(ADMIN), FZ_SUBGRAPH_TRANSPORT: 'inprocess',
+    FZ_JWT_JWKS_URL: `http://127.0.0.1:${(idp.address() as AddressInfo).port}/jwks.json`, FZ_JWT_ISSUER: issuer, FZ_JWT_AUDIENCE: 'fangzhou',
+    FZ_JWT_ROLE_CLAIM: 'groups', FZ_JWT_ROLE_MAP: 'platform-team=ADMIN,oncall=OPERATOR',
+  });
+  await ensureTables(createClient(db.endpoint, 'local'), 'access-');
+  store = new Store(createClient(db.endpoint, 'local'), 'access-');
+  gql = httpClient((await import('../../handlers/gateway')).handler as never);
+});
+
+afterAll(async () => {
+  await new Promise((resolve) => idp?.close(resolve));
+  await db?.stop();
+});
+
+const createKey = async (name: string, role: string, scope?: Record<string, string[]>) => {
+  const res = await gql({ query: 'mutation($i: ApiKeyInput!) { createApiKey(input: $i) { key { id name role } secret } }', variables: { i: { name, role, scope } } }, ADMIN);
+  expect(res.body.errors).toBeUndefined();
+  return res.body.data!.createApiKey as { key: { id: string; role: string }; secret: string };
+};
+
+const DEFINE = 'mutation { defineProduct(input: {name: "cache", description: "c", versions: [{version: "1.0.0", image: "fangzhou/demo:1"}], defaults: {replicas: 1, resources: {cpuMillis: 100, memoryMb: 64}}}) { name } }';
+
+test('an API key is shown once, stored only as a hash, and its role decides what it may do', async () => {
+  const viewer = await createKey('dashboard', 'VIEWER');
+  expect(viewer.secret).toMatch(/^fzk_k-[0-9a-f]{12}_/);
+  const items = JSON.stringify(await store.scan('apikeys'));
+  expect(items).not.toContain(viewer.secret);
+  const listed = await gql({ query: '{ apiKeys { id name role } }' }, ADMIN);
+  expect(JSON.stringify(listed.body)).not.toContain(viewer.secret.slice(20));
+
+  expect((await gql({ query: '{ products { name } }' }, viewer.secret)).body.data).toEqual({ products: [] });
+  const denied = await gql({ query: DEFINE }, viewer.secret);
+  expect(codeOf(denied)).toBe('FORBIDDEN');
+  expect(denied.body.errors![0].message).toMatch(/defineProduct needs the ADMIN role; k-[0-9a-f]+ has VIEWER/);
+  expect(codeOf(await gql({ query: '{ apiKeys { id } }' }, viewer.secret))).toBe('FORBIDDEN');
+  expect((await gql({ query: DEFINE }, ADMIN)).body.errors).toBeUndefined();
+});
+
+test('a revoked key stops working at once', async () => {
+  const ops = await createKey('ci', 'OPERATOR');
+  expect((await gql({ query: '{ releases { id } }' }, ops.secret)).status).toBe(200);
+  expect((await gql({ query: `mutation { revokeApiKey(id: "${ops.key.id}") { revokedAt } }` }, ADMIN)).body.errors).toBeUndefined();
+  const after = await gql({ query: '{ releases { id } }' }, ops.secret);
+  expect(after.status).toBe(401);
+  expect(codeOf(after)).toBe('UNAUTHENTICATED');
+  expect(codeOf(await gql({ query: '{ releases { id } }' }, `${ops.secret.slice(0, -1)}x`))).toBe('UNAUTHENTICATED');
+});
+
+test('a scoped operator key may change only the products in its scope', async () => {
+  const scoped = await createKey('cache-team', 'OPERATOR', { products: ['cache'] });
+  const other = await gql({ query: 'mutation { deploy(input: {name: "q1", product: "queue", replicas: 1}) { id } }' }, scoped.secret);
+  expect(codeOf(other)).toBe('FORBIDDEN');
+  expect(other.body.errors![0].message).toMatch(/scoped to products \[cache\].*outside it/);
+  const own = await gql({ query: 'mutation { deploy(input: {name: "c1", product: "cache", replicas: 1}) { id } }' }, scoped.secret);
+  // No host is registered: the deploy itself is allowed and fails on placement, not on access.
+  expect(codeOf(own)).not.toBe('FORBIDDEN');
+});
+
+test('a JWT of the identity provider is verified against its JWKS and its claim maps to a role', async () => {
+  const oncall = await sign({ sub: 'alice', groups: ['staff', 'oncall'] });
+  expect((await gql({ query: '{ releases { id } }' }, oncall)).body.errors).toBeUndefined();
+  expect(codeOf(await gql({ query: DEFINE }, oncall))).toBe('FORBIDDEN');
+  const admin = await sign({ sub: 'bob', groups: 'platform-team' });
+  expect((await gql({ query: DEFINE }, admin)).body.errors).toBeUndefined();
+
+  expect(codeOf(await gql({ query: '{ releases { id } }' }, await sign({ sub: 'eve', groups: ['staff'] })))).toBe('FORBIDDEN');
+  expect(codeOf(await gql({ query: '{ releases { id } }' }, await sign({ sub: 'eve', groups: 'oncall' }, { issuer: 'https://evil.test/' })))).toBe('UNAUTHENTICATED');
+  const expired = await gql({ query: '{ releases { id } }' }, await sign({ sub: 'alice', groups: 'oncall' }, { expiresIn: '-1m' }));
+  expect(codeOf(expired)).toBe('UNAUTHENTICATED');
+  expect(expired.body.errors![0].message).toMatch(/expired/);
+});
+
+test('anonymous callers are refused before a large document is parsed; introspection needs a credential', async () => {
+  const big = `{ ${Array.from({ length: 5000 }, (_, i) => `a${i}: __typename`).join(' ')} }`;
+  const anonymous = await gql({ query: big });
+  expect(anonymous.status).toBe(401);
+  expect(codeOf(anonymous)).toBe('UNAUTHENTICATED');
+  const withKey = await gql({ query: big }, ADMIN);
+  expect(withKey.status).toBe(400);
+  expect(withKey.body.errors![0].extensions).toMatchObject({ code: 'BAD_USER_INPUT', reason: 'ALIAS_LIMIT' });
+
+  expect(codeOf(await gql({ query: '{ __schema { queryType { name } } }' }))).toBe('UNAUTHENTICATED');
+  expect((await gql({ query: '{ __schema { queryType { name } } }' }, ADMIN)).body.data).toEqual({ __schema: { queryType: { name: 'Query' } } });
+  const deep = `{ ${'releases { instances { release { '.repeat(5)}id${' } } }'.repeat(5)} }`;
+  expect((await gql({ query: deep }, ADMIN)).body.errors![0].extensions).toMatchObject({ code: 'BAD_USER_INPUT', reason: 'DEPTH_LIMIT' });
+  const huge = await gql({ query: `{ releases { id } } # ${'x'.repeat(1.1 * 1024 * 1024)}` }, ADMIN);
+  expect(huge.status).toBe(413);
+});
+
+test('mutations beyond the per-principal rate are refused with RATE_LIMITED and write nothing', async () => {
+  const key = await createKey('busy-bot', 'ADMIN');
+  const other = await createKey('calm-bot', 'ADMIN');
+  process.env.FZ_RATE_MUTATIONS_PER_MINUTE = '3';
+  try {
+    const join = () => gql({ query: 'mutation { createJoinToken { token } }' }, key.secret);
+    for (let i = 0; i < 3; i++) expect((await join()).body.errors).toBeUndefined();
+    const claimsBefore = (await store.scan('claims')).length;
+    const refused = await join();
+    expect(refused.status).toBe(429);
+    expect(refused.body.errors![0].extensions).toMatchObject({ code: 'RATE_LIMITED' });
+    expect(refused.headers['retry-after']).toMatch(/^\d+$/);
+    expect((await store.scan('claims')).length).toBe(claimsBefore);
+    // Reads are not limited, and another principal has its own budget.
+    expect((await gql({ query: '{ releases { id } }' }, key.secret)).body.errors).toBeUndefined();
+    expect((await gql({ query: 'mutation { createJoinToken { token } }' }, other.secret)).body.errors).toBeUndefined();
+  } finally {
+    delete process.env.FZ_RATE_MUTATIONS_PER_MINUTE;
+  }
+});
+
+test('a join token registers one host only, and a revoked host token stops working at once', async () => {
+  const token = (await gql({ query: 'mutation { createJoinToken { token } }' }, ADMIN)).body.data!.createJoinToken.token;
+  const register = (name: string) => gql({
+    query: 'mutation($i: RegisterHostInput!) { registerHost(input: $i) { host { id } hostToken } }',
+    variables: { i: { joinToken: token, name, address: '127.0.0.1', capacity: { cpuMillis: 1000, memoryMb: 512 } } },
+  });
+  const [a, b] = await Promise.all([register('join-a'), register('join-b')]);
+  const outcomes = [a, b].map((r) => (r.body.errors ? codeOf(r) : 'OK')).sort();
+  expect(outcomes).toEqual(['OK', 'UNAUTHENTICATED']);
+  expect(codeOf(await register('join-c'))).toBe('UNAUTHENTICATED');
+
+  const { host, hostToken } = (a.body.data ?? b.body.data)!.registerHost;
+  const sync = { query: 'mutation { runnerSync(input: {observed: []}) { hostId } }' };
+  expect((await gql(sync, hostToken)).body.data).toEqual({ runnerSync: { hostId: host.id } });
+  expect((await gql({ query: `mutation { revokeHost(id: "${host.id}") { id } }` }, ADMIN)).body.errors).toBeUndefined();
+  expect(codeOf(await gql(sync, hostToken))).toBe('UNAUTHENTICATED');
+});
