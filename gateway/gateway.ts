@@ -15,9 +15,10 @@ class ForwardingDataSource extends RemoteGraphQLDataSource<Context> {
 // Loaded only in the single-process shape, so the HTTP gateway does not pay for the subgraphs' code at cold start.
 const localSchema = (name: SubgraphName): GraphQLSchema => {
   /* eslint-disable @typescript-eslint/no-require-imports */
-  if (name === 'panama') return require('../subgraphs/panama/schema').panamaSchema();
-  if (name === 'ark') return require('../subgraphs/ark/schema').arkSchema();
-  return require('../subgraphs/butler/schema').butlerSchema();
+  const parts: typeof import('../subgraphs') = require('../subgraphs');
+  if (name === 'panama') return parts.panama.panamaSchema();
+  if (name === 'ark') return parts.ark.arkSchema();
+  return parts.butler.butlerSchema();
 };
 
 /** The federation gateway on the committed supergraph (no introspection at start). */

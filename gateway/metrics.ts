@@ -2,7 +2,7 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from '
 import { authenticate } from '../lib/auth';
 import { registry } from '../lib/metrics';
 import { store } from '../lib/store';
-import { collectFleetMetrics } from '../subgraphs/butler/metrics';
+import { collectFleetMetrics } from '../subgraphs/butler';
 
 /**
  * GET /metrics in the Prometheus text format. Like every API route it needs a credential: Prometheus sends one with

@@ -5,7 +5,7 @@ import { hashJson } from '../lib/ids';
 import { kick } from '../lib/kick';
 import { log } from '../lib/log';
 import { ConditionFailed, type Store } from '../lib/store';
-import { markPublished, unpublishedEvents, type PlatformEvent } from '../subgraphs/butler/events';
+import { markPublished, unpublishedEvents, type PlatformEvent } from '../subgraphs/butler';
 import {
   lookupId, matches, removeConnection, SUBSCRIPTIONS_TABLE, topicsOfEvent,
   type Connections, type SubscriptionRecord, type SubscriptionStore,

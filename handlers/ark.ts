@@ -1,4 +1,4 @@
 import { apolloServer, graphqlLambda } from '../lib/graphql-lambda';
-import { arkSchema } from '../subgraphs/ark/schema';
+import { ark } from '../subgraphs';
 
-export const handler = graphqlLambda(apolloServer({ schema: arkSchema() }));
+export const handler = graphqlLambda(apolloServer({ schema: ark.arkSchema() }));

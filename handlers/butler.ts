@@ -1,4 +1,4 @@
 import { apolloServer, graphqlLambda } from '../lib/graphql-lambda';
-import { butlerSchema } from '../subgraphs/butler/schema';
+import { butler } from '../subgraphs';
 
-export const handler = graphqlLambda(apolloServer({ schema: butlerSchema() }));
+export const handler = graphqlLambda(apolloServer({ schema: butler.butlerSchema() }));

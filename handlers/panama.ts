@@ -1,4 +1,4 @@
 import { apolloServer, graphqlLambda } from '../lib/graphql-lambda';
-import { panamaSchema } from '../subgraphs/panama/schema';
+import { panama } from '../subgraphs';
 
-export const handler = graphqlLambda(apolloServer({ schema: panamaSchema() }));
+export const handler = graphqlLambda(apolloServer({ schema: panama.panamaSchema() }));

@@ -1,5 +1,5 @@
 import { store } from '../lib/store';
-import { reconcileReleases } from '../subgraphs/panama/reconcile';
+import { panama } from '../subgraphs';
 
 /** The periodic tick (a schedule in AWS; the dev stack invokes it itself, serverless-offline has no schedules). */
-export const handler = () => reconcileReleases(store());
+export const handler = () => panama.reconcileReleases(store());

@@ -1,9 +1,6 @@
 import { config } from '../lib/config';
 import { store } from '../lib/store';
-import { inspectIfDue } from '../subgraphs/butler/inspection';
-import { checkMemory } from '../subgraphs/butler/thresholds';
-import { deliverPending } from '../subgraphs/butler/notify';
-import { watchHosts } from '../subgraphs/butler/watchdog';
+import { butler } from '../subgraphs';
 
 /**
  * The watchdog tick: hosts that stopped reporting go DOWN and their instances move; draining hosts empty; alarm
@@ -13,7 +10,8 @@ import { watchHosts } from '../subgraphs/butler/watchdog';
 export const handler = async () => {
   const { inspectionIntervalHours, runnerPollSeconds } = config();
   const [hosts, notify] = await Promise.allSettled([
-    watchHosts(store()), deliverPending(store()), inspectIfDue(store(), inspectionIntervalHours, runnerPollSeconds), checkMemory(store()),
+    butler.watchHosts(store()), butler.deliverPending(store()), butler.inspectIfDue(store(), inspectionIntervalHours, runnerPollSeconds),
+    butler.checkMemory(store()),
   ]);
   if (hosts.status === 'rejected') throw hosts.reason;
   return notify.status === 'fulfilled' ? notify.value : undefined;

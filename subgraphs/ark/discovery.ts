@@ -1,7 +1,7 @@
 import { config } from '../../lib/config';
 import type { ContainerHealth, HostNetwork } from '../../lib/runner-protocol';
 import type { Store } from '../../lib/store';
-import { isServing, type ContainerRecord } from '../butler/status';
+import { isServing, type ContainerRecord } from './containers';
 import { listHosts, type Host } from './hosts';
 import { instancesOfRelease, type Instance } from './instances';
 import { hostNetwork, networkSerial, routesFor } from './network';

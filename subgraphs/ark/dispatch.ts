@@ -2,33 +2,30 @@ import { config } from '../../lib/config';
 import { kick } from '../../lib/kick';
 import type { SyncRequest, SyncResponse } from '../../lib/runner-protocol';
 import type { Store } from '../../lib/store';
-import { isServing, recordObservations, type StatusChange } from '../butler/status';
-import { reactToChanges } from '../butler/watch';
-import { hostCameBack } from '../butler/watchdog';
-import { finishDeletions } from '../panama/releases';
 import { assignAddresses } from './addresses';
+import { isServing, recordObservations, type StatusChange } from './containers';
 import { networkFor } from './discovery';
+import { arkHooks } from './hooks';
 import { ensureSubnet, heartbeat } from './hosts';
 import { instancesOfHost, networkChanged, toDesired } from './instances';
 
 /**
  * One round trip with a host runner: its call is the heartbeat, its report becomes the live status, and the answer
  * is every container that should run on that host. Level-triggered: the runner converges to the answer whatever
- * it missed before.
+ * it missed before. What the report changed goes up to the parts that watch it (alarms, healing, deletions).
  */
-export async function runnerSync(store: Store, hostId: string, request: SyncRequest): Promise<SyncResponse> {
-  const { host: beat, cameBack } = await heartbeat(store, hostId, request.engine);
-  if (cameBack) await hostCameBack(store, beat);
+export async function runnerSync(store: Store, hostId: string, request: SyncRequest, now = new Date()): Promise<SyncResponse> {
+  const { host: beat, cameBack } = await heartbeat(store, hostId, request.engine, now);
+  if (cameBack) await arkHooks.emit('hostCameBack', store, beat, now);
   const host = await ensureSubnet(store, beat);
   const addressed = await assignAddresses(store, host, await instancesOfHost(store, hostId));
   const instances = addressed.instances;
   const desired = new Map(instances.map((i) => [i.id, i]));
-  const changes = await recordObservations(store, hostId, request.observed, desired);
+  const changes = await recordObservations(store, hostId, request.observed, desired, now);
   if (addressed.changed || changes.some(changesServing)) await networkChanged(store, 'DNS records changed');
-  await reactToChanges(store, hostId, changes);
+  await arkHooks.emit('containersChanged', store, hostId, changes, now);
   // Subscribers hear of a change now rather than at the next tick.
   if (changes.length) await kick('publish');
-  await finishDeletions(store, new Set(changes.map((c) => c.releaseId)));
   return {
     hostId, desired: instances.map(toDesired), pollSeconds: config().runnerPollSeconds,
     network: await networkFor(store, host, request.networkSerial),

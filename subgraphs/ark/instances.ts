@@ -5,9 +5,10 @@ import { kick } from '../../lib/kick';
 import { log } from '../../lib/log';
 import { openAll, type SealedVar } from '../../lib/secrets';
 import type { ConfigFileSpec, DesiredContainer, HealthcheckSpec, LifecycleSpec, PortSpec } from '../../lib/runner-protocol';
-import type { Store, Versioned } from '../../lib/store';
+import { ConditionFailed, type Store, type Versioned } from '../../lib/store';
 import type { Label } from '../../lib/validate';
-import { recordEvent } from '../butler/events';
+import { forgetContainer } from './containers';
+import { arkHooks } from './hooks';
 import { listHosts, reserve, unreserve } from './hosts';
 import { bumpNetworkSerial, freeInstanceIp } from './network';
 import { schedule, type SchedulableHost } from './scheduler';
@@ -76,6 +77,7 @@ export async function instancesOfHost(store: Store, hostId: string): Promise<Ins
   return (await store.query<Instance>('instances', 'byHost', hostId)).sort((a, b) => a.id.localeCompare(b.id));
 }
 
+export const listInstances = (store: Store) => store.scan<Instance>('instances');
 export const getInstance = (store: Store, id: string) => store.get<Instance>('instances', id);
 
 /** The event that tells a host's runner its desired containers changed; its one topic is `host:<hostId>`. */
@@ -103,7 +105,7 @@ async function announce(store: Store, changes: HostChanges): Promise<void> {
   if (!changes.size) return;
   // The time of writing, never a caller's `now`: the publisher sends no event older than a subscription.
   const now = new Date();
-  const written = await Promise.allSettled([...changes].map(([hostId, what]) => recordEvent(store, {
+  const written = await Promise.allSettled([...changes].map(([hostId, what]) => arkHooks.emit('event', store, {
     kind: HOST_DESIRED_CHANGED, severity: 'INFO', hostId, topics: [hostTopic(hostId)],
     message: `desired containers changed: ${what.slice(0, 5).join(', ')}${what.length > 5 ? ` and ${what.length - 5} more` : ''}`,
   }, now)));
@@ -114,27 +116,39 @@ async function announce(store: Store, changes: HostChanges): Promise<void> {
   if (failed.length < written.length) await kick('publish');
 }
 
+/** Where these instances would go now, or UNSCHEDULABLE saying why, per constraint. Writes nothing. */
+async function plan(store: Store, pending: UnplacedInstance[], constraints: PlacementConstraints) {
+  const hosts = await schedulableHosts(store, pending[0]?.releaseId);
+  const { placements, unschedulable } = schedule(hosts, pending.map((u) => ({
+    instanceId: u.id, releaseId: u.releaseId, product: u.product,
+    requiredLabels: constraints.requiredLabels, exclusive: constraints.exclusive, spreadBy: constraints.spreadBy, strategy: constraints.strategy,
+    resources: { cpuMillis: u.spec.cpuMillis, memoryMb: u.spec.memoryMb },
+  })));
+  if (unschedulable.length) {
+    throw new AppError('UNSCHEDULABLE', `${unschedulable.length} of ${pending.length} instances cannot be placed: ${unschedulable[0].reason}`, {
+      instances: unschedulable,
+    });
+  }
+  return placements;
+}
+
+/** Throws UNSCHEDULABLE, as placeInstances would, when these instances cannot be placed now; writes nothing. */
+export async function checkPlacement(store: Store, unplaced: UnplacedInstance[], constraints: PlacementConstraints): Promise<void> {
+  if (unplaced.length) await plan(store, unplaced, constraints);
+}
+
 /**
  * Places instances and writes them, each with its resources held on its host by a conditional write. When a host
  * filled up in the meantime the rest is scheduled again; when nothing fits, whatever this call placed is undone
- * and the error says why, per constraint.
+ * and the error says why, per constraint. An instance someone else placed meanwhile (a racing reconcile) is theirs:
+ * this call frees what it held for it and neither announces nor undoes it. Returns what this call placed.
  */
 export async function placeInstances(store: Store, unplaced: UnplacedInstance[], constraints: PlacementConstraints, now = new Date()): Promise<Instance[]> {
   const placed: Instance[] = [];
   let pending = unplaced;
   try {
     for (let round = 0; round < 5 && pending.length; round++) {
-      const hosts = await schedulableHosts(store, pending[0]?.releaseId);
-      const { placements, unschedulable } = schedule(hosts, pending.map((u) => ({
-        instanceId: u.id, releaseId: u.releaseId, product: u.product,
-        requiredLabels: constraints.requiredLabels, exclusive: constraints.exclusive, spreadBy: constraints.spreadBy, strategy: constraints.strategy,
-        resources: { cpuMillis: u.spec.cpuMillis, memoryMb: u.spec.memoryMb },
-      })));
-      if (unschedulable.length) {
-        throw new AppError('UNSCHEDULABLE', `${unschedulable.length} of ${pending.length} instances cannot be placed: ${unschedulable[0].reason}`, {
-          instances: unschedulable,
-        });
-      }
+      const placements = await plan(store, pending, constraints);
       const byId = new Map(pending.map((u) => [u.id, u]));
       const lost: UnplacedInstance[] = [];
       for (const { instanceId: id, hostId } of placements) {
@@ -145,7 +159,13 @@ export async function placeInstances(store: Store, unplaced: UnplacedInstance[],
         }
         const instance = { ...u, hostId, specHash: specHash(u.spec), createdAt: u.createdAt ?? now.toISOString() };
         const created = await store.create<Omit<Instance, 'seq'>>('instances', instance);
-        placed.push((created ?? { ...instance, seq: 1 }) as Instance);
+        if (created) {
+          placed.push(created as Instance);
+          continue;
+        }
+        // Placed by someone else meanwhile: their reservation stands; ours is freed unless it is the same one.
+        const winner = await getInstance(store, id);
+        if (winner?.hostId !== hostId) await unreserve(store, hostId, id);
       }
       pending = lost;
     }
@@ -193,6 +213,8 @@ export async function migrateInstance(store: Store, instance: Instance, constrai
     throw new AppError('CONFLICT', `${instance.id} was moved or removed meanwhile`);
   }
   await unreserve(store, instance.hostId, instance.id);
+  // The old report describes a container on the host being left; the new host's runner reports the new one.
+  await forgetContainer(store, instance.id, instance.hostId);
   // Both runners: the new host starts the instance, the old one (if it is alive) removes its copy.
   const name = displayName(instance);
   await announce(store, addChange(addChange(new Map(), to, `${name} moved here from ${instance.hostId}`), instance.hostId, `${name} moved to ${to}`));
@@ -210,20 +232,33 @@ export async function respecInstance(store: Store, id: string, spec: ContainerSp
   if (changed && after) await announce(store, addChange(new Map(), after.hostId, `${displayName(after)} changed (spec ${hash.slice(0, 8)})`));
 }
 
-/** Deletes the instance (its runner then removes the container) and frees what it held on its host. */
-export async function removeInstance(store: Store, instance: Pick<Instance, 'id' | 'hostId'> & Partial<Pick<Instance, 'releaseName' | 'ordinal'>>): Promise<void> {
-  await dropInstance(store, instance);
-  await announce(store, addChange(new Map(), instance.hostId, `removed ${displayName(instance)}`));
+/**
+ * Deletes the instance (its runner then removes the container) and frees what it held on the host it is on now,
+ * which may not be the one the caller saw: the delete is conditional on the version read, and retried.
+ */
+export async function removeInstance(store: Store, instance: Pick<Instance, 'id'>): Promise<void> {
+  const dropped = await dropInstance(store, instance);
+  if (dropped) await announce(store, addChange(new Map(), dropped.hostId, `removed ${displayName(dropped)}`));
 }
 
-async function dropInstance(store: Store, instance: Pick<Instance, 'id' | 'hostId'>): Promise<void> {
-  const held = await getInstance(store, instance.id);
-  await store.remove('instances', instance.id);
-  await unreserve(store, instance.hostId, instance.id);
-  if (held?.ip) {
-    await freeInstanceIp(store, held);
-    await networkChanged(store, `${displayName(held)} removed`);
+async function dropInstance(store: Store, instance: Pick<Instance, 'id'>): Promise<Instance | undefined> {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const current = await getInstance(store, instance.id);
+    if (!current) return undefined;
+    try {
+      await store.remove('instances', current.id, current.seq);
+    } catch (err) {
+      if (err instanceof ConditionFailed) continue;
+      throw err;
+    }
+    await unreserve(store, current.hostId, current.id);
+    if (current.ip) {
+      await freeInstanceIp(store, current);
+      await networkChanged(store, `${displayName(current)} removed`);
+    }
+    return current;
   }
+  throw new ConditionFailed('instances', instance.id);
 }
 
 /**

@@ -2,28 +2,15 @@ import { buildSubgraphSchema } from '@apollo/subgraph';
 import gql from 'graphql-tag';
 import { requireHost, secure, type AccessRules, type Context } from '../../lib/auth';
 import { config } from '../../lib/config';
-import { AppError } from '../../lib/errors';
 import type { SyncRequest } from '../../lib/runner-protocol';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
 import type { Label } from '../../lib/validate';
-import type { PlatformEvent } from '../butler/events';
-import { getContainer } from '../butler/status';
-import { mustGetProduct } from '../panama/products';
+import { getContainer } from './containers';
 import { resolveName, type Endpoint } from './discovery';
 import { runnerSync } from './dispatch';
-import { createJoinToken, drainHost, getHost, labelHost, listHosts, registerHost, revokeHost, setCordoned, setHostExclusive, type RegisterHostInput } from './hosts';
-import { getInstance, HOST_DESIRED_CHANGED, instancesOfHost, instancesOfRelease, networkChanged, type Instance } from './instances';
-
-/** The change a HOST_DESIRED_CHANGED event announced; a host runner may read only those of its own host. */
-async function hostDesiredStateChange(eventId: string, ctx: Context) {
-  const event = await store().get<PlatformEvent>('events', eventId);
-  if (!event || event.kind !== HOST_DESIRED_CHANGED || !event.hostId) return null;
-  if (ctx.principal.kind === 'host' && ctx.principal.hostId !== event.hostId) {
-    throw new AppError('FORBIDDEN', 'a host runner may read only the desired-state changes of its own host');
-  }
-  return { hostId: event.hostId, at: event.at };
-}
+import { createJoinToken, drainHost, getHost, labelHost, listHosts, registerHost, revokeHost, setCordoned, type RegisterHostInput } from './hosts';
+import { getInstance, instancesOfHost, instancesOfRelease, networkChanged, type Instance } from './instances';
 
 async function instancePorts(i: Instance) {
   const observed = (await getContainer(store(), i.id))?.ports ?? [];
@@ -38,7 +25,6 @@ const resolvers = {
     hosts: () => listHosts(store()),
     host: (_: unknown, { id }: { id: string }) => getHost(store(), id),
     instance: (_: unknown, { id }: { id: string }) => getInstance(store(), id),
-    hostDesiredStateChange: (_: unknown, { eventId }: { eventId: string }, ctx: Context) => hostDesiredStateChange(eventId, ctx),
     resolveName: (_: unknown, { name }: { name: string }) => resolveName(store(), name),
   },
   Mutation: {
@@ -50,11 +36,6 @@ const resolvers = {
       return registered;
     },
     labelHost: (_: unknown, { id, labels }: { id: string; labels: Label[] }) => labelHost(store(), id, labels),
-    setHostExclusive: async (_: unknown, { id, product }: { id: string; product?: string | null }) => {
-      if (product) await mustGetProduct(store(), product);
-      return setHostExclusive(store(), id, product ?? null, async (hostId, keep) =>
-        (await instancesOfHost(store(), hostId)).filter((i) => i.product !== keep).map((i) => i.id));
-    },
     drainHost: (_: unknown, { id }: { id: string }) => drainHost(store(), id),
     cordonHost: (_: unknown, { id }: { id: string }) => setCordoned(store(), id, true),
     uncordonHost: (_: unknown, { id }: { id: string }) => setCordoned(store(), id, false),
@@ -84,13 +65,11 @@ const resolvers = {
 
 /** Who may call what (lib/auth.ts): hosts are an admin's business; a runner syncs only with its own host token. */
 export const arkAccess: AccessRules = {
-  Query: { hostDesiredStateChange: 'HOST' },
   Mutation: {
     createJoinToken: 'ADMIN',
     // The join token is its credential, checked by registerHost itself.
     registerHost: 'ANYONE',
     labelHost: 'ADMIN',
-    setHostExclusive: 'ADMIN',
     drainHost: 'ADMIN',
     cordonHost: 'ADMIN',
     uncordonHost: 'ADMIN',

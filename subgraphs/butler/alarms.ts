@@ -1,7 +1,7 @@
 import { conflict, notFound } from '../../lib/errors';
 import { newId } from '../../lib/ids';
 import type { Store, Versioned } from '../../lib/store';
-import { channelsFor } from '../panama/channels';
+import { channelsFor } from '../panama';
 import { paginate, recordEvent, SEVERITY_RANK, type Page, type Severity } from './events';
 
 export type AlarmKind = 'HOST_DOWN' | 'CONTAINER_UNHEALTHY' | 'CONTAINER_RESTARTED' | 'CONTAINER_OOM' | 'CONTAINER_CRASH_LOOP'
@@ -44,7 +44,7 @@ const causeKey = (kind: AlarmKind, cause: string) => `alarm-cause#${kind}#${caus
  */
 export async function raiseAlarm(store: Store, input: RaiseAlarm, channelIds: string[], now = new Date()): Promise<Alarm | undefined> {
   const id = newId('a');
-  if (!(await store.create('claims', { key: causeKey(input.kind, input.cause), alarmId: id }))) return undefined;
+  if (!(await store.create('butlerClaims', { key: causeKey(input.kind, input.cause), alarmId: id }))) return undefined;
   const alarm = (await store.create<Omit<Alarm, 'seq'>>('alarms', {
     id, hostId: null, instanceId: null, releaseId: null, ...input,
     state: 'FIRING', raisedAt: now.toISOString(), acknowledgedAt: null, resolvedAt: null,
@@ -64,10 +64,10 @@ export async function raise(store: Store, alarm: RaiseAlarm, now = new Date()) {
 
 /** Resolves the open alarm of this kind and cause, if any (the cause cleared). */
 export async function resolveAlarm(store: Store, kind: AlarmKind, cause: string, now = new Date()): Promise<Alarm | undefined> {
-  const claim = await store.get<{ alarmId: string }>('claims', causeKey(kind, cause));
+  const claim = await store.get<{ alarmId: string }>('butlerClaims', causeKey(kind, cause));
   if (!claim) return undefined;
   const alarm = await store.mutate<Alarm>('alarms', claim.alarmId, (a) => a && a.state !== 'RESOLVED' ? { ...a, state: 'RESOLVED', resolvedAt: now.toISOString() } : undefined);
-  await store.remove('claims', causeKey(kind, cause));
+  await store.remove('butlerClaims', causeKey(kind, cause));
   if (alarm?.state === 'RESOLVED' && alarm.resolvedAt === now.toISOString()) {
     await recordEvent(store, {
       kind: 'ALARM_RESOLVED', message: `resolved: ${alarm.message}`, severity: 'INFO', alarmId: alarm.id,

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
+import type { NewEvent, Severity } from '../../lib/events';
 import type { Store, Versioned } from '../../lib/store';
 
-export type Severity = 'CRITICAL' | 'WARNING' | 'INFO';
-export const SEVERITY_RANK: Record<Severity, number> = { INFO: 0, WARNING: 1, CRITICAL: 2 };
+export { SEVERITY_RANK, type NewEvent, type Severity } from '../../lib/events';
 
 /**
  * Everything that happened, in one append-only table: container status changes, alarms raised and resolved,
@@ -26,8 +26,6 @@ export interface PlatformEvent extends Versioned {
   progress?: { done: number; total: number } | null;
   published: boolean;
 }
-
-export type NewEvent = Pick<PlatformEvent, 'kind' | 'message'> & Partial<Pick<PlatformEvent, 'severity' | 'hostId' | 'releaseId' | 'instanceId' | 'alarmId' | 'topics' | 'progress'>>;
 
 export async function recordEvent(store: Store, event: NewEvent, now = new Date()): Promise<PlatformEvent> {
   const item = {

@@ -1,11 +1,9 @@
 import type { Store, Versioned } from '../../lib/store';
 import { newId } from '../../lib/ids';
-import { listHosts, type Host } from '../ark/hosts';
-import { instancesOfRelease, type Instance } from '../ark/instances';
-import { listReleases, type Release } from '../panama/releases';
+import { instancesOfRelease, isServing, listContainers, listHosts, type ContainerRecord, type Host, type Instance } from '../ark';
+import { listReleases, type Release } from '../panama';
 import { raise, resolveAlarm } from './alarms';
 import { paginate, SEVERITY_RANK, type Page, type Severity } from './events';
-import { isServing, type ContainerRecord } from './status';
 
 /**
  * Daily inspection (日常巡检): plain checks over what the control plane knows of hosts, instances and releases,
@@ -131,7 +129,7 @@ export const score = (findings: Finding[]) =>
 const causeOf = (f: Finding) => `${f.check}#${f.subject}`;
 
 async function fleetView(store: Store, pollSeconds: number): Promise<FleetView> {
-  const [hosts, releases, containers] = await Promise.all([listHosts(store), listReleases(store), store.scan<ContainerRecord>('containers')]);
+  const [hosts, releases, containers] = await Promise.all([listHosts(store), listReleases(store), listContainers(store)]);
   const instances = (await Promise.all(releases.map((r) => instancesOfRelease(store, r.id)))).flat();
   return { hosts, releases, instances, containers, pollSeconds };
 }
@@ -157,10 +155,10 @@ const SCHEDULE = 'inspection-schedule';
  */
 export async function inspectIfDue(store: Store, intervalHours: number, pollSeconds: number, now = new Date()): Promise<Inspection | undefined> {
   const next = new Date(now.getTime() + intervalHours * 3600_000).toISOString();
-  const schedule = await store.get<{ key: string; nextAt: string } & Versioned>('claims', SCHEDULE);
-  if (!schedule) { await store.create('claims', { key: SCHEDULE, nextAt: next }); return undefined; }
+  const schedule = await store.get<{ key: string; nextAt: string } & Versioned>('butlerClaims', SCHEDULE);
+  if (!schedule) { await store.create('butlerClaims', { key: SCHEDULE, nextAt: next }); return undefined; }
   if (schedule.nextAt > now.toISOString()) return undefined;
-  const won = await store.replace('claims', { ...schedule, nextAt: next }).then(() => true, () => false);
+  const won = await store.replace('butlerClaims', { ...schedule, nextAt: next }).then(() => true, () => false);
   return won ? runInspection(store, 'SCHEDULED', pollSeconds, now) : undefined;
 }
 

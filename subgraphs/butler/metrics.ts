@@ -1,11 +1,9 @@
 import { Gauge } from 'prom-client';
 import { registry } from '../../lib/metrics';
 import type { Store } from '../../lib/store';
-import { listHosts } from '../ark/hosts';
-import { instancesOfRelease } from '../ark/instances';
-import { listReleases } from '../panama/releases';
+import { instancesOfRelease, isServing, listContainers, listHosts } from '../ark';
+import { listReleases } from '../panama';
 import { unpublishedEvents } from './events';
-import { isServing, type ContainerRecord } from './status';
 
 /** Fleet figures for /metrics, read from the store when Prometheus scrapes. */
 const gauge = (name: string, help: string, labelNames: string[]) => new Gauge({ name: `fangzhou_${name}`, help, labelNames, registers: [registry] });
@@ -26,7 +24,7 @@ const g = {
 
 export async function collectFleetMetrics(store: Store, now = new Date()): Promise<void> {
   const [hosts, releases, containers, pending] = await Promise.all([
-    listHosts(store), listReleases(store), store.scan<ContainerRecord>('containers'), unpublishedEvents(store),
+    listHosts(store), listReleases(store), listContainers(store), unpublishedEvents(store),
   ]);
   const instances = (await Promise.all(releases.map((r) => instancesOfRelease(store, r.id)))).flat();
   for (const x of Object.values(g)) x.reset();

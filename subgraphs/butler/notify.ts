@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createTransport, type Transporter } from 'nodemailer';
 import { log } from '../../lib/log';
 import type { Store } from '../../lib/store';
-import { mustGetChannel, scrubTarget, type AlertChannel } from '../panama/channels';
+import { allChannels, mustGetChannel, scrubTarget, type AlertChannel } from '../panama';
 import type { Alarm, Notification } from './alarms';
 import { recordEvent } from './events';
 
@@ -171,7 +171,7 @@ export async function deliverPending(store: Store, now = new Date()): Promise<De
   const due = (await store.scan<Alarm>('alarms')).filter((a) => (a.notifications ?? []).some((n) => isDue(n, now)));
   if (!due.length) return report;
   report.alarms = due.length;
-  const channels = new Map((await store.scan<AlertChannel>('channels')).map((c) => [c.id, c]));
+  const channels = new Map((await allChannels(store)).map((c) => [c.id, c]));
   let next = 0;
   const worker = async () => {
     while (next < due.length) {

@@ -6,17 +6,29 @@ import { store } from '../../lib/store';
 import { acknowledgeAlarm, getAlarm, listAlarms, type Alarm, type AlarmFilter } from './alarms';
 import { listEvents, type EventFilter, type PlatformEvent } from './events';
 import { restart } from './watch';
-import { notFound } from '../../lib/errors';
+import { AppError, notFound } from '../../lib/errors';
 import { config } from '../../lib/config';
 import { getInspection, listInspections, runInspection, type Inspection } from './inspection';
 import { findingCounts, reportHtml, reportMarkdown } from './inspection-report';
-import { getInstance } from '../ark/instances';
-import { containersOfHost, containersOfRelease, generationStatus, getContainer, isFailing, isServing, type ContainerRecord } from './status';
-import { instancesOfRelease } from '../ark/instances';
+import {
+  containersOfHost, containersOfRelease, generationStatus, getContainer, getInstance, HOST_DESIRED_CHANGED, instancesOfRelease, isFailing, isServing,
+  listContainers, type ContainerRecord,
+} from '../ark';
+import { testChannel } from './notify';
+
+/** The change a HOST_DESIRED_CHANGED event announced; a host runner may read only those of its own host. */
+async function hostDesiredStateChange(eventId: string, ctx: Context) {
+  const event = await store().get<PlatformEvent>('events', eventId);
+  if (!event || event.kind !== HOST_DESIRED_CHANGED || !event.hostId) return null;
+  if (ctx.principal.kind === 'host' && ctx.principal.hostId !== event.hostId) {
+    throw new AppError('FORBIDDEN', 'a host runner may read only the desired-state changes of its own host');
+  }
+  return { hostId: event.hostId, at: event.at };
+}
 
 const resolvers = {
   Query: {
-    unhealthyContainers: async () => (await store().scan<ContainerRecord>('containers')).filter(isFailing),
+    unhealthyContainers: async () => (await listContainers(store())).filter(isFailing),
     alarms: (_: unknown, { filter, first, after }: { filter?: AlarmFilter | null; first: number; after?: string | null }) =>
       listAlarms(store(), filter ?? {}, first, after),
     alarm: (_: unknown, { id }: { id: string }) => getAlarm(store(), id),
@@ -27,6 +39,7 @@ const resolvers = {
       const [instance, record] = await Promise.all([getInstance(store(), instanceId), getContainer(store(), instanceId)]);
       return instance ? generationStatus(record, instance.specHash) : null;
     },
+    hostDesiredStateChange: (_: unknown, { eventId }: { eventId: string }, ctx: Context) => hostDesiredStateChange(eventId, ctx),
     inspections: (_: unknown, { first, after }: { first: number; after?: string | null }) => listInspections(store(), first, after),
     inspection: (_: unknown, { id }: { id: string }) => getInspection(store(), id),
     me: (_: unknown, __: unknown, { principal }: Context) => callerOf(principal),
@@ -39,6 +52,7 @@ const resolvers = {
       await restart(store(), instance, 'restartInstance');
       return { __typename: 'Instance', id };
     },
+    testAlertChannel: (_: unknown, { id }: { id: string }) => testChannel(store(), id),
     runInspection: () => runInspection(store(), 'ON_DEMAND', config().runnerPollSeconds),
   },
   Inspection: {
@@ -95,8 +109,10 @@ const resolvers = {
 
 /** Who may call what (lib/auth.ts): operators acknowledge alarms, restart instances and run inspections. */
 export const butlerAccess: AccessRules = {
+  Query: { hostDesiredStateChange: 'HOST' },
   Mutation: {
     runInspection: 'OPERATOR',
+    testAlertChannel: 'ADMIN',
     acknowledgeAlarm: {
       rule: 'OPERATOR',
       target: async ({ id }: { id: string }) => {

@@ -1,7 +1,6 @@
 import type { Store } from '../../lib/store';
-import { getInstance } from '../ark/instances';
+import { getInstance, listContainers } from '../ark';
 import { raise, resolveAlarm } from './alarms';
-import type { ContainerRecord } from './status';
 
 /**
  * Threshold rules on the figures runners report (every 10 s): a container above 90 % of its memory limit for 2
@@ -23,16 +22,16 @@ export function memoryVerdict(usedBytes: number, limitMb: number, highSince: str
 const spellKey = (instanceId: string) => `memory-high#${instanceId}`;
 
 export async function checkMemory(store: Store, now = new Date()): Promise<void> {
-  const containers = (await store.scan<ContainerRecord>('containers')).filter((c) => c.stats);
+  const containers = (await listContainers(store)).filter((c) => c.stats);
   for (const c of containers) {
-    const [instance, spell] = await Promise.all([getInstance(store, c.instanceId), store.get<{ since: string }>('claims', spellKey(c.instanceId))]);
+    const [instance, spell] = await Promise.all([getInstance(store, c.instanceId), store.get<{ since: string }>('butlerClaims', spellKey(c.instanceId))]);
     if (!instance) continue;
     const verdict = memoryVerdict(c.stats!.memoryBytes, instance.spec.memoryMb, spell?.since, now);
     if (verdict === 'OK' && spell) {
-      await store.remove('claims', spellKey(c.instanceId));
+      await store.remove('butlerClaims', spellKey(c.instanceId));
       await resolveAlarm(store, 'MEMORY_HIGH', c.instanceId, now);
     } else if (verdict === 'HIGH_SINCE_NOW') {
-      await store.create('claims', { key: spellKey(c.instanceId), since: now.toISOString() });
+      await store.create('butlerClaims', { key: spellKey(c.instanceId), since: now.toISOString() });
     } else if (verdict === 'ALARM') {
       const mb = Math.round(c.stats!.memoryBytes / 1024 / 1024);
       await raise(store, {

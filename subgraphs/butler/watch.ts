@@ -1,11 +1,9 @@
 import { log } from '../../lib/log';
 import type { Store } from '../../lib/store';
-import { getInstance, respecInstance, type Instance } from '../ark/instances';
-import { getRelease } from '../panama/releases';
-import { isActive } from '../panama/upgrades';
+import { getInstance, isServing, respecInstance, type ContainerRecord, type Instance, type StatusChange } from '../ark';
+import { getRelease, isActive } from '../panama';
 import { raise, resolveAlarm, type AlarmKind } from './alarms';
 import { recordEvent } from './events';
-import { isServing, type ContainerRecord, type StatusChange } from './status';
 
 /**
  * What Butler does with every change a runner reports: record it as an event (the live feed), raise or resolve

@@ -1,12 +1,10 @@
 import { config } from '../../lib/config';
 import { log } from '../../lib/log';
 import type { Store } from '../../lib/store';
-import { getHost, listHosts, markDown, type Host } from '../ark/hosts';
-import { instancesOfHost, migrateInstance, type Instance } from '../ark/instances';
-import { constraintsOf, getRelease } from '../panama/releases';
+import { getContainer, getHost, instancesOfHost, isServing, listHosts, markDown, migrateInstance, type Host, type Instance } from '../ark';
+import { constraintsOf, getRelease } from '../panama';
 import { raise, resolveAlarm } from './alarms';
 import { recordEvent } from './events';
-import { getContainer, isServing } from './status';
 
 
 /**
@@ -51,7 +49,7 @@ async function drainOne(store: Store, host: Host, now: Date) {
 }
 
 async function recentlyMovedFrom(store: Store, hostId: string): Promise<string[]> {
-  const claim = await store.get<{ instanceIds: string[] }>('claims', `drained-from#${hostId}`);
+  const claim = await store.get<{ instanceIds: string[] }>('butlerClaims', `drained-from#${hostId}`);
   return claim?.instanceIds ?? [];
 }
 
@@ -68,11 +66,8 @@ async function move(store: Store, from: Host, instance: Instance, now: Date) {
     }, now);
     return;
   }
-  // The old report describes a container on the host being left; the new host's runner reports the new one.
-  const stale = await getContainer(store, instance.id);
-  if (stale?.hostId === from.id) await store.remove('containers', instance.id);
   if (from.status === 'DRAINING') {
-    await store.mutate<{ key: string; instanceIds: string[]; seq: number }>('claims', `drained-from#${from.id}`,
+    await store.mutate<{ key: string; instanceIds: string[]; seq: number }>('butlerClaims', `drained-from#${from.id}`,
       (c) => ({ key: `drained-from#${from.id}`, instanceIds: [...(c?.instanceIds ?? []), instance.id] }));
   }
   const message = `${instance.releaseName}-${instance.ordinal} moved from ${from.name} (${from.status}) to ${(await getHost(store, to))?.name ?? to}`;

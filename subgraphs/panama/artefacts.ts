@@ -15,7 +15,7 @@ import { stringify } from 'yaml';
 import { AppError, badInput } from '../../lib/errors';
 import { LABELS, type HealthcheckSpec } from '../../lib/runner-protocol';
 import { NETWORK } from '../../runner/plan';
-import { containerName, specHash, type ContainerSpec } from '../ark/instances';
+import { containerName, specHash, type ContainerSpec } from '../ark';
 
 export type ScriptFormat = 'SHELL' | 'COMPOSE';
 export type SummaryFormat = 'CSV' | 'MARKDOWN';

@@ -2,7 +2,7 @@ import { badInput, conflict, notFound } from '../../lib/errors';
 import { newId } from '../../lib/ids';
 import type { Store, Versioned } from '../../lib/store';
 import * as check from '../../lib/validate';
-import { SEVERITY_RANK, type Severity } from '../butler/events';
+import { SEVERITY_RANK, type Severity } from '../../lib/events';
 
 /**
  * Alert channels: where alarms are sent. A WEBHOOK receives a JSON POST, an EMAIL channel gets a mail through the
@@ -119,6 +119,9 @@ export async function mustGetChannel(store: Store, id: string): Promise<AlertCha
   return channel;
 }
 
+/** Every channel, deleted ones (tombstones) too: notifications queued before a deletion still name theirs. */
+export const allChannels = (store: Store) => store.scan<AlertChannel>('channels');
+
 /** Live channels, in name order. */
 export async function listChannels(store: Store): Promise<AlertChannel[]> {
   return (await store.scan<AlertChannel>('channels'))
@@ -148,15 +151,15 @@ export async function createAlertChannel(store: Store, input: AlertChannelInput,
   const channel = channelFromInput(input, newId('ch'), now);
   const taken = () => conflict(`an alert channel named "${channel.name}" already exists; delete it first or choose another name`);
   for (let attempt = 0; ; attempt++) {
-    if (await store.create('claims', { key: nameClaim(channel.name), channelId: channel.id, claimedAt: now.toISOString() })) break;
+    if (await store.create('panamaClaims', { key: nameClaim(channel.name), channelId: channel.id, claimedAt: now.toISOString() })) break;
     if (attempt >= 3) throw taken();
-    const claim = await store.get<NameClaim>('claims', nameClaim(channel.name));
+    const claim = await store.get<NameClaim>('panamaClaims', nameClaim(channel.name));
     if (!claim) continue;
     const holder = await getChannel(store, claim.channelId);
     const abandoned = holder ? Boolean(holder.deletedAt) : now.getTime() - Date.parse(claim.claimedAt) > ABANDONED_CLAIM_MS;
     if (!abandoned) throw taken();
     try {
-      await store.remove('claims', claim.key, claim.seq);
+      await store.remove('panamaClaims', claim.key, claim.seq);
     } catch {
       // Someone else took it over or released it first: look again.
     }
@@ -170,10 +173,10 @@ export async function createAlertChannel(store: Store, input: AlertChannelInput,
 }
 
 async function releaseName(store: Store, name: string, channelId: string) {
-  const claim = await store.get<NameClaim>('claims', nameClaim(name));
+  const claim = await store.get<NameClaim>('panamaClaims', nameClaim(name));
   if (claim?.channelId !== channelId) return;
   try {
-    await store.remove('claims', claim.key, claim.seq);
+    await store.remove('panamaClaims', claim.key, claim.seq);
   } catch {
     // Taken over in between: it is no longer ours to release.
   }

@@ -1,6 +1,6 @@
 import semver from 'semver';
-import { badInput, notFound } from '../../lib/errors';
-import type { Store, Versioned } from '../../lib/store';
+import { badInput, conflict, notFound } from '../../lib/errors';
+import { ConditionFailed, type Store, type Versioned } from '../../lib/store';
 import type { HealthcheckSpec, LifecycleSpec, PortSpec } from '../../lib/runner-protocol';
 import * as check from '../../lib/validate';
 import { sealAll, type SealedVar } from '../../lib/secrets';
@@ -148,11 +148,47 @@ function lifecycleOf(input: Partial<LifecycleSpec> | null | undefined): Lifecycl
   return spec.afterStart || spec.beforeStop || spec.onReplace ? spec : null;
 }
 
-export async function defineProduct(store: Store, input: ProductInput): Promise<Product> {
+/** A release's use of product versions: the one it is on, and the one an upgrade in progress or stopped left behind. */
+export interface VersionUse {
+  name: string;
+  product: string;
+  versions: string[];
+}
+
+/**
+ * Adds a product or replaces its definition. Dropping a version that a release runs is refused, naming the
+ * releases, and writes nothing: their instances could not be respecified, scaled or rolled back any more.
+ */
+export async function defineProduct(store: Store, input: ProductInput, inUse: (product: string) => Promise<VersionUse[]>): Promise<Product> {
   const product = productFromInput(input);
+  const kept = new Set(product.versions.map((v) => v.version));
+  const users = (await inUse(product.name)).flatMap((u) => u.versions.filter((v) => !kept.has(v)).map((v) => ({ ...u, version: v })));
+  if (users.length) {
+    const gone = [...new Set(users.map((u) => u.version))];
+    throw conflict(`cannot remove version${gone.length > 1 ? 's' : ''} ${gone.join(', ')} of ${product.name}: in use by release${users.length > 1 ? 's' : ''} `
+      + `${[...new Set(users.map((u) => `"${u.name}" (${u.version})`))].slice(0, 10).join(', ')}; upgrade or delete them first`);
+  }
   const keepSecrets = input.defaults?.secretEnv == null;
   return (await store.mutate<Product>('products', product.name, (current) =>
     keepSecrets && current?.defaults.secretEnv ? { ...product, defaults: { ...product.defaults, secretEnv: current.defaults.secretEnv } } : product))!;
+}
+
+/** Removes a product; refused while a release uses it or another product depends on it, naming them. */
+export async function deleteProduct(store: Store, name: string, inUse: (product: string) => Promise<VersionUse[]>): Promise<Product> {
+  const product = await mustGetProduct(store, name);
+  const users = await inUse(name);
+  if (users.length) {
+    throw conflict(`product ${name} is used by release${users.length > 1 ? 's' : ''} ${users.slice(0, 10).map((u) => `"${u.name}"`).join(', ')}; delete them first`);
+  }
+  const dependants = (await listProducts(store)).filter((p) => p.dependencies.some((d) => d.product === name));
+  if (dependants.length) throw conflict(`product ${name} is a dependency of ${dependants.map((p) => p.name).join(', ')}; change or delete those first`);
+  try {
+    await store.remove('products', name, product.seq);
+  } catch (err) {
+    if (err instanceof ConditionFailed) throw conflict(`product ${name} was redefined meanwhile; look at it again before deleting it`);
+    throw err;
+  }
+  return product;
 }
 
 export const getProduct = (store: Store, name: string) => store.get<Product>('products', name);

@@ -1,20 +1,20 @@
 import semver from 'semver';
 import { badInput, conflict, notFound } from '../../lib/errors';
-import { newId } from '../../lib/ids';
+import { claim, dropClaim, olderThanLease } from '../../lib/claims';
+import { hashJson, newId } from '../../lib/ids';
 import type { Store, Versioned } from '../../lib/store';
 import { config } from '../../lib/config';
 import type { PullProgress } from '../../lib/runner-protocol';
 import * as check from '../../lib/validate';
 import { mergeSealed, sealAll, type SealedVar } from '../../lib/secrets';
 import {
-  instanceId, instancesOfRelease, placeInstances, removeInstance, respecInstance, type ContainerSpec, type Instance, type PlacementConstraints, type UnplacedInstance,
-} from '../ark/instances';
-import { pinImage, type PinnedImage } from '../ark/images';
-import { containersOfRelease, isFailing, isServing, type ContainerRecord } from '../butler/status';
+  checkPlacement, containersOfRelease, instanceId, instancesOfRelease, isFailing, isServing, pinImage, placeInstances, removeInstance,
+  type ContainerRecord, type ContainerSpec, type Instance, type PinnedImage, type PlacementConstraints, type UnplacedInstance,
+} from '../ark';
 import { resolveDependencies } from './dependencies';
 import { renderTemplates, templateContext } from './templates';
-import type { UpgradeRecord } from './upgrades';
-import { latestVersion, listProducts, mustGetProduct, type Product } from './products';
+import { isActive, type UpgradeRecord } from './upgrades';
+import { latestVersion, listProducts, mustGetProduct, type Product, type VersionUse } from './products';
 
 export type ReleaseStatus = 'PENDING' | 'DEPLOYING' | 'RUNNING' | 'DEGRADED' | 'UPGRADING' | 'ROLLING_BACK' | 'FAILED' | 'DELETING';
 
@@ -163,11 +163,18 @@ export function unplacedInstances(release: Omit<Release, 'seq'>, product: Produc
   }));
 }
 
-/** Gives every instance the spec the release now implies (after a config change or a change of peers). */
-async function respecAll(store: Store, release: Release, product: Product) {
-  for (const instance of await instancesOfRelease(store, release.id)) {
-    await respecInstance(store, instance.id, { ...instanceSpec(release, product, instance.ordinal), ...(instance.spec.generation ? { generation: instance.spec.generation } : {}) });
-  }
+/**
+ * The spec an existing instance should have now: the release's env, resources and peers, on the version the
+ * instance runs (only an upgrade or a rollback moves an instance to another version, batch by batch), keeping the
+ * generation a restart gave it.
+ */
+export function desiredSpec(release: Release, product: Product, instance: Pick<Instance, 'ordinal' | 'spec'>): ContainerSpec {
+  const version = product.versions.find((v) => v.image === instance.spec.image)?.version ?? release.version;
+  return {
+    ...instanceSpec({ ...release, version }, product, instance.ordinal),
+    image: instance.spec.image,
+    ...(instance.spec.generation ? { generation: instance.spec.generation } : {}),
+  };
 }
 
 export const constraintsOf = (release: Pick<Release, 'placement'>): PlacementConstraints => release.placement;
@@ -176,32 +183,29 @@ export const constraintsOf = (release: Pick<Release, 'placement'>): PlacementCon
 /**
  * Creates a release and places its instances. With dependencies, the ones without a suitable release are deployed
  * too (dependencies first) and every release waits, PENDING, until what it depends on runs; the reconciler then
- * places it. Names are claimed first (two deploys of one name cannot both win) and every step is undone when one
- * fails, so a rejected deploy leaves nothing behind. A retry with the same idempotency key returns the first release.
+ * places it. The idempotency key and then the names are claimed first (two deploys cannot both win either) and every
+ * step is undone when one fails, so a rejected deploy leaves nothing behind. A retry with the same idempotency key
+ * and the same input returns the first release, also while that one is still being written; other input is a
+ * CONFLICT.
  */
 export async function deploy(store: Store, input: DeployInput, now = new Date()): Promise<Release> {
-  if (input.idempotencyKey) {
-    const earlier = await store.get<{ releaseId: string }>('claims', `deploy-key#${input.idempotencyKey}`);
-    if (earlier) {
-      const release = await getRelease(store, earlier.releaseId);
-      if (release && release.name !== input.name) throw conflict(`idempotencyKey "${input.idempotencyKey}" was already used to deploy release "${release.name}"`);
-      if (release) return release;
-    }
-  }
   const product = await mustGetProduct(store, input.product);
   const main = releaseFromInput(input, product, newId('r'), now);
-  const plan = product.dependencies.length
-    ? await planDependencies(store, main, input.withDependencies ?? false, now)
-    : [{ release: main, product }];
-
-  // Pinned before anything is written: an image the registry lacks refuses the deploy and leaves nothing behind.
-  for (const entry of plan) entry.release = withPin(entry.release, await pinVersion(entry.product, entry.release.version));
+  const fingerprint = hashJson({ ...desiredOf(main), withDependencies: Boolean(input.withDependencies) });
+  if (main.idempotencyKey) {
+    const earlier = await claimDeployKey(store, main, fingerprint);
+    if (earlier) return earlier;
+  }
   const written: Omit<Release, 'seq'>[] = [];
   try {
+    const plan = product.dependencies.length
+      ? await planDependencies(store, main, input.withDependencies ?? false, now)
+      : [{ release: main, product }];
+    // Pinned before anything is written: an image the registry lacks refuses the deploy and leaves nothing behind.
+    for (const entry of plan) entry.release = withPin(entry.release, await pinVersion(entry.product, entry.release.version));
     for (const { release, product: p } of plan) {
       await claimName(store, release);
       written.push(release);
-      if (release.idempotencyKey) await store.create('claims', { key: `deploy-key#${release.idempotencyKey}`, releaseId: release.id });
       await store.create('releases', release);
       if (release.phase === 'ACTIVE') {
         await placeInstances(store, unplacedInstances(release, p, ordinalsUpTo(release.replicas), now), constraintsOf(release), now);
@@ -209,6 +213,7 @@ export async function deploy(store: Store, input: DeployInput, now = new Date())
     }
   } catch (err) {
     for (const release of written.reverse()) await discard(store, release);
+    if (main.idempotencyKey) await dropClaim<KeyClaim>(store, 'panamaClaims', deployKey(main.idempotencyKey), (c) => c.releaseId === main.id);
     throw err;
   }
   return (await getRelease(store, main.id))!;
@@ -225,20 +230,53 @@ const withPin = (release: Omit<Release, 'seq'>, pin: PinnedImage): Omit<Release,
   revisions: release.revisions.map((r) => ({ ...r, ...pin })),
 });
 
+
+interface KeyClaim { key: string; releaseId: string; fingerprint: string; claimedAt: string }
+interface NameClaim { key: string; releaseId: string; claimedAt?: string }
+const deployKey = (key: string) => `deploy-key#${key}`;
+const nameKey = (name: string) => `release-name#${name}`;
+
+/** What a deploy asked for, without what each attempt makes up (id, times): equal for a retry of one request. */
+const desiredOf = (r: Omit<Release, 'seq'>) =>
+  ({ name: r.name, product: r.product, version: r.version, replicas: r.replicas, resources: r.resources, placement: r.placement, env: r.env });
+
+/**
+ * Claims the deploy's idempotency key, or answers the release an earlier deploy with that key made. A deploy with
+ * the key still in progress is waited for; one that crashed (its claim is older than the lease and no release came
+ * of it) is taken over.
+ */
+async function claimDeployKey(store: Store, main: Omit<Release, 'seq'>, fingerprint: string): Promise<Release | undefined> {
+  const key = main.idempotencyKey!;
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const outcome = await claim<KeyClaim>(store, 'panamaClaims', { key: deployKey(key), releaseId: main.id, fingerprint, claimedAt: new Date().toISOString() },
+      async (holder) => olderThanLease(holder.claimedAt) && !(await getRelease(store, holder.releaseId)));
+    if (outcome.won) return undefined;
+    const holder = outcome.holder;
+    if (holder.fingerprint !== fingerprint) {
+      const earlier = await getRelease(store, holder.releaseId);
+      throw conflict(`idempotencyKey "${key}" was already used for a different deploy${earlier ? ` (release "${earlier.name}")` : ''}; use a new key for a new request`);
+    }
+    const earlier = await getRelease(store, holder.releaseId);
+    if (earlier) return earlier;
+    if (Date.now() > deadline) throw conflict(`a deploy with idempotencyKey "${key}" is still in progress; retry in a moment`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Claims the release's name; a claim left by a crashed deploy or deletion (no release, older than the lease) is taken over. */
 async function claimName(store: Store, release: Pick<Release, 'id' | 'name'>) {
-  const key = `release-name#${release.name}`;
-  if (await store.create('claims', { key, releaseId: release.id })) return;
-  const other = await store.get<{ releaseId: string }>('claims', key);
-  throw conflict(`a release named "${release.name}" already exists (${other?.releaseId}); delete it first or choose another name`);
+  const outcome = await claim<NameClaim>(store, 'panamaClaims', { key: nameKey(release.name), releaseId: release.id, claimedAt: new Date().toISOString() },
+    async (holder) => olderThanLease(holder.claimedAt) && !(await getRelease(store, holder.releaseId)));
+  if (outcome.won) return;
+  throw conflict(`a release named "${release.name}" already exists (${outcome.holder.releaseId}); delete it first or choose another name`);
 }
 
 /** Undoes a deploy step by step; each step is harmless when the thing it removes was never written. */
 async function discard(store: Store, release: Omit<Release, 'seq'>) {
   for (const instance of await instancesOfRelease(store, release.id)) await removeInstance(store, instance);
   await store.remove('releases', release.id);
-  if (release.idempotencyKey) await store.remove('claims', `deploy-key#${release.idempotencyKey}`);
-  const claim = await store.get<{ releaseId: string }>('claims', `release-name#${release.name}`);
-  if (claim?.releaseId === release.id) await store.remove('claims', `release-name#${release.name}`);
+  await dropClaim<NameClaim>(store, 'panamaClaims', nameKey(release.name), (c) => c.releaseId === release.id);
 }
 
 /**
@@ -266,13 +304,21 @@ async function planDependencies(store: Store, main: Omit<Release, 'seq'>, withDe
     if (!withDependencies) {
       throw badInput(`${main.product} needs ${product.name} ${ranges.join(' and ')}, which has no release; deploy it first or pass withDependencies: true`, 'withDependencies');
     }
-    const taken = existing.some((r) => r.name === product.name) || (await store.get('claims', `release-name#${product.name}`));
+    const taken = existing.some((r) => r.name === product.name) || (await store.get('panamaClaims', nameKey(product.name)));
     const name = taken ? `${main.name}-${product.name}`.slice(0, 40).replace(/-+$/, '') : product.name;
     const release = releaseFromInput({ name, product: product.name, version }, product, newId('r'), now);
     plan.push({ release: { ...release, dependsOn, phase: dependsOn.length ? 'WAITING' : 'ACTIVE' }, product });
     releaseOf.set(product.name, release.id);
   }
   return plan;
+}
+
+/** The versions of a product that releases (not being deleted) run or are moving between. */
+export async function versionsInUse(store: Store, product: string): Promise<VersionUse[]> {
+  return (await listReleases(store)).filter((r) => r.product === product && r.phase !== 'DELETING').map((r) => {
+    const moving = r.upgrade && !['SUCCEEDED', 'ROLLED_BACK'].includes(r.upgrade.state) ? [r.upgrade.fromVersion, r.upgrade.toVersion] : [];
+    return { name: r.name, product, versions: [...new Set([r.version, ...moving])] };
+  });
 }
 
 export const getRelease = (store: Store, id: string) => store.get<Release>('releases', id);
@@ -294,51 +340,73 @@ const addRevision = (r: Release, reason: string, now: Date): Pick<Release, 'revi
   return { revision: r.revision + 1, revisions: [...r.revisions, { revision: r.revision + 1, version: r.version, createdAt: now.toISOString(), reason, ...pin }] };
 };
 
-const mustBeChangeable = (release: Release) => {
-  if (release.phase === 'DELETING') throw conflict(`release "${release.name}" is being deleted`);
-};
+/**
+ * Why the release cannot take this change now, naming what is in progress; null when it can. Checked on the version
+ * that is written, so two changes racing serialize: the second sees the first.
+ */
+export function changeBlocked(release: Release, change: string): string | null {
+  if (release.phase === 'DELETING') return `cannot ${change} release "${release.name}": it is being deleted`;
+  const u = release.upgrade;
+  if (isActive(u)) {
+    const what = u!.kind === 'ROLLBACK' || u!.state === 'ROLLING_BACK' ? 'rolled back' : 'upgraded';
+    return `cannot ${change} release "${release.name}": it is being ${what} to ${u!.state === 'ROLLING_BACK' ? u!.fromVersion : u!.toVersion}`
+      + ` (${u!.done.length} of ${release.replicas} done${u!.state === 'PAUSED' ? ', paused' : ''}); wait until it ends`;
+  }
+  return null;
+}
 
 /**
- * Scales a release. Growing places the new instances first (all or none, so a refusal changes nothing); shrinking
- * records the new count first and then removes the highest ordinals. Each call that changes the count is a revision.
+ * The one way a release's desired state changes: a conditional write at the version read (store.mutate re-reads
+ * and re-applies on a lost race). `apply` throws to refuse, or returns undefined when nothing changes.
+ */
+export async function changeRelease(store: Store, id: string, change: string, apply: (r: Release) => Omit<Release, 'seq'> | undefined): Promise<Release> {
+  const after = await store.mutate<Release>('releases', id, (r) => {
+    if (!r) throw notFound('release', id);
+    const blocked = changeBlocked(r, change);
+    if (blocked) throw conflict(blocked);
+    return apply(r);
+  });
+  return after!;
+}
+
+/**
+ * Scales a release: the new count is desired state, and the reconciler places or removes instances to match
+ * (highest ordinals first). Growing is refused, writing nothing, when the new instances cannot be placed now.
+ * Each call that changes the count is a revision.
  */
 export async function scaleRelease(store: Store, id: string, replicas: number, now = new Date()): Promise<Release> {
   check.intInRange(replicas, 'replicas', 0, MAX_REPLICAS);
   const release = await mustGetRelease(store, id);
-  mustBeChangeable(release);
-  const instances = await instancesOfRelease(store, id);
-  const ordinals = new Set(instances.map((i) => i.ordinal));
-  const missing = ordinalsUpTo(replicas).filter((n) => !ordinals.has(n));
+  const blocked = changeBlocked(release, 'scale');
+  if (blocked) throw conflict(blocked);
   const product = await mustGetProduct(store, release.product);
-  if (missing.length && release.phase === 'ACTIVE') {
-    await placeInstances(store, unplacedInstances({ ...release, replicas }, product, missing, now), constraintsOf(release), now);
+  if (release.phase === 'ACTIVE' && replicas > release.replicas) {
+    const placed = new Set((await instancesOfRelease(store, id)).map((i) => i.ordinal));
+    const missing = ordinalsUpTo(replicas).filter((n) => !placed.has(n));
+    await checkPlacement(store, unplacedInstances({ ...release, replicas }, product, missing, now), constraintsOf(release));
   }
-  const scaled = (await store.mutate<Release>('releases', id, (r) => r && r.replicas !== replicas
-    ? { ...r, replicas, ...addRevision(r, `scale ${r.replicas} → ${replicas}`, now) }
-    : undefined))!;
-  for (const extra of instances.filter((i) => i.ordinal >= replicas).reverse()) await removeInstance(store, extra);
-  // Config files that list peers change with the count: the remaining instances get them (and are recreated).
-  if (product.configTemplates.length) await respecAll(store, scaled, product);
-  return scaled;
-}
-
-/** New env for the release: a revision, and every instance gets the new spec (its runner recreates the container). */
-export async function configureRelease(store: Store, id: string, env: { name: string; value: string }[], now = new Date()): Promise<Release> {
-  const release = await mustGetRelease(store, id);
-  mustBeChangeable(release);
-  const product = await mustGetProduct(store, release.product);
-  const secret = new Set((release.secretEnv ?? []).map((v) => v.name));
-  const merged = mergeEnv(product, env).filter((e) => !secret.has(e.name));
-  const same = JSON.stringify(merged) === JSON.stringify(release.env);
-  const updated = same ? release : (await store.mutate<Release>('releases', id, (r) => r && { ...r, env: merged, ...addRevision(r, 'config change', now) }))!;
-  await respecAll(store, updated, product);
-  return updated;
+  return changeRelease(store, id, 'scale', (r) => r.replicas === replicas ? undefined
+    : { ...r, replicas, ...addRevision(r, `scale ${r.replicas} → ${replicas}`, now) });
 }
 
 /**
- * Marks the release DELETING and removes its instances; each host runner then removes the containers, and the
- * release itself disappears once no container of it is reported (see finishDeletions). Calling it again is fine.
- * A release that others depend on stays until they are deleted.
+ * New env for the release: a revision, and the reconciler gives every instance the new spec (its runner recreates
+ * the container). Refused during an upgrade, which would otherwise change every instance at once.
+ */
+export async function configureRelease(store: Store, id: string, env: { name: string; value: string }[], now = new Date()): Promise<Release> {
+  const release = await mustGetRelease(store, id);
+  const product = await mustGetProduct(store, release.product);
+  // Secret values stay in secretEnv; env never carries a name that is secret.
+  const secret = new Set((release.secretEnv ?? []).map((v) => v.name));
+  const merged = mergeEnv(product, env).filter((e) => !secret.has(e.name));
+  return changeRelease(store, id, 'configure', (r) => JSON.stringify(merged) === JSON.stringify(r.env) ? undefined
+    : { ...r, env: merged, ...addRevision(r, 'config change', now) });
+}
+
+/**
+ * Marks the release DELETING; the reconciler removes its instances, each host runner then removes the containers,
+ * and the release itself disappears once no container of it is reported (see finishDeletions). Calling it again is
+ * fine; it stops an upgrade in progress. A release that others depend on stays until they are deleted.
  */
 export async function deleteRelease(store: Store, id: string): Promise<Release> {
   const existing = await mustGetRelease(store, id);
@@ -346,11 +414,8 @@ export async function deleteRelease(store: Store, id: string): Promise<Release> 
   if (dependants.length) {
     throw conflict(`release "${existing.name}" is needed by ${dependants.map((d) => `"${d.name}"`).join(', ')}; delete those first`);
   }
-  const release = existing.phase === 'DELETING'
-    ? existing
-    : (await store.mutate<Release>('releases', id, (r) => r && { ...r, phase: 'DELETING' }))!;
-  for (const instance of await instancesOfRelease(store, id)) await removeInstance(store, instance);
-  await finishDeletions(store, [id]);
+  const release = await store.mutate<Release>('releases', id, (r) => r && r.phase !== 'DELETING' ? { ...r, phase: 'DELETING' } : undefined);
+  if (!release) throw notFound('release', id);
   return release;
 }
 
@@ -362,8 +427,8 @@ export async function finishDeletions(store: Store, releaseIds: Iterable<string>
     const [instances, containers] = await Promise.all([instancesOfRelease(store, id), containersOfRelease(store, id)]);
     if (instances.length || containers.length) continue;
     await store.remove('releases', id);
-    await store.remove('claims', `release-name#${release.name}`);
-    if (release.idempotencyKey) await store.remove('claims', `deploy-key#${release.idempotencyKey}`);
+    await dropClaim<NameClaim>(store, 'panamaClaims', nameKey(release.name), (c) => c.releaseId === id);
+    if (release.idempotencyKey) await dropClaim<KeyClaim>(store, 'panamaClaims', deployKey(release.idempotencyKey), (c) => c.releaseId === id);
   }
 }
 

@@ -4,19 +4,18 @@ import { actor, secure, type AccessRules, type Context } from '../../lib/auth';
 import { createApiKey, listApiKeys, revokeApiKey, type ApiKeyInput } from '../../lib/apikeys';
 import { auditHead, listAudit, type AuditFilter } from '../../lib/audit';
 import { kick } from '../../lib/kick';
+import { log } from '../../lib/log';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
-import { defineProduct, getProduct, listProducts, mustGetProduct, type Product, type ProductInput } from './products';
+import { defineProduct, deleteProduct, getProduct, listProducts, mustGetProduct, type Product, type ProductInput } from './products';
 import { openAll } from '../../lib/secrets';
-import { listHosts } from '../ark/hosts';
-import { instancesOfRelease, type Instance } from '../ark/instances';
-import type { ContainerRecord } from '../butler/status';
+import { instancesOfHost, instancesOfRelease, listContainers, listHosts, listInstances, setHostExclusive } from '../ark';
 import { configSummary, deploymentScript, summaryRows } from './artefacts';
 import { resolveDependencies } from './dependencies';
+import { reconcileRelease } from './reconcile';
 import { rollbackRelease, setPaused, startUpgrade, type UpgradeStrategy } from './upgrades';
-import { configureRelease, deleteRelease, deploy, getRelease, listReleases, mustGetRelease, scaleRelease, statusOf, type DeployInput, type Release } from './releases';
+import { configureRelease, deleteRelease, deploy, getRelease, listReleases, mustGetRelease, scaleRelease, statusOf, versionsInUse, type DeployInput, type Release } from './releases';
 import { createAlertChannel, deleteAlertChannel, displayTarget, getChannel, listChannels, type AlertChannel, type AlertChannelInput } from './channels';
-import { testChannel } from '../butler/notify';
 
 // status and statusMessage come from one look at the instances, shared by both fields of the same release object.
 const statuses = new WeakMap<Release, ReturnType<typeof statusOf>>();
@@ -25,11 +24,19 @@ const status = (r: Release) => {
   return statuses.get(r)!;
 };
 
-/** Desired state changed: the reconciler runs now instead of at its next tick (it still would, if the kick is lost). */
-async function kickingReconciler<T>(change: Promise<T>): Promise<T> {
-  const result = await change;
+/**
+ * A release's desired state changed: its instances follow now rather than at the next tick. A failure here does not
+ * fail the request, whose change is written: the tick converges what this could not.
+ */
+async function converging(change: Promise<Release>): Promise<Release> {
+  const release = await change;
+  try {
+    await reconcileRelease(store(), release.id);
+  } catch (err) {
+    log.warn({ releaseId: release.id, err: err instanceof Error ? err.message : String(err) }, 'could not converge the release now; the tick will');
+  }
   await kick('reconcile');
-  return result;
+  return (await getRelease(store(), release.id)) ?? release;
 }
 
 const resolvers = {
@@ -55,25 +62,35 @@ const resolvers = {
     },
     configSummary: async (_: unknown, { format }: { format: 'CSV' | 'MARKDOWN' }) => {
       const [releases, instances, hosts, containers] = await Promise.all([
-        listReleases(store()), store().scan<Instance>('instances'), listHosts(store()), store().scan<ContainerRecord>('containers'),
+        listReleases(store()), listInstances(store()), listHosts(store()), listContainers(store()),
       ]);
       return configSummary(format, summaryRows({ releases, instances, hosts, containers }));
     },
   },
   Mutation: {
-    defineProduct: (_: unknown, { input }: { input: ProductInput }) => defineProduct(store(), input),
-    deploy: (_: unknown, { input }: { input: DeployInput }) => kickingReconciler(deploy(store(), input)),
-    configureRelease: (_: unknown, { id, env }: { id: string; env: { name: string; value: string }[] }) => configureRelease(store(), id, env),
+    defineProduct: (_: unknown, { input }: { input: ProductInput }) => defineProduct(store(), input, (name) => versionsInUse(store(), name)),
+    deleteProduct: (_: unknown, { name }: { name: string }) => deleteProduct(store(), name, (product) => versionsInUse(store(), product)),
+    // A deploy places its instances itself; a release waiting for dependencies is the reconciler's.
+    deploy: async (_: unknown, { input }: { input: DeployInput }) => {
+      const release = await deploy(store(), input);
+      await kick('reconcile');
+      return release;
+    },
+    configureRelease: (_: unknown, { id, env }: { id: string; env: { name: string; value: string }[] }) => converging(configureRelease(store(), id, env)),
     upgradeRelease: (_: unknown, { id, version, strategy }: { id: string; version: string; strategy?: UpgradeStrategy | null }) =>
-      kickingReconciler(startUpgrade(store(), id, version, strategy ?? {})),
-    rollbackRelease: (_: unknown, { id, revision }: { id: string; revision: number }) => kickingReconciler(rollbackRelease(store(), id, revision)),
+      converging(startUpgrade(store(), id, version, strategy ?? {})),
+    rollbackRelease: (_: unknown, { id, revision }: { id: string; revision: number }) => converging(rollbackRelease(store(), id, revision)),
     pauseUpgrade: (_: unknown, { id }: { id: string }) => setPaused(store(), id, true),
-    resumeUpgrade: (_: unknown, { id }: { id: string }) => kickingReconciler(setPaused(store(), id, false)),
-    scaleRelease: (_: unknown, { id, replicas }: { id: string; replicas: number }) => scaleRelease(store(), id, replicas),
-    deleteRelease: (_: unknown, { id }: { id: string }) => deleteRelease(store(), id),
+    resumeUpgrade: (_: unknown, { id }: { id: string }) => converging(setPaused(store(), id, false)),
+    scaleRelease: (_: unknown, { id, replicas }: { id: string; replicas: number }) => converging(scaleRelease(store(), id, replicas)),
+    deleteRelease: (_: unknown, { id }: { id: string }) => converging(deleteRelease(store(), id)),
     createAlertChannel: (_: unknown, { input }: { input: AlertChannelInput }) => createAlertChannel(store(), input),
     deleteAlertChannel: (_: unknown, { id }: { id: string }) => deleteAlertChannel(store(), id),
-    testAlertChannel: (_: unknown, { id }: { id: string }) => testChannel(store(), id),
+    setHostExclusive: async (_: unknown, { id, product }: { id: string; product?: string | null }) => {
+      if (product) await mustGetProduct(store(), product);
+      return setHostExclusive(store(), id, product ?? null, async (hostId, keep) =>
+        (await instancesOfHost(store(), hostId)).filter((i) => i.product !== keep).map((i) => i.id));
+    },
     createApiKey: (_: unknown, { input }: { input: ApiKeyInput }, ctx: Context) => createApiKey(store(), input, actor(ctx)),
     revokeApiKey: (_: unknown, { id }: { id: string }) => revokeApiKey(store(), id),
     revealSecretEnv: async (_: unknown, { releaseId }: { releaseId: string }) => openAll((await mustGetRelease(store(), releaseId)).secretEnv),
@@ -108,6 +125,7 @@ export const panamaAccess: AccessRules = {
   Query: { apiKeys: 'ADMIN', auditLog: 'ADMIN', auditHead: 'ADMIN' },
   Mutation: {
     defineProduct: { rule: 'ADMIN', target: ({ input }: { input: { name: string } }) => ({ product: input?.name }) },
+    deleteProduct: { rule: 'ADMIN', target: ({ name }: { name: string }) => ({ product: name }) },
     deploy: { rule: 'OPERATOR', target: ({ input }: { input: { product: string } }) => ({ product: input?.product }) },
     scaleRelease: { rule: 'OPERATOR', target: releaseTarget },
     configureRelease: { rule: 'OPERATOR', target: releaseTarget },
@@ -118,7 +136,7 @@ export const panamaAccess: AccessRules = {
     deleteRelease: { rule: 'OPERATOR', target: releaseTarget },
     createAlertChannel: 'ADMIN',
     deleteAlertChannel: 'ADMIN',
-    testAlertChannel: 'ADMIN',
+    setHostExclusive: 'ADMIN',
     createApiKey: 'ADMIN',
     revokeApiKey: 'ADMIN',
     revealSecretEnv: { rule: 'ADMIN', target: ({ releaseId }: { releaseId: string }) => releaseTarget({ id: releaseId }) },

@@ -1,13 +1,13 @@
 import { badInput, conflict } from '../../lib/errors';
 import type { Store } from '../../lib/store';
 import * as check from '../../lib/validate';
-import { instancesOfRelease, respecInstance, specHash, type Instance } from '../ark/instances';
-import { raise } from '../butler/alarms';
-import { recordEvent } from '../butler/events';
-import { containersOfRelease, isFailing, isServing, type ContainerRecord } from '../butler/status';
+import {
+  containersOfRelease, instancesOfRelease, isFailing, isServing, respecInstance, specHash, type ContainerRecord, type Instance,
+} from '../ark';
+import { panamaHooks } from './hooks';
 import { mustGetProduct } from './products';
-import type { PinnedImage } from '../ark/images';
-import { getRelease, instanceSpec, mustGetRelease, pinVersion, type Release } from './releases';
+import type { PinnedImage } from '../ark';
+import { changeBlocked, changeRelease, getRelease, instanceSpec, mustGetRelease, pinVersion, type Release } from './releases';
 
 /**
  * Rolling upgrades and rollbacks as state in the release item, advanced one step per reconcile tick: killing any
@@ -53,7 +53,7 @@ export const isActive = (u: UpgradeRecord | null | undefined) => Boolean(u && AC
 
 const topic = (releaseId: string) => [`release:${releaseId}`];
 const progressEvent = (store: Store, release: Release, kind: string, message: string, done: number, severity: 'INFO' | 'WARNING' | 'CRITICAL' = 'INFO', instanceId: string | null = null, now = new Date()) =>
-  recordEvent(store, { kind, message, severity, releaseId: release.id, instanceId, topics: topic(release.id), progress: { done, total: release.replicas } }, now);
+  panamaHooks.emit('event', store, { kind, message, severity, releaseId: release.id, instanceId, topics: topic(release.id), progress: { done, total: release.replicas } }, now);
 
 /**
  * Starts an upgrade (or, with kind ROLLBACK, a return to an earlier version); refused while another one runs. An
@@ -63,9 +63,10 @@ const progressEvent = (store: Store, release: Release, kind: string, message: st
 export async function startUpgrade(store: Store, id: string, version: string, strategy: UpgradeStrategy = {}, kind: UpgradeRecord['kind'] = 'UPGRADE', now = new Date(), pinned?: PinnedImage): Promise<Release> {
   const release = await mustGetRelease(store, id);
   const product = await mustGetProduct(store, release.product);
-  if (release.phase === 'DELETING') throw conflict(`release "${release.name}" is being deleted`);
+  const change = kind === 'UPGRADE' ? 'upgrade' : 'roll back';
+  const blocked = changeBlocked(release, change);
+  if (blocked) throw conflict(blocked);
   if (release.phase === 'WAITING') throw conflict(`release "${release.name}" is not placed yet (waiting for its dependencies)`);
-  if (isActive(release.upgrade)) throw conflict(`release "${release.name}" is already being ${release.upgrade!.kind === 'ROLLBACK' ? 'rolled back' : 'upgraded'} to ${release.upgrade!.toVersion}; pause it, or wait until it ends`);
   if (!product.versions.some((v) => v.version === version)) {
     throw badInput(`product ${product.name} has no version "${version}"; available: ${product.versions.map((v) => v.version).join(', ')}`, 'version');
   }
@@ -85,16 +86,14 @@ export async function startUpgrade(store: Store, id: string, version: string, st
   };
   const reason = kind === 'UPGRADE' ? `upgrade ${release.version} → ${version}` : `rollback ${release.version} → ${version}`;
   const pin = pinned ?? await pinVersion(product, version);
-  const updated = (await store.mutate<Release>('releases', id, (r) => {
-    if (!r) return undefined;
-    if (isActive(r.upgrade)) throw conflict(`release "${r.name}" is already being upgraded`);
+  const updated = await changeRelease(store, id, change, (r) => {
     const { [version]: _, ...otherDigests } = r.imageDigests ?? {};
     return {
       ...r, version, upgrade: record, revision: r.revision + 1,
       imageDigests: pin.imageDigest ? { ...otherDigests, [version]: pin.imageDigest } : otherDigests,
       revisions: [...r.revisions, { revision: r.revision + 1, version, createdAt: now.toISOString(), reason, ...pin }],
     };
-  }))!;
+  });
   await progressEvent(store, updated, kind === 'UPGRADE' ? 'UPGRADE_STARTED' : 'ROLLBACK_STARTED', `${reason}, ${record.maxUnavailable} at a time`, 0, 'INFO', null, now);
   return updated;
 }
@@ -158,10 +157,8 @@ async function step(store: Store, release: Release, now: Date): Promise<boolean>
     if (u.state === 'RUNNING' && u.autoRollback) {
       await save({ state: 'ROLLING_BACK', batch: [], batchStartedAt: null, done: [], message: `rolling back: ${why}`, reason: why, failedVersion: u.toVersion }, { version: u.fromVersion });
       await progressEvent(store, release, 'ROLLBACK_STARTED', `rolling back to ${u.fromVersion}: ${why}`, 0, 'WARNING', null, now);
-      await raise(store, {
-        kind: 'UPGRADE_ROLLED_BACK', severity: 'WARNING', cause: `release:${release.id}:${u.startedAt}`, releaseId: release.id,
-        message: `upgrade of ${release.name} to ${u.toVersion} failed its health gate (${why}); rolled back to ${u.fromVersion}`,
-      }, now);
+      await panamaHooks.emit('upgradeRolledBack', store, release, `release:${release.id}:${u.startedAt}`,
+        `upgrade of ${release.name} to ${u.toVersion} failed its health gate (${why}); rolled back to ${u.fromVersion}`, now);
       return true;
     }
     await save({ state: 'FAILED', finishedAt: now.toISOString(), message: why, reason: why });

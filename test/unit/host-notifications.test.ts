@@ -17,6 +17,8 @@ import {
   type ContainerSpec, type Instance, type PlacementConstraints, type UnplacedInstance,
 } from '../../subgraphs/ark/instances';
 import type { PlatformEvent } from '../../subgraphs/butler/events';
+// Loading the platform registers Butler's hooks: Ark reports its notices, Butler records them as events.
+import '../../subgraphs';
 
 /**
  * Push notices for runners: which events Ark writes when a host's desired containers change, and how a host

@@ -1,5 +1,5 @@
 import type { Instance } from '../../subgraphs/ark/instances';
-import { generationStatus, type ContainerRecord } from '../../subgraphs/butler/status';
+import { generationStatus, type ContainerRecord } from '../../subgraphs/ark/containers';
 import { releaseStatus, type Release } from '../../subgraphs/panama/releases';
 
 const release = (replicas: number) => ({ phase: 'ACTIVE', replicas }) as Release;

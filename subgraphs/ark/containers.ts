@@ -1,5 +1,5 @@
 import type { ContainerState, ObservedContainer } from '../../lib/runner-protocol';
-import type { Store, Versioned } from '../../lib/store';
+import { ConditionFailed, type Store, type Versioned } from '../../lib/store';
 
 /** The last observed state of an instance's container, as its host runner reported it. */
 export interface ContainerRecord extends Omit<ObservedContainer, 'instanceId'>, Versioned {
@@ -63,6 +63,19 @@ export async function recordObservations(
 
 const rank = (o: ObservedContainer) => (o.state === 'RUNNING' ? 2 : 0) + (o.error ? 0 : 1);
 
+/** Drops the record of an instance's container on this host (the instance moved away from it). */
+export async function forgetContainer(store: Store, instanceId: string, hostId: string): Promise<void> {
+  const record = await getContainer(store, instanceId);
+  if (record?.hostId !== hostId) return;
+  try {
+    await store.remove('containers', instanceId, record.seq);
+  } catch (err) {
+    // The new host's runner reported the instance meanwhile: that record is current, keep it.
+    if (!(err instanceof ConditionFailed)) throw err;
+  }
+}
+
+export const listContainers = (store: Store) => store.scan<ContainerRecord>('containers');
 export const getContainer = (store: Store, instanceId: string) => store.get<ContainerRecord>('containers', instanceId);
 export const containersOfHost = (store: Store, hostId: string) => store.query<ContainerRecord>('containers', 'byHost', hostId);
 export const containersOfRelease = (store: Store, releaseId: string) => store.query<ContainerRecord>('containers', 'byRelease', releaseId);

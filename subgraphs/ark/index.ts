@@ -1,0 +1,20 @@
+/**
+ * Ark, the base part: hosts, the instances placed on them, and what their runners report. The only module other
+ * parts may import (test/unit/parts.test.ts); Ark imports no other part and reports upward through `arkHooks`.
+ * Ark alone writes the tables `hosts`, `instances`, `containers` and `claims`.
+ */
+export { arkHooks, type ArkListeners } from './hooks';
+export { arkSchema } from './schema';
+export {
+  getHost, listHosts, markDown, mustGetHost, setHostExclusive, type Host, type HostStatus,
+} from './hosts';
+export {
+  checkPlacement, containerName, getInstance, HOST_DESIRED_CHANGED, hostTopic, instanceId, instancesOfHost, instancesOfRelease, listInstances,
+  migrateInstance, placeInstances, removeInstance, respecInstance, specHash,
+  type ContainerSpec, type Instance, type PlacementConstraints, type UnplacedInstance,
+} from './instances';
+export { pinImage, type PinnedImage } from './images';
+export {
+  containersOfHost, containersOfRelease, generationStatus, getContainer, isFailing, isServing, listContainers,
+  type ContainerRecord, type StatusChange,
+} from './containers';
