@@ -36,8 +36,9 @@ export interface StackOptions {
   /** Rebuild and reload the handlers when their code changes (the dev stack, offline only); off for tests and benches. */
   watch?: boolean;
   /**
-   * Start the platform's image registry (scripts/registry.ts) on host:port (defaults FZ_LISTEN_HOST or 127.0.0.1,
-   * and 5000), data under `<dataDir>/registry`. Without it, hosts run only images their engine already has.
+   * Start the platform's image registry (scripts/registry.ts) on host:port (defaults: listenHost, FZ_LISTEN_HOST or
+   * 127.0.0.1, and FZ_REGISTRY_PORT or 5000), data under `<dataDir>/registry`. Without it, hosts run only images
+   * their engine already has. `stack.registry` is its address; push images with scripts/build-images.sh --push.
    */
   registry?: { host?: string; port?: number };
   /** `server` (server/, the default) or `offline` (serverless-offline); default FZ_RUNTIME, else `server`. */
@@ -140,8 +141,9 @@ async function start(options: StackOptions, runtime: Runtime, dataDir: string, h
   if (options.registry) {
     const started = await startRegistry({
       dir: join(dataDir, 'registry'),
-      host: options.registry.host ?? process.env.FZ_LISTEN_HOST ?? '127.0.0.1',
-      port: options.registry.port ?? 5000,
+      // Where the API listens, so hosts that reach the API reach the registry too ("localhost" as an address engines trust).
+      host: options.registry.host ?? ((options.listenHost ?? process.env.FZ_LISTEN_HOST) || 'localhost').replace(/^localhost$/, '127.0.0.1'),
+      port: options.registry.port ?? Number(process.env.FZ_REGISTRY_PORT || 5000),
       output: out,
     });
     stop.push(() => started.stop());
@@ -262,8 +264,9 @@ async function killGroup(child: ChildProcess) {
 
 /**
  * Runs scripts/ensure-docker.sh (on a fresh machine: packages, dockerd, image builds, about a minute; with a registry
- * address, the images it builds are pushed there too) without blocking the event loop; resolves with why no engine is
- * available, or null when one is. Aborting stops it.
+ * address, the images it builds are pushed there too); resolves with why no engine is available, or null when one is.
+ * Not spawnSync: a blocked event loop leaves the stack's keep-alive sockets to the API half-closed, so the next
+ * request fails. Aborting stops it.
  */
 export function ensureDocker(registry: string | null = null, signal?: AbortSignal): Promise<string | null> {
   const env = { ...process.env, ...(registry ? { FZ_REGISTRY: registry } : {}) };
