@@ -164,6 +164,8 @@ async function start(options: StackOptions, runtime: Runtime, dataDir: string, h
     FZ_LAMBDA_PORT: String(options.lambdaPort ?? 3002),
     ...(options.subgraphTransport ? { FZ_SUBGRAPH_TRANSPORT: options.subgraphTransport } : {}),
     FZ_LISTEN_HOST: listenHost,
+    // The handlers learn how often the stack ticks them (the watchdog counts silence only while it ticked).
+    FZ_TICK_SECONDS: process.env.FZ_TICK_SECONDS ?? '1',
     FZ_SUBGRAPH_URL_BASE: `http://${listenHost}:${httpPort}/subgraphs`,
     FZ_BUILD_DIR: `.esbuild/${httpPort}`,
     // As serverless.yml sets it for the functions (tests run with NODE_ENV=test, which would make it warn).
@@ -218,7 +220,7 @@ async function start(options: StackOptions, runtime: Runtime, dataDir: string, h
     },
   };
   // serverless-offline runs no schedules: invoke the tick functions ourselves, one call at a time (server mode runs its own).
-  const tickSeconds = Number(process.env.FZ_TICK_SECONDS ?? 1);
+  const tickSeconds = Number(env.FZ_TICK_SECONDS);
   let ticking = runtime === 'offline';
   const tick = async () => {
     while (ticking) {

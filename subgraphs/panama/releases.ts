@@ -13,6 +13,7 @@ import {
 } from '../ark';
 import { resolveDependencies } from './dependencies';
 import { renderTemplates, templateContext } from './templates';
+import { DEFAULT_STOP } from '../../lib/runner-protocol';
 import { isActive, type UpgradeRecord } from './upgrades';
 import { latestVersion, listProducts, mustGetProduct, type Product, type VersionUse } from './products';
 
@@ -143,10 +144,17 @@ export function instanceSpec(release: Pick<Release, 'id' | 'name' | 'version' | 
     cpuMillis: release.resources.cpuMillis,
     memoryMb: release.resources.memoryMb,
     healthcheck: product.defaults.healthcheck,
+    ...declaredStop(product),
     configFiles: product.configTemplates.length ? renderTemplates(product.configTemplates, templateContext(release, product, peers, ordinal)) : [],
     ...(product.defaults.dataPath ? { dataPath: product.defaults.dataPath } : {}),
     ...(product.defaults.lifecycle ? { lifecycle: product.defaults.lifecycle } : {}),
   };
+}
+
+/** Only a stop that differs from the defaults is part of the spec, so products that declare none keep their hashes. */
+function declaredStop(product: Product): Pick<ContainerSpec, 'stopSignal' | 'stopTimeoutSeconds'> {
+  const { stopSignal = DEFAULT_STOP.signal, stopTimeoutSeconds = DEFAULT_STOP.timeoutSeconds } = product.defaults;
+  return stopSignal === DEFAULT_STOP.signal && stopTimeoutSeconds === DEFAULT_STOP.timeoutSeconds ? {} : { stopSignal, stopTimeoutSeconds };
 }
 
 export function unplacedInstances(release: Omit<Release, 'seq'>, product: Product, ordinals: number[], now: Date): UnplacedInstance[] {
