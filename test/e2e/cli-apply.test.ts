@@ -3,7 +3,7 @@
  * built-in catalog through the real gateway, and refuses broken files with file:line messages, defining nothing.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import YAML from 'yaml';
@@ -68,6 +68,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await stack?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 test('product apply defines every catalog product exactly as its file says', async () => {
