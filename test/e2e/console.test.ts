@@ -53,7 +53,7 @@ test('refuses a wrong key with the API\'s message, then signs in with the keyboa
   await page.goto(base);
   await page.keyboard.type('fza_not-the-token');
   await page.keyboard.press('Enter');
-  await page.getByRole('alert').filter({ hasText: 'operator token is not valid' }).waitFor();
+  await page.getByRole('alert').filter({ hasText: 'token is not valid' }).waitFor();
   await page.getByRole('button', { name: 'Sign in again' }).press('Enter');
   await page.getByLabel('API key').waitFor();
   await page.keyboard.type(stack.adminToken);
