@@ -155,6 +155,8 @@ async function start(options: StackOptions, runtime: Runtime, dataDir: string, h
   const url = `http://${listenHost}:${httpPort}/graphql`;
   const env: Record<string, string> = {
     ...process.env as Record<string, string>,
+    // The process that starts the stack shows the SDK's notice about Node 22 once; its children need not repeat it.
+    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
     DYNAMODB_ENDPOINT: endpoint,
     FZ_TABLE_PREFIX: tablePrefix,
     FZ_ADMIN_TOKEN_HASH: hashSecret(adminToken),
