@@ -10,9 +10,9 @@
  */
 import { join } from 'node:path';
 import { loadProductFile } from '../cli/product-file';
-import { startInProcessControlPlane } from '../test/support/control-plane';
-import { pushThroughHost, startFleet, type FleetHost } from '../test/support/fleet';
-import { ms, now, printStats, ROOT, roundStats, runBench, stats, waitUntil } from './lib';
+import { startStack } from '../scripts/stack';
+import { controlPlaneOf, pushImages, startFleet, type FleetHost } from '../test/support/fleet';
+import { ms, now, printStats, ROOT, roundStats, runBench, stats, waitFor } from './lib';
 
 const IMAGE = 'fangzhou/redis:7.0.15';
 const LOOKUPS = 1000;
@@ -34,19 +34,21 @@ const millis = (out: string) => out.split('\n').filter((l) => /^\d+$/.test(l.tri
 runBench('dns', 900_000, async (b) => {
   const fleet = await startFleet({ hosts: 2, prefix: 'dnsb', registryPort: 5072 });
   b.defer(() => fleet.stop());
-  // The control plane in this process: serverless-offline may take minutes to start on a loaded machine.
-  const stack = await startInProcessControlPlane({ listenHost: fleet.bridgeAddress, port: 3470, registryPort: 5072 });
+  const stack = await startStack({
+    dataDir: b.dir, listenHost: fleet.bridgeAddress, httpPort: 3470, wsPort: 3471, lambdaPort: 3472, storePort: 4975,
+    registry: { port: 5072 }, output: join(b.dir, 'stack.log'),
+  });
   b.defer(() => stack.stop());
-  fleet.attach(stack);
-  pushThroughHost(fleet.hosts[0], stack.registry, [IMAGE]);
-  for (const h of fleet.hosts) await h.startRunner(['--ws-url', 'off']);
+  fleet.attach(controlPlaneOf(stack));
+  await pushImages(stack.registry!, [IMAGE]);
+  for (const h of fleet.hosts) await h.startRunner();
   const [product] = loadProductFile(join(ROOT, 'catalog/redis.yaml')).products;
   await stack.graphql('mutation($input: ProductInput!) { defineProduct(input: $input) { name } }', { input: product.input });
   await stack.graphql('mutation { deploy(input: {name: "dnsb", product: "redis", replicas: 2}) { id } }');
   type I = { ordinal: number; ip: string; host: { name: string } | null };
   const instances = async () => (await stack.graphql<{ releases: { name: string; status: string; instances: I[] }[] }>(
     '{ releases { name status instances { ordinal ip host { name } } } }')).data?.releases.find((r) => r.name === 'dnsb');
-  const running = await waitUntil('dnsb RUNNING on both hosts', async () => {
+  const running = await waitFor('dnsb RUNNING on both hosts', async () => {
     const r = await instances();
     return r?.status === 'RUNNING' && new Set(r.instances.map((i) => i.host?.name)).size === 2 && r.instances;
   }, 300_000, 1000);
@@ -68,22 +70,22 @@ runBench('dns', 900_000, async (b) => {
   await lost.killRunner();
   await lost.killEngine();
   console.log(`killed ${lost.name} (instance 0 at ${zero.ip})`);
-  const moved = await waitUntil('instance 0 placed on the other host with a new address', async () => {
+  const moved = await waitFor('instance 0 placed on the other host with a new address', async () => {
     const m = (await instances())?.instances.find((i) => i.ordinal === 0);
     return m && m.host?.name === survivor.name && m.ip !== zero.ip && m;
   }, 300_000, 200);
-  const startedAt = await waitUntil('its new container running', async () => {
+  const startedAt = await waitFor('its new container running', async () => {
     const info = await survivor.docker.getContainer('fz-dnsb-0').inspect().catch(() => null);
-    return info?.State.Running && Date.parse(info.State.StartedAt);
+    return info?.State.Running && { at: Date.parse(info.State.StartedAt) };
   }, 300_000, 100);
   let answeredAt = 0;
   const t = now();
-  await waitUntil('a lookup answering the new address', async () => {
+  await waitFor('a lookup answering the new address', async () => {
     const out = await exec(survivor, 'fz-dnsb-1', `nslookup ${name}`);
     answeredAt = Date.now();
-    return out.includes(moved.ip);
+    return out.includes(moved.ip) && { out };
   }, 60_000, 50);
-  const followSeconds = (answeredAt - startedAt) / 1000;
+  const followSeconds = (answeredAt - startedAt.at) / 1000;
   console.log(`new container started → DNS answers ${moved.ip}: ${followSeconds.toFixed(2)} s (polled every 50 ms, ${ms(now() - t)} after the container was seen running)`);
   console.log(`host killed → DNS answers the new address: ${((answeredAt - killedAt) / 1000).toFixed(1)} s (host-down detection included)`);
   return {

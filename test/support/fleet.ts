@@ -299,20 +299,6 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
   };
 }
 
-/**
- * Puts images of the machine's engine into the platform registry through a fleet host's engine (fleet engines trust
- * the registry on the bridge address; the machine's engine does not), leaving that engine empty again.
- */
-export function pushThroughHost(host: FleetHost, registry: string, images: string[]): void {
-  const docker = (...args: string[]) => sh('docker', ['-H', host.dockerHost, ...args]);
-  sh('bash', ['-c', `docker save ${images.join(' ')} | docker -H ${host.dockerHost} load -q`]);
-  for (const image of images) {
-    docker('tag', image, `${registry}/${image}`);
-    docker('push', `${registry}/${image}`);
-    docker('rmi', `${registry}/${image}`, image);
-  }
-}
-
 /** A stack started by scripts/stack.ts as this fleet's control plane. */
 export function controlPlaneOf(stack: { url: string; graphql: (q: string) => Promise<{ data?: any }> }): ControlPlaneAccess {
   return {
