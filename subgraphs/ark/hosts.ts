@@ -18,6 +18,8 @@ export interface Host extends Versioned {
   reservations: Record<string, check.Resources>;
   allocated: check.Resources;
   status: HostStatus;
+  /** While DOWN: the status it returns to (READY, or the CORDONED or DRAINING an operator set). */
+  statusBeforeDown?: HostStatus | null;
   lastHeartbeatAt: string | null;
   engine: EngineInfo | null;
   /** The host's share of the cluster network (FZ_CLUSTER_CIDR); its instances' addresses come from it. */
@@ -157,6 +159,10 @@ export async function setCordoned(store: Store, id: string, cordoned: boolean): 
   await mustGetHost(store, id);
   return (await store.mutate<Host>('hosts', id, (h) => {
     if (!h) return undefined;
+    if (h.status === 'DOWN') {
+      const after = cordoned ? (h.statusBeforeDown === 'DRAINING' ? 'DRAINING' : 'CORDONED') : 'READY';
+      return after !== (h.statusBeforeDown ?? 'READY') ? { ...h, statusBeforeDown: after } : undefined;
+    }
     if (cordoned && h.status === 'READY') return { ...h, status: 'CORDONED' };
     if (!cordoned && (h.status === 'CORDONED' || h.status === 'DRAINING')) return { ...h, status: 'READY' };
     return undefined;
@@ -172,7 +178,9 @@ export async function heartbeat(store: Store, id: string, engine: EngineInfo | n
       ...h,
       lastHeartbeatAt: now.toISOString(),
       engine: engine ?? h.engine,
-      status: h.status === 'DOWN' ? 'READY' : h.status,
+      // Back to what an operator made it (a cordon or a drain survives the outage).
+      status: h.status === 'DOWN' ? h.statusBeforeDown ?? 'READY' : h.status,
+      statusBeforeDown: null,
     };
   });
   if (!host) throw notFound('host', id);
@@ -184,7 +192,7 @@ export async function markDown(store: Store, id: string, staleBefore: string): P
   let marked = false;
   await store.mutate<Host>('hosts', id, (h) => {
     marked = Boolean(h && h.status !== 'DOWN' && (h.lastHeartbeatAt ?? '') < staleBefore);
-    return marked ? { ...h!, status: 'DOWN' } : undefined;
+    return marked ? { ...h!, status: 'DOWN', statusBeforeDown: h!.status } : undefined;
   });
   return marked;
 }

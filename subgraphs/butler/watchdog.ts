@@ -18,14 +18,15 @@ export async function watchHosts(store: Store, now = new Date()): Promise<void> 
   for (const host of await listHosts(store)) {
     try {
       if (host.status !== 'DOWN' && (host.lastHeartbeatAt ?? '') < staleBefore && await markDown(store, host.id, staleBefore)) {
-        await raise(store, {
-          kind: 'HOST_DOWN', severity: 'CRITICAL', cause: `host:${host.id}`, hostId: host.id,
-          message: `host ${host.name} stopped reporting (last heartbeat ${host.lastHeartbeatAt ?? 'never'}); moving its instances`,
-        }, now);
         await recordEvent(store, { kind: 'HOST_DOWN', message: `host ${host.name} is DOWN`, severity: 'CRITICAL', hostId: host.id }, now);
         host.status = 'DOWN';
       }
       if (host.status === 'DOWN') {
+        // Every tick, deduplicated by its cause: a crash between marking the host and raising loses no alarm.
+        await raise(store, {
+          kind: 'HOST_DOWN', severity: 'CRITICAL', cause: `host:${host.id}`, hostId: host.id,
+          message: `host ${host.name} stopped reporting (last heartbeat ${host.lastHeartbeatAt ?? 'never'}); moving its instances`,
+        }, now);
         for (const instance of await instancesOfHost(store, host.id)) await move(store, host, instance, now);
       } else if (host.status === 'DRAINING') {
         await drainOne(store, host, now);
