@@ -35,7 +35,7 @@ async function main() {
   if (defined.errors) process.stderr.write(`could not define the demo product: ${defined.errors[0].message}\n`);
 
   if (!stack.registry) process.stderr.write(`no image registry: ${registryMissing()}; hosts run only the images their engine has\n`);
-  const noDocker = ensureDocker(stack.registry);
+  const noDocker = await ensureDocker(stack.registry);
   if (noDocker) {
     process.stderr.write(`\nWARNING: no Docker engine could be had (${noDocker}). The API works, but no host runner was started, so deploys stay unplaced.\n\n`);
   } else {

@@ -1,4 +1,4 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { hashSecret, newSecret } from '../lib/ids';
@@ -36,8 +36,9 @@ export interface StackOptions {
   /** Rebuild and reload the handlers when their code changes (the dev stack, offline only); off for tests and benches. */
   watch?: boolean;
   /**
-   * Start the platform's image registry (scripts/registry.ts) on host:port (defaults FZ_LISTEN_HOST or 127.0.0.1,
-   * and 5000), data under `<dataDir>/registry`. Without it, hosts run only images their engine already has.
+   * Start the platform's image registry (scripts/registry.ts) on host:port (defaults: listenHost, FZ_LISTEN_HOST or
+   * 127.0.0.1, and FZ_REGISTRY_PORT or 5000), data under `<dataDir>/registry`. Without it, hosts run only images
+   * their engine already has. `stack.registry` is its address; push images with scripts/build-images.sh --push.
    */
   registry?: { host?: string; port?: number };
   /** `server` (server/, the default) or `offline` (serverless-offline); default FZ_RUNTIME, else `server`. */
@@ -126,8 +127,9 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   if (options.registry) {
     const started = await startRegistry({
       dir: join(dataDir, 'registry'),
-      host: options.registry.host ?? process.env.FZ_LISTEN_HOST ?? '127.0.0.1',
-      port: options.registry.port ?? 5000,
+      // Where the API listens, so hosts that reach the API reach the registry too ("localhost" as an address engines trust).
+      host: options.registry.host ?? ((options.listenHost ?? process.env.FZ_LISTEN_HOST) || 'localhost').replace(/^localhost$/, '127.0.0.1'),
+      port: options.registry.port ?? Number(process.env.FZ_REGISTRY_PORT || 5000),
       output: out,
     }).catch(async (err) => {
       for (const s of stop.splice(0)) await s().catch(() => undefined);
@@ -237,10 +239,15 @@ async function killGroup(child: ChildProcess) {
 
 /**
  * Runs scripts/ensure-docker.sh (with a registry address, the images it builds are pushed there too); returns why no
- * engine is available, or null when one is.
+ * engine is available, or null when one is. Not spawnSync: a build and push can take a minute, and a blocked event
+ * loop leaves the stack's keep-alive sockets to the API half-closed, so the next request fails.
  */
-export function ensureDocker(registry: string | null = null): string | null {
+export async function ensureDocker(registry: string | null = null): Promise<string | null> {
   const env = { ...process.env, ...(registry ? { FZ_REGISTRY: registry } : {}) };
-  const res = spawnSync('bash', [join(ROOT, 'scripts/ensure-docker.sh')], { stdio: ['ignore', 'inherit', 'inherit'], env });
-  return res.status === 0 ? null : `scripts/ensure-docker.sh exited with ${res.status}`;
+  const child = spawn('bash', [join(ROOT, 'scripts/ensure-docker.sh')], { stdio: ['ignore', 'inherit', 'inherit'], env });
+  const status = await new Promise<number | null>((resolve) => {
+    child.once('exit', (code) => resolve(code));
+    child.once('error', () => resolve(null));
+  });
+  return status === 0 ? null : `scripts/ensure-docker.sh exited with ${status}`;
 }

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createTransport, type Transporter } from 'nodemailer';
 import { log } from '../../lib/log';
+import { checkOutbound } from '../../lib/outbound';
 import type { Store } from '../../lib/store';
 import { allChannels, mustGetChannel, scrubTarget, type AlertChannel } from '../panama';
 import type { Alarm, Notification } from './alarms';
@@ -83,15 +84,27 @@ type ErrorLike = { name?: unknown; message: string; cause?: unknown };
 // Duck-typed: errors from fetch may come from another realm (e.g. under jest), where `instanceof Error` is false.
 const isErrorLike = (err: unknown): err is ErrorLike => typeof err === 'object' && err !== null && typeof (err as ErrorLike).message === 'string';
 
+/**
+ * What failed, worded without describing the network behind the target: a system error's code (ECONNREFUSED), not
+ * its message, which names internal addresses and ports.
+ */
 function describe(err: unknown): string {
   if (!isErrorLike(err)) return String(err);
   if (err.name === 'TimeoutError') return `no answer within ${SEND_TIMEOUT_MS / 1000} s`;
+  const code = (err as { code?: unknown }).code ?? (err.cause as { code?: unknown } | undefined)?.code;
+  // nodemailer wraps the system error (ESOCKET) and keeps its code only in the message.
+  const system = SYSTEM_ERROR.exec(`${err.message} ${isErrorLike(err.cause) ? err.cause.message : ''}`)?.[1];
+  if (system || (typeof code === 'string' && NETWORK_ERRORS.test(code))) return `delivery failed: ${system ?? code}`;
   return isErrorLike(err.cause) && err.cause.message ? `${err.message}: ${err.cause.message}` : err.message;
 }
+
+const SYSTEM_ERROR = /\b(ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|ETIMEDOUT|EAI_AGAIN|EPIPE)\b/;
+const NETWORK_ERRORS = /^(ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|ETIMEDOUT|EAI_AGAIN|EPIPE|ECONNECTION|ESOCKET|EDNS)$/;
 
 async function postWebhook(channel: AlertChannel, alarm: AlarmSummary): Promise<void> {
   // fetch refuses a URL with userinfo: send it as HTTP Basic credentials instead.
   const url = new URL(channel.target);
+  await checkOutbound(url.hostname);
   const headers: Record<string, string> = { 'content-type': 'application/json', 'user-agent': 'fangzhou-alerts' };
   if (url.username || url.password) {
     headers.authorization = `Basic ${Buffer.from(`${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`).toString('base64')}`;

@@ -1,6 +1,7 @@
 import { badInput, conflict, notFound } from '../../lib/errors';
 import { newId } from '../../lib/ids';
 import type { Store, Versioned } from '../../lib/store';
+import { forbiddenHostname } from '../../lib/outbound';
 import * as check from '../../lib/validate';
 import { SEVERITY_RANK, type Severity } from '../../lib/events';
 
@@ -58,6 +59,8 @@ function checkTarget(kind: ChannelKind, target: string): string {
       throw badInput(`target must be an http:// or https:// URL for a WEBHOOK channel, not ${url.protocol}//`, 'target');
     }
     if (!url.hostname) throw badInput('target must name a host', 'target');
+    const forbidden = forbiddenHostname(url.hostname);
+    if (forbidden) throw badInput(`target must not be ${forbidden}: alerts leave the platform (set FZ_WEBHOOK_ALLOW_LOCAL=true to allow local receivers)`, 'target');
     if (target.length > MAX_URL) throw badInput(`target must be at most ${MAX_URL} characters`, 'target');
     return target;
   }

@@ -469,8 +469,9 @@ export function releaseStatus(release: Release, instances: Instance[], container
   return { status: 'DEPLOYING', message: `${serving} of ${release.replicas} instances running${pulling}${unplaced}` };
 }
 
-const describePull = (p: PullProgress) =>
-  `${p.image} (${p.layersDone} of ${p.layers} layers${p.bytesTotal ? `, ${Math.floor((100 * p.bytesDone) / p.bytesTotal)}% of ${(p.bytesTotal / 1e6).toFixed(1)} MB` : ''})`;
+// Until the engine has read the manifest no layer is known: say it started rather than "0 of 0 layers".
+const describePull = (p: PullProgress) => `${p.image} (${p.layers === 0 ? 'starting' : `${p.layersDone} of ${p.layers} layers`}${
+  p.bytesTotal ? `, ${Math.floor((100 * p.bytesDone) / p.bytesTotal)}% of ${(p.bytesTotal / 1e6).toFixed(1)} MB` : ''})`;
 
 export async function statusOf(store: Store, release: Release): Promise<DerivedStatus> {
   const [instances, containers] = await Promise.all([instancesOfRelease(store, release.id), containersOfRelease(store, release.id)]);

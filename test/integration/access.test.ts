@@ -156,3 +156,18 @@ test('a join token registers one host only, and a revoked host token stops worki
   expect((await gql({ query: `mutation { revokeHost(id: "${host.id}") { id } }` }, ADMIN)).body.errors).toBeUndefined();
   expect(codeOf(await gql(sync, hostToken))).toBe('UNAUTHENTICATED');
 });
+
+test('webhook channels may not target loopback or metadata addresses, and a refused test send names no address', async () => {
+  const create = (target: string) => gql({ query: 'mutation($i: AlertChannelInput!) { createAlertChannel(input: $i) { id } }', variables: { i: { name: `hook-${Date.now()}`, kind: 'WEBHOOK', target } } }, ADMIN);
+  for (const target of ['http://127.0.0.1:9/hook', 'http://169.254.169.254/latest/meta-data/', 'http://localhost:3000/graphql', 'http://[::1]/x']) {
+    const res = await create(target);
+    expect([target, codeOf(res)]).toEqual([target, 'BAD_USER_INPUT']);
+    expect(res.body.errors![0].message).toMatch(/^target must not be a (loopback|cloud metadata|local or metadata host)/);
+  }
+  // Allowed by configuration when created; refused again at send time once the configuration no longer allows it.
+  process.env.FZ_WEBHOOK_ALLOW_LOCAL = 'true';
+  const id = (await create('http://127.0.0.1:9/hook')).body.data!.createAlertChannel.id;
+  delete process.env.FZ_WEBHOOK_ALLOW_LOCAL;
+  const sent = await gql({ query: `mutation { testAlertChannel(id: "${id}") { delivered error } }` }, ADMIN);
+  expect(sent.body.data!.testAlertChannel).toEqual({ delivered: false, error: 'refused: the target is a loopback address (FZ_WEBHOOK_ALLOW_LOCAL=true allows it)' });
+});
