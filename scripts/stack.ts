@@ -48,6 +48,8 @@ export interface StackOptions {
 export type Runtime = 'server' | 'offline';
 
 export interface Stack {
+  /** The API process (server mode or serverless-offline), e.g. to freeze it for an outage drill. */
+  apiPid: number;
   url: string;
   wsUrl: string;
   adminToken: string;
@@ -178,6 +180,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   };
 
   const stack: Stack = {
+    apiPid: api.pid!,
     url,
     wsUrl: `ws://${listenHost}:${options.wsPort ?? 3001}`,
     adminToken,
