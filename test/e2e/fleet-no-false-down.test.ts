@@ -112,6 +112,7 @@ test('a CPU burner driving the load average to 4 or more marks no host DOWN', as
     expect(notReady).toEqual([]);
     expect(await hostDownAlarms()).toEqual([]);
   } finally {
-    for (const b of burners) if (b.exitCode === null) b.kill('SIGKILL');
+    // SIGTERM to `timeout` reaches its shell too (SIGKILL would leave the shell spinning without its bound).
+    for (const b of burners) if (b.exitCode === null) b.kill('SIGTERM');
   }
 }, 300_000);
