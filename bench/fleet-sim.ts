@@ -52,7 +52,7 @@ function cpuSeconds(pid: number): number {
 }
 
 async function gql<T>(url: string, query: string, variables: Record<string, unknown>, token: string): Promise<{ data?: T; errors?: { message: string }[] }> {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: JSON.stringify({ query, variables }) });
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify({ query, variables }) });
   return res.json() as never;
 }
 
@@ -73,14 +73,16 @@ async function runOne(storeName: string, store: DynamoDbServer, n: number): Prom
     });
     const s = stack;
     await s.graphql(DEFINE_PRODUCT, { input: DEMO_PRODUCT });
-    const token = (await s.graphql<{ createJoinToken: { token: string } }>('mutation { createJoinToken { token } }')).data!.createJoinToken.token;
+    // Join tokens are single-use: one per host.
+    const joinToken = async () => (await s.graphql<{ createJoinToken: { token: string } }>('mutation { createJoinToken { token } }')).data!.createJoinToken.token;
     const hosts: { id: string; token: string }[] = [];
     for (let i = 0; i < n; i += 20) {
       await Promise.all(Array.from({ length: Math.min(20, n - i) }, async (_, k) => {
         const res = await gql<{ registerHost: { host: { id: string }; hostToken: string } }>(s.url,
           'mutation($input: RegisterHostInput!) { registerHost(input: $input) { host { id } hostToken } }',
-          { input: { joinToken: token, name: `sim-${i + k}`, address: `10.99.${Math.floor((i + k) / 250)}.${(i + k) % 250}`, capacity: { cpuMillis: 4000, memoryMb: 4096 } } }, '');
-        hosts.push({ id: res.data!.registerHost.host.id, token: res.data!.registerHost.hostToken });
+          { input: { joinToken: await joinToken(), name: `sim-${i + k}`, address: `10.99.${Math.floor((i + k) / 250)}.${(i + k) % 250}`, capacity: { cpuMillis: 4000, memoryMb: 4096 } } }, '');
+        if (!res.data) throw new Error(`registerHost: ${JSON.stringify(res.errors)}`);
+        hosts.push({ id: res.data.registerHost.host.id, token: res.data.registerHost.hostToken });
       }));
     }
     await s.graphql(`mutation { deploy(input: {name: "sim", product: "demo", version: "1.0.0", replicas: ${Math.min(n, 100)}}) { id } }`);
