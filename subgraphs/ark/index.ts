@@ -15,6 +15,6 @@ export {
 } from './instances';
 export { pinImage, type PinnedImage } from './images';
 export {
-  containersOfHost, containersOfRelease, getContainer, isFailing, isServing, listContainers,
+  containersOfHost, containersOfRelease, generationStatus, getContainer, isFailing, isServing, listContainers,
   type ContainerRecord, type StatusChange,
 } from './containers';

@@ -63,6 +63,20 @@ const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGUSR1', 'SIGU
 const IMAGE = /^[a-z0-9]+([._\-/:@][a-zA-Z0-9]+)*$/;
 
 /** Turns client input into a product definition, or says which field is wrong. */
+const HEALTHCHECK_FORMS = 'a shell command ("test -f /www/health", run with /bin/sh -c) or a program and its arguments (["CMD", "test", "-f", "/www/health"])';
+
+/**
+ * Compose's rule: one string is a shell command (CMD-SHELL). GraphQL hands a lone string over as a one-item list,
+ * which Docker would otherwise exec as a program named after the whole line.
+ */
+function healthcheckCommand(command: string[]): string[] {
+  const field = 'defaults.healthcheck.command';
+  if (!command[0]?.trim()) throw badInput(`${field} must not be empty: give ${HEALTHCHECK_FORMS}`, field);
+  if (command.length === 1 && (command[0] === 'CMD' || command[0] === 'CMD-SHELL')) throw badInput(`${field} ${command[0]} names no command: give ${HEALTHCHECK_FORMS}`, field);
+  if (command.length === 1 && command[0] !== 'NONE') return ['CMD-SHELL', command[0]];
+  return command;
+}
+
 export function productFromInput(input: ProductInput, now = new Date()): Omit<Product, 'seq'> {
   const name = check.dnsLabel(input.name, 'name', 30);
   if (input.versions.length === 0) throw badInput('versions must list at least one version with its image', 'versions');
@@ -89,7 +103,7 @@ export function productFromInput(input: ProductInput, now = new Date()): Omit<Pr
   });
   const hc = d.healthcheck;
   const healthcheck = hc ? {
-    command: hc.command.length ? hc.command : (() => { throw badInput('defaults.healthcheck.command must not be empty', 'defaults.healthcheck.command'); })(),
+    command: healthcheckCommand(hc.command),
     intervalSeconds: check.intInRange(hc.intervalSeconds ?? 10, 'defaults.healthcheck.intervalSeconds', 1, 3600),
     timeoutSeconds: check.intInRange(hc.timeoutSeconds ?? 5, 'defaults.healthcheck.timeoutSeconds', 1, 3600),
     retries: check.intInRange(hc.retries ?? 3, 'defaults.healthcheck.retries', 1, 100),

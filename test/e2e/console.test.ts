@@ -51,11 +51,13 @@ afterAll(async () => {
 
 test('refuses a wrong key with the API\'s message, then signs in with the keyboard alone', async () => {
   await page.goto(base);
+  // React mounts after the load event: the keyboard-only user starts typing once the key field has the focus.
+  await page.locator('#key:focus').waitFor();
   await page.keyboard.type('fza_not-the-token');
   await page.keyboard.press('Enter');
-  await page.getByRole('alert').filter({ hasText: 'operator token is not valid' }).waitFor();
+  await page.getByRole('alert').filter({ hasText: 'token is not valid' }).waitFor();
   await page.getByRole('button', { name: 'Sign in again' }).press('Enter');
-  await page.getByLabel('API key').waitFor();
+  await page.locator('#key:focus').waitFor();
   await page.keyboard.type(stack.adminToken);
   await page.keyboard.press('Tab');
   await page.keyboard.press('Enter');
