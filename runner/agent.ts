@@ -133,7 +133,7 @@ async function run(config: RunnerConfig, waker: Waker, signal: AbortSignal): Pro
         const { hostId, hostToken } = registration;
         const observed = stats.attach(await observe(docker, hostId, errors, images.pulling()));
         stats.refresh(observed);
-        const response = await api.runnerSync(hostToken, { observed, engine: facts.engine, networkSerial: networking.serial });
+        const response = await api.runnerSync(hostToken, { observed, engine: { ...facts.engine, cpuMillis: facts.cpuMillis, memoryMb: facts.memoryMb }, networkSerial: networking.serial });
         const bridgeChanged = await networking.apply(docker, response.network);
         const result = await converge(docker, hostId, response.desired, images, networking.bridge);
         const errorsChanged = errorKey(result.errors) !== errorKey(errors);

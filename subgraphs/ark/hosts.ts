@@ -171,7 +171,12 @@ export async function heartbeat(store: Store, id: string, engine: EngineInfo | n
     return h && {
       ...h,
       lastHeartbeatAt: now.toISOString(),
-      engine: engine ?? h.engine,
+      engine: engine ? { version: engine.version, os: engine.os } : h.engine,
+      // A host offers no more than its engine has, whatever it declared when it joined.
+      capacity: {
+        cpuMillis: engine?.cpuMillis ? Math.min(h.capacity.cpuMillis, engine.cpuMillis) : h.capacity.cpuMillis,
+        memoryMb: engine?.memoryMb ? Math.min(h.capacity.memoryMb, engine.memoryMb) : h.capacity.memoryMb,
+      },
       status: h.status === 'DOWN' ? 'READY' : h.status,
     };
   });
