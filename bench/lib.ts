@@ -11,11 +11,11 @@ import { performance } from 'node:perf_hooks';
 import { LABELS } from '../lib/runner-protocol';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../scripts/demo-product';
 import { startStack, type Stack } from '../scripts/stack';
-import { waitUntil } from '../test/support/wait';
+import { waitFor, waitUntil } from '../test/support/wait';
 
 export const ROOT = resolve(__dirname, '..');
 export const docker = new Docker();
-export { waitUntil };
+export { waitFor, waitUntil };
 
 // ---- figures ----
 
@@ -173,7 +173,7 @@ export async function benchStack(b: Bench, httpPort: number, storePort: number):
     stack: started,
     async startRunner(name, args = []) {
       await started.startRunner(name, args);
-      const host = await waitUntil(`runner ${name} to register`, async () => {
+      const host = await waitFor(`runner ${name} to register`, async () => {
         const data = await post<{ hosts: { id: string; name: string; status: string; engine: unknown }[] }>(
           started.url, '{ hosts { id name status engine { version } } }', undefined, started.adminToken);
         return data.hosts.find((h) => h.name === name && h.status === 'READY' && h.engine);

@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { startEngine, type Engine } from '../test/support/engine';
-import { DEPLOY, defineDemo, benchStack, ms, now, pollUntil, post, round, runBench, sleep, waitUntil, type Bench, sec, stackLog } from './lib';
+import { DEPLOY, defineDemo, benchStack, ms, now, pollUntil, post, round, runBench, sleep, waitFor, waitUntil, type Bench, sec, stackLog } from './lib';
 
 const REPLICAS = 4;
 const RUNS = 3;
@@ -128,7 +128,7 @@ runBench('recovery', 230_000, async (b) => {
   let runnerA: ChildProcess = await stack.startRunner(nameA, argsA);
   await stack.startRunner(nameB, [...HOST_ARGS, '--docker-socket', engineB.socket]);
   const hosts = async () => (await gql<State>('{ hosts { id name status lastHeartbeatAt } }')).hosts;
-  const [a, bHost] = await waitUntil('both hosts READY', async () => {
+  const [a, bHost] = await waitFor('both hosts READY', async () => {
     const list = await hosts();
     const ha = list.find((h) => h.name === nameA && h.status === 'READY');
     const hb = list.find((h) => h.name === nameB && h.status === 'READY');

@@ -19,7 +19,7 @@ import { raiseAlarm } from '../subgraphs/butler/alarms';
 import type { PlatformEvent } from '../subgraphs/butler/events';
 import {
   benchStack, DEPLOY, defineDemo, docker, forEachLimit, ms, percentile, post as postNoTimeout, printStats, removeContainers, round,
-  roundStats, runBench, sleep, stats, waitUntil, type Stats,
+  roundStats, runBench, sleep, stats, waitFor, waitUntil, type Stats,
 } from './lib';
 
 const HTTP_PORT = 3460; // WS 3461, Lambda 3462
@@ -166,7 +166,7 @@ runBench('subscriptions', LIMIT_MS, async (b) => {
 
   await defineDemo(stack);
   await stack.startRunner(runnerName, [], { LOG_LEVEL: 'debug' });
-  hostId = (await waitUntil(`runner ${runnerName} to register`, async () => {
+  hostId = (await waitFor(`runner ${runnerName} to register`, async () => {
     const { hosts } = await post<{ hosts: { id: string; name: string; status: string; engine: unknown }[] }>(
       stack.url, '{ hosts { id name status engine { version } } }', undefined, stack.adminToken);
     return hosts.find((h) => h.name === runnerName && h.status === 'READY' && h.engine);
@@ -233,7 +233,7 @@ runBench('subscriptions', LIMIT_MS, async (b) => {
       for (const a of got) if (!firstPerSub.has(a.sub)) firstPerSub.set(a.sub, a.at - t0);
       const times = [...firstPerSub.values()].sort((x, y) => x - y);
       const event = (await db.scan<PlatformEvent>('events')).find((e) => e.alarmId === alarm.id && e.kind === 'ALARM_RAISED');
-      const report = event && await waitUntil('the publisher report', async () =>
+      const report = event && await waitFor('the publisher report', async () =>
         log.read().find((l) => l.msg === 'published event' && l.eventId === event.id), 5_000, 100).catch(() => undefined);
       const trigger = {
         trigger: t + 1,
@@ -355,7 +355,7 @@ runBench('subscriptions', LIMIT_MS, async (b) => {
       if (!first) throw new Error(`no containerStatusChanged for ${instanceId} within ${ms(patience)}`);
       const [at, s] = first;
       // The next kill waits until the platform sees the release whole again, with this instance back.
-      const after = await waitUntil(`the release to be RUNNING again`, async () => {
+      const after = await waitFor(`the release to be RUNNING again`, async () => {
         const release = await releaseState();
         const st = release.instances.find((i) => i.id === instanceId)?.status;
         return release.status === 'RUNNING' && !!st && st.state === 'RUNNING' && st.health === 'HEALTHY' && changed(st, before) && st;

@@ -90,7 +90,8 @@ function check(value: unknown, type: TypeNode, path: PathKey[], report: (path: P
   }
   const t = type.kind === Kind.NON_NULL_TYPE ? type.type : type;
   if (t.kind === Kind.LIST_TYPE) {
-    if (!Array.isArray(value)) return report(path, `${where} must be a list`);
+    // GraphQL's input coercion: a single value stands for a list of one (the API accepts it the same way).
+    if (!Array.isArray(value)) return check(value, t.type, path, report, source);
     value.forEach((item, i) => check(item, t.type, [...path, i], report, source));
     return;
   }

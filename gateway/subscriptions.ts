@@ -475,6 +475,8 @@ export interface ProtocolContext {
   checkFilter?: (filter: SubscriptionFilter, field: SubscriptionField) => Promise<GraphQLFormattedError | null>;
   /** Who a credential is (lib/auth's `authenticate` unless a test gives its own). */
   authenticate?: (authorization: string) => Promise<Principal>;
+  /** A host runner answered the watchdog's probe (probeHost) on this socket: record that it lives. */
+  probeAnswered?: (hostId: string) => Promise<void>;
   now?: () => Date;
 }
 
@@ -505,6 +507,27 @@ export async function removeConnection(store: SubscriptionStore, connectionId: s
   const keys = new Set([connectionKey(connectionId), ...items.map((i) => i.id)]);
   await Promise.all([...keys].map((key) => store.remove(SUBSCRIPTIONS_TABLE, key)));
   return keys.size - 1;
+}
+
+/** The payload key of the watchdog's ping to a silent host's runner; graphql-ws clients echo it in their pong. */
+export const PROBE = 'fzProbe';
+
+/**
+ * Pings the runner of a host on its notification socket(s), the second witness of its liveness besides its
+ * heartbeats (subgraphs/butler/watchdog.ts). 'closed' when it holds no socket any more (sockets found gone are
+ * cleaned up); 'sent' when at least one took the ping, and its pong reaches `probeAnswered`.
+ */
+export async function probeHost(store: SubscriptionStore, connections: Connections, hostId: string, now = new Date()): Promise<'sent' | 'closed'> {
+  const subscriptions = await store.query<SubscriptionRecord>(SUBSCRIPTIONS_TABLE, 'byTopic', `host:${hostId}`);
+  let sent = false;
+  for (const sub of subscriptions) {
+    const outcome = await connections.post(sub.endpoint, sub.connectionId, { type: 'ping', payload: { [PROBE]: now.toISOString() } })
+      .catch(() => 'failed' as const);
+    if (outcome === 'gone') await removeConnection(store, sub.connectionId);
+    // A failed post proves nothing either way: the missing answer decides.
+    else sent = true;
+  }
+  return sent ? 'sent' : 'closed';
 }
 
 /** Filter arguments must name a release and a host that exist (NOT_FOUND otherwise). */
@@ -581,8 +604,12 @@ export async function handleMessage(ctx: ProtocolContext, connectionId: string, 
     switch (message.type) {
       case 'ping':
         return await send(message.payload ? { type: 'pong', payload: message.payload } : { type: 'pong' });
-      case 'pong':
+      case 'pong': {
+        if (!ctx.probeAnswered || !(message.payload && PROBE in message.payload)) return;
+        const connection = await store.get<ConnectionRecord>(SUBSCRIPTIONS_TABLE, connectionKey(connectionId));
+        if (connection?.principal?.kind === 'host') await ctx.probeAnswered(connection.principal.hostId);
         return;
+      }
       case 'connection_init': {
         let repeated = false;
         await store.mutate<ConnectionRecord>(SUBSCRIPTIONS_TABLE, connectionKey(connectionId), (current) => {

@@ -1,6 +1,11 @@
+import { apiGatewayConnections, probeHost, type Connections } from '../gateway/subscriptions';
 import { config } from '../lib/config';
 import { store } from '../lib/store';
 import { butler } from '../subgraphs';
+
+let connections: Connections | undefined;
+/** The watchdog's second witness: a ping down a silent host's notification socket. */
+const probe = (hostId: string) => probeHost(store(), (connections ??= apiGatewayConnections()), hostId);
 
 /**
  * The watchdog tick: hosts that stopped reporting go DOWN and their instances move; draining hosts empty; alarm
@@ -10,7 +15,7 @@ import { butler } from '../subgraphs';
 export const handler = async () => {
   const { inspectionIntervalHours, runnerPollSeconds } = config();
   const [hosts, notify] = await Promise.allSettled([
-    butler.watchHosts(store()), butler.deliverPending(store()), butler.inspectIfDue(store(), inspectionIntervalHours, runnerPollSeconds),
+    butler.watchHosts(store(), probe), butler.deliverPending(store()), butler.inspectIfDue(store(), inspectionIntervalHours, runnerPollSeconds),
     butler.checkMemory(store()),
   ]);
   if (hosts.status === 'rejected') throw hosts.reason;

@@ -5,6 +5,7 @@ import {
 } from '../gateway/subscriptions';
 import { log } from '../lib/log';
 import { store } from '../lib/store';
+import { recordSocketAnswer } from '../subgraphs/ark';
 
 /** The WebSocket API's routes ($connect, $disconnect, $default) in one function: graphql-ws over API Gateway. */
 export interface WebSocketEvent {
@@ -30,6 +31,7 @@ const context = (): ProtocolContext => (ctx ??= {
   connections: apiGatewayConnections(),
   schema: apiSchema,
   checkFilter: checkFilterTargets(store()),
+  probeAnswered: (hostId) => recordSocketAnswer(store(), hostId),
 });
 
 const header = (headers: WebSocketEvent['headers'], name: string) =>

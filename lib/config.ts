@@ -19,8 +19,15 @@ export const config = () => ({
   /** Hash of the operator token; unset means no operator can be authenticated. */
   adminTokenHash: process.env.FZ_ADMIN_TOKEN_HASH || undefined,
   runnerPollSeconds: num('FZ_RUNNER_POLL_SECONDS', 2),
-  /** A host whose runner has not synced for this long is DOWN and its instances move (runners sync every 2 s). */
+  /** How often runners beat (runner/heartbeat.ts); the API tells them with every answer. */
+  heartbeatSeconds: num('FZ_HEARTBEAT_SECONDS', 1),
+  /**
+   * A host whose runner has not beaten for this long, by the API's clock, is DOWN and its instances move, unless
+   * its notification socket still answers (butler/watchdog.ts).
+   */
   hostDownSeconds: num('FZ_HOST_DOWN_SECONDS', 5),
+  /** How often the ticks (watchdog, reconcile, publish) run; the watchdog counts silence only while it was ticking. */
+  tickSeconds: num('FZ_TICK_SECONDS', 1),
   joinTokenTtlSeconds: num('FZ_JOIN_TOKEN_TTL_SECONDS', 3600),
   dnsZone: process.env.FZ_DNS_ZONE ?? 'fz.internal',
   /** Limits checked before a document is validated or planned (lib/limits.ts). */

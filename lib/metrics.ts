@@ -6,7 +6,7 @@ import { collectDefaultMetrics, Histogram, Registry } from 'prom-client';
  * what it scrapes). Fleet figures are read from the store at scrape time, so any replica answers them alike.
  */
 export const registry = new Registry();
-collectDefaultMetrics({ register: registry, prefix: 'fangzhou_process_' });
+collectDefaultMetrics({ register: registry, prefix: 'fangzhou_' });
 
 export const httpRequestDuration = new Histogram({
   name: 'fangzhou_http_request_duration_seconds',

@@ -17,6 +17,9 @@ export const LABELS = {
 } as const;
 
 /** PULLING: no container yet, its image is being pulled from the platform registry. */
+/** Docker's defaults for `docker stop`: what a product that declares no stop gets. */
+export const DEFAULT_STOP = { signal: 'SIGTERM', timeoutSeconds: 10 } as const;
+
 export type ContainerState = 'CREATED' | 'RUNNING' | 'RESTARTING' | 'EXITED' | 'DEAD' | 'MISSING' | 'PULLING';
 export type ContainerHealth = 'STARTING' | 'HEALTHY' | 'UNHEALTHY' | 'NONE';
 
@@ -82,6 +85,9 @@ export interface DesiredContainer {
   /** The instance's fixed address on its host's subnet; absent: the engine picks one. */
   ip?: string | null;
   configFiles: ConfigFileSpec[];
+  /** How PID 1 is asked to stop, and how long it gets before SIGKILL; absent: DEFAULT_STOP. */
+  stopSignal?: string;
+  stopTimeoutSeconds?: number;
 }
 
 export interface ObservedPort {
@@ -137,6 +143,8 @@ export interface EngineInfo {
 export interface SyncRequest {
   observed: ObservedContainer[];
   engine: EngineInfo | null;
+  /** The runner's heartbeat session (runner/heartbeat.ts); absent: the sync is the heartbeat. */
+  session?: string | null;
   /** The network serial of the routes and records the runner holds; absent or stale: send them. */
   networkSerial?: number | null;
 }

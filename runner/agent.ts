@@ -7,7 +7,8 @@
 import type Docker from 'dockerode';
 import { log } from '../lib/log';
 import type { KeyValue } from '../lib/runner-protocol';
-import { ApiError, ApiUnreachableError, createApi, type Api, type RegisterHostResult } from './api';
+import { ApiError, ApiMismatchError, ApiUnreachableError, createApi, type Api, type RegisterHostResult } from './api';
+import { startHeartbeat, type Heartbeat } from './heartbeat';
 import { StatsSampler } from './stats';
 import { ImagePuller } from './images';
 import { connectEngine, converge, engineFacts, followEvents, isEngineUnreachable, observe, type EngineFacts } from './engine';
@@ -108,7 +109,12 @@ export async function ensureRegistered(api: Api, config: RunnerConfig, facts: En
   return state;
 }
 
-async function run(config: RunnerConfig, waker: Waker, signal: AbortSignal): Promise<void> {
+async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal): Promise<void> {
+  // The heartbeat may end the runner (token refused, host taken over by another runner): it aborts this one.
+  let fatal: string | null = null;
+  const ender = new AbortController();
+  const signal = AbortSignal.any([outerSignal, ender.signal]);
+  let heartbeat: Heartbeat | null = null;
   const api = createApi(config.apiUrl);
   const docker = connectEngine(config.dockerTarget);
   const backoff = new Backoff();
@@ -119,6 +125,8 @@ async function run(config: RunnerConfig, waker: Waker, signal: AbortSignal): Pro
   let registration: RunnerState | null = null;
   let errors: InstanceError[] = [];
   let quickResyncs = 0;
+  /** Whether a sync ever succeeded: before that, an answer that is not Fangzhou's means a wrong URL. */
+  let synced = false;
   const notifications: { current: Notifications | null } = { current: null };
 
   try {
@@ -127,13 +135,24 @@ async function run(config: RunnerConfig, waker: Waker, signal: AbortSignal): Pro
         facts ??= await engineFacts(docker);
         if (!registration) {
           registration = await ensureRegistered(api, config, facts);
+          heartbeat = startHeartbeat({
+            api, hostToken: registration.hostToken, name: config.name,
+            onFatal: (message) => {
+              fatal = message;
+              ender.abort();
+            },
+          });
+          // No container is touched before the API accepted this runner as its host's one live runner.
+          await Promise.race([heartbeat.accepted, new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }))]);
+          if (signal.aborted) break;
           void watchEvents(docker, config.dockerTarget, registration.hostId, waker, signal);
           notifications.current = startNotifications(config, registration, waker);
         }
         const { hostId, hostToken } = registration;
         const observed = stats.attach(await observe(docker, hostId, errors, images.pulling()));
         stats.refresh(observed);
-        const response = await api.runnerSync(hostToken, { observed, engine: { ...facts.engine, cpuMillis: facts.cpuMillis, memoryMb: facts.memoryMb }, networkSerial: networking.serial });
+        const response = await api.runnerSync(hostToken, { observed, engine: { ...facts.engine, cpuMillis: facts.cpuMillis, memoryMb: facts.memoryMb }, networkSerial: networking.serial, session: heartbeat!.session });
+        synced = true;
         const bridgeChanged = await networking.apply(docker, response.network);
         const result = await converge(docker, hostId, response.desired, images, networking.bridge);
         const errorsChanged = errorKey(result.errors) !== errorKey(errors);
@@ -146,17 +165,20 @@ async function run(config: RunnerConfig, waker: Waker, signal: AbortSignal): Pro
         quickResyncs = 0;
         await waker.sleep(response.pollSeconds * 1000, signal);
       } catch (err) {
+        if (signal.aborted) break;
         const delay = backoff.next();
-        log.warn(failure(err, config, registration, delay));
+        log.warn(failure(err, config, registration, delay, synced));
         if (isEngineUnreachable(err)) facts = null; // the engine may come back as another version
         await pause(delay * 1000, signal);
       }
     }
   } finally {
-    // Also on a fatal end: an open WebSocket would keep the process alive.
+    // Also on a fatal end: an open WebSocket or a beating loop would keep the process alive.
+    heartbeat?.stop();
     await notifications.current?.stop();
     await networking.close();
   }
+  if (fatal) throw new RunnerFatalError(fatal);
   log.info({ name: config.name }, 'runner stopped; containers keep running');
 }
 
@@ -189,8 +211,12 @@ function startNotifications(config: RunnerConfig, registration: RunnerState, wak
 }
 
 /** The log line for a failed step, or a RunnerFatalError when retrying cannot help. */
-function failure(err: unknown, config: RunnerConfig, registration: RunnerState | null, delay: number): string {
+function failure(err: unknown, config: RunnerConfig, registration: RunnerState | null, delay: number, synced: boolean): string {
   if (err instanceof RunnerFatalError) throw err;
+  if (err instanceof ApiMismatchError && !synced) throw new RunnerFatalError(err.message);
+  if (err instanceof ApiError && err.code === 'CONFLICT') {
+    throw new RunnerFatalError(`host ${config.name}: ${err.message}; this runner stops and touches no container`);
+  }
   if (err instanceof ApiError && err.code === 'UNAUTHENTICATED') {
     throw new RunnerFatalError(
       `the API at ${config.apiUrl} refused the host token of ${config.name} (host ${registration?.hostId} deleted or token revoked): ` +

@@ -19,6 +19,17 @@ export class ApiUnreachableError extends Error {
   }
 }
 
+/**
+ * The URL answers, but not as a Fangzhou API (another server, a wrong path, an API without the runner's fields):
+ * retrying cannot help a runner that was never accepted there.
+ */
+export class ApiMismatchError extends Error {
+  constructor(url: string, what: string) {
+    super(`${url} is not a Fangzhou API (${what}): check FZ_API_URL, e.g. http://api-host:3000/graphql`);
+    this.name = 'ApiMismatchError';
+  }
+}
+
 export interface RegisterHostInput {
   joinToken: string;
   name: string;
@@ -50,6 +61,7 @@ const RUNNER_SYNC = `mutation($input: RunnerSyncInput!) {
       domainName ip dataPath replaced
       lifecycle { afterStart beforeStop onReplace }
       configFiles { path content }
+      stopSignal stopTimeoutSeconds
     }
     network {
       subnet gateway clusterCidr zone serial
@@ -59,10 +71,22 @@ const RUNNER_SYNC = `mutation($input: RunnerSyncInput!) {
   }
 }`;
 
+const RUNNER_HEARTBEAT = `mutation($input: RunnerHeartbeatInput!) {
+  runnerHeartbeat(input: $input) { hostId serverTime intervalSeconds clockSkewSeconds }
+}`;
+
+export interface HeartbeatResult {
+  hostId: string;
+  serverTime: string;
+  intervalSeconds: number;
+  clockSkewSeconds: number;
+}
+
 export interface Api {
   url: string;
   registerHost(input: RegisterHostInput): Promise<RegisterHostResult>;
   runnerSync(hostToken: string, input: SyncRequest): Promise<SyncResponse>;
+  runnerHeartbeat(hostToken: string, input: { session: string; sentAt: string }, timeoutMs: number): Promise<HeartbeatResult>;
 }
 
 export function createApi(url: string): Api {
@@ -72,6 +96,8 @@ export function createApi(url: string): Api {
       (await call<{ registerHost: RegisterHostResult }>(url, REGISTER_HOST, { input })).registerHost,
     runnerSync: async (hostToken, input) =>
       (await call<{ runnerSync: SyncResponse }>(url, RUNNER_SYNC, { input }, hostToken)).runnerSync,
+    runnerHeartbeat: async (hostToken, input, timeoutMs) =>
+      (await call<{ runnerHeartbeat: HeartbeatResult }>(url, RUNNER_HEARTBEAT, { input }, hostToken, timeoutMs)).runnerHeartbeat,
   };
 }
 
@@ -86,7 +112,7 @@ function reason(err: unknown): string {
   return cause?.code ?? cause?.message ?? (err as Error).message;
 }
 
-async function call<T>(url: string, query: string, variables: Record<string, unknown>, token?: string): Promise<T> {
+async function call<T>(url: string, query: string, variables: Record<string, unknown>, token?: string, timeoutMs = REQUEST_TIMEOUT_MS): Promise<T> {
   const headers: Record<string, string> = { 'content-type': 'application/json' };
   if (token) headers.authorization = `Bearer ${token}`;
   let res: Response;
@@ -95,7 +121,7 @@ async function call<T>(url: string, query: string, variables: Record<string, unk
       method: 'POST',
       headers,
       body: JSON.stringify({ query, variables }),
-      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+      signal: AbortSignal.timeout(timeoutMs),
     });
   } catch (err) {
     throw new ApiUnreachableError(reason(err));
@@ -106,10 +132,16 @@ async function call<T>(url: string, query: string, variables: Record<string, unk
     body = (await res.json()) as GraphQLBody<T>;
   } catch {
     if (res.status === 401) throw new ApiError('UNAUTHENTICATED', 'HTTP 401');
+    if (res.status >= 400) throw new ApiMismatchError(url, `HTTP ${res.status}, not JSON`);
     throw new ApiUnreachableError(`HTTP ${res.status} with a body that is not JSON`);
   }
-  const first = body.errors?.[0];
+  const first = body?.errors?.[0];
+  // A GraphQL server that does not know the runner's fields: another API, or one too old for this runner.
+  if (first?.extensions?.code === 'GRAPHQL_VALIDATION_FAILED') throw new ApiMismatchError(url, first.message);
   if (first) throw new ApiError(first.extensions?.code ?? 'INTERNAL', first.message);
-  if (!body.data) throw new ApiUnreachableError(`HTTP ${res.status} without data`);
+  if (!body?.data) {
+    if (res.status >= 400) throw new ApiMismatchError(url, `HTTP ${res.status} without a GraphQL answer`);
+    throw new ApiUnreachableError(`HTTP ${res.status} without data`);
+  }
   return body.data;
 }

@@ -24,7 +24,13 @@ import {
 } from './plan';
 
 const CONCURRENCY = 8;
-const STOP_TIMEOUT_SECONDS = 10;
+
+/**
+ * Containers being stopped and removed in the background, by id. A stop lasts as long as the product's grace
+ * period (up to minutes): it must not hold up the rest of converge, nor the next sync, and a pass never starts a
+ * second removal of the same container.
+ */
+const removing = new Map<string, Promise<void>>();
 
 export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
 
@@ -116,21 +122,11 @@ export async function converge(docker: Docker, hostId: string, desired: DesiredC
   let changed = await ensureBridge(docker, bridge);
   const own = await listOwn(docker, hostId);
 
-  // Strays go first so that a desired container may take over a name a removed instance held.
-  const leftOver = new Set<string>();
-  await forEachLimit(strays(own, desired), async (c) => {
-    try {
-      await removeContainer(docker, c);
-      changed = true;
-    } catch (err) {
-      // Not worth holding up the desired instances; the next pass tries again.
-      if (isEngineUnreachable(err)) throw err;
-      leftOver.add(c.instanceId);
-      log.warn({ containerId: c.id, name: c.name, err: (err as Error).message }, 'could not remove container');
-    }
-  });
-  // Their data goes with them: an instance that moved away starts afresh on its new host.
-  if (await removeStrayVolumes(docker, hostId, desired, leftOver)) changed = true;
+  // Strays are removed in the background; their engine events (die, destroy) wake the loop to report them gone.
+  for (const c of strays(own, desired)) if (removeInBackground(docker, c)) changed = true;
+  // Their data goes with them once they are gone: an instance that moved away starts afresh on its new host.
+  const stopping = new Set(own.filter((c) => removing.has(c.id)).map((c) => c.instanceId));
+  if (await removeStrayVolumes(docker, hostId, desired, stopping)) changed = true;
 
   const errors: InstanceError[] = [];
   await forEachLimit(desired, async (d) => {
@@ -170,7 +166,7 @@ async function convergeInstance(docker: Docker, hostId: string, d: DesiredContai
   }
   if (container && plan.stop) {
     if (d.lifecycle?.beforeStop) await beforeStop(container, d.lifecycle.beforeStop);
-    await tolerate(container.stop({ t: STOP_TIMEOUT_SECONDS }), 304);
+    await tolerate(container.stop(), 304); // the container's own StopSignal and StopTimeout
     log.info({ instanceId: d.instanceId, name: d.name }, 'stopped container');
   }
   return plan.create || plan.start || plan.stop || plan.remove.length > 0;
@@ -187,8 +183,20 @@ async function createContainer(docker: Docker, hostId: string, d: DesiredContain
   }
   const holder = await docker.getContainer(d.name).inspect();
   const labels = holder.Config.Labels ?? {};
-  if (labels[LABELS.host] === hostId && labels[LABELS.instance] === d.instanceId) return null;
+  // Ours, or a stray of ours still stopping: the name is free at a later pass.
+  if (labels[LABELS.host] === hostId && (labels[LABELS.instance] === d.instanceId || removing.has(holder.Id))) return null;
   throw new InstanceProblem(`container name ${d.name} is taken by container ${holder.Id.slice(0, 12)}, which this runner does not manage`);
+}
+
+/** Starts removing `c` unless that is under way already; returns whether it started. */
+function removeInBackground(docker: Docker, c: OwnContainer): boolean {
+  if (removing.has(c.id)) return false;
+  const task = removeContainer(docker, c)
+    // The next pass tries again: the container is still listed as ours and still a stray.
+    .catch((err) => log.warn({ containerId: c.id, name: c.name, err: (err as Error).message }, 'could not remove container'))
+    .finally(() => removing.delete(c.id));
+  removing.set(c.id, task);
+  return true;
 }
 
 /** A failed beforeStop hook is logged, not fatal: the container stops anyway, as it would on a power cut. */
@@ -204,7 +212,8 @@ async function beforeStop(container: Docker.Container, command: string[]): Promi
 async function removeContainer(docker: Docker, c: OwnContainer): Promise<void> {
   const container = docker.getContainer(c.id);
   if (c.beforeStop && c.status === 'running') await beforeStop(container, c.beforeStop);
-  await tolerate(container.stop({ t: STOP_TIMEOUT_SECONDS }), 304, 404);
+  // The container's own StopSignal and StopTimeout (Docker's 10 s for containers created without one).
+  await tolerate(container.stop(), 304, 404);
   await tolerate(container.remove({ force: true }), 404);
   log.info({ instanceId: c.instanceId, name: c.name, containerId: c.id }, 'removed container');
 }

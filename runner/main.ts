@@ -1,11 +1,10 @@
 /** `npm run runner -- --name h1 --labels zone=a,disk=ssd`: the host runner's command line. */
-import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { log } from '../lib/log';
 import type { KeyValue } from '../lib/runner-protocol';
+import { AddressError, primaryAddress } from './address';
 import { RunnerFatalError, startRunner, type RunnerConfig } from './agent';
 import { DEFAULT_DOCKER_SOCKET } from './engine';
-import { isEngineInterface } from './network';
 
 const USAGE = `usage: npm run runner -- --name NAME [options]
 
@@ -14,8 +13,8 @@ Registers this host with Fangzhou (once) and keeps its Docker containers in the 
 options:
   --name NAME            host name, unique in the fleet (required)
   --labels K=V,K=V       host labels for placement, e.g. zone=a,disk=ssd
-  --address IP           address other hosts reach this one at, and route container traffic to (default: first
-                         IPv4 address that is neither loopback nor a Docker bridge); unique in the fleet
+  --address IP           address other hosts reach this one at, and route container traffic to (default: the
+                         IPv4 address of the interface of the default route); unique in the fleet
   --cpu-millis N         CPU offered to the scheduler (default: engine CPUs x 1000)
   --memory-mb N          memory offered to the scheduler (default: engine memory)
   --docker-socket PATH   Docker engine socket or tcp://host:port (default: $DOCKER_HOST or ${DEFAULT_DOCKER_SOCKET})
@@ -49,15 +48,6 @@ function positiveInt(option: string, text: string | undefined): number | undefin
   return n;
 }
 
-function defaultAddress(): string {
-  for (const [name, addresses] of Object.entries(os.networkInterfaces())) {
-    if (isEngineInterface(name)) continue; // other hosts cannot reach a Docker bridge
-    const found = addresses?.find((a) => a.family === 'IPv4' && !a.internal);
-    if (found) return found.address;
-  }
-  return '127.0.0.1';
-}
-
 function parseConfig(argv: string[]): RunnerConfig | null {
   const { values } = parseArgs({
     args: argv,
@@ -82,7 +72,7 @@ function parseConfig(argv: string[]): RunnerConfig | null {
   return {
     name: values.name,
     labels: parseLabels(values.labels),
-    address: values.address ?? defaultAddress(),
+    address: values.address ?? primaryAddress(),
     cpuMillis: positiveInt('cpu-millis', values['cpu-millis']),
     memoryMb: positiveInt('memory-mb', values['memory-mb']),
     apiUrl: process.env.FZ_API_URL ?? 'http://localhost:3000/graphql',
@@ -98,7 +88,8 @@ async function main(): Promise<number> {
   try {
     config = parseConfig(process.argv.slice(2));
   } catch (err) {
-    console.error(`${(err as Error).message}\n\n${USAGE}`);
+    if (err instanceof AddressError) console.error(err.message);
+    else console.error(`${(err as Error).message}\n\n${USAGE}`);
     return 2;
   }
   if (!config) {

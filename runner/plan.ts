@@ -4,6 +4,7 @@
  */
 import type Docker from 'dockerode';
 import {
+  DEFAULT_STOP,
   LABELS,
   type ContainerHealth,
   type ContainerState,
@@ -118,6 +119,8 @@ export function createOptions(hostId: string, d: DesiredContainer, dns: string |
           StartPeriod: seconds(d.healthcheck.startPeriodSeconds),
         }
       : undefined,
+    StopSignal: d.stopSignal ?? DEFAULT_STOP.signal,
+    StopTimeout: d.stopTimeoutSeconds ?? DEFAULT_STOP.timeoutSeconds,
     HostConfig: {
       // An empty HostPort lets the engine pick a free ephemeral port; observe reports which one.
       PortBindings: Object.fromEntries(portKeys.map((k) => [k, [{ HostPort: '' }]])),

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { hashSecret, newSecret } from '../lib/ids';
 import { ListTablesCommand } from '@aws-sdk/client-dynamodb';
@@ -43,6 +43,8 @@ export interface StackOptions {
   registry?: { host?: string; port?: number };
   /** `server` (server/, the default) or `offline` (serverless-offline); default FZ_RUNTIME, else `server`. */
   runtime?: Runtime;
+  /** Aborting it while the stack starts stops what was started and rejects (Ctrl-C during `npm start`). */
+  signal?: AbortSignal;
 }
 
 export type Runtime = 'server' | 'offline';
@@ -83,9 +85,10 @@ function outputStream(output: StackOptions['output']): 'inherit' | 'ignore' | nu
   return require('node:fs').openSync(output, 'a');
 }
 
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number, child?: ChildProcess) {
+async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number, child?: ChildProcess, signal?: AbortSignal) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
+    signal?.throwIfAborted();
     if (child && child.exitCode !== null) throw new Error(`${what}: the process exited with code ${child.exitCode}`);
     if (await check().catch(() => false)) return;
     await new Promise((r) => setTimeout(r, 250));
@@ -101,6 +104,17 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   const httpPort = options.httpPort ?? 3000;
   const stop: (() => Promise<void>)[] = [];
 
+  try {
+    return await start(options, runtime, dataDir, httpPort, stop);
+  } catch (err) {
+    // Every failure (and an abort) stops what was started: no store or API is left behind on its port.
+    for (const s of stop.splice(0)) await s().catch(() => undefined);
+    throw err;
+  }
+}
+
+async function start(options: StackOptions, runtime: Runtime, dataDir: string, httpPort: number, stop: (() => Promise<void>)[]): Promise<Stack> {
+  const { signal } = options;
   const out = outputStream(options.output);
   let endpoint = options.dynamodbEndpoint;
   let storeProcess: ChildProcess | undefined;
@@ -116,7 +130,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   const tablePrefix = options.tablePrefix ?? 'fangzhou-';
   const client = createClient(endpoint, 'local');
   try {
-    await waitFor(`the store at ${endpoint}`, async () => (await client.send(new ListTablesCommand({}))) !== undefined, 30_000, storeProcess);
+    await waitFor(`the store at ${endpoint}`, async () => (await client.send(new ListTablesCommand({}))) !== undefined, 30_000, storeProcess, signal);
     await ensureTables(client, tablePrefix);
   } finally {
     client.destroy();
@@ -131,9 +145,6 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       host: options.registry.host ?? ((options.listenHost ?? process.env.FZ_LISTEN_HOST) || 'localhost').replace(/^localhost$/, '127.0.0.1'),
       port: options.registry.port ?? Number(process.env.FZ_REGISTRY_PORT || 5000),
       output: out,
-    }).catch(async (err) => {
-      for (const s of stop.splice(0)) await s().catch(() => undefined);
-      throw err;
     });
     stop.push(() => started.stop());
     registry = started.address;
@@ -144,6 +155,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   const url = `http://${listenHost}:${httpPort}/graphql`;
   const env: Record<string, string> = {
     ...process.env as Record<string, string>,
+    // The process that starts the stack shows the SDK's notice about Node 22 once; its children need not repeat it.
+    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
     DYNAMODB_ENDPOINT: endpoint,
     FZ_TABLE_PREFIX: tablePrefix,
     FZ_ADMIN_TOKEN_HASH: hashSecret(adminToken),
@@ -153,6 +166,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     FZ_LAMBDA_PORT: String(options.lambdaPort ?? 3002),
     ...(options.subgraphTransport ? { FZ_SUBGRAPH_TRANSPORT: options.subgraphTransport } : {}),
     FZ_LISTEN_HOST: listenHost,
+    // The handlers learn how often the stack ticks them (the watchdog counts silence only while it ticked).
+    FZ_TICK_SECONDS: process.env.FZ_TICK_SECONDS ?? '1',
     FZ_SUBGRAPH_URL_BASE: `http://${listenHost}:${httpPort}/subgraphs`,
     FZ_BUILD_DIR: `.esbuild/${httpPort}`,
     // As serverless.yml sets it for the functions (tests run with NODE_ENV=test, which would make it warn).
@@ -165,13 +180,15 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     ? spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'server/main.ts')], { cwd: ROOT, env, stdio: ['ignore', out, out], detached: true })
     : spawn(process.execPath, [bin('serverless'), 'offline', 'start'], { cwd: ROOT, env, stdio: ['ignore', out, out], detached: true });
   stop.unshift(() => killGroup(api));
+  // Its build folder goes with it (runs after every process is stopped): nothing of a stopped stack stays in the tree.
+  stop.push(async () => rmSync(join(ROOT, env.FZ_BUILD_DIR), { recursive: true, force: true }));
 
   const graphql: Stack['graphql'] = async (query, variables, token = adminToken) => {
-    const res = await fetch(url, {
+    const res = await retryConnection(() => fetch(url, {
       method: 'POST',
       headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
       body: JSON.stringify({ query, variables }),
-    });
+    }));
     return res.json() as never;
   };
 
@@ -187,7 +204,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       let joinToken = '';
       if (!existsSync(join(stateDir, `${name}.json`))) {
         const res = await graphql<{ createJoinToken: { token: string } }>('mutation { createJoinToken { token } }');
-        joinToken = res.data!.createJoinToken.token;
+        if (!res.data) throw new Error(`could not create a join token for runner ${name}: ${res.errors?.[0].message}`);
+        joinToken = res.data.createJoinToken.token;
       }
       // Runners of this stack share this machine's network stack: loopback says so (no routes between them, and no
       // address claimed twice), unless the caller gives an address.
@@ -204,7 +222,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     },
   };
   // serverless-offline runs no schedules: invoke the tick functions ourselves, one call at a time (server mode runs its own).
-  const tickSeconds = Number(process.env.FZ_TICK_SECONDS ?? 1);
+  const tickSeconds = Number(env.FZ_TICK_SECONDS);
   let ticking = runtime === 'offline';
   const tick = async () => {
     while (ticking) {
@@ -216,14 +234,25 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     }
   };
   stop.unshift(async () => { ticking = false; });
-  try {
-    await waitFor(runtime === 'server' ? 'server mode' : 'serverless offline', async () => (await graphql('{ __typename }')).data !== undefined, 180_000, api);
-  } catch (err) {
-    await stack.stop();
-    throw err;
-  }
+  await waitFor(runtime === 'server' ? 'server mode' : 'serverless offline', async () => (await graphql('{ __typename }')).data !== undefined, 300_000, api, signal);
   void tick();
   return stack;
+}
+
+/** Connection-level failures that mean the request never reached a handler of ours (a child still binding, or a
+ * keep-alive socket it closed); anything else, and any HTTP answer, is returned or thrown at once. */
+const TRANSIENT = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET']);
+
+async function retryConnection<T>(call: () => Promise<T>, attempts = 5): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await call();
+    } catch (err) {
+      const code = ((err as { cause?: { code?: string } }).cause ?? (err as { code?: string })).code;
+      if (attempt >= attempts || !code || !TRANSIENT.has(code)) throw err;
+      await new Promise((r) => setTimeout(r, 200 * 2 ** (attempt - 1)));
+    }
+  }
 }
 
 /** SIGTERM to the child's process group, SIGKILL if it is still there after 5 s; never waits longer than that. */
@@ -238,16 +267,16 @@ async function killGroup(child: ChildProcess) {
 }
 
 /**
- * Runs scripts/ensure-docker.sh (with a registry address, the images it builds are pushed there too); returns why no
- * engine is available, or null when one is. Not spawnSync: a build and push can take a minute, and a blocked event
- * loop leaves the stack's keep-alive sockets to the API half-closed, so the next request fails.
+ * Runs scripts/ensure-docker.sh (on a fresh machine: packages, dockerd, image builds, about a minute; with a registry
+ * address, the images it builds are pushed there too); resolves with why no engine is available, or null when one is.
+ * Not spawnSync: a blocked event loop leaves the stack's keep-alive sockets to the API half-closed, so the next
+ * request fails. Aborting stops it.
  */
-export async function ensureDocker(registry: string | null = null): Promise<string | null> {
+export function ensureDocker(registry: string | null = null, signal?: AbortSignal): Promise<string | null> {
   const env = { ...process.env, ...(registry ? { FZ_REGISTRY: registry } : {}) };
-  const child = spawn('bash', [join(ROOT, 'scripts/ensure-docker.sh')], { stdio: ['ignore', 'inherit', 'inherit'], env });
-  const status = await new Promise<number | null>((resolve) => {
-    child.once('exit', (code) => resolve(code));
-    child.once('error', () => resolve(null));
+  const script = spawn('bash', [join(ROOT, 'scripts/ensure-docker.sh')], { stdio: ['ignore', 'inherit', 'inherit'], env, signal, killSignal: 'SIGTERM' });
+  return new Promise((resolve) => {
+    script.once('error', (err) => resolve(signal?.aborted ? 'stopped' : `scripts/ensure-docker.sh could not run: ${err.message}`));
+    script.once('exit', (code, sig) => resolve(code === 0 ? null : `scripts/ensure-docker.sh ${sig ? `was stopped by ${sig}` : `exited with ${code}`}`));
   });
-  return status === 0 ? null : `scripts/ensure-docker.sh exited with ${status}`;
 }

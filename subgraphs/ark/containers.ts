@@ -1,4 +1,4 @@
-import type { ObservedContainer } from '../../lib/runner-protocol';
+import type { ContainerState, ObservedContainer } from '../../lib/runner-protocol';
 import { ConditionFailed, type Store, type Versioned } from '../../lib/store';
 
 /** The last observed state of an instance's container, as its host runner reported it. */
@@ -84,3 +84,19 @@ export const containersOfRelease = (store: Store, releaseId: string) => store.qu
 export const isServing = (c: Pick<ContainerRecord, 'state' | 'health'>) => c.state === 'RUNNING' && (c.health === 'HEALTHY' || c.health === 'NONE');
 export const isFailing = (c: Pick<ContainerRecord, 'state' | 'health' | 'error'>) =>
   Boolean(c.error) || c.state === 'EXITED' || c.state === 'DEAD' || c.health === 'UNHEALTHY';
+
+/** An instance's status as a user reads it: always about the container generation of the instance's current spec. */
+export type GenerationStatus = Omit<ContainerRecord, 'containerId' | 'state'> & { containerId: string | null; state: ContainerState | 'PENDING' };
+
+/**
+ * The record while it describes the instance's current spec; after a respec, until the new container reports,
+ * PENDING/STARTING (the old container's RUNNING/HEALTHY says nothing about the new version). Null before any report.
+ */
+export function generationStatus(record: ContainerRecord | undefined, specHash: string): GenerationStatus | null {
+  if (!record) return null;
+  if (record.specHash === specHash) return record;
+  return {
+    ...record, specHash, containerId: null, state: 'PENDING', health: 'STARTING',
+    restartCount: 0, exitCode: null, oomKilled: false, startedAt: null, ip: null, ports: [], error: null, stats: null,
+  };
+}

@@ -39,7 +39,7 @@ export interface Endpoint {
 export async function resolveName(store: Store, name: string): Promise<Endpoint[]> {
   const parsed = parseZoneName(config().dnsZone, name);
   // Release names are unique while the release exists: the name claim points at it.
-  const releaseId = (await store.get<{ releaseId: string }>('claims', `release-name#${parsed.releaseName}`))?.releaseId;
+  const releaseId = (await store.get<{ releaseId: string }>('panamaClaims', `release-name#${parsed.releaseName}`))?.releaseId;
   if (!releaseId) return [];
   const [instances, containers] = await Promise.all([
     instancesOfRelease(store, releaseId), store.query<ContainerRecord>('containers', 'byRelease', releaseId),

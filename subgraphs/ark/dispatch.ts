@@ -6,17 +6,26 @@ import { assignAddresses } from './addresses';
 import { isServing, recordObservations, type StatusChange } from './containers';
 import { networkFor } from './discovery';
 import { arkHooks } from './hooks';
-import { ensureSubnet, heartbeat } from './hosts';
+import { checkSession, ensureSubnet, heartbeat, mustGetHost, recordEngine } from './hosts';
 import { instancesOfHost, networkChanged, toDesired } from './instances';
 
 /**
- * One round trip with a host runner: its call is the heartbeat, its report becomes the live status, and the answer
- * is every container that should run on that host. Level-triggered: the runner converges to the answer whatever
- * it missed before. What the report changed goes up to the parts that watch it (alarms, healing, deletions).
+ * One round trip with a host runner: its report becomes the live status, and the answer is every container that
+ * should run on that host. Level-triggered: the runner converges to the answer whatever it missed before. What the
+ * report changed goes up to the parts that watch it (alarms, healing, deletions). A runner with a heartbeat session
+ * proves it lives with runnerHeartbeat; the sync of one without (an older runner) is its heartbeat.
  */
 export async function runnerSync(store: Store, hostId: string, request: SyncRequest, now = new Date()): Promise<SyncResponse> {
-  const { host: beat, cameBack } = await heartbeat(store, hostId, request.engine, now);
-  if (cameBack) await arkHooks.emit('hostCameBack', store, beat, now);
+  let beat;
+  if (request.session) {
+    beat = await mustGetHost(store, hostId);
+    checkSession(beat, request.session, config().hostDownSeconds, now);
+  } else {
+    const result = await heartbeat(store, hostId, { session: null }, config().hostDownSeconds, now);
+    beat = result.host;
+    if (result.cameBack) await arkHooks.emit('hostCameBack', store, beat, now);
+  }
+  if (request.engine) await recordEngine(store, beat, request.engine);
   const host = await ensureSubnet(store, beat);
   const addressed = await assignAddresses(store, host, await instancesOfHost(store, hostId));
   const instances = addressed.instances;
@@ -34,3 +43,22 @@ export async function runnerSync(store: Store, hostId: string, request: SyncRequ
 
 /** Whether the change adds the instance to its release's DNS names or takes it out. */
 const changesServing = (c: StatusChange) => Boolean(c.before && isServing(c.before)) !== Boolean(c.after && isServing(c.after));
+
+export interface HeartbeatRequest {
+  session: string;
+  sentAt: string;
+}
+
+export interface HeartbeatResponse {
+  hostId: string;
+  serverTime: string;
+  intervalSeconds: number;
+  clockSkewSeconds: number;
+}
+
+/** The runner's own liveness signal, independent of its container work (runner/heartbeat.ts). */
+export async function runnerHeartbeat(store: Store, hostId: string, request: HeartbeatRequest, now = new Date()): Promise<HeartbeatResponse> {
+  const { host, cameBack } = await heartbeat(store, hostId, request, config().hostDownSeconds, now);
+  if (cameBack) await arkHooks.emit('hostCameBack', store, host, now);
+  return { hostId, serverTime: now.toISOString(), intervalSeconds: config().heartbeatSeconds, clockSkewSeconds: host.clockSkewSeconds ?? 0 };
+}

@@ -18,11 +18,19 @@ export interface Host extends Versioned {
   reservations: Record<string, check.Resources>;
   allocated: check.Resources;
   status: HostStatus;
+  /** By the API's clock. */
   lastHeartbeatAt: string | null;
   engine: EngineInfo | null;
   /** The host's share of the cluster network (FZ_CLUSTER_CIDR); its instances' addresses come from it. */
   subnet?: string | null;
   createdAt: string;
+  /** The runner process that beat last; another one is refused while this one is fresh. */
+  runnerSession?: string | null;
+  /** The host's clock minus the API's at the last beat. */
+  clockSkewSeconds?: number | null;
+  /** When the watchdog last probed the notification socket of this (silent) host, and when it last answered. */
+  probeSentAt?: string | null;
+  socketAnsweredAt?: string | null;
   /** Hash of the host token (its claim's key), so revokeHost can remove it. */
   tokenHash?: string | null;
   /** Set by revokeHost: the host token stopped working then. */
@@ -163,28 +171,86 @@ export async function setCordoned(store: Store, id: string, cordoned: boolean): 
   }))!;
 }
 
-/** A runner's sync is its heartbeat; a host that was marked DOWN comes back READY (and says so). */
-export async function heartbeat(store: Store, id: string, engine: EngineInfo | null, now = new Date()): Promise<{ host: Host; cameBack: boolean }> {
+export interface BeatInput {
+  /** The runner process's session; null for a sync from a runner that does not beat separately. */
+  session: string | null;
+  /** The host's clock when it sent the beat, for the skew report only. */
+  sentAt?: string | null;
+}
+
+/**
+ * A runner is alive: records the beat by the API's clock (never the host's). A host that was DOWN comes back READY
+ * (and says so). One live runner per host: while the runner session that beat last is fresh (within
+ * `hostDownSeconds`), a beat from any other session is refused, so a second runner started with the same host
+ * token touches nothing; once the old one has gone quiet, the new one takes over.
+ */
+export async function heartbeat(store: Store, id: string, beat: BeatInput, hostDownSeconds: number, now = new Date()): Promise<{ host: Host; cameBack: boolean }> {
   let cameBack = false;
+  let holder: Host | null = null;
+  const freshSince = new Date(now.getTime() - hostDownSeconds * 1000).toISOString();
+  const skew = beat.sentAt ? clockSkew(beat.sentAt, now) : null;
   const host = await store.mutate<Host>('hosts', id, (h) => {
-    cameBack = h?.status === 'DOWN';
-    return h && {
+    holder = null;
+    cameBack = false;
+    if (!h) return undefined;
+    if (beat.session && h.runnerSession && h.runnerSession !== beat.session && (h.lastHeartbeatAt ?? '') >= freshSince) {
+      holder = h;
+      return undefined;
+    }
+    cameBack = h.status === 'DOWN';
+    return {
       ...h,
       lastHeartbeatAt: now.toISOString(),
-      engine: engine ? { version: engine.version, os: engine.os } : h.engine,
-      // A host offers no more than its engine has, whatever it declared when it joined.
-      capacity: {
-        cpuMillis: engine?.cpuMillis ? Math.min(h.capacity.cpuMillis, engine.cpuMillis) : h.capacity.cpuMillis,
-        memoryMb: engine?.memoryMb ? Math.min(h.capacity.memoryMb, engine.memoryMb) : h.capacity.memoryMb,
-      },
       status: h.status === 'DOWN' ? 'READY' : h.status,
+      runnerSession: beat.session ?? h.runnerSession ?? null,
+      clockSkewSeconds: skew ?? h.clockSkewSeconds ?? null,
+      probeSentAt: null,
     };
   });
   if (!host) throw notFound('host', id);
+  if (holder) throw anotherRunner(holder, now);
   return { host, cameBack };
 }
 
-/** Marks a host whose heartbeats stopped DOWN; false when it is already DOWN or beat again in the meantime. */
+function anotherRunner(h: Host, now: Date): AppError {
+  const ago = ((now.getTime() - Date.parse(h.lastHeartbeatAt!)) / 1000).toFixed(1);
+  return conflict(`host ${h.name} is already served by another runner (its last heartbeat was ${ago} s ago): ` +
+    'a host token serves one runner at a time; stop the other runner, or give this one its own host (a new join token and --name)');
+}
+
+/** Seconds the host's clock is ahead of ours (negative: behind), to 0.1 s; nothing is judged by it. */
+function clockSkew(sentAt: string, now: Date): number | null {
+  const at = Date.parse(sentAt);
+  return Number.isFinite(at) ? Math.round((at - now.getTime()) / 100) / 10 : null;
+}
+
+/**
+ * Stores what the runner says of its engine, when that changed (a sync is otherwise no write to the host). A host
+ * offers no more than its engine has (NCPU, MemTotal), whatever it declared when it joined.
+ */
+export async function recordEngine(store: Store, host: Host, engine: EngineInfo): Promise<void> {
+  const capped = (h: Host) => ({
+    cpuMillis: engine.cpuMillis ? Math.min(h.capacity.cpuMillis, engine.cpuMillis) : h.capacity.cpuMillis,
+    memoryMb: engine.memoryMb ? Math.min(h.capacity.memoryMb, engine.memoryMb) : h.capacity.memoryMb,
+  });
+  const cap = capped(host);
+  if (host.engine?.version === engine.version && host.engine?.os === engine.os
+    && cap.cpuMillis === host.capacity.cpuMillis && cap.memoryMb === host.capacity.memoryMb) return;
+  await store.mutate<Host>('hosts', host.id, (h) => h && { ...h, engine: { version: engine.version, os: engine.os }, capacity: capped(h) });
+}
+
+/** A sync carries observed state: refused for a session that is not the host's live runner. */
+export function checkSession(host: Host, session: string | null | undefined, hostDownSeconds: number, now = new Date()): void {
+  if (!session || !host.runnerSession || host.runnerSession === session) return;
+  const freshSince = new Date(now.getTime() - hostDownSeconds * 1000).toISOString();
+  if ((host.lastHeartbeatAt ?? '') >= freshSince) throw anotherRunner(host, now);
+  throw conflict(`host ${host.name}: this runner's session has not been accepted by a heartbeat yet; it syncs after its first heartbeat`);
+}
+
+/**
+ * Marks a host whose heartbeats stopped DOWN; false when it is already DOWN or beat again in the meantime (the
+ * condition is checked again on the item itself, so a beat that lands between the watchdog's read and its write wins).
+ */
 export async function markDown(store: Store, id: string, staleBefore: string): Promise<boolean> {
   let marked = false;
   await store.mutate<Host>('hosts', id, (h) => {
@@ -192,6 +258,16 @@ export async function markDown(store: Store, id: string, staleBefore: string): P
     return marked ? { ...h!, status: 'DOWN' } : undefined;
   });
   return marked;
+}
+
+/** The watchdog asked the host's notification socket whether the runner is there (see butler/watchdog.ts). */
+export async function recordProbe(store: Store, id: string, now = new Date()): Promise<void> {
+  await store.mutate<Host>('hosts', id, (h) => h && { ...h, probeSentAt: now.toISOString() });
+}
+
+/** The runner answered a probe on its notification socket: it lives, whatever its HTTP heartbeats say. */
+export async function recordSocketAnswer(store: Store, id: string, now = new Date()): Promise<void> {
+  await store.mutate<Host>('hosts', id, (h) => h && { ...h, socketAnsweredAt: now.toISOString() });
 }
 
 /** Drains a host: no new placements, and the watchdog moves its instances away one at a time. */
@@ -229,4 +305,19 @@ export async function unreserve(store: Store, hostId: string, instanceId: string
     const { [instanceId]: _gone, ...reservations } = host.reservations;
     return { ...host, reservations, allocated: sum(Object.values(reservations)) };
   });
+}
+
+/**
+ * Since when the watchdog has been ticking without a gap. A gap longer than two ticks (the API was down, or the
+ * ticks stalled) restarts it: heartbeats that went missing while nobody watched prove nothing about the hosts.
+ */
+export async function watchingSince(store: Store, tickSeconds: number, now = new Date()): Promise<string> {
+  const gapBefore = new Date(now.getTime() - (2 * tickSeconds + 1) * 1000).toISOString();
+  const at = now.toISOString();
+  const record = await store.mutate<{ key: string; lastTickAt: string; since: string; seq: number }>('claims', 'watchdog#watching', (c) => ({
+    key: 'watchdog#watching',
+    lastTickAt: at,
+    since: !c || c.lastTickAt < gapBefore ? at : c.since,
+  }));
+  return record!.since;
 }

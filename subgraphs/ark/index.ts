@@ -6,7 +6,7 @@
 export { arkHooks, type ArkListeners } from './hooks';
 export { arkSchema } from './schema';
 export {
-  getHost, listHosts, markDown, mustGetHost, setHostExclusive, type Host, type HostStatus,
+  getHost, listHosts, markDown, mustGetHost, recordProbe, recordSocketAnswer, setHostExclusive, watchingSince, type Host, type HostStatus,
 } from './hosts';
 export {
   checkPlacement, containerName, getInstance, HOST_DESIRED_CHANGED, hostTopic, instanceId, instancesOfHost, instancesOfRelease, listInstances,
@@ -15,6 +15,6 @@ export {
 } from './instances';
 export { pinImage, type PinnedImage } from './images';
 export {
-  containersOfHost, containersOfRelease, getContainer, isFailing, isServing, listContainers,
+  containersOfHost, containersOfRelease, generationStatus, getContainer, isFailing, isServing, listContainers,
   type ContainerRecord, type StatusChange,
 } from './containers';

@@ -4,7 +4,7 @@ import { hashJson } from '../../lib/ids';
 import { kick } from '../../lib/kick';
 import { log } from '../../lib/log';
 import { openAll, type SealedVar } from '../../lib/secrets';
-import type { ConfigFileSpec, DesiredContainer, HealthcheckSpec, LifecycleSpec, PortSpec } from '../../lib/runner-protocol';
+import { DEFAULT_STOP, type ConfigFileSpec, type DesiredContainer, type HealthcheckSpec, type LifecycleSpec, type PortSpec } from '../../lib/runner-protocol';
 import { ConditionFailed, type Store, type Versioned } from '../../lib/store';
 import type { Label } from '../../lib/validate';
 import { forgetContainer } from './containers';
@@ -26,6 +26,9 @@ export interface ContainerSpec {
   memoryMb: number;
   healthcheck: HealthcheckSpec | null;
   configFiles: ConfigFileSpec[];
+  /** Absent: Docker's defaults (SIGTERM, 10 s). */
+  stopSignal?: string;
+  stopTimeoutSeconds?: number;
   /** Absent unless the product has them, so existing specs keep their hash. */
   dataPath?: string;
   lifecycle?: LifecycleSpec;
@@ -292,6 +295,8 @@ export function toDesired(i: Instance): DesiredContainer {
     domainName: i.domainName,
     ip: i.ip ?? null,
     configFiles: i.spec.configFiles,
+    stopSignal: i.spec.stopSignal ?? DEFAULT_STOP.signal,
+    stopTimeoutSeconds: i.spec.stopTimeoutSeconds ?? DEFAULT_STOP.timeoutSeconds,
     dataPath: i.spec.dataPath ?? null,
     lifecycle: i.spec.lifecycle ?? null,
     replaced: Boolean(i.movedFrom),

@@ -8,7 +8,7 @@ import { store } from '../../lib/store';
 import type { Label } from '../../lib/validate';
 import { getContainer } from './containers';
 import { resolveName, type Endpoint } from './discovery';
-import { runnerSync } from './dispatch';
+import { runnerHeartbeat, runnerSync, type HeartbeatRequest } from './dispatch';
 import { createJoinToken, drainHost, getHost, labelHost, listHosts, registerHost, revokeHost, setCordoned, type RegisterHostInput } from './hosts';
 import { getInstance, instancesOfHost, instancesOfRelease, networkChanged, type Instance } from './instances';
 
@@ -41,6 +41,7 @@ const resolvers = {
     uncordonHost: (_: unknown, { id }: { id: string }) => setCordoned(store(), id, false),
     revokeHost: (_: unknown, { id }: { id: string }) => revokeHost(store(), id),
     runnerSync: (_: unknown, { input }: { input: SyncRequest }, ctx: Context) => runnerSync(store(), requireHost(ctx), input),
+    runnerHeartbeat: (_: unknown, { input }: { input: HeartbeatRequest }, ctx: Context) => runnerHeartbeat(store(), requireHost(ctx), input),
   },
   Host: {
     __resolveReference: ({ id }: { id: string }) => getHost(store(), id),
@@ -75,6 +76,7 @@ export const arkAccess: AccessRules = {
     uncordonHost: 'ADMIN',
     revokeHost: 'ADMIN',
     runnerSync: 'HOST',
+    runnerHeartbeat: 'HOST',
   },
 };
 

@@ -11,7 +11,7 @@ import { config } from '../../lib/config';
 import { getInspection, listInspections, runInspection, type Inspection } from './inspection';
 import { findingCounts, reportHtml, reportMarkdown } from './inspection-report';
 import {
-  containersOfHost, containersOfRelease, getContainer, getInstance, HOST_DESIRED_CHANGED, instancesOfRelease, isFailing, isServing,
+  containersOfHost, containersOfRelease, generationStatus, getContainer, getInstance, HOST_DESIRED_CHANGED, instancesOfRelease, isFailing, isServing,
   listContainers, type ContainerRecord,
 } from '../ark';
 import { testChannel } from './notify';
@@ -35,7 +35,10 @@ const resolvers = {
     events: (_: unknown, { filter, first, after }: { filter?: EventFilter | null; first: number; after?: string | null }) =>
       listEvents(store(), filter ?? {}, first, after),
     event: (_: unknown, { id }: { id: string }) => store().get<PlatformEvent>('events', id),
-    containerStatus: (_: unknown, { instanceId }: { instanceId: string }) => getContainer(store(), instanceId),
+    containerStatus: async (_: unknown, { instanceId }: { instanceId: string }) => {
+      const [instance, record] = await Promise.all([getInstance(store(), instanceId), getContainer(store(), instanceId)]);
+      return instance ? generationStatus(record, instance.specHash) : null;
+    },
     hostDesiredStateChange: (_: unknown, { eventId }: { eventId: string }, ctx: Context) => hostDesiredStateChange(eventId, ctx),
     inspections: (_: unknown, { first, after }: { first: number; after?: string | null }) => listInspections(store(), first, after),
     inspection: (_: unknown, { id }: { id: string }) => getInspection(store(), id),
@@ -74,7 +77,10 @@ const resolvers = {
     channel: (n: { channelId: string }) => ({ __typename: 'AlertChannel', id: n.channelId }),
   },
   Instance: {
-    status: ({ id }: { id: string }) => getContainer(store(), id),
+    status: async ({ id }: { id: string }) => {
+      const [instance, record] = await Promise.all([getInstance(store(), id), getContainer(store(), id)]);
+      return instance ? generationStatus(record, instance.specHash) : null;
+    },
   },
   Host: {
     containers: ({ id }: { id: string }) => containersOfHost(store(), id),
@@ -82,11 +88,14 @@ const resolvers = {
   Release: {
     health: async ({ id }: { id: string }) => {
       const [instances, containers] = await Promise.all([instancesOfRelease(store(), id), containersOfRelease(store(), id)]);
+      // Only containers of each instance's current spec count: an old generation says nothing about the new one.
+      const specOf = new Map(instances.map((i) => [i.id, i.specHash]));
+      const current = containers.filter((c) => specOf.get(c.instanceId) === c.specHash);
       return {
         desired: instances.length,
-        running: containers.filter((c) => c.state === 'RUNNING').length,
-        healthy: containers.filter(isServing).length,
-        unhealthy: containers.filter((c) => c.health === 'UNHEALTHY').length,
+        running: current.filter((c) => c.state === 'RUNNING').length,
+        healthy: current.filter(isServing).length,
+        unhealthy: current.filter((c) => c.health === 'UNHEALTHY').length,
       };
     },
   },

@@ -1,29 +1,54 @@
 import { config } from '../../lib/config';
 import { log } from '../../lib/log';
 import type { Store } from '../../lib/store';
-import { getContainer, getHost, instancesOfHost, isServing, listHosts, markDown, migrateInstance, type Host, type Instance } from '../ark';
+import { getContainer, getHost, instancesOfHost, isServing, listHosts, markDown, migrateInstance, recordProbe, watchingSince, type Host, type Instance } from '../ark';
 import { constraintsOf, getRelease } from '../panama';
 import { raise, resolveAlarm } from './alarms';
 import { recordEvent } from './events';
 
 
 /**
- * The watchdog tick: a host whose runner stopped syncing for `hostDownSeconds` is marked DOWN (HOST_DOWN alarm)
- * and its instances move to healthy hosts that satisfy the same constraints (INSTANCE_MIGRATED); a DRAINING host
- * gives up one instance per tick, once the previous one moved serves again. Level-triggered: an instance that
+ * Asks a silent host's runner over its notification socket whether it is there: 'closed' when it holds no socket,
+ * 'sent' when the question went out (the answer arrives as `recordSocketAnswer`). Null: no sockets to ask.
+ */
+export type SocketProbe = (hostId: string) => Promise<'sent' | 'closed'>;
+
+/** How long a probe may go unanswered before the socket counts as dead (a pong takes milliseconds). */
+const probeTimeoutMs = () => Math.max(2, 2 * config().tickSeconds) * 1000;
+
+/**
+ * The watchdog tick. A host is marked DOWN (HOST_DOWN alarm) only on evidence that holds up:
+ * - its runner's heartbeats have been missing for `hostDownSeconds`, by the API's clock (a host's own clock is never
+ *   asked, so a skewed one harms nothing), and
+ * - the watchdog itself has been ticking all that time (after an API outage or a stalled tick the clock restarts:
+ *   silence nobody watched is no evidence), and
+ * - its notification socket is closed, or did not answer a probe within a couple of seconds (a runner that is alive
+ *   but whose HTTP beats do not get through keeps its host).
+ * A DOWN host's instances move to healthy hosts that satisfy the same constraints (INSTANCE_MIGRATED); a DRAINING
+ * host gives up one instance per tick, once the previous one moved serves again. Level-triggered: an instance that
  * could not move this time is tried again at the next tick.
  */
-export async function watchHosts(store: Store, now = new Date()): Promise<void> {
-  const staleBefore = new Date(now.getTime() - config().hostDownSeconds * 1000).toISOString();
+export async function watchHosts(store: Store, probe: SocketProbe | null = null, now = new Date()): Promise<void> {
+  const { hostDownSeconds, heartbeatSeconds } = config();
+  const watching = await watchingSince(store, config().tickSeconds, now);
+  const staleBefore = new Date(now.getTime() - hostDownSeconds * 1000).toISOString();
+  // Ask the socket early, so that its answer is in by the time the heartbeats count as missing.
+  const silentBefore = new Date(now.getTime() - Math.max(hostDownSeconds / 2, 2 * heartbeatSeconds) * 1000).toISOString();
+  const watchedLongEnough = watching <= staleBefore;
   for (const host of await listHosts(store)) {
     try {
-      if (host.status !== 'DOWN' && (host.lastHeartbeatAt ?? '') < staleBefore && await markDown(store, host.id, staleBefore)) {
-        await raise(store, {
-          kind: 'HOST_DOWN', severity: 'CRITICAL', cause: `host:${host.id}`, hostId: host.id,
-          message: `host ${host.name} stopped reporting (last heartbeat ${host.lastHeartbeatAt ?? 'never'}); moving its instances`,
-        }, now);
-        await recordEvent(store, { kind: 'HOST_DOWN', message: `host ${host.name} is DOWN`, severity: 'CRITICAL', hostId: host.id }, now);
-        host.status = 'DOWN';
+      if (host.status !== 'DOWN' && (host.lastHeartbeatAt ?? '') < silentBefore) {
+        const socket = probe ? await askSocket(store, host, probe, now) : 'dead';
+        if ((host.lastHeartbeatAt ?? '') < staleBefore && watchedLongEnough && socket === 'dead' && await markDown(store, host.id, staleBefore)) {
+          await raise(store, {
+            kind: 'HOST_DOWN', severity: 'CRITICAL', cause: `host:${host.id}`, hostId: host.id,
+            message: `host ${host.name} stopped reporting (last heartbeat ${host.lastHeartbeatAt ?? 'never'}, notification socket closed or silent); moving its instances`,
+          }, now);
+          await recordEvent(store, { kind: 'HOST_DOWN', message: `host ${host.name} is DOWN`, severity: 'CRITICAL', hostId: host.id }, now);
+          host.status = 'DOWN';
+        } else if ((host.lastHeartbeatAt ?? '') < staleBefore && socket === 'alive') {
+          log.warn({ hostId: host.id, lastHeartbeatAt: host.lastHeartbeatAt }, 'host heartbeats missing but its runner answers on its notification socket; not DOWN');
+        }
       }
       if (host.status === 'DOWN') {
         for (const instance of await instancesOfHost(store, host.id)) await move(store, host, instance, now);
@@ -34,6 +59,24 @@ export async function watchHosts(store: Store, now = new Date()): Promise<void> 
       log.warn({ hostId: host.id, err: err instanceof Error ? err.message : String(err) }, 'watchdog could not handle host');
     }
   }
+}
+
+/**
+ * The silent host's socket: 'dead' when closed or when a probe went unanswered for the probe time-out, 'alive' when
+ * it answered the latest probe, 'asking' while a probe is out. Probes again once an answer is older than a time-out.
+ */
+async function askSocket(store: Store, host: Host, probe: SocketProbe, now: Date): Promise<'dead' | 'alive' | 'asking'> {
+  const sentAt = host.probeSentAt ?? null;
+  const answered = !!sentAt && (host.socketAnsweredAt ?? '') >= sentAt;
+  const timedOut = !!sentAt && Date.parse(sentAt) <= now.getTime() - probeTimeoutMs();
+  if (sentAt && !answered && timedOut) return 'dead';
+  if (sentAt && !timedOut) {
+    // Still waiting, or answered recently; a closed socket is evidence at once.
+    return (await probe(host.id)) === 'closed' ? 'dead' : answered ? 'alive' : 'asking';
+  }
+  if ((await probe(host.id)) === 'closed') return 'dead';
+  await recordProbe(store, host.id, now);
+  return answered ? 'alive' : 'asking';
 }
 
 async function drainOne(store: Store, host: Host, now: Date) {

@@ -1,7 +1,7 @@
 import semver from 'semver';
 import { badInput, conflict, notFound } from '../../lib/errors';
 import { ConditionFailed, type Store, type Versioned } from '../../lib/store';
-import type { HealthcheckSpec, LifecycleSpec, PortSpec } from '../../lib/runner-protocol';
+import { DEFAULT_STOP, type HealthcheckSpec, type LifecycleSpec, type PortSpec } from '../../lib/runner-protocol';
 import * as check from '../../lib/validate';
 import { sealAll, type SealedVar } from '../../lib/secrets';
 import { checkTemplates } from './templates';
@@ -25,6 +25,9 @@ export interface Product extends Versioned {
     /** Sealed (lib/secrets.ts); never returned, only their names. */
     secretEnv?: SealedVar[];
     healthcheck: HealthcheckSpec | null;
+    /** Absent on products defined before stops were declared: the defaults apply. */
+    stopSignal?: string;
+    stopTimeoutSeconds?: number;
     dataPath?: string | null;
     lifecycle?: LifecycleSpec | null;
   };
@@ -46,6 +49,8 @@ export type ProductInput = {
     /** Write-only; left out, a redefinition keeps the product's current secrets. */
     secretEnv?: { name: string; value: string }[] | null;
     healthcheck?: Partial<HealthcheckSpec> & { command: string[] } | null;
+    stopSignal?: string | null;
+    stopTimeoutSeconds?: number | null;
     dataPath?: string | null;
     lifecycle?: Partial<LifecycleSpec> | null;
   } | null;
@@ -53,9 +58,25 @@ export type ProductInput = {
   requiresExclusiveHosts?: boolean | null;
 };
 
+const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH', 'SIGPWR', 'SIGKILL'];
+
 const IMAGE = /^[a-z0-9]+([._\-/:@][a-zA-Z0-9]+)*$/;
 
 /** Turns client input into a product definition, or says which field is wrong. */
+const HEALTHCHECK_FORMS = 'a shell command ("test -f /www/health", run with /bin/sh -c) or a program and its arguments (["CMD", "test", "-f", "/www/health"])';
+
+/**
+ * Compose's rule: one string is a shell command (CMD-SHELL). GraphQL hands a lone string over as a one-item list,
+ * which Docker would otherwise exec as a program named after the whole line.
+ */
+function healthcheckCommand(command: string[]): string[] {
+  const field = 'defaults.healthcheck.command';
+  if (!command[0]?.trim()) throw badInput(`${field} must not be empty: give ${HEALTHCHECK_FORMS}`, field);
+  if (command.length === 1 && (command[0] === 'CMD' || command[0] === 'CMD-SHELL')) throw badInput(`${field} ${command[0]} names no command: give ${HEALTHCHECK_FORMS}`, field);
+  if (command.length === 1 && command[0] !== 'NONE') return ['CMD-SHELL', command[0]];
+  return command;
+}
+
 export function productFromInput(input: ProductInput, now = new Date()): Omit<Product, 'seq'> {
   const name = check.dnsLabel(input.name, 'name', 30);
   if (input.versions.length === 0) throw badInput('versions must list at least one version with its image', 'versions');
@@ -82,12 +103,17 @@ export function productFromInput(input: ProductInput, now = new Date()): Omit<Pr
   });
   const hc = d.healthcheck;
   const healthcheck = hc ? {
-    command: hc.command.length ? hc.command : (() => { throw badInput('defaults.healthcheck.command must not be empty', 'defaults.healthcheck.command'); })(),
+    command: healthcheckCommand(hc.command),
     intervalSeconds: check.intInRange(hc.intervalSeconds ?? 10, 'defaults.healthcheck.intervalSeconds', 1, 3600),
     timeoutSeconds: check.intInRange(hc.timeoutSeconds ?? 5, 'defaults.healthcheck.timeoutSeconds', 1, 3600),
     retries: check.intInRange(hc.retries ?? 3, 'defaults.healthcheck.retries', 1, 100),
     startPeriodSeconds: check.intInRange(hc.startPeriodSeconds ?? 0, 'defaults.healthcheck.startPeriodSeconds', 0, 3600),
   } : null;
+  const stopSignal = (d.stopSignal ?? DEFAULT_STOP.signal).toUpperCase();
+  if (!STOP_SIGNALS.includes(stopSignal)) {
+    throw badInput(`defaults.stopSignal "${d.stopSignal}" is not a stop signal; use one of ${STOP_SIGNALS.join(', ')}`, 'defaults.stopSignal');
+  }
+  const stopTimeoutSeconds = check.intInRange(d.stopTimeoutSeconds ?? DEFAULT_STOP.timeoutSeconds, 'defaults.stopTimeoutSeconds', 1, 600);
   const configTemplates = (input.configTemplates ?? []).map((t) => ({ path: t.path, template: t.template }));
   const env = check.envVars(d.env, 'defaults.env');
   const secretEnv = check.envVars(d.secretEnv, 'defaults.secretEnv');
@@ -106,6 +132,8 @@ export function productFromInput(input: ProductInput, now = new Date()): Omit<Pr
       env,
       secretEnv: sealAll(secretEnv),
       healthcheck,
+      stopSignal,
+      stopTimeoutSeconds,
       dataPath: d.dataPath ? absolutePath(d.dataPath, 'defaults.dataPath') : null,
       lifecycle: lifecycleOf(d.lifecycle),
     },

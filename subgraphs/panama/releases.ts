@@ -13,6 +13,7 @@ import {
 } from '../ark';
 import { resolveDependencies } from './dependencies';
 import { renderTemplates, templateContext } from './templates';
+import { DEFAULT_STOP } from '../../lib/runner-protocol';
 import { isActive, type UpgradeRecord } from './upgrades';
 import { latestVersion, listProducts, mustGetProduct, type Product, type VersionUse } from './products';
 
@@ -143,10 +144,17 @@ export function instanceSpec(release: Pick<Release, 'id' | 'name' | 'version' | 
     cpuMillis: release.resources.cpuMillis,
     memoryMb: release.resources.memoryMb,
     healthcheck: product.defaults.healthcheck,
+    ...declaredStop(product),
     configFiles: product.configTemplates.length ? renderTemplates(product.configTemplates, templateContext(release, product, peers, ordinal)) : [],
     ...(product.defaults.dataPath ? { dataPath: product.defaults.dataPath } : {}),
     ...(product.defaults.lifecycle ? { lifecycle: product.defaults.lifecycle } : {}),
   };
+}
+
+/** Only a stop that differs from the defaults is part of the spec, so products that declare none keep their hashes. */
+function declaredStop(product: Product): Pick<ContainerSpec, 'stopSignal' | 'stopTimeoutSeconds'> {
+  const { stopSignal = DEFAULT_STOP.signal, stopTimeoutSeconds = DEFAULT_STOP.timeoutSeconds } = product.defaults;
+  return stopSignal === DEFAULT_STOP.signal && stopTimeoutSeconds === DEFAULT_STOP.timeoutSeconds ? {} : { stopSignal, stopTimeoutSeconds };
 }
 
 export function unplacedInstances(release: Omit<Release, 'seq'>, product: Product, ordinals: number[], now: Date): UnplacedInstance[] {
@@ -447,16 +455,21 @@ export function releaseStatus(release: Release, instances: Instance[], container
     const what = `${u.done.length} of ${release.replicas} on ${target}${u.batch.length ? `, replacing ${u.batch.length}` : ''}`;
     return { status: u.state === 'ROLLING_BACK' ? 'ROLLING_BACK' : 'UPGRADING', message: u.state === 'PAUSED' ? `paused: ${what}` : what };
   }
-  if (u?.state === 'FAILED') return { status: 'FAILED', message: `upgrade to ${u.toVersion} stopped: ${u.message}` };
+  // Only a container of the instance's current spec speaks for it: an old generation says nothing about the new one.
   const byInstance = new Map(containers.map((c) => [c.instanceId, c]));
-  const current = instances.map((i) => ({ i, c: byInstance.get(i.id) }));
+  const current = instances.map((i) => ({ i, c: byInstance.get(i.id) })).map(({ i, c }) => ({ i, c: c?.specHash === i.specHash ? c : undefined }));
+  const serving = current.filter(({ c }) => c && isServing(c)).length;
+  if (u?.state === 'FAILED') {
+    const stopped = `upgrade to ${u.toVersion} stopped: ${u.reason ?? u.message}`;
+    // FAILED means not serving; a release that still serves from some instances is DEGRADED.
+    return serving ? { status: 'DEGRADED', message: `${serving} of ${release.replicas} instances serving; ${stopped}` } : { status: 'FAILED', message: stopped };
+  }
   const failing = current.filter(({ c }) => c && isFailing(c));
   if (failing.length) {
     const first = failing[0];
     const why = first.c!.error ?? `${first.c!.state.toLowerCase()}${first.c!.health === 'UNHEALTHY' ? ', unhealthy' : ''}`;
     return { status: 'DEGRADED', message: `${failing.length} of ${instances.length} instances failing; ${first.i.id}: ${why}` };
   }
-  const serving = current.filter(({ i, c }) => c && isServing(c) && c.specHash === i.specHash).length;
   if (serving === instances.length && instances.length === release.replicas) return { status: 'RUNNING', message: null };
   const unplaced = release.placementError && instances.length < release.replicas ? `; ${release.placementError}` : '';
   const pulls = current.flatMap(({ c }) => (c?.pull ? [c.pull] : []));

@@ -5,6 +5,7 @@ import { createApiKey, listApiKeys, revokeApiKey, type ApiKeyInput } from '../..
 import { auditHead, listAudit, type AuditFilter } from '../../lib/audit';
 import { kick } from '../../lib/kick';
 import { log } from '../../lib/log';
+import { DEFAULT_STOP } from '../../lib/runner-protocol';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
 import { defineProduct, deleteProduct, getProduct, listProducts, mustGetProduct, type Product, type ProductInput } from './products';
@@ -108,6 +109,8 @@ const resolvers = {
   },
   ProductDefaults: {
     secretEnvNames: (d: Product['defaults']) => (d.secretEnv ?? []).map((v) => v.name),
+    stopSignal: (d: Product['defaults']) => d.stopSignal ?? DEFAULT_STOP.signal,
+    stopTimeoutSeconds: (d: Product['defaults']) => d.stopTimeoutSeconds ?? DEFAULT_STOP.timeoutSeconds,
   },
   AlertChannel: {
     // Deleted channels resolve too (tombstones), so old alarms' notifications still name them.

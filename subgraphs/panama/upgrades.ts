@@ -35,6 +35,10 @@ export interface UpgradeRecord {
   startedAt: string;
   finishedAt: string | null;
   message: string | null;
+  /** Why it stopped or was rolled back: the health gate that failed. */
+  reason?: string | null;
+  /** After an automatic rollback: the version that failed its health gate. */
+  failedVersion?: string | null;
 }
 
 export interface UpgradeStrategy {
@@ -78,7 +82,7 @@ export async function startUpgrade(store: Store, id: string, version: string, st
     autoRollback: kind === 'UPGRADE' && (strategy.autoRollback ?? true),
     pauseBetweenBatchesSeconds: check.intInRange(strategy.pauseBetweenBatchesSeconds ?? 0, 'strategy.pauseBetweenBatchesSeconds', 0, 3600),
     batch: [], batchStartedAt: null, nextBatchAt: null, done: [],
-    startedAt: now.toISOString(), finishedAt: null, message: null,
+    startedAt: now.toISOString(), finishedAt: null, message: null, reason: null, failedVersion: null,
   };
   const reason = kind === 'UPGRADE' ? `upgrade ${release.version} → ${version}` : `rollback ${release.version} → ${version}`;
   const pin = pinned ?? await pinVersion(product, version);
@@ -136,7 +140,10 @@ async function step(store: Store, release: Release, now: Date): Promise<boolean>
   if (u.batch.length) {
     const batch = instances.filter((i) => u.batch.includes(i.id));
     for (const i of batch) await respecInstance(store, i.id, target(i)); // finishes a batch a crash interrupted
-    const failing = batch.map((i) => ({ i, c: byInstance.get(i.id) })).find(({ i, c }) => c && c.specHash === i.specHash && isFailing(c));
+    // A rollback returns to the version that served before: a failure report while its containers are recreated is
+    // no verdict (a rollback is never rolled back); only its health timeout is.
+    const failing = u.state === 'ROLLING_BACK' ? undefined
+      : batch.map((i) => ({ i, c: byInstance.get(i.id) })).find(({ i, c }) => c && c.specHash === i.specHash && isFailing(c));
     const timedOut = now.getTime() - Date.parse(u.batchStartedAt!) > u.healthTimeoutSeconds * 1000;
     if (batch.every((i) => onTarget(i) && serving(i))) {
       const done = [...new Set([...u.done, ...u.batch])];
@@ -148,13 +155,13 @@ async function step(store: Store, release: Release, now: Date): Promise<boolean>
     const why = failing ? `${failing.i.releaseName}-${failing.i.ordinal}: ${describeFailure(failing.c!)}` : `not healthy within ${u.healthTimeoutSeconds}s`;
     await progressEvent(store, release, 'HEALTH_FAILED', `health gate failed on ${targetVersion}: ${why}`, u.done.length, 'WARNING', failing?.i.id ?? null, now);
     if (u.state === 'RUNNING' && u.autoRollback) {
-      await save({ state: 'ROLLING_BACK', batch: [], batchStartedAt: null, done: [], message: `rolling back: ${why}` }, { version: u.fromVersion });
+      await save({ state: 'ROLLING_BACK', batch: [], batchStartedAt: null, done: [], message: `rolling back: ${why}`, reason: why, failedVersion: u.toVersion }, { version: u.fromVersion });
       await progressEvent(store, release, 'ROLLBACK_STARTED', `rolling back to ${u.fromVersion}: ${why}`, 0, 'WARNING', null, now);
       await panamaHooks.emit('upgradeRolledBack', store, release, `release:${release.id}:${u.startedAt}`,
         `upgrade of ${release.name} to ${u.toVersion} failed its health gate (${why}); rolled back to ${u.fromVersion}`, now);
       return true;
     }
-    await save({ state: 'FAILED', finishedAt: now.toISOString(), message: why });
+    await save({ state: 'FAILED', finishedAt: now.toISOString(), message: why, reason: why });
     await progressEvent(store, release, 'UPGRADE_FAILED', `stopped: ${why}`, u.done.length, 'CRITICAL', null, now);
     return false;
   }
@@ -162,7 +169,10 @@ async function step(store: Store, release: Release, now: Date): Promise<boolean>
   const remaining = instances.filter((i) => !onTarget(i));
   if (!remaining.length) {
     const rolledBack = u.state === 'ROLLING_BACK';
-    await save({ state: rolledBack ? 'ROLLED_BACK' : 'SUCCEEDED', finishedAt: now.toISOString() },
+    await save({
+      state: rolledBack ? 'ROLLED_BACK' : 'SUCCEEDED', finishedAt: now.toISOString(),
+      ...(rolledBack ? { message: `rolled back to ${u.fromVersion}: ${u.failedVersion ?? u.toVersion} failed its health gate (${u.reason})` } : {}),
+    },
       rolledBack ? addRevision(release, `rolled back to ${u.fromVersion} after a failed upgrade to ${u.toVersion}`, now) : {});
     await progressEvent(store, release, rolledBack ? 'UPGRADE_ROLLED_BACK' : 'UPGRADE_DONE',
       rolledBack ? `back on ${u.fromVersion}` : `all ${instances.length} instances on ${u.toVersion}`, instances.length, rolledBack ? 'WARNING' : 'INFO', null, now);

@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
@@ -9,6 +9,7 @@ import { startStack, type Stack } from '../../scripts/stack';
  * nothing is half-written. No Docker needed: a host is registered through the API as its runner would.
  */
 let stack: Stack;
+let dir: string;
 let hostId: string;
 let hostToken: string;
 
@@ -19,7 +20,7 @@ const deploy = (input: Record<string, unknown>) =>
   stack.graphql('mutation($input: DeployInput!) { deploy(input: $input) { id } }', { input: { product: 'demo', ...input } });
 
 beforeAll(async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'fz-bad-'));
+  dir = mkdtempSync(join(tmpdir(), 'fz-bad-'));
   stack = await startStack({ dataDir: dir, httpPort: 3310, wsPort: 3311, lambdaPort: 3312, storePort: 4810, output: join(dir, 'stack.log') });
   expect((await stack.graphql(DEFINE_PRODUCT, { input: DEMO_PRODUCT })).errors).toBeUndefined();
   const join_ = await stack.graphql<{ createJoinToken: { token: string } }>('mutation { createJoinToken { token } }');
@@ -34,6 +35,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await stack?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 test.each([

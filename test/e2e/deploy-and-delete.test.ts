@@ -1,12 +1,12 @@
 import Docker from 'dockerode';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
 import { startStack, type Stack } from '../../scripts/stack';
 import { clearReleaseNames } from '../support/docker';
-import { waitUntil } from '../support/wait';
+import { waitFor, waitUntil } from '../support/wait';
 
 /**
  * The walking skeleton end to end: dynalite + serverless-offline (gateway and three subgraph handlers over HTTP) +
@@ -14,6 +14,7 @@ import { waitUntil } from '../support/wait';
  */
 const docker = new Docker();
 let stack: Stack;
+let dir: string;
 let runner: ChildProcess;
 const hostName = `e2e-${process.pid}`;
 
@@ -31,12 +32,12 @@ const RELEASE = `query Release($id: ID!) {
 
 beforeAll(async () => {
   await clearReleaseNames(docker, 'e2e-web', 'e2e-restart', 'e2e-idem');
-  const dir = mkdtempSync(join(tmpdir(), 'fz-e2e-'));
+  dir = mkdtempSync(join(tmpdir(), 'fz-e2e-'));
   stack = await startStack({ dataDir: dir, httpPort: 3300, wsPort: 3301, lambdaPort: 3302, storePort: 4800, output: join(dir, 'stack.log') });
   const defined = await stack.graphql(DEFINE_PRODUCT, { input: DEMO_PRODUCT });
   expect(defined.errors).toBeUndefined();
   runner = await stack.startRunner(hostName, ['--labels', 'zone=a']);
-  await waitUntil('the runner to register its host', async () => {
+  await waitFor('the runner to register its host', async () => {
     const res = await stack.graphql<{ hosts: { name: string; status: string; engine: { version: string } | null }[] }>('{ hosts { name status engine { version } } }');
     return res.data?.hosts.find((h) => h.name === hostName && h.status === 'READY' && h.engine);
   });
@@ -44,6 +45,9 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await stack?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+  // A test that failed half-way leaves its release's containers; they go with the run, not with the next one.
+  await clearReleaseNames(docker, 'e2e-web', 'e2e-restart', 'e2e-idem');
 });
 
 test('deploys 3 replicas that run as labelled containers, reports them RUNNING across all subgraphs, and removes them on delete', async () => {
@@ -52,7 +56,7 @@ test('deploys 3 replicas that run as labelled containers, reports them RUNNING a
   expect(deployed.errors).toBeUndefined();
   const id = deployed.data!.deploy.id;
 
-  const running = await waitUntil('the release to be RUNNING', async () => {
+  const running = await waitFor('the release to be RUNNING', async () => {
     const res = await stack.graphql<{ release: any }>(RELEASE, { id });
     return res.data?.release.status === 'RUNNING' && res.data.release;
   });

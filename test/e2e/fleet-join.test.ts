@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startStack, type Stack } from '../../scripts/stack';
 import { controlPlaneOf, startFleet, type Fleet } from '../support/fleet';
-import { waitUntil } from '../support/wait';
+import { waitFor } from '../support/wait';
 
 /**
  * The fleet harness itself: three hosts, each a network namespace with its own empty Docker engine and runner,
@@ -28,7 +28,7 @@ afterAll(async () => {
 
 test('hosts in their own namespaces join the control plane over the bridge with empty engines', async () => {
   for (const host of fleet.hosts) await host.startRunner();
-  const hosts = await waitUntil('three hosts READY with their engines', async () => {
+  const hosts = await waitFor('three hosts READY with their engines', async () => {
     const res = await stack.graphql<{ hosts: { name: string; address: string; status: string; engine: { version: string } | null }[] }>(
       '{ hosts { name address status engine { version } } }');
     const list = res.data?.hosts ?? [];

@@ -1,5 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
@@ -13,6 +13,7 @@ import { waitUntil } from '../support/wait';
  * runner removes the stale copies, so each instance runs exactly once.
  */
 let stack: Stack;
+let dir: string;
 let engineA: Engine;
 let engineB: Engine;
 let runnerA: ChildProcess;
@@ -22,7 +23,7 @@ const running = async (engine: Engine, releaseId: string) =>
   (await engine.docker.listContainers({ filters: { label: [`fangzhou.release=${releaseId}`] } })).map((c) => c.Labels['fangzhou.instance']).sort();
 
 beforeAll(async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'fz-loss-'));
+  dir = mkdtempSync(join(tmpdir(), 'fz-loss-'));
   [engineA, engineB] = await Promise.all([
     startEngine('a', '10.201.0.0/16', ['fangzhou/demo:1']),
     startEngine('b', '10.202.0.0/16', ['fangzhou/demo:1']),
@@ -36,6 +37,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await stack?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
   await Promise.all([engineA?.stop(), engineB?.stop()]);
 });
 

@@ -1,6 +1,6 @@
 import Docker from 'dockerode';
 import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createClient, type Client } from 'graphql-ws';
@@ -8,7 +8,7 @@ import WebSocket from 'ws';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
 import { startStack, type Stack } from '../../scripts/stack';
 import { clearReleaseNames } from '../support/docker';
-import { waitUntil } from '../support/wait';
+import { waitFor, waitUntil } from '../support/wait';
 
 /**
  * Live operations over real WebSocket subscriptions (graphql-ws client against serverless-offline): a container
@@ -17,6 +17,7 @@ import { waitUntil } from '../support/wait';
  */
 const docker = new Docker();
 let stack: Stack;
+let dir: string;
 let client: Client;
 let releaseId: string;
 const hostName = `live-${process.pid}`;
@@ -29,7 +30,7 @@ function collect<T>(query: string, variables: Record<string, unknown>) {
 
 beforeAll(async () => {
   await clearReleaseNames(docker, 'live');
-  const dir = mkdtempSync(join(tmpdir(), 'fz-live-'));
+  dir = mkdtempSync(join(tmpdir(), 'fz-live-'));
   stack = await startStack({ dataDir: dir, httpPort: 3370, wsPort: 3371, lambdaPort: 3372, storePort: 4870, output: join(dir, 'stack.log') });
   expect((await stack.graphql(DEFINE_PRODUCT, { input: DEMO_PRODUCT })).errors).toBeUndefined();
   await stack.startRunner(hostName, ['--labels', 'zone=live']);
@@ -46,6 +47,7 @@ afterAll(async () => {
     await waitUntil('containers removed', async () => (await docker.listContainers({ all: true, filters: { label: [`fangzhou.release=${releaseId}`] } })).length === 0, 60_000).catch(() => undefined);
   }
   await stack?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 test('killing a container reaches a containerStatusChanged subscriber and an alarmRaised subscriber, with fields from all subgraphs', async () => {
@@ -59,10 +61,10 @@ test('killing a container reaches a containerStatusChanged subscriber and an ala
   const instanceId = victim.Labels['fangzhou.instance'];
   await docker.getContainer(victim.Id).kill();
 
-  const seen = await waitUntil('a containerStatusChanged for the killed container', async () =>
+  const seen = await waitFor('a containerStatusChanged for the killed container', async () =>
     statuses.received.find((s) => s.containerStatusChanged.instance.id === instanceId && s.containerStatusChanged.host.name === hostName), 30_000, 100);
   expect(seen.containerStatusChanged.instance.domainName).toMatch(/^live-\d\.live\.fz\.internal$/);
-  const alarm = await waitUntil('an alarm for the killed container', async () =>
+  const alarm = await waitFor('an alarm for the killed container', async () =>
     alarms.received.find((a) => a.alarmRaised.instance?.id === instanceId), 30_000, 100);
   // Docker restarts it at once (restart count up) and its healthcheck may fail first: either alarm is right.
   expect(['CONTAINER_RESTARTED', 'CONTAINER_UNHEALTHY']).toContain(alarm.alarmRaised.kind);
@@ -95,7 +97,7 @@ test('the scripted upgrade example draws progress and exits 0 on success, 1 afte
 }, 240_000);
 
 test('running containers report CPU and memory figures', async () => {
-  const stats = await waitUntil('stats for every instance', async () => {
+  const stats = await waitFor('stats for every instance', async () => {
     const res = await stack.graphql<{ release: { instances: { status: { stats: { cpuPercent: number; memoryBytes: number } | null } | null }[] } }>(
       'query($id: ID!) { release(id: $id) { instances { status { stats { cpuPercent memoryBytes } } } } }', { id: releaseId });
     const all = res.data!.release.instances.map((i) => i.status?.stats);

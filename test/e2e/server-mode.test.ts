@@ -12,7 +12,7 @@ import { raiseAlarm } from '../../subgraphs/butler/alarms';
 import { startBalancer, type Balancer } from '../support/balancer';
 import { startDynalite, type DynamoDbServer } from '../support/dynamodb';
 import { startReplica, type Replica } from '../support/replicas';
-import { waitUntil } from '../support/wait';
+import { waitFor, waitUntil } from '../support/wait';
 
 /**
  * Server mode as a fleet's control plane runs it: two replicas (real processes) on one store (dynalite), behind a
@@ -172,7 +172,7 @@ test('a subscriber on either replica receives events, whichever replica publishe
   await received(onA, raised.id);
   await received(onB, raised.id);
   // One replica published (the lease holder), so one of the two sockets was reached through the other's @connections.
-  const event = await waitUntil('the alarm\'s event', async () => (await db.scan<{ id: string; alarmId: string | null }>('events')).find((e) => e.alarmId === raised.id));
+  const event = await waitFor('the alarm\'s event', async () => (await db.scan<{ id: string; alarmId: string | null }>('events')).find((e) => e.alarmId === raised.id));
   const reports = () => replicas.flatMap((r) => r.logLines().filter((l) => l.msg === 'published event' && l.eventId === event.id));
   await waitUntil('the publisher\'s report', async () => reports().length > 0, 10_000, 100);
   expect(reports()).toEqual([expect.objectContaining({ subscriptions: 2, deliveries: 2, failed: 0 })]);

@@ -1,5 +1,5 @@
 import { createClient, type Client } from 'graphql-ws';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
@@ -9,7 +9,7 @@ import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
 import { startStack, type Stack } from '../../scripts/stack';
 import { raiseAlarm, type Alarm } from '../../subgraphs/butler/alarms';
 import type { PlatformEvent } from '../../subgraphs/butler/events';
-import { waitUntil } from '../support/wait';
+import { waitFor, waitUntil } from '../support/wait';
 
 /**
  * Live subscriptions end to end: the real graphql-ws client against serverless-offline's WebSocket API, the ws
@@ -19,6 +19,7 @@ import { waitUntil } from '../support/wait';
  * alarm something to resolve in Ark and Panama. No Docker needed.
  */
 let stack: Stack;
+let dir: string;
 let db: Store;
 let logFile: string;
 let hostId: string;
@@ -29,7 +30,7 @@ const clients: Client[] = [];
 const sockets: WebSocket[] = [];
 
 beforeAll(async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'fz-subs-'));
+  dir = mkdtempSync(join(tmpdir(), 'fz-subs-'));
   logFile = join(dir, 'stack.log');
   // serverless-offline: this suite is the proof that serverless.yml's WebSocket API runs as written (server mode's
   // WebSocket is what every other suite runs on, e.g. runner-push.test.ts).
@@ -61,6 +62,7 @@ afterAll(async () => {
   for (const s of sockets) s.terminate();
   db?.client.destroy();
   await stack?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -124,7 +126,7 @@ function subscribe(conn: Connection, query: string, variables?: Record<string, u
 const subscriptionRecords = async () =>
   (await db.scan<{ id: string; kind: string; connectionId: string; subscriptionId: string }>('subscriptions')).filter((i) => i.kind === 'subscription');
 /** The store holds the subscription (the protocol has no "subscribed" message, so tests look). */
-const stored = (...subs: Sub[]) => waitUntil(`subscriptions ${subs.map((s) => s.id)} to be stored`, async () => {
+const stored = (...subs: Sub[]) => waitFor(`subscriptions ${subs.map((s) => s.id)} to be stored`, async () => {
   const records = await subscriptionRecords();
   return subs.every((s) => records.some((r) => r.subscriptionId === s.id)) && records;
 }, 20_000, 100);
@@ -144,11 +146,11 @@ async function alarm(severity: Alarm['severity'] = 'WARNING'): Promise<Alarm> {
   return raised!;
 }
 
-const received = (sub: Sub, alarmId: string) => waitUntil(`${sub.id} to receive alarm ${alarmId}`, async () =>
+const received = (sub: Sub, alarmId: string) => waitFor(`${sub.id} to receive alarm ${alarmId}`, async () =>
   sub.results.find((r) => Object.values(r.data ?? {}).some((v) => (v as { id?: string } | null)?.id === alarmId)), 30_000, 100);
 
 const eventOf = async (alarmId: string) =>
-  waitUntil('the alarm event', async () => (await db.scan<PlatformEvent>('events')).find((e) => e.alarmId === alarmId));
+  waitFor('the alarm event', async () => (await db.scan<PlatformEvent>('events')).find((e) => e.alarmId === alarmId));
 
 const logLines = () => readFileSync(logFile, 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => {
   try {
@@ -169,7 +171,7 @@ async function raw() {
   return {
     ws, messages, closed,
     send: (message: unknown) => ws.send(typeof message === 'string' ? message : JSON.stringify(message)),
-    waitFor: (what: string, match: (m: any) => boolean) => waitUntil(what, async () => messages.find(match), 20_000, 50),
+    waitFor: (what: string, match: (m: any) => boolean) => waitFor(what, async () => messages.find(match), 20_000, 50),
     notice: () => messages.find((m) => m.type === 'ping' && m.payload?.close)?.payload.close,
   };
 }
@@ -214,7 +216,7 @@ test('identical subscriptions on two connections and a distinct one all receive;
 
   // The publisher's report for this event: three subscribers, two executions (A and B share one).
   const event = await eventOf(raised.id);
-  const report = await waitUntil('the publisher report', async () => logLines().find((l) => l.msg === 'published event' && l.eventId === event.id), 10_000);
+  const report = await waitFor('the publisher report', async () => logLines().find((l) => l.msg === 'published event' && l.eventId === event.id), 10_000);
   expect(report).toMatchObject({ subscriptions: 3, executions: 2, deliveries: 3, gone: 0, failed: 0 });
   expect(criticalOnly.results).toEqual([]);
 
@@ -297,16 +299,16 @@ describe('bad input is refused the graphql-ws way and others are not affected', 
     const keep = subscribe(conn, 'subscription { alarmRaised { id message } }');
     await stored(keep);
     const invalid = subscribe(conn, 'subscription { alarmRaised(minSeverity: LOUD) { id nosuch } }');
-    await waitUntil('the error', async () => invalid.error);
+    await waitUntil('the error', async () => invalid.error !== undefined);
     expect(invalid.error).toEqual([
       expect.objectContaining({ message: 'Value "LOUD" does not exist in "Severity" enum.', extensions: { code: 'BAD_USER_INPUT', reason: 'GRAPHQL_VALIDATION_FAILED' } }),
       expect.objectContaining({ message: 'Cannot query field "nosuch" on type "Alarm".' }),
     ]);
     const query = subscribe(conn, '{ hosts { id } }');
-    await waitUntil('the error', async () => query.error);
+    await waitUntil('the error', async () => query.error !== undefined);
     expect(query.error).toEqual([{ message: 'only subscriptions are served over the WebSocket; send this query to POST /graphql', extensions: { code: 'BAD_USER_INPUT' } }]);
     const unknown = subscribe(conn, 'subscription { releaseProgress(releaseId: "r-nosuch") { id } }');
-    await waitUntil('the error', async () => unknown.error);
+    await waitUntil('the error', async () => unknown.error !== undefined);
     expect(unknown.error).toEqual([{ message: 'release "r-nosuch" does not exist', extensions: { code: 'NOT_FOUND' } }]);
 
     const raised = await alarm();

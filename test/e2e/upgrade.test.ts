@@ -1,11 +1,11 @@
 import Docker from 'dockerode';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
 import { startStack, type Stack } from '../../scripts/stack';
 import { clearReleaseNames } from '../support/docker';
-import { waitUntil } from '../support/wait';
+import { waitFor, waitUntil } from '../support/wait';
 
 /**
  * Rolling upgrades on the real engine with three image versions: v1 → v2 completes with at most maxUnavailable
@@ -14,14 +14,15 @@ import { waitUntil } from '../support/wait';
  */
 const docker = new Docker();
 let stack: Stack;
+let dir: string;
 let id: string;
 
 const RELEASE = `query($id: ID!) { release(id: $id) {
   status version revision
-  upgrade { kind state done total batch message }
+  upgrade { kind state done total batch message reason failedVersion }
   instances { id status { state health } }
 } }`;
-type View = { status: string; version: string; revision: number; upgrade: { kind: string; state: string; done: number; total: number; batch: string[]; message: string | null } | null; instances: { id: string; status: { state: string; health: string } | null }[] };
+type View = { status: string; version: string; revision: number; upgrade: { kind: string; state: string; done: number; total: number; batch: string[]; message: string | null; reason: string | null; failedVersion: string | null } | null; instances: { id: string; status: { state: string; health: string } | null }[] };
 const view = async () => (await stack.graphql<{ release: View }>(RELEASE, { id })).data!.release;
 const images = async () => (await docker.listContainers({ filters: { label: [`fangzhou.release=${id}`] } })).map((c) => c.Image).sort();
 const upgrade = (version: string, strategy: Record<string, unknown> = {}) =>
@@ -30,7 +31,7 @@ const upgrade = (version: string, strategy: Record<string, unknown> = {}) =>
 /** Samples the release until `done`, recording the most instances seen not serving at once. */
 async function watch(done: (v: View) => boolean, timeoutMs = 120_000) {
   let maxDown = 0;
-  const last = await waitUntil('the upgrade to finish', async () => {
+  const last = await waitFor('the upgrade to finish', async () => {
     const v = await view();
     const down = v.instances.filter((i) => !(i.status?.state === 'RUNNING' && i.status.health === 'HEALTHY')).length;
     maxDown = Math.max(maxDown, down);
@@ -41,7 +42,7 @@ async function watch(done: (v: View) => boolean, timeoutMs = 120_000) {
 
 beforeAll(async () => {
   await clearReleaseNames(docker, 'up');
-  const dir = mkdtempSync(join(tmpdir(), 'fz-upgrade-'));
+  dir = mkdtempSync(join(tmpdir(), 'fz-upgrade-'));
   stack = await startStack({ dataDir: dir, httpPort: 3360, wsPort: 3361, lambdaPort: 3362, storePort: 4860, output: join(dir, 'stack.log') });
   expect((await stack.graphql(DEFINE_PRODUCT, { input: DEMO_PRODUCT })).errors).toBeUndefined();
   await stack.startRunner(`upgrade-${process.pid}`, ['--labels', 'zone=up']);
@@ -54,6 +55,7 @@ afterAll(async () => {
   if (id) await stack?.graphql('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id });
   if (id) await waitUntil('containers removed', async () => (await images()).length === 0, 60_000).catch(() => undefined);
   await stack?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 test('bad upgrade requests are refused with a code and change nothing', async () => {
@@ -82,7 +84,8 @@ test('v2 → v3 fails its health gate and rolls back to v2 by itself, with an UP
   expect((await upgrade('3.0.0-unhealthy', { maxUnavailable: 2, healthTimeoutSeconds: 60 })).errors).toBeUndefined();
   const { last } = await watch((v) => v.upgrade?.state === 'ROLLED_BACK' && v.status === 'RUNNING');
   expect(last.version).toBe('2.0.0');
-  expect(last.upgrade!.message).toMatch(/rolling back: up-\d: running, unhealthy/);
+  expect(last.upgrade).toMatchObject({ failedVersion: '3.0.0-unhealthy', reason: expect.stringMatching(/^up-\d: running, unhealthy$/) });
+  expect(last.upgrade!.message).toMatch(/^rolled back to 2\.0\.0: 3\.0\.0-unhealthy failed its health gate \(up-\d: running, unhealthy\)$/);
   expect(await images()).toEqual(['fangzhou/demo:2', 'fangzhou/demo:2', 'fangzhou/demo:2']);
   const alarms = await stack.graphql<{ alarms: { nodes: { kind: string; release: { name: string } }[] } }>(
     'query($r: ID!) { alarms(filter: {releaseId: $r}) { nodes { kind release { name } } } }', { r: id });

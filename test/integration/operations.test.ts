@@ -103,3 +103,41 @@ test('an upgrade pauses, resumes, and carries on after a crash between ticks, he
     .filter((d: { releaseId: string }) => d.releaseId === id);
   expect(desired.every((d: { image: string }) => d.image === 'fangzhou/svc:2')).toBe(true);
 });
+
+test('an upgrade rolled back by itself leaves the release RUNNING on the version it runs, and the record says why and which version failed', async () => {
+  const id = (await api.run('mutation { deploy(input: {name: "fallback", product: "svc", version: "1.0.0", replicas: 2}) { id } }')).data!.deploy.id;
+  const report = async (as: (d: { instanceId: string }) => Record<string, unknown> = () => ({})) => {
+    await api.reportAllRunning(hostA, as);
+    await api.reportAllRunning(hostB, as);
+  };
+  const state = async () => (await api.run(`query($id: ID!) { release(id: $id) {
+    status statusMessage version health { healthy } upgrade { state fromVersion toVersion failedVersion reason message }
+    instances { id image status { state health containerId specHash } } } }`, { id })).data!.release;
+  await report();
+  expect((await state()).status).toBe('RUNNING');
+
+  expect((await api.run('mutation($id: ID!) { upgradeRelease(id: $id, version: "2.0.0", strategy: {maxUnavailable: 1}) { id } }', { id })).errors).toBeUndefined();
+  await tick();
+  // Instance 0 has the new spec, but only the old container has reported: its status must not be the old one's.
+  const respecced = (await state()).instances.find((i: { id: string }) => i.id === `${id}-0`);
+  expect(respecced).toMatchObject({ image: 'fangzhou/svc:2', status: { state: 'PENDING', health: 'STARTING', containerId: null } });
+  expect((await state()).health.healthy).toBe(1);
+
+  await report((d) => (d.instanceId === `${id}-0` ? { health: 'UNHEALTHY' } : {}));
+  await tick();
+  expect(await state()).toMatchObject({ status: 'ROLLING_BACK', version: '1.0.0', upgrade: { state: 'ROLLING_BACK', failedVersion: '2.0.0', reason: "fallback-0: running, unhealthy" } });
+
+  // A failure report while the old version comes back is no verdict on the rollback.
+  await report((d) => (d.instanceId === `${id}-0` ? { state: 'EXITED', error: 'port 8080 is already allocated' } : {}));
+  await tick();
+  expect((await state()).upgrade.state).toBe('ROLLING_BACK');
+
+  await report();
+  await tick();
+  expect(await state()).toMatchObject({
+    status: 'RUNNING', statusMessage: null, version: '1.0.0',
+    upgrade: { state: 'ROLLED_BACK', fromVersion: '1.0.0', toVersion: '2.0.0', failedVersion: '2.0.0', reason: "fallback-0: running, unhealthy",
+      message: `rolled back to 1.0.0: 2.0.0 failed its health gate (fallback-0: running, unhealthy)` },
+  });
+  await api.run('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id });
+});

@@ -15,10 +15,10 @@ const EXPECTED: Record<string, string> = {
   // Panama
   defineProduct: 'ADMIN', deploy: 'OPERATOR', scaleRelease: 'OPERATOR', configureRelease: 'OPERATOR', upgradeRelease: 'OPERATOR',
   rollbackRelease: 'OPERATOR', pauseUpgrade: 'OPERATOR', resumeUpgrade: 'OPERATOR', deleteRelease: 'OPERATOR',
-  createAlertChannel: 'ADMIN', deleteAlertChannel: 'ADMIN', testAlertChannel: 'ADMIN', createApiKey: 'ADMIN', revokeApiKey: 'ADMIN', revealSecretEnv: 'ADMIN',
+  deleteProduct: 'ADMIN', createAlertChannel: 'ADMIN', deleteAlertChannel: 'ADMIN', testAlertChannel: 'ADMIN', createApiKey: 'ADMIN', revokeApiKey: 'ADMIN', revealSecretEnv: 'ADMIN',
   // Ark
   createJoinToken: 'ADMIN', registerHost: 'ANYONE', labelHost: 'ADMIN', setHostExclusive: 'ADMIN', drainHost: 'ADMIN',
-  cordonHost: 'ADMIN', uncordonHost: 'ADMIN', revokeHost: 'ADMIN', runnerSync: 'HOST',
+  cordonHost: 'ADMIN', uncordonHost: 'ADMIN', revokeHost: 'ADMIN', runnerSync: 'HOST', runnerHeartbeat: 'HOST',
   // Butler
   acknowledgeAlarm: 'OPERATOR', restartInstance: 'OPERATOR', runInspection: 'OPERATOR',
 };

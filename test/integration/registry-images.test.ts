@@ -16,7 +16,7 @@ import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
 import { startEngine, type Engine } from '../support/engine';
 import { asHost, startInProcess } from '../support/inprocess';
 import { freePort, startTestRegistry, type TestRegistry } from '../support/registry';
-import { waitUntil } from '../support/wait';
+import { waitFor } from '../support/wait';
 
 const repo = path.resolve(__dirname, '../..');
 let registry: TestRegistry;
@@ -49,7 +49,7 @@ const newHost = () => `reg-${run}-${hosts++}`;
 
 /** What a runner does: converge until the instance runs (or `until` holds), reporting after each pass. */
 async function convergeUntil(puller: ImagePuller, hostId: string, want: DesiredContainer[], until: (o: ObservedContainer[]) => boolean) {
-  return waitUntil(`${hostId} to converge`, async () => {
+  return waitFor(`${hostId} to converge`, async () => {
     const { errors } = await converge(engine.docker, hostId, want, puller);
     const observed = await observe(engine.docker, hostId, errors, puller.pulling());
     return until(observed) && observed;
@@ -99,7 +99,7 @@ test('an engine without the image pulls it from the registry by its pinned diges
   expect(container.Config.Image).toBe(`${registry.address}/fangzhou/demo@${pin.imageDigest}`);
   expect(container.Config.Labels['org.opencontainers.image.version']).toBe('1');
   // It serves: the demo's page, fetched from the container on the new host's bridge.
-  const page = await waitUntil('the demo page', async () => (await fetch(`http://${observed[0].ip}:8080/`)).text(), 10_000, 100);
+  const { page } = await waitFor('the demo page to answer', async () => ({ page: await (await fetch(`http://${observed[0].ip}:8080/`)).text() }), 10_000, 100);
   expect(page).toContain('fangzhou demo version 1');
 });
 

@@ -1,6 +1,6 @@
 /**
  * The runner agent against the real Docker engine and a stand-in for the API: a small HTTP server answering
- * registerHost and runnerSync the way Ark does, recording every call.
+ * registerHost, runnerHeartbeat and runnerSync the way Ark does, recording every call.
  */
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -26,7 +26,7 @@ let stateDir: string;
 
 interface Call {
   at: number;
-  operation: 'registerHost' | 'runnerSync';
+  operation: 'registerHost' | 'runnerHeartbeat' | 'runnerSync';
   input: Record<string, unknown>;
   authorization: string | undefined;
 }
@@ -49,7 +49,7 @@ async function stubApi(answer: (call: Call) => Answer): Promise<StubApi> {
       const { query, variables } = JSON.parse(text) as { query: string; variables: { input: Record<string, unknown> } };
       const call: Call = {
         at: Date.now(),
-        operation: query.includes('registerHost') ? 'registerHost' : 'runnerSync',
+        operation: query.includes('registerHost') ? 'registerHost' : query.includes('runnerHeartbeat') ? 'runnerHeartbeat' : 'runnerSync',
         input: variables.input,
         authorization: req.headers.authorization,
       };
@@ -80,12 +80,15 @@ function config(name: string, apiUrl: string, overrides: Partial<RunnerConfig> =
 /** One host alone in its cluster network: no routes to program, no records to serve. */
 const NETWORK = { subnet: '10.240.0.0/24', gateway: '10.240.0.1', clusterCidr: '10.240.0.0/16', zone: 'fz.internal', serial: 1, routes: [], records: [] };
 
-/** Answers like Ark: registration hands out the host id and a token, every sync returns `desired`. */
+/** Answers like Ark: registration hands out the host id and a token, beats are accepted, every sync returns `desired`. */
 function ark(hostId: string, desired: () => DesiredContainer[]): (call: Call) => Answer {
-  return (call) =>
-    call.operation === 'registerHost'
-      ? { body: { data: { registerHost: { host: { id: hostId, name: call.input.name }, hostToken: `token-${hostId}` } } } }
-      : { body: { data: { runnerSync: { hostId, pollSeconds: 60, desired: desired(), network: NETWORK } } } };
+  return (call) => {
+    if (call.operation === 'registerHost') return { body: { data: { registerHost: { host: { id: hostId, name: call.input.name }, hostToken: `token-${hostId}` } } } };
+    if (call.operation === 'runnerHeartbeat') {
+      return { body: { data: { runnerHeartbeat: { hostId, serverTime: new Date().toISOString(), intervalSeconds: 1, clockSkewSeconds: 0 } } } };
+    }
+    return { body: { data: { runnerSync: { hostId, pollSeconds: 60, desired: desired(), network: NETWORK } } } };
+  };
 }
 
 function demo(hostId: string): DesiredContainer {
@@ -220,7 +223,9 @@ test('gives up with a clear error when the API refuses the host token', async ()
     const runner = launch(config('h-revoked', api.url));
     await expect(runner.done).rejects.toThrow(RunnerFatalError);
     await expect(runner.done).rejects.toThrow(/refused the host token of h-revoked/);
-    expect(api.syncs()).toHaveLength(1);
+    // Refused at its first heartbeat: it never synced, so it touched no container.
+    expect(api.calls.filter((c) => c.operation === 'runnerHeartbeat')).toHaveLength(1);
+    expect(api.syncs()).toHaveLength(0);
   } finally {
     await api.close();
   }

@@ -1,5 +1,6 @@
 import Docker from 'dockerode';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -312,4 +313,44 @@ export function controlPlaneOf(stack: { url: string; graphql: (q: string) => Pro
       return res.data.createJoinToken.token as string;
     },
   };
+}
+
+/**
+ * Pushes images of the machine's engine (DOCKER_HOST) into the platform registry at `registry` (on the bridge). The
+ * engine trusts plain HTTP only on loopback, so the push goes through a loopback port that forwards to the registry.
+ */
+export async function pushImages(registry: string, images: string[]): Promise<void> {
+  const [host, port] = registry.split(':');
+  const open = new Set<{ destroy(): void }>();
+  const forwarder = createServer((client) => {
+    const upstream = connect(Number(port), host);
+    open.add(client).add(upstream);
+    client.pipe(upstream).pipe(client);
+    const end = () => { client.destroy(); upstream.destroy(); };
+    client.on('error', end);
+    upstream.on('error', end);
+  });
+  await new Promise<void>((resolve) => forwarder.listen(0, '127.0.0.1', resolve));
+  const local = `127.0.0.1:${(forwarder.address() as AddressInfo).port}`;
+  const docker = (...args: string[]) => new Promise<void>((resolve, reject) => {
+    const child = spawn('docker', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`docker ${args.join(' ')}: ${err.trim()}`))));
+  });
+  try {
+    for (const image of images) {
+      const ref = `${local}/${image}`;
+      await docker('tag', image, ref);
+      try {
+        await docker('push', ref);
+      } finally {
+        execFileSync('docker', ['rmi', '--no-prune', ref], { stdio: 'ignore' });
+      }
+    }
+  } finally {
+    // The engine may keep its connections alive: end them, or close() would wait for them.
+    open.forEach((socket) => socket.destroy());
+    await new Promise((resolve) => forwarder.close(resolve));
+  }
 }

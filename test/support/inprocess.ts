@@ -40,12 +40,12 @@ export async function startInProcess(prefix: string) {
     if (res.errors) throw new Error(res.errors[0].message);
     return res.data!.registerHost.host.id as string;
   };
-  /** Reports every desired container of the host as running and healthy, as its runner would. */
-  const reportAllRunning = async (hostId: string) => {
+  /** Reports every desired container of the host as running and healthy (or as `as` says), as its runner would. */
+  const reportAllRunning = async (hostId: string, as: (d: { instanceId: string; specHash: string }) => Record<string, unknown> = () => ({})) => {
     const desired = (await run('mutation { runnerSync(input: {observed: []}) { desired { instanceId specHash name } } }', {}, asHost(hostId))).data!.runnerSync.desired;
     const observed = desired.map((d: { instanceId: string; specHash: string; name: string }, n: number) => ({
       containerId: `c-${d.instanceId}`, instanceId: d.instanceId, specHash: d.specHash, name: d.name, state: 'RUNNING', health: 'HEALTHY',
-      restartCount: 0, oomKilled: false, ports: [{ containerPort: 8080, protocol: 'tcp', hostPort: 40000 + n }],
+      restartCount: 0, oomKilled: false, ports: [{ containerPort: 8080, protocol: 'tcp', hostPort: 40000 + n }], ...as(d),
     }));
     await run('mutation($o: [ObservedContainerInput!]!) { runnerSync(input: {observed: $o}) { hostId } }', { o: observed }, asHost(hostId));
     return desired as { instanceId: string; name: string }[];

@@ -30,3 +30,25 @@ test('the default version is the newest stable one, not a pre-release', () => {
   ] }) as Product;
   expect(latestVersion(product).version).toBe('2.0.0');
 });
+
+test('a healthcheck given as one string is a shell command, as in Compose', () => {
+  // GraphQL coerces `command: "test -f /www/health"` into a one-item list before the resolver sees it.
+  const product = productFromInput({ ...valid, defaults: { healthcheck: { command: ['test -f /www/health'] } } });
+  expect(product.defaults.healthcheck!.command).toEqual(['CMD-SHELL', 'test -f /www/health']);
+});
+
+test('a healthcheck in exec form, shell form or NONE is kept as given', () => {
+  for (const command of [['CMD', 'test', '-f', '/www/health'], ['CMD-SHELL', 'test -f /www/health'], ['NONE'], ['/bin/probe', '--quick']]) {
+    expect(productFromInput({ ...valid, defaults: { healthcheck: { command } } }).defaults.healthcheck!.command).toEqual(command);
+  }
+});
+
+test.each([[[]], [['']], [['CMD']], [['CMD-SHELL']]])('refuses the healthcheck command %j and shows the two accepted forms', (command) => {
+  try {
+    productFromInput({ ...valid, defaults: { healthcheck: { command } } });
+    throw new Error('expected an error');
+  } catch (err) {
+    expect((err as { extensions: { field: string } }).extensions.field).toBe('defaults.healthcheck.command');
+    expect((err as Error).message).toContain('a shell command ("test -f /www/health", run with /bin/sh -c) or a program and its arguments (["CMD", "test", "-f", "/www/health"])');
+  }
+});

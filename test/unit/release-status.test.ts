@@ -1,5 +1,5 @@
 import type { Instance } from '../../subgraphs/ark/instances';
-import type { ContainerRecord } from '../../subgraphs/ark/containers';
+import { generationStatus, type ContainerRecord } from '../../subgraphs/ark/containers';
 import { releaseStatus, type Release } from '../../subgraphs/panama/releases';
 
 const release = (replicas: number) => ({ phase: 'ACTIVE', replicas }) as Release;
@@ -37,4 +37,28 @@ test('PENDING with the reason while waiting for dependencies', () => {
 
 test('DELETING once deletion was asked for', () => {
   expect(releaseStatus({ phase: 'DELETING' } as Release, [], [container(0)]).status).toBe('DELETING');
+});
+
+test('an instance whose only container is of an earlier spec is not failing: DEPLOYING until the new one reports', () => {
+  const status = releaseStatus(release(2), [instance(0), instance(1)], [container(0), container(1, { specHash: 'old', health: 'UNHEALTHY' })]);
+  expect(status).toEqual({ status: 'DEPLOYING', message: '1 of 2 instances running' });
+});
+
+const stopped = { state: 'FAILED', toVersion: '2.0.0', reason: 'r-1: running, unhealthy' } as Release['upgrade'];
+
+test('a stopped upgrade leaves the release DEGRADED while some instances still serve', () => {
+  const status = releaseStatus({ ...release(2), upgrade: stopped }, [instance(0), instance(1)], [container(0), container(1, { health: 'UNHEALTHY' })]);
+  expect(status).toEqual({ status: 'DEGRADED', message: '1 of 2 instances serving; upgrade to 2.0.0 stopped: r-1: running, unhealthy' });
+});
+
+test('FAILED only when a stopped upgrade left nothing serving', () => {
+  const status = releaseStatus({ ...release(1), upgrade: stopped }, [instance(0)], [container(0, { health: 'UNHEALTHY' })]);
+  expect(status).toEqual({ status: 'FAILED', message: 'upgrade to 2.0.0 stopped: r-1: running, unhealthy' });
+});
+
+test('an instance status describes the container of its current spec, or says PENDING until that one reports', () => {
+  const old = container(0, { containerId: 'c-old', specHash: 'h1' } as Partial<ContainerRecord>);
+  expect(generationStatus(old, 'h1')).toBe(old);
+  expect(generationStatus(old, 'h2')).toMatchObject({ specHash: 'h2', containerId: null, state: 'PENDING', health: 'STARTING', restartCount: 0 });
+  expect(generationStatus(undefined, 'h2')).toBeNull();
 });
