@@ -18,6 +18,8 @@ export interface Host extends Versioned {
   reservations: Record<string, check.Resources>;
   allocated: check.Resources;
   status: HostStatus;
+  /** While DOWN: the status it returns to (READY, or the CORDONED or DRAINING an operator set). */
+  statusBeforeDown?: HostStatus | null;
   /** By the API's clock. */
   lastHeartbeatAt: string | null;
   engine: EngineInfo | null;
@@ -165,6 +167,10 @@ export async function setCordoned(store: Store, id: string, cordoned: boolean): 
   await mustGetHost(store, id);
   return (await store.mutate<Host>('hosts', id, (h) => {
     if (!h) return undefined;
+    if (h.status === 'DOWN') {
+      const after = cordoned ? (h.statusBeforeDown === 'DRAINING' ? 'DRAINING' : 'CORDONED') : 'READY';
+      return after !== (h.statusBeforeDown ?? 'READY') ? { ...h, statusBeforeDown: after } : undefined;
+    }
     if (cordoned && h.status === 'READY') return { ...h, status: 'CORDONED' };
     if (!cordoned && (h.status === 'CORDONED' || h.status === 'DRAINING')) return { ...h, status: 'READY' };
     return undefined;
@@ -179,8 +185,8 @@ export interface BeatInput {
 }
 
 /**
- * A runner is alive: records the beat by the API's clock (never the host's). A host that was DOWN comes back READY
- * (and says so). One live runner per host: while the runner session that beat last is fresh (within
+ * A runner is alive: records the beat by the API's clock (never the host's). A host that was DOWN comes back to the
+ * status an operator left it in, READY or CORDONED or DRAINING (and says so). One live runner per host: while the runner session that beat last is fresh (within
  * `hostDownSeconds`), a beat from any other session is refused, so a second runner started with the same host
  * token touches nothing; once the old one has gone quiet, the new one takes over.
  */
@@ -201,7 +207,9 @@ export async function heartbeat(store: Store, id: string, beat: BeatInput, hostD
     return {
       ...h,
       lastHeartbeatAt: now.toISOString(),
-      status: h.status === 'DOWN' ? 'READY' : h.status,
+      // Back to what an operator made it (a cordon or a drain survives the outage).
+      status: h.status === 'DOWN' ? h.statusBeforeDown ?? 'READY' : h.status,
+      statusBeforeDown: null,
       runnerSession: beat.session ?? h.runnerSession ?? null,
       clockSkewSeconds: skew ?? h.clockSkewSeconds ?? null,
       probeSentAt: null,
@@ -255,7 +263,7 @@ export async function markDown(store: Store, id: string, staleBefore: string): P
   let marked = false;
   await store.mutate<Host>('hosts', id, (h) => {
     marked = Boolean(h && h.status !== 'DOWN' && (h.lastHeartbeatAt ?? '') < staleBefore);
-    return marked ? { ...h!, status: 'DOWN' } : undefined;
+    return marked ? { ...h!, status: 'DOWN', statusBeforeDown: h!.status } : undefined;
   });
   return marked;
 }
