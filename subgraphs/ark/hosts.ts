@@ -182,7 +182,6 @@ export interface BeatInput {
   session: string | null;
   /** The host's clock when it sent the beat, for the skew report only. */
   sentAt?: string | null;
-  engine?: EngineInfo | null;
 }
 
 /**
@@ -208,7 +207,6 @@ export async function heartbeat(store: Store, id: string, beat: BeatInput, hostD
     return {
       ...h,
       lastHeartbeatAt: now.toISOString(),
-      engine: beat.engine ?? h.engine,
       // Back to what an operator made it (a cordon or a drain survives the outage).
       status: h.status === 'DOWN' ? h.statusBeforeDown ?? 'READY' : h.status,
       statusBeforeDown: null,
@@ -234,10 +232,19 @@ function clockSkew(sentAt: string, now: Date): number | null {
   return Number.isFinite(at) ? Math.round((at - now.getTime()) / 100) / 10 : null;
 }
 
-/** Stores what the runner says of its engine, when that changed (a sync is otherwise no write to the host). */
+/**
+ * Stores what the runner says of its engine, when that changed (a sync is otherwise no write to the host). A host
+ * offers no more than its engine has (NCPU, MemTotal), whatever it declared when it joined.
+ */
 export async function recordEngine(store: Store, host: Host, engine: EngineInfo): Promise<void> {
-  if (host.engine?.version === engine.version && host.engine?.os === engine.os) return;
-  await store.mutate<Host>('hosts', host.id, (h) => h && { ...h, engine });
+  const capped = (h: Host) => ({
+    cpuMillis: engine.cpuMillis ? Math.min(h.capacity.cpuMillis, engine.cpuMillis) : h.capacity.cpuMillis,
+    memoryMb: engine.memoryMb ? Math.min(h.capacity.memoryMb, engine.memoryMb) : h.capacity.memoryMb,
+  });
+  const cap = capped(host);
+  if (host.engine?.version === engine.version && host.engine?.os === engine.os
+    && cap.cpuMillis === host.capacity.cpuMillis && cap.memoryMb === host.capacity.memoryMb) return;
+  await store.mutate<Host>('hosts', host.id, (h) => h && { ...h, engine: { version: engine.version, os: engine.os }, capacity: capped(h) });
 }
 
 /** A sync carries observed state: refused for a session that is not the host's live runner. */
