@@ -50,6 +50,8 @@ export interface StackOptions {
 export type Runtime = 'server' | 'offline';
 
 export interface Stack {
+  /** The API process (server mode or serverless-offline), e.g. to freeze it for an outage drill. */
+  apiPid: number;
   url: string;
   wsUrl: string;
   adminToken: string;
@@ -193,6 +195,7 @@ async function start(options: StackOptions, runtime: Runtime, dataDir: string, h
   };
 
   const stack: Stack = {
+    apiPid: api.pid!,
     url,
     wsUrl: `ws://${listenHost}:${options.wsPort ?? 3001}`,
     adminToken,

@@ -18,6 +18,8 @@ export interface Host extends Versioned {
   reservations: Record<string, check.Resources>;
   allocated: check.Resources;
   status: HostStatus;
+  /** While DOWN: the status it returns to (READY, or the CORDONED or DRAINING an operator set). */
+  statusBeforeDown?: HostStatus | null;
   /** By the API's clock. */
   lastHeartbeatAt: string | null;
   engine: EngineInfo | null;
@@ -165,6 +167,10 @@ export async function setCordoned(store: Store, id: string, cordoned: boolean): 
   await mustGetHost(store, id);
   return (await store.mutate<Host>('hosts', id, (h) => {
     if (!h) return undefined;
+    if (h.status === 'DOWN') {
+      const after = cordoned ? (h.statusBeforeDown === 'DRAINING' ? 'DRAINING' : 'CORDONED') : 'READY';
+      return after !== (h.statusBeforeDown ?? 'READY') ? { ...h, statusBeforeDown: after } : undefined;
+    }
     if (cordoned && h.status === 'READY') return { ...h, status: 'CORDONED' };
     if (!cordoned && (h.status === 'CORDONED' || h.status === 'DRAINING')) return { ...h, status: 'READY' };
     return undefined;
@@ -176,12 +182,11 @@ export interface BeatInput {
   session: string | null;
   /** The host's clock when it sent the beat, for the skew report only. */
   sentAt?: string | null;
-  engine?: EngineInfo | null;
 }
 
 /**
- * A runner is alive: records the beat by the API's clock (never the host's). A host that was DOWN comes back READY
- * (and says so). One live runner per host: while the runner session that beat last is fresh (within
+ * A runner is alive: records the beat by the API's clock (never the host's). A host that was DOWN comes back to the
+ * status an operator left it in, READY or CORDONED or DRAINING (and says so). One live runner per host: while the runner session that beat last is fresh (within
  * `hostDownSeconds`), a beat from any other session is refused, so a second runner started with the same host
  * token touches nothing; once the old one has gone quiet, the new one takes over.
  */
@@ -202,8 +207,9 @@ export async function heartbeat(store: Store, id: string, beat: BeatInput, hostD
     return {
       ...h,
       lastHeartbeatAt: now.toISOString(),
-      engine: beat.engine ?? h.engine,
-      status: h.status === 'DOWN' ? 'READY' : h.status,
+      // Back to what an operator made it (a cordon or a drain survives the outage).
+      status: h.status === 'DOWN' ? h.statusBeforeDown ?? 'READY' : h.status,
+      statusBeforeDown: null,
       runnerSession: beat.session ?? h.runnerSession ?? null,
       clockSkewSeconds: skew ?? h.clockSkewSeconds ?? null,
       probeSentAt: null,
@@ -226,10 +232,19 @@ function clockSkew(sentAt: string, now: Date): number | null {
   return Number.isFinite(at) ? Math.round((at - now.getTime()) / 100) / 10 : null;
 }
 
-/** Stores what the runner says of its engine, when that changed (a sync is otherwise no write to the host). */
+/**
+ * Stores what the runner says of its engine, when that changed (a sync is otherwise no write to the host). A host
+ * offers no more than its engine has (NCPU, MemTotal), whatever it declared when it joined.
+ */
 export async function recordEngine(store: Store, host: Host, engine: EngineInfo): Promise<void> {
-  if (host.engine?.version === engine.version && host.engine?.os === engine.os) return;
-  await store.mutate<Host>('hosts', host.id, (h) => h && { ...h, engine });
+  const capped = (h: Host) => ({
+    cpuMillis: engine.cpuMillis ? Math.min(h.capacity.cpuMillis, engine.cpuMillis) : h.capacity.cpuMillis,
+    memoryMb: engine.memoryMb ? Math.min(h.capacity.memoryMb, engine.memoryMb) : h.capacity.memoryMb,
+  });
+  const cap = capped(host);
+  if (host.engine?.version === engine.version && host.engine?.os === engine.os
+    && cap.cpuMillis === host.capacity.cpuMillis && cap.memoryMb === host.capacity.memoryMb) return;
+  await store.mutate<Host>('hosts', host.id, (h) => h && { ...h, engine: { version: engine.version, os: engine.os }, capacity: capped(h) });
 }
 
 /** A sync carries observed state: refused for a session that is not the host's live runner. */
@@ -248,7 +263,7 @@ export async function markDown(store: Store, id: string, staleBefore: string): P
   let marked = false;
   await store.mutate<Host>('hosts', id, (h) => {
     marked = Boolean(h && h.status !== 'DOWN' && (h.lastHeartbeatAt ?? '') < staleBefore);
-    return marked ? { ...h!, status: 'DOWN' } : undefined;
+    return marked ? { ...h!, status: 'DOWN', statusBeforeDown: h!.status } : undefined;
   });
   return marked;
 }

@@ -1,4 +1,5 @@
 import { conflict, notFound } from '../../lib/errors';
+import { claim, dropClaim, olderThanLease } from '../../lib/claims';
 import { newId } from '../../lib/ids';
 import type { Store, Versioned } from '../../lib/store';
 import { channelsFor } from '../panama';
@@ -36,6 +37,7 @@ export interface Alarm extends Versioned {
 export type RaiseAlarm = Pick<Alarm, 'kind' | 'severity' | 'message' | 'cause'> & Partial<Pick<Alarm, 'hostId' | 'instanceId' | 'releaseId'>>;
 
 const causeKey = (kind: AlarmKind, cause: string) => `alarm-cause#${kind}#${cause}`;
+interface CauseClaim { key: string; alarmId: string; claimedAt?: string }
 
 /**
  * Raises an alarm unless one of the same kind and cause is already open (firing or acknowledged): the cause claim
@@ -44,7 +46,14 @@ const causeKey = (kind: AlarmKind, cause: string) => `alarm-cause#${kind}#${caus
  */
 export async function raiseAlarm(store: Store, input: RaiseAlarm, channelIds: string[], now = new Date()): Promise<Alarm | undefined> {
   const id = newId('a');
-  if (!(await store.create('butlerClaims', { key: causeKey(input.kind, input.cause), alarmId: id }))) return undefined;
+  // A claim whose alarm resolved (its holder has not removed it yet) or was never written (its raiser crashed) does
+  // not stand in the way of a new fault.
+  const outcome = await claim<CauseClaim>(store, 'butlerClaims', { key: causeKey(input.kind, input.cause), alarmId: id, claimedAt: new Date().toISOString() },
+    async (holder) => {
+      const alarm = await getAlarm(store, holder.alarmId);
+      return alarm ? alarm.state === 'RESOLVED' : olderThanLease(holder.claimedAt);
+    });
+  if (!outcome.won) return undefined;
   const alarm = (await store.create<Omit<Alarm, 'seq'>>('alarms', {
     id, hostId: null, instanceId: null, releaseId: null, ...input,
     state: 'FIRING', raisedAt: now.toISOString(), acknowledgedAt: null, resolvedAt: null,
@@ -64,10 +73,11 @@ export async function raise(store: Store, alarm: RaiseAlarm, now = new Date()) {
 
 /** Resolves the open alarm of this kind and cause, if any (the cause cleared). */
 export async function resolveAlarm(store: Store, kind: AlarmKind, cause: string, now = new Date()): Promise<Alarm | undefined> {
-  const claim = await store.get<{ alarmId: string }>('butlerClaims', causeKey(kind, cause));
-  if (!claim) return undefined;
-  const alarm = await store.mutate<Alarm>('alarms', claim.alarmId, (a) => a && a.state !== 'RESOLVED' ? { ...a, state: 'RESOLVED', resolvedAt: now.toISOString() } : undefined);
-  await store.remove('butlerClaims', causeKey(kind, cause));
+  const held = await store.get<CauseClaim>('butlerClaims', causeKey(kind, cause));
+  if (!held) return undefined;
+  const alarm = await store.mutate<Alarm>('alarms', held.alarmId, (a) => a && a.state !== 'RESOLVED' ? { ...a, state: 'RESOLVED', resolvedAt: now.toISOString() } : undefined);
+  // Only this alarm's claim: a new fault raised meanwhile holds a claim of its own.
+  await dropClaim<CauseClaim>(store, 'butlerClaims', causeKey(kind, cause), (c) => c.alarmId === held.alarmId);
   if (alarm?.state === 'RESOLVED' && alarm.resolvedAt === now.toISOString()) {
     await recordEvent(store, {
       kind: 'ALARM_RESOLVED', message: `resolved: ${alarm.message}`, severity: 'INFO', alarmId: alarm.id,

@@ -5,7 +5,7 @@
  */
 import { arkHooks } from '../ark';
 import { panamaHooks } from '../panama';
-import { raise } from './alarms';
+import { raise, resolveAlarm } from './alarms';
 import { recordEvent } from './events';
 import { reactToChanges } from './watch';
 import { hostCameBack } from './watchdog';
@@ -25,5 +25,8 @@ panamaHooks.on({
   event: record,
   upgradeRolledBack: async (store, release, cause, message, now) => {
     await raise(store, { kind: 'UPGRADE_ROLLED_BACK', severity: 'WARNING', cause, releaseId: release.id, message }, now);
+  },
+  releaseDeleted: async (store, _release, cause, now) => {
+    await resolveAlarm(store, 'UPGRADE_ROLLED_BACK', cause, now);
   },
 });

@@ -40,10 +40,6 @@ export async function watchHosts(store: Store, probe: SocketProbe | null = null,
       if (host.status !== 'DOWN' && (host.lastHeartbeatAt ?? '') < silentBefore) {
         const socket = probe ? await askSocket(store, host, probe, now) : 'dead';
         if ((host.lastHeartbeatAt ?? '') < staleBefore && watchedLongEnough && socket === 'dead' && await markDown(store, host.id, staleBefore)) {
-          await raise(store, {
-            kind: 'HOST_DOWN', severity: 'CRITICAL', cause: `host:${host.id}`, hostId: host.id,
-            message: `host ${host.name} stopped reporting (last heartbeat ${host.lastHeartbeatAt ?? 'never'}, notification socket closed or silent); moving its instances`,
-          }, now);
           await recordEvent(store, { kind: 'HOST_DOWN', message: `host ${host.name} is DOWN`, severity: 'CRITICAL', hostId: host.id }, now);
           host.status = 'DOWN';
         } else if ((host.lastHeartbeatAt ?? '') < staleBefore && socket === 'alive') {
@@ -51,6 +47,11 @@ export async function watchHosts(store: Store, probe: SocketProbe | null = null,
         }
       }
       if (host.status === 'DOWN') {
+        // Every tick, deduplicated by its cause: a crash between marking the host and raising loses no alarm.
+        await raise(store, {
+          kind: 'HOST_DOWN', severity: 'CRITICAL', cause: `host:${host.id}`, hostId: host.id,
+          message: `host ${host.name} stopped reporting (last heartbeat ${host.lastHeartbeatAt ?? 'never'}, notification socket closed or silent); moving its instances`,
+        }, now);
         for (const instance of await instancesOfHost(store, host.id)) await move(store, host, instance, now);
       } else if (host.status === 'DRAINING') {
         await drainOne(store, host, now);

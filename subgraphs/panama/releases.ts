@@ -12,6 +12,7 @@ import {
   type ContainerRecord, type ContainerSpec, type Instance, type PinnedImage, type PlacementConstraints, type UnplacedInstance,
 } from '../ark';
 import { resolveDependencies } from './dependencies';
+import { panamaHooks } from './hooks';
 import { renderTemplates, templateContext } from './templates';
 import { DEFAULT_STOP } from '../../lib/runner-protocol';
 import { isActive, type UpgradeRecord } from './upgrades';
@@ -435,10 +436,14 @@ export async function finishDeletions(store: Store, releaseIds: Iterable<string>
     const [instances, containers] = await Promise.all([instancesOfRelease(store, id), containersOfRelease(store, id)]);
     if (instances.length || containers.length) continue;
     await store.remove('releases', id);
+    await panamaHooks.emit('releaseDeleted', store, release, releaseCause(id), new Date());
     await dropClaim<NameClaim>(store, 'panamaClaims', nameKey(release.name), (c) => c.releaseId === id);
     if (release.idempotencyKey) await dropClaim<KeyClaim>(store, 'panamaClaims', deployKey(release.idempotencyKey), (c) => c.releaseId === id);
   }
 }
+
+/** What alarms about a release as a whole name as their cause. */
+export const releaseCause = (releaseId: string) => `release:${releaseId}`;
 
 export interface DerivedStatus {
   status: ReleaseStatus;

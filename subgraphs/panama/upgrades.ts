@@ -7,7 +7,7 @@ import {
 import { panamaHooks } from './hooks';
 import { mustGetProduct } from './products';
 import type { PinnedImage } from '../ark';
-import { changeBlocked, changeRelease, getRelease, instanceSpec, mustGetRelease, pinVersion, type Release } from './releases';
+import { changeBlocked, changeRelease, getRelease, releaseCause, instanceSpec, mustGetRelease, pinVersion, type Release } from './releases';
 
 /**
  * Rolling upgrades and rollbacks as state in the release item, advanced one step per reconcile tick: killing any
@@ -157,7 +157,7 @@ async function step(store: Store, release: Release, now: Date): Promise<boolean>
     if (u.state === 'RUNNING' && u.autoRollback) {
       await save({ state: 'ROLLING_BACK', batch: [], batchStartedAt: null, done: [], message: `rolling back: ${why}`, reason: why, failedVersion: u.toVersion }, { version: u.fromVersion });
       await progressEvent(store, release, 'ROLLBACK_STARTED', `rolling back to ${u.fromVersion}: ${why}`, 0, 'WARNING', null, now);
-      await panamaHooks.emit('upgradeRolledBack', store, release, `release:${release.id}:${u.startedAt}`,
+      await panamaHooks.emit('upgradeRolledBack', store, release, releaseCause(release.id),
         `upgrade of ${release.name} to ${u.toVersion} failed its health gate (${why}); rolled back to ${u.fromVersion}`, now);
       return true;
     }

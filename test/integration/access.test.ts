@@ -199,3 +199,16 @@ test('webhook channels may not target loopback or metadata addresses, and a refu
   const sent = await gql({ query: `mutation { testAlertChannel(id: "${id}") { delivered error } }` }, ADMIN);
   expect(sent.body.data!.testAlertChannel).toEqual({ delivered: false, error: 'refused: the target is a loopback address (FZ_WEBHOOK_ALLOW_LOCAL=true allows it)' });
 });
+
+test('a host that declared more capacity than its engine reports is capped at the engine at its first sync', async () => {
+  const token = (await gql({ query: 'mutation { createJoinToken { token } }' }, ADMIN)).body.data!.createJoinToken.token;
+  const registered = await gql({
+    query: 'mutation($i: RegisterHostInput!) { registerHost(input: $i) { host { id } hostToken } }',
+    variables: { i: { joinToken: token, name: 'greedy', address: '127.0.0.3', capacity: { cpuMillis: 512_000, memoryMb: 4_000_000 } } },
+  });
+  const { host, hostToken } = registered.body.data!.registerHost;
+  const synced = await gql({ query: 'mutation { runnerSync(input: {observed: [], engine: {version: "26.1", os: "Debian", cpuMillis: 2000, memoryMb: 3900}}) { hostId } }' }, hostToken);
+  expect(synced.body.errors).toBeUndefined();
+  const seen = await gql({ query: `{ host(id: "${host.id}") { capacity { cpuMillis memoryMb } } }` }, ADMIN);
+  expect(seen.body.data!.host.capacity).toEqual({ cpuMillis: 2000, memoryMb: 3900 });
+});
