@@ -42,9 +42,18 @@ runBench('dns', 900_000, async (b) => {
   fleet.attach(controlPlaneOf(stack));
   await pushImages(stack.registry!, [IMAGE]);
   for (const h of fleet.hosts) await h.startRunner();
+  await waitFor('both hosts READY', async () => {
+    const hosts = (await stack.graphql<{ hosts: { status: string }[] }>('{ hosts { status } }')).data?.hosts ?? [];
+    return hosts.length === 2 && hosts.every((h) => h.status === 'READY') && hosts;
+  }, 240_000, 1000);
   const [product] = loadProductFile(join(ROOT, 'catalog/redis.yaml')).products;
-  await stack.graphql('mutation($input: ProductInput!) { defineProduct(input: $input) { name } }', { input: product.input });
-  await stack.graphql('mutation { deploy(input: {name: "dnsb", product: "redis", replicas: 2}) { id } }');
+  for (const [query, variables] of [
+    ['mutation($input: ProductInput!) { defineProduct(input: $input) { name } }', { input: product.input }],
+    ['mutation { deploy(input: {name: "dnsb", product: "redis", replicas: 2}) { id } }', {}],
+  ] as const) {
+    const res = await stack.graphql(query, variables);
+    if (res.errors) throw new Error(`${query.slice(0, 40)}…: ${JSON.stringify(res.errors)}`);
+  }
   type I = { ordinal: number; ip: string; host: { name: string } | null };
   const instances = async () => (await stack.graphql<{ releases: { name: string; status: string; instances: I[] }[] }>(
     '{ releases { name status instances { ordinal ip host { name } } } }')).data?.releases.find((r) => r.name === 'dnsb');
