@@ -39,6 +39,8 @@ export const config = () => ({
     maxDepth: num('FZ_MAX_DEPTH', 12),
     maxAliases: num('FZ_MAX_ALIASES', 30),
     maxFields: num('FZ_MAX_FIELDS', 1_000),
+    /** Characters of any one text argument not listed in TEXT_LIMITS (lib/limits.ts). */
+    maxTextChars: num('FZ_MAX_TEXT_CHARS', 1024),
     /** Per principal and entry point, per minute. */
     mutationsPerMinute: num('FZ_RATE_MUTATIONS_PER_MINUTE', 1_200),
     runnerSyncsPerMinute: num('FZ_RATE_RUNNER_SYNCS_PER_MINUTE', 300),

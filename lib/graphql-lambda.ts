@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type { GraphQLFormattedError } from 'graphql';
 import { authenticate, principalName, type Context } from './auth';
 import { config } from './config';
-import { checkDocument } from './limits';
+import { checkArgumentLengths, checkDocument } from './limits';
 import { log } from './log';
 import { consume } from './ratelimit';
 
@@ -32,7 +32,16 @@ export function apolloServer(options: ApolloServerOptions<Context>): ApolloServe
     formatError,
     includeStacktraceInErrorResponses: false,
     // Traces are for Apollo's hosted studio, which a private cloud does not reach.
-    plugins: [...(options.plugins ?? []), ApolloServerPluginInlineTraceDisabled()],
+    plugins: [...(options.plugins ?? []), ApolloServerPluginInlineTraceDisabled(), {
+      // Every entry point (HTTP and in-process) resolves its operation here, before any resolver writes.
+      requestDidStart: async () => ({
+        didResolveOperation: async ({ schema, operation, document, request }) => {
+          if (!operation) return;
+          const fragments = Object.fromEntries(document.definitions.flatMap((d) => (d.kind === 'FragmentDefinition' ? [[d.name.value, d]] : [])));
+          checkArgumentLengths(schema, operation, fragments, request.variables ?? {});
+        },
+      }),
+    }],
   } as ApolloServerOptions<Context>);
 }
 

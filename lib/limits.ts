@@ -1,4 +1,7 @@
-import { GraphQLError, Kind, parse, type DocumentNode, type FragmentDefinitionNode, type SelectionSetNode } from 'graphql';
+import {
+  getArgumentValues, getNullableType, GraphQLError, isInputObjectType, isListType, Kind, parse, type DocumentNode, type FragmentDefinitionNode,
+  type GraphQLInputType, type GraphQLSchema, type OperationDefinitionNode, type SelectionSetNode,
+} from 'graphql';
 import { AppError } from './errors';
 import { config } from './config';
 
@@ -101,4 +104,67 @@ export function measure(document: DocumentNode): DocumentShape {
   }
   shape.introspection = introspection;
   return shape;
+}
+
+/**
+ * The longest text (in characters) an input field accepts, by `InputType.field` or `Mutation.field(argument)`;
+ * every other String or ID takes `maxTextChars`. Long enough for real use, short enough that a release with its
+ * revisions stays far inside the store's item size.
+ */
+export const TEXT_LIMITS: Record<string, number> = {
+  'EnvVarInput.value': 32 * 1024,
+  'ConfigTemplateInput.template': 64 * 1024,
+  'ProductInput.description': 4096,
+  'ProductVersionInput.notes': 4096,
+  'AlertChannelInput.target': 2048,
+  'HealthcheckInput.command': 4096,
+  'LifecycleInput.afterStart': 4096,
+  'LifecycleInput.beforeStop': 4096,
+  'LifecycleInput.onReplace': 4096,
+  'ObservedContainerInput.error': 16 * 1024,
+};
+
+/**
+ * Checks the length of every text in an operation's arguments (variables and literals) against TEXT_LIMITS, before
+ * any resolver runs: an oversized value is refused whole, so nothing is written. The error names the field and the
+ * limit and never repeats the value.
+ */
+export function checkArgumentLengths(schema: GraphQLSchema, operation: OperationDefinitionNode, fragments: Record<string, FragmentDefinitionNode>,
+  variables: Record<string, unknown> = {}, maxTextChars = config().limits.maxTextChars): void {
+  const root = schema.getRootType(operation.operation);
+  if (!root) return;
+  const check = (value: unknown, type: GraphQLInputType, key: string, field: string): void => {
+    const bare = getNullableType(type);
+    if (value === null || value === undefined) return;
+    if (isListType(bare)) {
+      if (Array.isArray(value)) value.forEach((v, i) => check(v, bare.ofType, key, `${field}[${i}]`));
+      else check(value, bare.ofType, key, field);
+    } else if (isInputObjectType(bare)) {
+      for (const f of Object.values(bare.getFields())) {
+        check((value as Record<string, unknown>)[f.name], f.type, `${bare.name}.${f.name}`, field ? `${field}.${f.name}` : f.name);
+      }
+    } else if (typeof value === 'string') {
+      const limit = TEXT_LIMITS[key] ?? maxTextChars;
+      if (value.length > limit) {
+        throw new AppError('BAD_USER_INPUT', `${field} is ${value.length} characters long; at most ${limit} are accepted`, { field, limit, reason: 'LENGTH_LIMIT' });
+      }
+    }
+  };
+  const visit = (set: SelectionSetNode, seen: Set<string>): void => {
+    for (const s of set.selections) {
+      if (s.kind === Kind.FRAGMENT_SPREAD) {
+        const def = fragments[s.name.value];
+        if (def && !seen.has(def.name.value)) visit(def.selectionSet, new Set([...seen, def.name.value]));
+      } else if (s.kind === Kind.INLINE_FRAGMENT) {
+        visit(s.selectionSet, seen);
+      } else {
+        const def = root.getFields()[s.name.value];
+        if (!def) continue;
+        const values = getArgumentValues(def, s, variables);
+        // `input` is the usual single argument; its fields are named as the domain's own checks name them.
+        for (const arg of def.args) check(values[arg.name], arg.type, `${root.name}.${def.name}(${arg.name})`, arg.name === 'input' ? '' : arg.name);
+      }
+    }
+  };
+  visit(operation.selectionSet, new Set());
 }

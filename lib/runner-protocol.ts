@@ -135,6 +135,9 @@ export interface ContainerStats {
 export interface EngineInfo {
   version: string;
   os: string;
+  /** What the engine reports (NCPU × 1000, MemTotal): a host's capacity is capped at it. */
+  cpuMillis?: number | null;
+  memoryMb?: number | null;
 }
 
 export interface SyncRequest {

@@ -151,7 +151,7 @@ async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal)
         const { hostId, hostToken } = registration;
         const observed = stats.attach(await observe(docker, hostId, errors, images.pulling()));
         stats.refresh(observed);
-        const response = await api.runnerSync(hostToken, { observed, engine: facts.engine, networkSerial: networking.serial, session: heartbeat!.session });
+        const response = await api.runnerSync(hostToken, { observed, engine: { ...facts.engine, cpuMillis: facts.cpuMillis, memoryMb: facts.memoryMb }, networkSerial: networking.serial, session: heartbeat!.session });
         synced = true;
         const bridgeChanged = await networking.apply(docker, response.network);
         const result = await converge(docker, hostId, response.desired, images, networking.bridge);

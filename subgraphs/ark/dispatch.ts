@@ -20,12 +20,12 @@ export async function runnerSync(store: Store, hostId: string, request: SyncRequ
   if (request.session) {
     beat = await mustGetHost(store, hostId);
     checkSession(beat, request.session, config().hostDownSeconds, now);
-    if (request.engine) await recordEngine(store, beat, request.engine);
   } else {
-    const result = await heartbeat(store, hostId, { session: null, engine: request.engine }, config().hostDownSeconds, now);
+    const result = await heartbeat(store, hostId, { session: null }, config().hostDownSeconds, now);
     beat = result.host;
     if (result.cameBack) await arkHooks.emit('hostCameBack', store, beat, now);
   }
+  if (request.engine) await recordEngine(store, beat, request.engine);
   const host = await ensureSubnet(store, beat);
   const addressed = await assignAddresses(store, host, await instancesOfHost(store, hostId));
   const instances = addressed.instances;

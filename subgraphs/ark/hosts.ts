@@ -1,8 +1,10 @@
 import { AppError, conflict, notFound } from '../../lib/errors';
 import { hashSecret, newId, newSecret } from '../../lib/ids';
 import type { EngineInfo } from '../../lib/runner-protocol';
+import { dropClaim } from '../../lib/claims';
 import { ConditionFailed, type Store, type Versioned } from '../../lib/store';
 import * as check from '../../lib/validate';
+import { forgetContainer } from './containers';
 import { bumpNetworkSerial, checkHostNetworks, claimHostAddress, claimSubnet, clusterNetwork, freeHostNetwork } from './network';
 
 export type HostStatus = 'READY' | 'DOWN' | 'CORDONED' | 'DRAINING';
@@ -121,6 +123,23 @@ export async function revokeHost(store: Store, id: string, now = new Date()): Pr
   return (await store.mutate<Host>('hosts', id, (h) => h && { ...h, tokenHash: null, tokenRevokedAt: h.tokenRevokedAt ?? now.toISOString() }))!;
 }
 
+/**
+ * Forgets a host that holds no instances any more (removeHost moved or dropped them first): its token stops working,
+ * its container reports go, then its name, address and subnet are free again, and last the host itself. Each step is
+ * idempotent and the host item goes last, so a removal cut short by a crash is finished by calling it again.
+ */
+export async function forgetHost(store: Store, id: string): Promise<Host> {
+  const host = await mustGetHost(store, id);
+  const left = await store.query<{ id: string }>('instances', 'byHost', id);
+  if (left.length) throw conflict(`host ${host.name} still holds ${left.length} instance(s); move or remove them first`);
+  if (host.tokenHash) await store.remove('claims', `host-token#${host.tokenHash}`);
+  for (const c of await store.query<{ instanceId: string }>('containers', 'byHost', id)) await forgetContainer(store, c.instanceId, id);
+  await dropClaim<{ hostId: string }>(store, 'claims', `host-name#${host.name}`, (c) => c.hostId === id);
+  await freeHostNetwork(store, host);
+  await store.remove('hosts', id);
+  return host;
+}
+
 export const getHost = (store: Store, id: string) => store.get<Host>('hosts', id);
 
 /** A host registered before the cluster network existed gets its subnet at its next sync. */
@@ -182,7 +201,6 @@ export interface BeatInput {
   session: string | null;
   /** The host's clock when it sent the beat, for the skew report only. */
   sentAt?: string | null;
-  engine?: EngineInfo | null;
 }
 
 /**
@@ -208,7 +226,6 @@ export async function heartbeat(store: Store, id: string, beat: BeatInput, hostD
     return {
       ...h,
       lastHeartbeatAt: now.toISOString(),
-      engine: beat.engine ?? h.engine,
       // Back to what an operator made it (a cordon or a drain survives the outage).
       status: h.status === 'DOWN' ? h.statusBeforeDown ?? 'READY' : h.status,
       statusBeforeDown: null,
@@ -234,10 +251,19 @@ function clockSkew(sentAt: string, now: Date): number | null {
   return Number.isFinite(at) ? Math.round((at - now.getTime()) / 100) / 10 : null;
 }
 
-/** Stores what the runner says of its engine, when that changed (a sync is otherwise no write to the host). */
+/**
+ * Stores what the runner says of its engine, when that changed (a sync is otherwise no write to the host). A host
+ * offers no more than its engine has (NCPU, MemTotal), whatever it declared when it joined.
+ */
 export async function recordEngine(store: Store, host: Host, engine: EngineInfo): Promise<void> {
-  if (host.engine?.version === engine.version && host.engine?.os === engine.os) return;
-  await store.mutate<Host>('hosts', host.id, (h) => h && { ...h, engine });
+  const capped = (h: Host) => ({
+    cpuMillis: engine.cpuMillis ? Math.min(h.capacity.cpuMillis, engine.cpuMillis) : h.capacity.cpuMillis,
+    memoryMb: engine.memoryMb ? Math.min(h.capacity.memoryMb, engine.memoryMb) : h.capacity.memoryMb,
+  });
+  const cap = capped(host);
+  if (host.engine?.version === engine.version && host.engine?.os === engine.os
+    && cap.cpuMillis === host.capacity.cpuMillis && cap.memoryMb === host.capacity.memoryMb) return;
+  await store.mutate<Host>('hosts', host.id, (h) => h && { ...h, engine: { version: engine.version, os: engine.os }, capacity: capped(h) });
 }
 
 /** A sync carries observed state: refused for a session that is not the host's live runner. */

@@ -32,7 +32,6 @@ export interface AlertChannelInput {
 
 const KINDS: ChannelKind[] = ['WEBHOOK', 'EMAIL'];
 const SEVERITIES = Object.keys(SEVERITY_RANK) as Severity[];
-const MAX_URL = 2048;
 // A practical address check: local part without spaces or specials, a host name (a dot is not required: `ops@localhost`).
 const EMAIL = /^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
@@ -61,7 +60,6 @@ function checkTarget(kind: ChannelKind, target: string): string {
     if (!url.hostname) throw badInput('target must name a host', 'target');
     const forbidden = forbiddenHostname(url.hostname);
     if (forbidden) throw badInput(`target must not be ${forbidden}: alerts leave the platform (set FZ_WEBHOOK_ALLOW_LOCAL=true to allow local receivers)`, 'target');
-    if (target.length > MAX_URL) throw badInput(`target must be at most ${MAX_URL} characters`, 'target');
     return target;
   }
   if (target.length > 254 || !EMAIL.test(target)) {

@@ -112,7 +112,6 @@ export interface SampleInput {
   env?: { name: string; value: string }[];
 }
 
-export const MAX_TEMPLATE_LENGTH = 64 * 1024;
 const PATH = /^(\/[A-Za-z0-9._@+=-]+)+$/;
 
 /**
@@ -129,9 +128,6 @@ export function checkTemplates(templates: ConfigTemplate[], sample: SampleInput 
     }
     if (seen.has(t.path)) throw new AppError('BAD_USER_INPUT', `configTemplates lists the path ${t.path} twice`, { field });
     seen.add(t.path);
-    if (t.template.length > MAX_TEMPLATE_LENGTH) {
-      throw new AppError('BAD_USER_INPUT', `config template ${t.path} is ${t.template.length} characters; at most ${MAX_TEMPLATE_LENGTH} are allowed`, { field: `configTemplates[${i}].template` });
-    }
   });
   const ctx = sampleContext(sample);
   templates.forEach((t, index) => {

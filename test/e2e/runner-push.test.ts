@@ -9,22 +9,29 @@ import { waitFor, waitUntil } from '../support/wait';
 
 /**
  * The runner hears of its host's desired-state changes over the WebSocket (hostDesiredStateChanged) instead of at
- * its next poll. The stack answers runners with a 30 s poll interval, so a container that appears within a few
- * seconds of a deploy or a restartInstance can only be the push at work: Ark writes a HOST_DESIRED_CHANGED event,
- * the publisher sends it to the runner's subscription, the runner syncs at once. Real stack, real runner (its
+ * its next poll. The stack answers runners with a 10 min poll interval, far beyond any wait here, so a container
+ * that appears at all after a deploy or a restartInstance can only be the push at work: Ark writes a
+ * HOST_DESIRED_CHANGED event, the publisher sends it to the runner's subscription, the runner syncs at once. How long
+ * that took is printed (a figure, not a pass mark: it depends on the machine's load). Real stack, real runner (its
  * WebSocket URL derived from its API URL), real engine.
  */
 const docker = new Docker();
 const RELEASE = 'push-web';
-const POLL_SECONDS = 30;
-/** Far below the poll interval, with room for a slow CI engine to create and start a container. */
-const PUSH_BUDGET_MS = 6000;
+const POLL_SECONDS = 600;
+/** Every wait for the runner's reaction ends well before its next poll could have come. */
+const REACTION_WAIT_MS = 90_000;
 const hostName = `push-${process.pid}`;
 let stack: Stack;
 let dataDir: string;
 let logFile: string;
 let hostId: string;
 let releaseId: string | undefined;
+
+/**
+ * Lets a sync in flight finish, so the runner's loop is asleep and only a push can wake it. A fixed pause because the
+ * runner reports no "asleep" state to observe; it bounds no measured figure (the poll is minutes away).
+ */
+const quiet = () => new Promise((r) => setTimeout(r, 3000));
 
 const containersOf = (id: string) => docker.listContainers({ all: true, filters: { label: [`fangzhou.release=${id}`] } });
 
@@ -36,14 +43,12 @@ const logLines = () => readFileSync(logFile, 'utf8').split('\n').filter((l) => l
   }
 });
 
-/** Polls fast, so the time measured is the platform's, not the test's. */
+/** Polls fast, so the time printed is the platform's, not the test's. */
 async function timed<T extends object>(what: string, since: number, check: () => Promise<T | undefined | false>): Promise<{ value: T; ms: number }> {
-  const value = await waitFor(what, check, POLL_SECONDS * 1000 * 2, 50);
+  const value = await waitFor(what, check, REACTION_WAIT_MS, 50);
   return { value, ms: Date.now() - since };
 }
 
-/** The runner's sync loop sleeps (its poll is 30 s) and no engine event is due: nothing but a push can wake it. */
-const quiet = () => new Promise((r) => setTimeout(r, 3000));
 
 beforeAll(async () => {
   await clearReleaseNames(docker, RELEASE);
@@ -51,7 +56,7 @@ beforeAll(async () => {
   logFile = join(dataDir, 'stack.log');
   stack = await startStack({
     dataDir, httpPort: 3380, wsPort: 3381, lambdaPort: 3382, storePort: 4880, output: logFile,
-    // A runner that missed its push would wait 30 s; the host must not go DOWN meanwhile.
+    // A runner that missed its push would wait 10 min; the host must not go DOWN meanwhile (heartbeats are separate).
     env: { FZ_RUNNER_POLL_SECONDS: String(POLL_SECONDS), FZ_HOST_DOWN_SECONDS: '300' },
   });
   expect((await stack.graphql(DEFINE_PRODUCT, { input: DEMO_PRODUCT })).errors).toBeUndefined();
@@ -71,7 +76,7 @@ afterAll(async () => {
       const deleted = await stack.graphql('mutation($id: ID!) { deleteRelease(id: $id) { status } }', { id: releaseId });
       expect(deleted.errors).toBeUndefined();
       const since = Date.now();
-      await waitUntil('the containers to be removed', async () => (await containersOf(releaseId!)).length === 0, POLL_SECONDS * 1000 * 2, 50);
+      await waitUntil('the containers to be removed', async () => (await containersOf(releaseId!)).length === 0, REACTION_WAIT_MS, 50);
       console.log(`push reaction: deleteRelease → containers removed in ${Date.now() - since} ms`);
     }
   } finally {
@@ -81,7 +86,7 @@ afterAll(async () => {
   }
 }, 120_000);
 
-test('a deploy reaches the sleeping runner by push: its container exists within seconds, not at the 30 s poll', async () => {
+test('a deploy reaches the sleeping runner by push: its container exists long before its 10 min poll', async () => {
   const started = Date.now();
   const deployed = await stack.graphql<{ deploy: { id: string } }>(
     `mutation { deploy(input: {name: "${RELEASE}", product: "demo", version: "1.0.0", replicas: 1}) { id } }`);
@@ -90,7 +95,6 @@ test('a deploy reaches the sleeping runner by push: its container exists within 
   const answered = Date.now() - started;
   const created = await timed('the container to exist', started, async () => (await containersOf(releaseId!))[0]);
   console.log(`push reaction: deploy → container exists in ${created.ms} ms (deploy mutation answered in ${answered} ms)`);
-  expect(created.ms).toBeLessThan(PUSH_BUDGET_MS);
   // The notice went out as a HOST_DESIRED_CHANGED event to exactly this runner's subscription.
   const published = await waitFor('the publisher report', async () =>
     logLines().find((l) => l.msg === 'published event' && l.kind === 'HOST_DESIRED_CHANGED' && l.deliveries >= 1), 10_000, 100);
@@ -100,7 +104,7 @@ test('a deploy reaches the sleeping runner by push: its container exists within 
   60_000, 250);
 });
 
-test('restartInstance reaches the runner by push: the fresh container appears within seconds', async () => {
+test('restartInstance reaches the runner by push: the fresh container appears long before the next poll', async () => {
   expect(releaseId).toBeDefined();
   const [before] = await containersOf(releaseId!);
   expect(before).toBeDefined();
@@ -111,12 +115,12 @@ test('restartInstance reaches the runner by push: the fresh container appears wi
   const fresh = await timed('a fresh container', started, async () =>
     (await containersOf(releaseId!)).find((c) => c.Id !== before.Id));
   console.log(`push reaction: restartInstance → fresh container in ${fresh.ms} ms`);
-  expect(fresh.ms).toBeLessThan(PUSH_BUDGET_MS);
   await waitUntil('the old container to be gone', async () => !(await containersOf(releaseId!)).some((c) => c.Id === before.Id), 30_000, 100);
 });
 
-// Skipped: an operator's read of a host's change answers null under this wave's access rules; decide the rule, then re-enable (see the stop's note).
-test.skip('the lookup behind the subscription: a host reads its own changes, as does an operator', async () => {
+// The lookup is for runners only (CONTRACT: hostDesiredStateChanged is "runners only"; README: a runner acts only for its
+// own host): an operator is refused, and so is the runner of another host.
+test('the lookup behind the subscription: a host reads its own changes; an operator and another host are refused', async () => {
   const { hostToken } = JSON.parse(readFileSync(join(dataDir, 'runners', `${hostName}.json`), 'utf8')) as { hostToken: string };
   const events = await stack.graphql<{ events: { nodes: { id: string; host: { id: string } }[] } }>(
     '{ events(filter: {kind: "HOST_DESIRED_CHANGED"}, first: 5) { nodes { id host { id } } } }');
@@ -125,7 +129,17 @@ test.skip('the lookup behind the subscription: a host reads its own changes, as 
   const LOOKUP = 'query($e: ID!) { hostDesiredStateChange(eventId: $e) { hostId at } }';
   const asHost = await stack.graphql(LOOKUP, { e: latest.id }, hostToken);
   expect(asHost).toEqual({ data: { hostDesiredStateChange: { hostId, at: expect.any(String) } } });
-  expect((await stack.graphql(LOOKUP, { e: latest.id })).data).toEqual(asHost.data);
+  const asOperator = await stack.graphql(LOOKUP, { e: latest.id });
+  expect(asOperator.errors?.[0].extensions?.code).toBe('FORBIDDEN');
+  expect(asOperator.data?.hostDesiredStateChange ?? null).toBeNull();
+  // A second host (registered, no runner; too small to be given anything) may not read the first host's changes.
+  const invite = await stack.graphql<{ createJoinToken: { token: string } }>('mutation { createJoinToken { token } }');
+  const other = await stack.graphql<{ registerHost: { hostToken: string } }>(
+    'mutation($i: RegisterHostInput!) { registerHost(input: $i) { hostToken } }',
+    { i: { joinToken: invite.data!.createJoinToken.token, name: `${hostName}-other`, address: '127.0.0.2', capacity: { cpuMillis: 1, memoryMb: 6 } } });
+  expect(other.errors).toBeUndefined();
+  const asOther = await stack.graphql(LOOKUP, { e: latest.id }, other.data!.registerHost.hostToken);
+  expect(asOther.errors?.[0]).toMatchObject({ extensions: { code: 'FORBIDDEN' }, message: expect.stringContaining('its own host') });
   // Not a change of desired state: nothing to tell. And a host token still reaches nothing else.
   expect((await stack.graphql(LOOKUP, { e: 'no-such-event' }, hostToken)).data).toEqual({ hostDesiredStateChange: null });
   expect((await stack.graphql('{ hosts { id } }', {}, hostToken)).errors?.[0].extensions?.code).toBe('FORBIDDEN');

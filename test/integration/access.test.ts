@@ -151,10 +151,38 @@ test('a join token registers one host only, and a revoked host token stops worki
   expect(codeOf(await register('join-c'))).toBe('UNAUTHENTICATED');
 
   const { host, hostToken } = (a.body.data ?? b.body.data)!.registerHost;
+  // Neither token is kept in the clear: the store holds their hashes only.
+  const stored = JSON.stringify([...await store.scan('hosts'), ...await store.scan('claims')]);
+  expect(stored).not.toContain(hostToken);
+  expect(stored).not.toContain(token);
+  expect(stored).toContain(hashSecret(hostToken));
   const sync = { query: 'mutation { runnerSync(input: {observed: []}) { hostId } }' };
   expect((await gql(sync, hostToken)).body.data).toEqual({ runnerSync: { hostId: host.id } });
   expect((await gql({ query: `mutation { revokeHost(id: "${host.id}") { id } }` }, ADMIN)).body.errors).toBeUndefined();
   expect(codeOf(await gql(sync, hostToken))).toBe('UNAUTHENTICATED');
+});
+
+test('a join token expires: it lives ttlSeconds (at least a minute), and past its expiry it registers nothing', async () => {
+  const create = (ttl: number) => gql({ query: `mutation { createJoinToken(ttlSeconds: ${ttl}) { token expiresAt } }` }, ADMIN);
+  const tooShort = await create(5);
+  expect(codeOf(tooShort)).toBe('BAD_USER_INPUT');
+  expect(tooShort.body.errors![0].message).toMatch(/ttlSeconds must be an integer from 60 to 604800, got 5/);
+  const { token, expiresAt } = (await create(90)).body.data!.createJoinToken as { token: string; expiresAt: string };
+  expect(Date.parse(expiresAt) - Date.now()).toBeGreaterThan(80_000);
+  expect(Date.parse(expiresAt) - Date.now()).toBeLessThanOrEqual(90_000);
+  // Time passing, simulated by moving the stored expiry into the past (waiting out the one-minute minimum would only
+  // slow the suite); the API's clock then finds the token expired.
+  const moved = await store.mutate<{ key: string; expiresAt: string; seq: number }>('claims', `join-token#${hashSecret(token)}`,
+    (c) => c && { ...c, expiresAt: new Date(Date.now() - 1000).toISOString() });
+  expect(moved).toBeDefined();
+  const late = await gql({
+    query: 'mutation($i: RegisterHostInput!) { registerHost(input: $i) { hostToken } }',
+    variables: { i: { joinToken: token, name: 'join-late', address: '127.0.0.1', capacity: { cpuMillis: 1000, memoryMb: 512 } } },
+  });
+  expect(codeOf(late)).toBe('UNAUTHENTICATED');
+  expect(late.body.errors![0].message).toMatch(/has expired: ask an admin for a new one/);
+  const hosts = await gql({ query: '{ hosts { name } }' }, ADMIN);
+  expect(hosts.body.data!.hosts.map((h: { name: string }) => h.name)).not.toContain('join-late');
 });
 
 test('webhook channels may not target loopback or metadata addresses, and a refused test send names no address', async () => {
@@ -170,4 +198,17 @@ test('webhook channels may not target loopback or metadata addresses, and a refu
   delete process.env.FZ_WEBHOOK_ALLOW_LOCAL;
   const sent = await gql({ query: `mutation { testAlertChannel(id: "${id}") { delivered error } }` }, ADMIN);
   expect(sent.body.data!.testAlertChannel).toEqual({ delivered: false, error: 'refused: the target is a loopback address (FZ_WEBHOOK_ALLOW_LOCAL=true allows it)' });
+});
+
+test('a host that declared more capacity than its engine reports is capped at the engine at its first sync', async () => {
+  const token = (await gql({ query: 'mutation { createJoinToken { token } }' }, ADMIN)).body.data!.createJoinToken.token;
+  const registered = await gql({
+    query: 'mutation($i: RegisterHostInput!) { registerHost(input: $i) { host { id } hostToken } }',
+    variables: { i: { joinToken: token, name: 'greedy', address: '127.0.0.3', capacity: { cpuMillis: 512_000, memoryMb: 4_000_000 } } },
+  });
+  const { host, hostToken } = registered.body.data!.registerHost;
+  const synced = await gql({ query: 'mutation { runnerSync(input: {observed: [], engine: {version: "26.1", os: "Debian", cpuMillis: 2000, memoryMb: 3900}}) { hostId } }' }, hostToken);
+  expect(synced.body.errors).toBeUndefined();
+  const seen = await gql({ query: `{ host(id: "${host.id}") { capacity { cpuMillis memoryMb } } }` }, ADMIN);
+  expect(seen.body.data!.host.capacity).toEqual({ cpuMillis: 2000, memoryMb: 3900 });
 });

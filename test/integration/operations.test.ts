@@ -1,3 +1,7 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { resolve } from 'node:path';
+import { createInterface } from 'node:readline';
 import { store } from '../../lib/store';
 import { raise } from '../../subgraphs/butler/alarms';
 import { watchHosts } from '../../subgraphs/butler/watchdog';
@@ -16,6 +20,43 @@ const tick = async () => {
   await watchHosts(store());
   await reconcileReleases(store());
 };
+
+/**
+ * The ticks in a child process (test/support/tick-process.ts) on the same store. `tick` runs one there; `crash` kills
+ * the child with SIGKILL, between two ticks, and the next `tick` starts a new one.
+ */
+function tickProcess() {
+  let child: ReturnType<typeof spawn> | undefined;
+  let lines: AsyncIterator<string> | undefined;
+  const next = async () => {
+    const line = await lines!.next();
+    if (line.done) throw new Error('the tick process ended without answering');
+    return line.value;
+  };
+  return {
+    async tick() {
+      if (!child) {
+        child = spawn(process.execPath, ['--import', 'tsx', 'test/support/tick-process.ts'], {
+          // The test's own environment (the store startInProcess set up), which jest keeps apart from the real one.
+          cwd: resolve(__dirname, '../..'), env: { ...process.env }, stdio: ['pipe', 'pipe', 'inherit'],
+        });
+        lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+        expect(await next()).toBe('ready');
+      }
+      child.stdin!.write('tick\n');
+      expect(await next()).toBe('ticked');
+    },
+    async crash() {
+      if (!child) return;
+      const exited = once(child, 'exit');
+      child.kill('SIGKILL');
+      expect(await exited).toEqual([null, 'SIGKILL']);
+      child = undefined;
+    },
+  };
+}
+
+const ticks = tickProcess();
 const instancesOn = async (releaseId: string) => (await api.run('query($id: ID!) { release(id: $id) { instances { id host { name } } } }', { id: releaseId }))
   .data!.release.instances.map((i: { host: { name: string } }) => i.host.name);
 
@@ -30,6 +71,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  await ticks.crash(); // a tick process left by a failed test
   await api?.stop();
 });
 
@@ -72,6 +114,7 @@ test('one firing alarm per cause; acknowledging keeps it open, and a resolved al
 });
 
 test('an upgrade pauses, resumes, and carries on after a crash between ticks, health-gated batch by batch', async () => {
+  // The ticks run in a child process that is killed (SIGKILL) after every tick and started anew for the next.
   const id = (await api.run('mutation { deploy(input: {name: "rolling", product: "svc", version: "1.0.0", replicas: 3}) { id } }')).data!.deploy.id;
   const reportAll = async () => { await api.reportAllRunning(hostA); await api.reportAllRunning(hostB); };
   await reportAll();
@@ -81,21 +124,24 @@ test('an upgrade pauses, resumes, and carries on after a crash between ticks, he
   const started = await api.run('mutation($id: ID!) { upgradeRelease(id: $id, version: "2.0.0", strategy: {maxUnavailable: 1}) { upgrade { state } } }', { id });
   expect(started.errors).toBeUndefined();
   expect(started.data!.upgradeRelease.upgrade.state).toBe('RUNNING');
-  await tick();
+  await ticks.tick();
+  await ticks.crash();
   expect(await state()).toMatchObject({ status: 'UPGRADING', version: '2.0.0', upgrade: { done: 0, total: 3, batch: [`${id}-0`] } });
-  await tick(); // not healthy yet: the batch waits
+  await ticks.tick(); // not healthy yet: the batch waits
+  await ticks.crash();
   expect((await state()).upgrade.batch).toEqual([`${id}-0`]);
 
   await api.run('mutation($id: ID!) { pauseUpgrade(id: $id) { id } }', { id });
   await reportAll();
-  await tick();
+  await ticks.tick();
+  await ticks.crash();
   expect(await state()).toMatchObject({ upgrade: { state: 'PAUSED', done: 0 } });
   expect((await api.run('mutation($id: ID!) { pauseUpgrade(id: $id) { id } }', { id })).errors?.[0].extensions?.code).toBe('CONFLICT');
   await api.run('mutation($id: ID!) { resumeUpgrade(id: $id) { id } }', { id });
 
-  // Each tick is a fresh handler: nothing is kept in memory between them, as after a crash.
   for (let i = 0; i < 10 && (await state()).upgrade.state !== 'SUCCEEDED'; i++) {
-    await tick();
+    await ticks.tick();
+    await ticks.crash();
     await reportAll();
   }
   expect(await state()).toMatchObject({ status: 'RUNNING', upgrade: { state: 'SUCCEEDED', done: 3, total: 3 } });

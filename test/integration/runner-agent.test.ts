@@ -176,7 +176,7 @@ test('registers, creates the desired container and reports it RUNNING at once, n
     await until(() => api.syncs().some((s) => s.input.observed.some((o) => o.state === 'RUNNING')), 15_000);
     const sync = api.syncs()[0];
     expect(sync.authorization).toBe(`Bearer token-${hostId}`);
-    expect(sync.input.engine).toEqual({ version: expect.any(String), os: expect.any(String) });
+    expect(sync.input.engine).toEqual({ version: expect.any(String), os: expect.any(String), cpuMillis: expect.any(Number), memoryMb: expect.any(Number) });
     const reported = api.syncs().at(-1)!.input.observed;
     expect(reported).toEqual([
       expect.objectContaining({ instanceId: `${hostId}-i1`, name: `fz-${hostId}-1`, specHash: 'spec-1', state: 'RUNNING', error: null }),

@@ -1,7 +1,7 @@
 import { checkDocument, measure } from '../../lib/limits';
 import { parse } from 'graphql';
 
-const limits = { maxBodyBytes: 1 << 20, maxAnonymousBodyBytes: 8192, maxTokens: 20_000, maxDepth: 12, maxAliases: 30, maxFields: 1000, mutationsPerMinute: 1, runnerSyncsPerMinute: 1 };
+const limits = { maxBodyBytes: 1 << 20, maxAnonymousBodyBytes: 8192, maxTokens: 20_000, maxDepth: 12, maxAliases: 30, maxFields: 1000, maxTextChars: 1024, mutationsPerMinute: 1, runnerSyncsPerMinute: 1 };
 const codeOf = (fn: () => unknown) => {
   try {
     fn();
