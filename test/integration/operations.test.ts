@@ -150,6 +150,31 @@ test('an upgrade pauses, resumes, and carries on after a crash between ticks, he
   expect(desired.every((d: { image: string }) => d.image === 'fangzhou/svc:2')).toBe(true);
 });
 
+test('with autoRollback false a failed health gate stops the upgrade where it is: FAILED, nothing put back', async () => {
+  const id = (await api.run('mutation { deploy(input: {name: "manual", product: "svc", version: "1.0.0", replicas: 2}) { id } }')).data!.deploy.id;
+  const report = async (as: (d: { instanceId: string }) => Record<string, unknown> = () => ({})) => {
+    await api.reportAllRunning(hostA, as);
+    await api.reportAllRunning(hostB, as);
+  };
+  const state = async () => (await api.run(`query($id: ID!) { release(id: $id) {
+    version upgrade { state reason } instances { id image } } }`, { id })).data!.release;
+  await report();
+  const started = await api.run('mutation($id: ID!) { upgradeRelease(id: $id, version: "2.0.0", strategy: {maxUnavailable: 1, autoRollback: false}) { id } }', { id });
+  expect(started.errors).toBeUndefined();
+  await tick();
+  await report((d) => (d.instanceId === `${id}-0` ? { health: 'UNHEALTHY' } : {}));
+  await tick();
+  await tick(); // a stopped upgrade stays stopped
+  const after = await state();
+  expect(after).toMatchObject({ version: '2.0.0', upgrade: { state: 'FAILED', reason: 'manual-0: running, unhealthy' } });
+  // The failed instance keeps the new version for the operator to look at; the other was never touched.
+  expect(after.instances).toEqual([{ id: `${id}-0`, image: 'fangzhou/svc:2' }, { id: `${id}-1`, image: 'fangzhou/svc:1' }]);
+  const kinds = (await api.run('query($r: ID!) { events(filter: {releaseId: $r}, first: 100) { nodes { kind } } }', { r: id })).data!.events.nodes.map((e: { kind: string }) => e.kind);
+  expect(kinds).toContain('UPGRADE_FAILED');
+  expect(kinds).not.toContain('ROLLBACK_STARTED');
+  await api.run('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id });
+});
+
 test('an upgrade rolled back by itself leaves the release RUNNING on the version it runs, and the record says why and which version failed', async () => {
   const id = (await api.run('mutation { deploy(input: {name: "fallback", product: "svc", version: "1.0.0", replicas: 2}) { id } }')).data!.deploy.id;
   const report = async (as: (d: { instanceId: string }) => Record<string, unknown> = () => ({})) => {
