@@ -212,3 +212,36 @@ test('an upgrade rolled back by itself leaves the release RUNNING on the version
   });
   await api.run('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id });
 });
+
+test('events and alarms page with first and after: every item once, newest first, and the last page says so', async () => {
+  for (let n = 0; n < 5; n++) {
+    await raise(store(), { kind: 'CONTAINER_OOM', severity: 'WARNING', cause: `instance:paged-${n}`, message: `paged-${n} ran out of memory`, hostId: 'h-paged' },
+      new Date(Date.UTC(2026, 0, 1, 0, 0, n)));
+  }
+  type Page = { nodes: { id: string }[]; pageInfo: { endCursor: string | null; hasNextPage: boolean } };
+  const walk = async (field: 'events' | 'alarms', filter: Record<string, unknown>) => {
+    const query = `query($f: ${field === 'events' ? 'EventFilter' : 'AlarmFilter'}, $n: Int, $a: String) {
+      ${field}(filter: $f, first: $n, after: $a) { nodes { id } pageInfo { endCursor hasNextPage } } }`;
+    const page = async (first: number, after: string | null) => (await api.run(query, { f: filter, n: first, a: after })).data![field] as Page;
+    const all = (await page(500, null)).nodes.map((x) => x.id);
+    const seen: string[] = [];
+    let after: string | null = null;
+    let pages = 0;
+    for (;;) {
+      const p = await page(2, after);
+      pages += 1;
+      seen.push(...p.nodes.map((x) => x.id));
+      if (!p.pageInfo.hasNextPage) break;
+      after = p.pageInfo.endCursor;
+    }
+    return { all, seen, pages };
+  };
+  const alarms = await walk('alarms', { hostId: 'h-paged' });
+  expect(alarms.all).toHaveLength(5);
+  expect(alarms).toEqual({ all: alarms.all, seen: alarms.all, pages: 3 });
+  const events = await walk('events', {});
+  expect(events.all.length).toBeGreaterThan(10); // the upgrades above left plenty
+  expect(events.seen).toEqual(events.all);
+  expect(events.pages).toBe(Math.ceil(events.all.length / 2));
+  expect([...events.all].sort().reverse()).toEqual(events.all); // newest first: ids start with the time
+});
