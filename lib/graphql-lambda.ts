@@ -20,10 +20,19 @@ const REQUEST_ERRORS = new Set(['GRAPHQL_PARSE_FAILED', 'GRAPHQL_VALIDATION_FAIL
 export function formatError(formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError {
   const code = String(formatted.extensions?.code ?? '');
   const { stacktrace: _s, ...extensions } = formatted.extensions ?? {};
-  if (CODES.has(code)) return { ...formatted, extensions };
-  if (REQUEST_ERRORS.has(code)) return { ...formatted, extensions: { ...extensions, code: 'BAD_USER_INPUT', reason: code } };
+  if (CODES.has(code)) return { ...formatted, message: brief(formatted.message), extensions };
+  if (REQUEST_ERRORS.has(code)) return { ...formatted, message: brief(formatted.message), extensions: { ...extensions, code: 'BAD_USER_INPUT', reason: code } };
   log.error({ err: (error as { originalError?: unknown })?.originalError ?? error, path: formatted.path }, 'internal error');
   return { message: 'internal error; the server log has the details', path: formatted.path, locations: formatted.locations, extensions: { code: 'INTERNAL' } };
+}
+
+/**
+ * Messages quote what the caller sent ("product "x" does not exist"); a megabyte sent is not a megabyte echoed: a long
+ * quoted value keeps its start and says its length, and the whole message stays readable.
+ */
+export function brief(message: string): string {
+  const quotedShort = message.replace(/"([^"]{81,})"/g, (_m, value: string) => `"${value.slice(0, 40)}…" (${value.length} characters)`);
+  return quotedShort.length <= 1_000 ? quotedShort : `${quotedShort.slice(0, 1_000)}… (${quotedShort.length} characters)`;
 }
 
 export function apolloServer(options: ApolloServerOptions<Context>): ApolloServer<Context> {

@@ -23,6 +23,8 @@ export interface DocumentShape {
 }
 
 const INTROSPECTION = new Set(['__schema', '__type', '_service']);
+/** graphql-js's getIntrospectionQuery() reaches 13 levels below __schema. */
+const INTROSPECTION_DEPTH = 16;
 
 const tooMuch = (what: string, found: number, limit: number, reason: string) =>
   new AppError('BAD_USER_INPUT', `the document has ${what} ${found}; at most ${limit} is accepted: split it into smaller requests`, { reason });
@@ -59,9 +61,15 @@ export function measure(document: DocumentNode): DocumentShape {
     for (const s of set.selections) {
       let sub: [number, number, number];
       if (s.kind === Kind.FIELD) {
-        if (INTROSPECTION.has(s.name.value)) introspection = true;
         const inner = walk(s.selectionSet);
         sub = [inner[0] + 1, inner[1] + (s.alias ? 1 : 0), inner[2] + 1];
+        if (INTROSPECTION.has(s.name.value)) {
+          introspection = true;
+          // The schema answers introspection without a resolver of ours, and tools' standard query nests `ofType` 8
+          // deep: its own depth is bounded separately; it counts as one level against the document's limit.
+          if (inner[0] > INTROSPECTION_DEPTH) throw tooMuch('an introspection depth of', inner[0], INTROSPECTION_DEPTH, 'DEPTH_LIMIT');
+          sub[0] = 1;
+        }
       } else if (s.kind === Kind.INLINE_FRAGMENT) {
         sub = walk(s.selectionSet);
       } else {

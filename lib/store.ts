@@ -26,6 +26,9 @@ export class ConditionFailed extends Error {
   }
 }
 
+/** DynamoDB's partition keys are 1 to 2048 bytes: a key outside that names no item. */
+const storable = (key: string) => key !== '' && Buffer.byteLength(key) <= 2048;
+
 const isConditionFailure = (err: unknown) =>
   err instanceof ConditionalCheckFailedException || (err as { name?: string })?.name === 'ConditionalCheckFailedException';
 
@@ -41,6 +44,8 @@ export class Store {
   }
 
   async get<T>(table: Table, key: string): Promise<T | undefined> {
+    // DynamoDB refuses an empty or over-long key (ValidationException) rather than finding nothing: no item has one.
+    if (!storable(key)) return undefined;
     const out = await this.doc.send(new GetCommand({ TableName: this.tableName(table), Key: { [defs[table].key]: key }, ConsistentRead: true }));
     return out.Item as T | undefined;
   }
@@ -139,6 +144,7 @@ export class Store {
   async query<T>(table: Table, index: string, value: string): Promise<T[]> {
     const attribute = defs[table].indexes?.[index];
     if (!attribute) throw new Error(`table ${table} has no index ${index}`);
+    if (!storable(value)) return [];
     const items: T[] = [];
     let start: Record<string, unknown> | undefined;
     do {

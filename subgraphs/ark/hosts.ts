@@ -1,8 +1,10 @@
 import { AppError, conflict, notFound } from '../../lib/errors';
 import { hashSecret, newId, newSecret } from '../../lib/ids';
 import type { EngineInfo } from '../../lib/runner-protocol';
+import { dropClaim } from '../../lib/claims';
 import { ConditionFailed, type Store, type Versioned } from '../../lib/store';
 import * as check from '../../lib/validate';
+import { forgetContainer } from './containers';
 import { bumpNetworkSerial, checkHostNetworks, claimHostAddress, claimSubnet, clusterNetwork, freeHostNetwork } from './network';
 
 export type HostStatus = 'READY' | 'DOWN' | 'CORDONED' | 'DRAINING';
@@ -119,6 +121,23 @@ export async function revokeHost(store: Store, id: string, now = new Date()): Pr
   const host = await mustGetHost(store, id);
   if (host.tokenHash) await store.remove('claims', `host-token#${host.tokenHash}`);
   return (await store.mutate<Host>('hosts', id, (h) => h && { ...h, tokenHash: null, tokenRevokedAt: h.tokenRevokedAt ?? now.toISOString() }))!;
+}
+
+/**
+ * Forgets a host that holds no instances any more (removeHost moved or dropped them first): its token stops working,
+ * its container reports go, then its name, address and subnet are free again, and last the host itself. Each step is
+ * idempotent and the host item goes last, so a removal cut short by a crash is finished by calling it again.
+ */
+export async function forgetHost(store: Store, id: string): Promise<Host> {
+  const host = await mustGetHost(store, id);
+  const left = await store.query<{ id: string }>('instances', 'byHost', id);
+  if (left.length) throw conflict(`host ${host.name} still holds ${left.length} instance(s); move or remove them first`);
+  if (host.tokenHash) await store.remove('claims', `host-token#${host.tokenHash}`);
+  for (const c of await store.query<{ instanceId: string }>('containers', 'byHost', id)) await forgetContainer(store, c.instanceId, id);
+  await dropClaim<{ hostId: string }>(store, 'claims', `host-name#${host.name}`, (c) => c.hostId === id);
+  await freeHostNetwork(store, host);
+  await store.remove('hosts', id);
+  return host;
 }
 
 export const getHost = (store: Store, id: string) => store.get<Host>('hosts', id);

@@ -6,10 +6,11 @@
 export { arkHooks, type ArkListeners } from './hooks';
 export { arkSchema } from './schema';
 export {
-  getHost, listHosts, markDown, mustGetHost, recordProbe, recordSocketAnswer, setHostExclusive, watchingSince, type Host, type HostStatus,
+  forgetHost, getHost, listHosts, markDown, mustGetHost, recordProbe, recordSocketAnswer, revokeHost, setCordoned, setHostExclusive, watchingSince,
+  type Host, type HostStatus,
 } from './hosts';
 export {
-  checkPlacement, containerName, getInstance, HOST_DESIRED_CHANGED, hostTopic, instanceId, instancesOfHost, instancesOfRelease, listInstances,
+  checkPlacement, containerName, forgetLostContainers, getInstance, HOST_DESIRED_CHANGED, hostTopic, instanceId, instancesOfHost, instancesOfRelease, listInstances,
   migrateInstance, placeInstances, removeInstance, respecInstance, specHash,
   type ContainerSpec, type Instance, type PlacementConstraints, type UnplacedInstance,
 } from './instances';

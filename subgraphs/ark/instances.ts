@@ -7,9 +7,9 @@ import { openAll, type SealedVar } from '../../lib/secrets';
 import { DEFAULT_STOP, type ConfigFileSpec, type DesiredContainer, type HealthcheckSpec, type LifecycleSpec, type PortSpec } from '../../lib/runner-protocol';
 import { ConditionFailed, type Store, type Versioned } from '../../lib/store';
 import type { Label } from '../../lib/validate';
-import { forgetContainer } from './containers';
+import { containersOfRelease, forgetContainer } from './containers';
 import { arkHooks } from './hooks';
-import { listHosts, reserve, unreserve } from './hosts';
+import { getHost, listHosts, reserve, unreserve } from './hosts';
 import { bumpNetworkSerial, freeInstanceIp } from './network';
 import { schedule, type SchedulableHost } from './scheduler';
 
@@ -222,6 +222,18 @@ export async function migrateInstance(store: Store, instance: Instance, constrai
   const name = displayName(instance);
   await announce(store, addChange(addChange(new Map(), to, `${name} moved here from ${instance.hostId}`), instance.hostId, `${name} moved to ${to}`));
   return to;
+}
+
+/**
+ * Drops the container records of a release that no runner will clear: those whose instance is gone and whose host is
+ * DOWN or removed. Should the host come back, its runner removes the containers, since nothing desires them.
+ */
+export async function forgetLostContainers(store: Store, releaseId: string): Promise<void> {
+  for (const c of await containersOfRelease(store, releaseId)) {
+    if (await getInstance(store, c.instanceId)) continue;
+    const host = await getHost(store, c.hostId);
+    if (!host || host.status === 'DOWN') await forgetContainer(store, c.instanceId, c.hostId);
+  }
 }
 
 /** Gives the instance a new container spec; its runner recreates the container when the hash changed. */

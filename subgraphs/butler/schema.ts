@@ -15,6 +15,7 @@ import {
   listContainers, type ContainerRecord,
 } from '../ark';
 import { testChannel } from './notify';
+import { removeHost } from './watchdog';
 
 /** The change a HOST_DESIRED_CHANGED event announced; a host runner may read only those of its own host. */
 async function hostDesiredStateChange(eventId: string, ctx: Context) {
@@ -54,6 +55,7 @@ const resolvers = {
     },
     testAlertChannel: (_: unknown, { id }: { id: string }) => testChannel(store(), id),
     runInspection: () => runInspection(store(), 'ON_DEMAND', config().runnerPollSeconds),
+    removeHost: (_: unknown, { id }: { id: string }) => removeHost(store(), id),
   },
   Inspection: {
     __resolveReference: ({ id }: { id: string }) => getInspection(store(), id),
@@ -113,6 +115,7 @@ export const butlerAccess: AccessRules = {
   Mutation: {
     runInspection: 'OPERATOR',
     testAlertChannel: 'ADMIN',
+    removeHost: 'ADMIN',
     acknowledgeAlarm: {
       rule: 'OPERATOR',
       target: async ({ id }: { id: string }) => {

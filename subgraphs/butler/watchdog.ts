@@ -1,7 +1,10 @@
 import { config } from '../../lib/config';
 import { log } from '../../lib/log';
 import type { Store } from '../../lib/store';
-import { getContainer, getHost, instancesOfHost, isServing, listHosts, markDown, migrateInstance, recordProbe, watchingSince, type Host, type Instance } from '../ark';
+import {
+  forgetHost, getContainer, getHost, getInstance, instancesOfHost, isServing, listHosts, markDown, migrateInstance, recordProbe, removeInstance,
+  revokeHost, setCordoned, watchingSince, type Host, type Instance,
+} from '../ark';
 import { constraintsOf, getRelease } from '../panama';
 import { raise, resolveAlarm } from './alarms';
 import { recordEvent } from './events';
@@ -82,24 +85,33 @@ async function askSocket(store: Store, host: Host, probe: SocketProbe, now: Date
 
 async function drainOne(store: Store, host: Host, now: Date) {
   const instances = await instancesOfHost(store, host.id);
-  if (!instances.length) return;
-  // Orderly: wait until every instance that already left serves again before moving the next one.
-  const moved = await recentlyMovedFrom(store, host.id);
-  for (const id of moved) {
+  if (!instances.length) {
+    // Drained: what moved needs no more watching.
+    if ((await recentlyMovedFrom(store, host.id)).length) await store.remove('butlerClaims', drainedKey(host.id));
+    return;
+  }
+  // Orderly: wait until every instance that already left serves again before moving the next one. One deleted or
+  // scaled away since has nothing to wait for (waiting on it would stall the drain for good).
+  for (const id of await recentlyMovedFrom(store, host.id)) {
     const status = await getContainer(store, id);
-    if (!status || status.hostId === host.id || !isServing(status)) return;
+    if (status && status.hostId !== host.id && isServing(status)) continue;
+    if (!(await getInstance(store, id))) continue;
+    return;
   }
   await move(store, host, instances[0], now);
 }
 
+const drainedKey = (hostId: string) => `drained-from#${hostId}`;
+
 async function recentlyMovedFrom(store: Store, hostId: string): Promise<string[]> {
-  const claim = await store.get<{ instanceIds: string[] }>('butlerClaims', `drained-from#${hostId}`);
+  const claim = await store.get<{ instanceIds: string[] }>('butlerClaims', drainedKey(hostId));
   return claim?.instanceIds ?? [];
 }
 
-async function move(store: Store, from: Host, instance: Instance, now: Date) {
+/** Moves the instance off the host; false (and a MIGRATION_BLOCKED event) when no host can take it now. */
+export async function move(store: Store, from: Host, instance: Instance, now: Date): Promise<boolean> {
   const release = await getRelease(store, instance.releaseId);
-  if (!release) return;
+  if (!release) return false;
   let to: string;
   try {
     to = await migrateInstance(store, instance, constraintsOf(release));
@@ -108,11 +120,11 @@ async function move(store: Store, from: Host, instance: Instance, now: Date) {
       kind: 'MIGRATION_BLOCKED', message: err instanceof Error ? err.message : String(err), severity: 'WARNING',
       hostId: from.id, releaseId: instance.releaseId, instanceId: instance.id,
     }, now);
-    return;
+    return false;
   }
   if (from.status === 'DRAINING') {
-    await store.mutate<{ key: string; instanceIds: string[]; seq: number }>('butlerClaims', `drained-from#${from.id}`,
-      (c) => ({ key: `drained-from#${from.id}`, instanceIds: [...(c?.instanceIds ?? []), instance.id] }));
+    await store.mutate<{ key: string; instanceIds: string[]; seq: number }>('butlerClaims', drainedKey(from.id),
+      (c) => ({ key: drainedKey(from.id), instanceIds: [...(c?.instanceIds ?? []), instance.id] }));
   }
   const message = `${instance.releaseName}-${instance.ordinal} moved from ${from.name} (${from.status}) to ${(await getHost(store, to))?.name ?? to}`;
   await raise(store, {
@@ -120,6 +132,34 @@ async function move(store: Store, from: Host, instance: Instance, now: Date) {
     releaseId: instance.releaseId, instanceId: instance.id, message,
   }, now);
   await recordEvent(store, { kind: 'INSTANCE_MIGRATED', message, severity: 'WARNING', hostId: to, releaseId: instance.releaseId, instanceId: instance.id }, now);
+  return true;
+}
+
+/**
+ * Removes a host that is not coming back: its token stops working and it takes no placements; each instance moves
+ * where its constraints allow, the rest are forgotten (their releases place them again once there is room); then Ark
+ * forgets the host, freeing its name, address and subnet. Calling it again finishes a removal cut short.
+ */
+export async function removeHost(store: Store, id: string, now = new Date()) {
+  const host = await revokeHost(store, id, now);
+  await setCordoned(store, id, true);
+  const moved: string[] = [];
+  const forgotten: string[] = [];
+  for (const instance of await instancesOfHost(store, id)) {
+    if (await move(store, host, instance, now)) moved.push(instance.id);
+    else {
+      await removeInstance(store, instance);
+      forgotten.push(instance.id);
+    }
+  }
+  await forgetHost(store, id);
+  await store.remove('butlerClaims', drainedKey(id));
+  await resolveAlarm(store, 'HOST_DOWN', `host:${id}`, now);
+  await recordEvent(store, {
+    kind: 'HOST_REMOVED', severity: 'WARNING', hostId: id,
+    message: `host ${host.name} removed: ${moved.length} instance(s) moved, ${forgotten.length} forgotten`,
+  }, now);
+  return { hostId: id, name: host.name, moved, forgotten };
 }
 
 /** A DOWN host synced again: its alarm resolves; its runner removes the copies of instances that moved away. */

@@ -1,6 +1,6 @@
 import { log } from '../../lib/log';
 import type { Store } from '../../lib/store';
-import { instancesOfRelease, listInstances, placeInstances, removeInstance, respecInstance, type Instance } from '../ark';
+import { forgetLostContainers, instancesOfRelease, listInstances, placeInstances, removeInstance, respecInstance, type Instance } from '../ark';
 import { mustGetProduct, type Product } from './products';
 import { advanceUpgrade, isActive } from './upgrades';
 import {
@@ -41,6 +41,8 @@ export async function reconcileRelease(store: Store, id: string, now = new Date(
   if (!release) return;
   if (release.phase === 'DELETING') {
     for (const instance of await instancesOfRelease(store, release.id)) await removeInstance(store, instance);
+    // A DOWN host's runner cannot report its containers gone: the deletion does not wait for it.
+    await forgetLostContainers(store, release.id);
     await finishDeletions(store, [release.id]);
     return;
   }

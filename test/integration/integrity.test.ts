@@ -164,3 +164,86 @@ test('an UPGRADE_ROLLED_BACK alarm resolves when its release is deleted', async 
   const open = await api.run('{ alarms { nodes { kind state } } }');
   expect(open.data!.alarms.nodes.filter((a: { kind: string; state: string }) => a.kind === 'UPGRADE_ROLLED_BACK' && a.state !== 'RESOLVED')).toEqual([]);
 });
+
+const hostsNow = async () => (await api.run('{ hosts { id name status subnet } }')).data!.hosts as { id: string; name: string; status: string; subnet: string }[];
+const hostOf = async (instanceId: string) => (await api.run('query($id: ID!) { instance(id: $id) { host { id } } }', { id: instanceId })).data!.instance?.host.id as string | undefined;
+const instancesOf = async (releaseId: string) => (await api.run('query($id: ID!) { release(id: $id) { instances { id host { id } } } }', { id: releaseId }))
+  .data!.release.instances as { id: string; host: { id: string } }[];
+/** Runs `fn` while every READY host but `hostId` is cordoned, so that what it deploys lands on `hostId`. */
+async function onlyOn<T>(hostId: string, fn: () => Promise<T>): Promise<T> {
+  const others = (await hostsNow()).filter((h) => h.id !== hostId && h.status === 'READY');
+  for (const h of others) await api.run('mutation($id: ID!) { cordonHost(id: $id) { id } }', { id: h.id });
+  try {
+    return await fn();
+  } finally {
+    for (const h of others) await api.run('mutation($id: ID!) { uncordonHost(id: $id) { id } }', { id: h.id });
+  }
+}
+const deploy = async (name: string, extra = '') => {
+  const res = await api.run(`mutation { deploy(input: {name: "${name}", product: "kv", replicas: 1${extra}}) { id } }`);
+  expect(res.errors).toBeUndefined();
+  return res.data!.deploy.id as string;
+};
+const FUTURE = () => new Date(Date.now() + 3600_000).toISOString();
+
+test('deleting a release whose instance sits on a DOWN host completes, and the returning runner is told to remove it', async () => {
+  const lost = await api.registerHost('integrity-lost', { cpuMillis: 1000, memoryMb: 1024 }, [{ key: 'zone', value: 'lost' }]);
+  const id = await deploy('stranded', ', placement: {requiredLabels: [{key: "zone", value: "lost"}]}');
+  const [running] = await api.reportAllRunning(lost);
+  expect(await markDown(store(), lost, FUTURE())).toBe(true);
+  await watchHosts(store()); // nowhere to move it
+  expect((await instancesOf(id)).map((i) => i.host.id)).toEqual([lost]);
+  await api.run('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id });
+  await reconcileReleases(store());
+  expect((await releases()).map((r) => r.id)).not.toContain(id);
+  // The host returns with the container still running: nothing desires it, and no record of it comes back.
+  const back = await api.run('mutation($o: [ObservedContainerInput!]!) { runnerSync(input: {observed: $o}) { desired { instanceId } } }', { o: [{
+    containerId: 'c-stranded', instanceId: running.instanceId, specHash: 'old', name: running.name, state: 'RUNNING', health: 'HEALTHY',
+    restartCount: 0, oomKilled: false, ports: [],
+  }] }, asHost(lost));
+  expect(back.data!.runnerSync.desired).toEqual([]);
+  expect((await api.run('query($id: ID!) { containerStatus(instanceId: $id) { state } }', { id: running.instanceId })).data!.containerStatus).toBeNull();
+});
+
+test('a drain goes on when an instance it moved earlier was deleted, and forgets what it moved once done', async () => {
+  const drained = await api.registerHost('integrity-drain', { cpuMillis: 1000, memoryMb: 1024 });
+  const [x, y] = await onlyOn(drained, async () => [await deploy('drain-x'), await deploy('drain-y')]);
+  await api.reportAllRunning(drained);
+  expect((await api.run('mutation($id: ID!) { drainHost(id: $id) { status } }', { id: drained })).data!.drainHost.status).toBe('DRAINING');
+  await watchHosts(store());
+  const [first, second] = (await instancesOf(x))[0].host.id !== drained ? [x, y] : [y, x];
+  expect((await instancesOf(second))[0].host.id).toBe(drained);
+  // The moved one is deleted before it ever served on its new host: nothing is left to wait for.
+  await api.run('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id: first });
+  await reconcileReleases(store());
+  await watchHosts(store());
+  expect((await instancesOf(second))[0].host.id).not.toBe(drained);
+  await watchHosts(store());
+  expect(await store().get('butlerClaims', `drained-from#${drained}`)).toBeUndefined();
+  await api.run('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id: second });
+  await reconcileReleases(store());
+});
+
+test('removeHost moves what can move, forgets the rest, and frees the name, subnet and token', async () => {
+  const gone = await api.registerHost('integrity-gone', { cpuMillis: 1000, memoryMb: 1024 }, [{ key: 'zone', value: 'gone' }]);
+  const { subnet } = (await hostsNow()).find((h) => h.id === gone)!;
+  const [free, pinned] = await onlyOn(gone, async () => [await deploy('free'), await deploy('pinned', ', placement: {requiredLabels: [{key: "zone", value: "gone"}]}')]);
+  const [freeInstance, pinnedInstance] = [(await instancesOf(free))[0].id, (await instancesOf(pinned))[0].id];
+  expect(await markDown(store(), gone, FUTURE())).toBe(true);
+  const removed = await api.run('mutation($id: ID!) { removeHost(id: $id) { hostId name moved forgotten } }', { id: gone });
+  expect(removed.errors).toBeUndefined();
+  expect(removed.data!.removeHost).toEqual({ hostId: gone, name: 'integrity-gone', moved: [freeInstance], forgotten: [pinnedInstance] });
+  expect((await hostsNow()).map((h) => h.id)).not.toContain(gone);
+  expect(await hostOf(freeInstance)).not.toBe(gone);
+  expect(await instancesOf(pinned)).toEqual([]);
+  expect((await firing('HOST_DOWN')).filter((a) => a.host?.id === gone)).toEqual([]);
+  // A runner of the removed host is refused.
+  const sync = await api.run('mutation { runnerSync(input: {observed: []}) { hostId } }', {}, asHost(gone));
+  expect(sync.errors?.[0].extensions?.code).toMatch(/NOT_FOUND|UNAUTHENTICATED|FORBIDDEN/);
+  // The name and the subnet are free: a new host takes both.
+  const again = await api.registerHost('integrity-gone', { cpuMillis: 1000, memoryMb: 1024 });
+  expect((await hostsNow()).find((h) => h.id === again)!.subnet).toBe(subnet);
+  expect((await api.run('mutation($id: ID!) { removeHost(id: $id) { forgotten } }', { id: 'h-nonexistent' })).errors![0].extensions!.code).toBe('NOT_FOUND');
+  for (const id of [free, pinned]) await api.run('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id });
+  await reconcileReleases(store());
+});

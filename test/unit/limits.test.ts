@@ -1,5 +1,6 @@
 import { checkDocument, measure } from '../../lib/limits';
-import { parse } from 'graphql';
+import { brief } from '../../lib/graphql-lambda';
+import { getIntrospectionQuery, parse } from 'graphql';
 
 const limits = { maxBodyBytes: 1 << 20, maxAnonymousBodyBytes: 8192, maxTokens: 20_000, maxDepth: 12, maxAliases: 30, maxFields: 1000, maxTextChars: 1024, mutationsPerMinute: 1, runnerSyncsPerMinute: 1 };
 const codeOf = (fn: () => unknown) => {
@@ -44,4 +45,15 @@ test('a document over a limit is refused with a code and the limit in the messag
   expect(codeOf(() => checkDocument(tokens, limits))).toEqual({ code: 'BAD_USER_INPUT', reason: 'TOKEN_LIMIT' });
   expect(codeOf(() => checkDocument('{ releases { ', limits))).toEqual({ code: 'BAD_USER_INPUT', reason: 'GRAPHQL_PARSE_FAILED' });
   expect(codeOf(() => checkDocument('{ releases { id instances { id } } }', limits))).toBeUndefined();
+});
+
+test('the standard introspection query of tools passes; a deeper introspection is refused', () => {
+  expect(checkDocument(getIntrospectionQuery(), limits).introspection).toBe(true);
+  const deep = `{ __schema { types { ${'ofType { '.repeat(20)}name${' }'.repeat(20)} } } }`;
+  expect(codeOf(() => checkDocument(deep, limits))).toEqual({ code: 'BAD_USER_INPUT', reason: 'DEPTH_LIMIT' });
+});
+
+test('an error message quotes a long value by its start and its length', () => {
+  expect(brief(`product "${'x'.repeat(100_000)}" does not exist`)).toBe(`product "${'x'.repeat(40)}…" (100000 characters) does not exist`);
+  expect(brief('x'.repeat(5_000))).toHaveLength(1_000 + '… (5000 characters)'.length);
 });
