@@ -152,6 +152,7 @@ export function shellScript(release: ArtefactRelease, instances: ArtefactInstanc
     '# Reproduces the release on a plain Docker host, without Fangzhou: creates the network "fangzhou" if it is',
     '# missing, then removes and recreates each instance\'s container with the name, image, env, limits, ports,',
     '# healthcheck and DNS alias a Fangzhou host runner would give it. Running it again recreates the containers.',
+    ...NOT_REPRODUCED.map((l) => `# ${l}`),
     '# Config files are written under $FZ_CONFIG_DIR (default: fangzhou-config next to this script), one directory',
     '# per container, and bind-mounted read-only. The healthcheck runs with /bin/sh -c inside the container.',
     '#',
@@ -257,6 +258,14 @@ export function shellScript(release: ArtefactRelease, instances: ArtefactInstanc
   return out.join('\n');
 }
 
+/** What a script for one plain Docker host leaves out of the fleet's network, said in both formats' headers. */
+const NOT_REPRODUCED = [
+  'Not reproduced: the fleet network. Every instance runs on this one host, on an address Docker picks (not its fixed',
+  'address on the cluster network), with no routes to other hosts and no fz.internal DNS server: instances find each',
+  "other by the same names through Docker's embedded DNS (network aliases), on this host only; release names",
+  '(<release>.fz.internal) and SRV names do not resolve. Data volumes and lifecycle hooks are not reproduced either.',
+];
+
 // ---------------------------------------------------------------------------------------------------------------
 // Compose
 
@@ -328,6 +337,7 @@ export function composeFile(release: ArtefactRelease, instances: ArtefactInstanc
     'docker compose port <service> <port> tells which. Every "$$" below is a literal "$".',
     `Containers carry ${LABELS.managed}=${SCRIPT_MANAGED} and no ${LABELS.host} label, so no Fangzhou host runner touches them.`,
     `Compose creates the network "${NETWORK}" if it is missing (and warns that it did not create it otherwise).`,
+    ...NOT_REPRODUCED,
   ];
   const yamlText = stringify(doc, { aliasDuplicateObjects: false, lineWidth: 0 });
   return `${header.map((l) => `# ${l}`).join('\n')}\n${yamlText}`;
@@ -347,7 +357,7 @@ export interface SummaryRow {
   host: string;
   /** The host's address: where the published ports answer. */
   address: string;
-  /** The container's IP on the fangzhou network, as last observed. */
+  /** The instance's fixed address on the cluster network (as observed for an instance from before fixed addresses). */
   ip: string;
   domainName: string;
   /** Space-separated, e.g. "8080/tcp->32768 9090/udp->32770"; "8080/tcp" while no host port is known. */
@@ -368,7 +378,7 @@ const NUMERIC = new Set<keyof SummaryRow>(['ordinal', 'cpuMillis', 'memoryMb']);
 
 export interface SummaryInput {
   releases: { id: string; name: string; product: string; version: string; resources: { cpuMillis: number; memoryMb: number } }[];
-  instances: { id: string; releaseId: string; ordinal: number; hostId: string; domainName: string; spec: Pick<ContainerSpec, 'ports' | 'cpuMillis' | 'memoryMb'> }[];
+  instances: { id: string; releaseId: string; ordinal: number; hostId: string; domainName: string; ip?: string | null; spec: Pick<ContainerSpec, 'ports' | 'cpuMillis' | 'memoryMb'> }[];
   hosts: { id: string; name: string; address: string }[];
   containers: {
     instanceId: string;
@@ -406,7 +416,7 @@ export function summaryRows({ releases, instances, hosts, containers }: SummaryI
         ordinal: i.ordinal,
         host: host?.name ?? i.hostId,
         address: host?.address ?? '',
-        ip: c?.ip ?? '',
+        ip: i.ip ?? c?.ip ?? '',
         domainName: i.domainName,
         ports: ports.join(' '),
         cpuMillis: i.spec.cpuMillis,

@@ -40,6 +40,8 @@ describe('shell script', () => {
     expect(script.startsWith('#!/bin/sh\n# Fangzhou deployment script for release "demo" (r-abc): product demo 1.0.0, revision 2, 2 instance(s).')).toBe(true);
     expect(script).toMatch(/^set -eu$/m);
     expect(script).not.toMatch(/--label 'fangzhou\.host/);
+    // It says what of the fleet network it cannot reproduce on one plain Docker host.
+    expect(script).toMatch(/^# Not reproduced: the fleet network\./m);
     const syntax = spawnSync('sh', ['-n'], { input: script, encoding: 'utf8' });
     expect(syntax.stderr).toBe('');
     expect(syntax.status).toBe(0);
@@ -171,6 +173,7 @@ describe('compose file', () => {
 
   test('starts with comments and has one service per instance, named like the runner names containers', () => {
     expect(text.startsWith('# Fangzhou compose file for release "demo" (r-abc)')).toBe(true);
+    expect(text).toMatch(/^# Not reproduced: the fleet network\./m);
     expect(doc.name).toBe('fz-demo');
     expect(Object.keys(doc.services)).toEqual(['fz-demo-0', 'fz-demo-1']);
     expect(doc.networks).toEqual({ [NETWORK]: { name: NETWORK } });
@@ -221,7 +224,7 @@ describe('config summary', () => {
       { id: 'r-1', name: 'demo', product: 'demo', version: '1.0.0', resources: { cpuMillis: 100, memoryMb: 32 } },
     ],
     instances: [
-      { id: 'r-1-1', releaseId: 'r-1', ordinal: 1, hostId: 'h-2', domainName: 'demo-1.demo.fz.internal', spec: spec({ cpuMillis: 100, memoryMb: 32 }) },
+      { id: 'r-1-1', releaseId: 'r-1', ordinal: 1, hostId: 'h-2', domainName: 'demo-1.demo.fz.internal', ip: '10.240.1.2', spec: spec({ cpuMillis: 100, memoryMb: 32 }) },
       { id: 'r-1-0', releaseId: 'r-1', ordinal: 0, hostId: 'h-1', domainName: 'demo-0.demo.fz.internal', spec: spec({ cpuMillis: 100, memoryMb: 32 }) },
     ],
     hosts: [{ id: 'h-1', name: 'node-a', address: '10.0.0.1' }, { id: 'h-2', name: 'node-b', address: '10.0.0.2' }],
@@ -231,7 +234,7 @@ describe('config summary', () => {
     }],
   };
 
-  test('builds one row per instance, and one for a release without instances, by release name and ordinal', () => {
+  test('builds one row per instance, and one for a release without instances, by release name and ordinal; ip is the fixed address, else the one observed', () => {
     expect(summaryRows(input)).toEqual([
       {
         release: 'demo', product: 'demo', version: '1.0.0', instance: 'r-1-0', ordinal: 0, host: 'node-a', address: '10.0.0.1',
@@ -240,7 +243,7 @@ describe('config summary', () => {
       },
       {
         release: 'demo', product: 'demo', version: '1.0.0', instance: 'r-1-1', ordinal: 1, host: 'node-b', address: '10.0.0.2',
-        ip: '', domainName: 'demo-1.demo.fz.internal', ports: '8080/tcp 53/udp', cpuMillis: 100, memoryMb: 32,
+        ip: '10.240.1.2', domainName: 'demo-1.demo.fz.internal', ports: '8080/tcp 53/udp', cpuMillis: 100, memoryMb: 32,
         state: 'NOT REPORTED', health: '',
       },
       {
