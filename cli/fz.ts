@@ -4,6 +4,7 @@
  *   npm run fz -- product apply <file.yaml|file.json>... [--dry-run]
  *   npm run fz -- product list [--json]
  *   npm run fz -- audit verify | audit export
+ *   npm run fz -- doctor [--repair]
  *   npm run fz -- image export <image>... --output <bundle.tar> [--registry host:port | --from-engine]
  *   npm run fz -- image import <bundle.tar> [--registry host:port]
  *   npm run fz -- image push <image>... [--registry host:port]
@@ -14,6 +15,7 @@
 import { parseArgs } from 'node:util';
 import { CliError, DEFAULT_API_URL, connect, operatorToken, type Api } from './api';
 import { exportLines, verify } from './audit';
+import { doctor } from './doctor';
 import { exportImages, importImages, localEngine, pushImages } from './images';
 import { formatProblem, loadProductFile, parsePath, type ProductDocument, type Problem } from './product-file';
 
@@ -22,12 +24,14 @@ const USAGE = `usage:
   fz product list [--json]                                the products the API knows
   fz audit verify                                         check the audit log's hash chain (admin key)
   fz audit export                                         the audit log as JSON lines, oldest first (admin key)
+  fz doctor [--repair]                                    check (and repair: admin key) each host's allocated resources
   fz image export <image>... -o <bundle.tar>              pull the images from the platform registry into one bundle
   fz image import <bundle.tar>                            push every image of a bundle to the platform registry
   fz image push <image>...                                push images of the local engine to the platform registry
 options:
   --api-url URL   the GraphQL API (default: FZ_API_URL or ${DEFAULT_API_URL})
   --dry-run       check the files locally, send nothing
+  --repair        rewrite drifted hosts' books from the instances placed on them
   --json          print the products as JSON
   --registry A    the platform registry, host:port (default: FZ_REGISTRY or 127.0.0.1:\$FZ_REGISTRY_PORT, 5000)
   --from-engine   export the local Docker engine's images instead of the registry's
@@ -115,7 +119,7 @@ export async function main(argv: string[], out = (l: string) => console.log(l), 
         allowPositionals: true,
         options: {
           'api-url': { type: 'string' }, 'dry-run': { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
-          registry: { type: 'string' }, 'from-engine': { type: 'boolean' }, output: { type: 'string', short: 'o' },
+          registry: { type: 'string' }, 'from-engine': { type: 'boolean' }, output: { type: 'string', short: 'o' }, repair: { type: 'boolean' },
         },
       });
     } catch (e) {
@@ -143,6 +147,7 @@ export async function main(argv: string[], out = (l: string) => console.log(l), 
       await exportLines(api(), out);
       return 0;
     }
+    if (noun === 'doctor' && verb === undefined) return (await doctor(api(), values.repair ?? false, out)) ? 0 : 1;
     const registry = values.registry ?? (process.env.FZ_REGISTRY || `127.0.0.1:${process.env.FZ_REGISTRY_PORT ?? 5000}`);
     if (noun === 'image' && verb === 'export') {
       if (rest.length === 0) throw new UsageError('image export needs at least one image, e.g. fangzhou/redis:7.0.15');

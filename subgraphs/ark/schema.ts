@@ -10,6 +10,7 @@ import { getContainer } from './containers';
 import { resolveName, type Endpoint } from './discovery';
 import { runnerHeartbeat, runnerSync, type HeartbeatRequest } from './dispatch';
 import { createJoinToken, drainHost, getHost, labelHost, listHosts, registerHost, revokeHost, setCordoned, type RegisterHostInput } from './hosts';
+import { checkLedger, type LedgerDrift } from './ledger';
 import { getInstance, instancesOfHost, instancesOfRelease, networkChanged, type Instance } from './instances';
 
 async function instancePorts(i: Instance) {
@@ -26,6 +27,7 @@ const resolvers = {
     host: (_: unknown, { id }: { id: string }) => getHost(store(), id),
     instance: (_: unknown, { id }: { id: string }) => getInstance(store(), id),
     resolveName: (_: unknown, { name }: { name: string }) => resolveName(store(), name),
+    ledgerDrift: () => checkLedger(store(), false),
   },
   Mutation: {
     createJoinToken: (_: unknown, { ttlSeconds }: { ttlSeconds?: number | null }) =>
@@ -42,6 +44,10 @@ const resolvers = {
     revokeHost: (_: unknown, { id }: { id: string }) => revokeHost(store(), id),
     runnerSync: (_: unknown, { input }: { input: SyncRequest }, ctx: Context) => runnerSync(store(), requireHost(ctx), input),
     runnerHeartbeat: (_: unknown, { input }: { input: HeartbeatRequest }, ctx: Context) => runnerHeartbeat(store(), requireHost(ctx), input),
+    repairLedger: () => checkLedger(store(), true),
+  },
+  LedgerDrift: {
+    host: (d: LedgerDrift) => getHost(store(), d.hostId),
   },
   Host: {
     __resolveReference: ({ id }: { id: string }) => getHost(store(), id),
@@ -75,6 +81,7 @@ export const arkAccess: AccessRules = {
     cordonHost: 'ADMIN',
     uncordonHost: 'ADMIN',
     revokeHost: 'ADMIN',
+    repairLedger: 'ADMIN',
     runnerSync: 'HOST',
     runnerHeartbeat: 'HOST',
   },

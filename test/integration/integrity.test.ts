@@ -1,5 +1,6 @@
 import { store } from '../../lib/store';
-import { markDown } from '../../subgraphs/ark/hosts';
+import { doctor } from '../../cli/doctor';
+import { markDown, type Host } from '../../subgraphs/ark/hosts';
 import { raise, type Alarm } from '../../subgraphs/butler/alarms';
 import { watchHosts } from '../../subgraphs/butler/watchdog';
 import { releaseCause } from '../../subgraphs/panama/releases';
@@ -179,8 +180,8 @@ async function onlyOn<T>(hostId: string, fn: () => Promise<T>): Promise<T> {
     for (const h of others) await api.run('mutation($id: ID!) { uncordonHost(id: $id) { id } }', { id: h.id });
   }
 }
-const deploy = async (name: string, extra = '') => {
-  const res = await api.run(`mutation { deploy(input: {name: "${name}", product: "kv", replicas: 1${extra}}) { id } }`);
+const deploy = async (name: string, extra = '', replicas = 1) => {
+  const res = await api.run(`mutation { deploy(input: {name: "${name}", product: "kv", replicas: ${replicas}${extra}}) { id } }`);
   expect(res.errors).toBeUndefined();
   return res.data!.deploy.id as string;
 };
@@ -245,5 +246,30 @@ test('removeHost moves what can move, forgets the rest, and frees the name, subn
   expect((await hostsNow()).find((h) => h.id === again)!.subnet).toBe(subnet);
   expect((await api.run('mutation($id: ID!) { removeHost(id: $id) { forgotten } }', { id: 'h-nonexistent' })).errors![0].extensions!.code).toBe('NOT_FOUND');
   for (const id of [free, pinned]) await api.run('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id });
+  await reconcileReleases(store());
+});
+
+test('fz doctor finds a host whose books drifted from its instances, and --repair makes them agree', async () => {
+  const ledger = await api.registerHost('integrity-ledger', { cpuMillis: 2000, memoryMb: 2048 });
+  const id = await onlyOn(ledger, () => deploy('booked', '', 2));
+  const [a, b] = (await instancesOf(id)).map((i) => i.id);
+  // A crash between removing an instance and giving back what it held; another instance's reservation lost.
+  await store().mutate<Host>('hosts', ledger, (h) => {
+    const { [b]: _lost, ...kept } = h!.reservations;
+    return { ...h!, reservations: { ...kept, 'r-crashed-0': { cpuMillis: 300, memoryMb: 64 } }, allocated: { cpuMillis: 1, memoryMb: 1 } };
+  });
+  const cli = { url: 'in-process', request: (q: string) => api.run(q) } as Parameters<typeof doctor>[0];
+  const lines: string[] = [];
+  expect(await doctor(cli, false, (l) => lines.push(l))).toBe(false);
+  const found = lines.filter((l) => l.includes('integrity-ledger')).map((l) => l.split('  ').slice(0, 3).join(' '));
+  expect(found.sort()).toEqual(['drift integrity-ledger LEAKED_RESERVATION', 'drift integrity-ledger MISSING_RESERVATION', 'drift integrity-ledger WRONG_TOTAL']);
+  lines.length = 0;
+  expect(await doctor(cli, true, (l) => lines.push(l))).toBe(true);
+  expect(lines.filter((l) => l.includes('integrity-ledger')).every((l) => l.startsWith('repaired'))).toBe(true);
+  const host = (await api.run('query($id: ID!) { host(id: $id) { allocated { cpuMillis memoryMb } } }', { id: ledger })).data!.host;
+  expect(host.allocated).toEqual({ cpuMillis: 200, memoryMb: 64 });
+  expect((await store().get<Host>('hosts', ledger))!.reservations).toEqual({ [a]: { cpuMillis: 100, memoryMb: 32 }, [b]: { cpuMillis: 100, memoryMb: 32 } });
+  expect((await api.run('{ ledgerDrift { kind } }')).data!.ledgerDrift).toEqual([]);
+  await api.run('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id });
   await reconcileReleases(store());
 });

@@ -15,7 +15,7 @@ const EXPECTED: Record<string, string> = {
   // Panama
   defineProduct: 'ADMIN', deploy: 'OPERATOR', scaleRelease: 'OPERATOR', configureRelease: 'OPERATOR', upgradeRelease: 'OPERATOR',
   rollbackRelease: 'OPERATOR', pauseUpgrade: 'OPERATOR', resumeUpgrade: 'OPERATOR', deleteRelease: 'OPERATOR',
-  deleteProduct: 'ADMIN', createAlertChannel: 'ADMIN', deleteAlertChannel: 'ADMIN', testAlertChannel: 'ADMIN', removeHost: 'ADMIN', createApiKey: 'ADMIN', revokeApiKey: 'ADMIN', revealSecretEnv: 'ADMIN',
+  deleteProduct: 'ADMIN', createAlertChannel: 'ADMIN', deleteAlertChannel: 'ADMIN', testAlertChannel: 'ADMIN', removeHost: 'ADMIN', repairLedger: 'ADMIN', createApiKey: 'ADMIN', revokeApiKey: 'ADMIN', revealSecretEnv: 'ADMIN',
   // Ark
   createJoinToken: 'ADMIN', registerHost: 'ANYONE', labelHost: 'ADMIN', setHostExclusive: 'ADMIN', drainHost: 'ADMIN',
   cordonHost: 'ADMIN', uncordonHost: 'ADMIN', revokeHost: 'ADMIN', runnerSync: 'HOST', runnerHeartbeat: 'HOST',
