@@ -1,6 +1,8 @@
 /**
- * The control plane at fleet scale: N simulated runners (no Docker; each beats every second like runner/heartbeat.ts
- * and syncs every 2 s, reporting its desired containers back as RUNNING and HEALTHY) against server mode, on dynalite
+ * The control plane at fleet scale: N simulated runners (no Docker; each beats like runner/heartbeat.ts at the
+ * interval the API gives, holds the runner's own notification socket (runner/notifications.ts, which also answers
+ * the watchdog's probes), and syncs at the API's poll interval or when notified, reporting its desired containers
+ * back as RUNNING and HEALTHY) against server mode, on dynalite
  * and on Amazon's DynamoDB Local. Prints runnerSync p50/p99, store operations/s (counted by a proxy in front of the
  * store), the server process's CPU, and false HOST_DOWN alarms (every simulated runner stays alive), then the largest
  * N that keeps p99 < 1 s with no false HOST_DOWN.
@@ -13,6 +15,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { followNotifications } from '../runner/notifications';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../scripts/demo-product';
 import { startStack, type Stack } from '../scripts/stack';
 import { startDynalite, startDynamoDbLocal, type DynamoDbServer } from '../test/support/dynamodb';
@@ -93,27 +96,39 @@ async function runOne(storeName: string, store: DynamoDbServer, n: number): Prom
     const runner = async (h: { id: string; token: string }) => {
       const session = `${h.id}-sim`;
       let desired: { instanceId: string; specHash: string; name: string }[] = [];
-      let nextBeat = Date.now() + Math.random() * 1000;
-      let nextSync = Date.now() + Math.random() * 2000;
+      let beatMs = 1000;
+      let pollMs = 2000;
+      let nextBeat = Date.now() + Math.random() * beatMs;
+      let nextSync = Date.now() + Math.random() * pollMs;
+      let wake: () => void = () => undefined;
+      const notifications = followNotifications({ url: s.wsUrl, hostToken: h.token, hostId: h.id, onChange: () => { nextSync = Date.now(); wake(); } });
       while (running) {
         const now = Date.now();
         if (now >= nextBeat) {
-          nextBeat += 1000;
-          void gql(s.url, BEAT, { input: { session, sentAt: new Date().toISOString() } }, h.token).catch(() => errors++);
+          nextBeat = Math.max(nextBeat + beatMs, now);
+          void gql<{ runnerHeartbeat: { intervalSeconds: number } }>(s.url, BEAT, { input: { session, sentAt: new Date().toISOString() } }, h.token)
+            .then((res) => { if (res.data) beatMs = res.data.runnerHeartbeat.intervalSeconds * 1000; else errors++; }, () => errors++);
         }
         if (now >= nextSync) {
-          nextSync += 2000;
+          nextSync = now + pollMs;
           const observed = desired.map((d) => ({
             containerId: `c-${d.instanceId}`, instanceId: d.instanceId, specHash: d.specHash, name: d.name, state: 'RUNNING', health: 'HEALTHY',
             restartCount: 0, exitCode: null, oomKilled: false, startedAt: '2026-01-01T00:00:00.000Z', ip: null, ports: [], error: null,
           }));
           const t = performance.now();
-          const res = await gql<{ runnerSync: { desired: typeof desired } }>(s.url, SYNC, { input: { observed, engine: { version: 'sim', os: 'sim' }, session } }, h.token).catch(() => null);
+          const res = await gql<{ runnerSync: { desired: typeof desired; pollSeconds: number } }>(s.url, SYNC, { input: { observed, engine: { version: 'sim', os: 'sim' }, session } }, h.token).catch(() => null);
           if (measuring) syncMs.push(performance.now() - t);
-          if (res?.data) desired = res.data.runnerSync.desired; else errors++;
+          if (res?.data) {
+            desired = res.data.runnerSync.desired;
+            pollMs = res.data.runnerSync.pollSeconds * 1000;
+          } else errors++;
         }
-        await new Promise((r) => setTimeout(r, Math.max(0, Math.min(nextBeat, nextSync) - Date.now())));
+        await new Promise<void>((r) => {
+          const timer = setTimeout(r, Math.max(0, Math.min(nextBeat, nextSync) - Date.now()));
+          wake = () => { clearTimeout(timer); r(); };
+        });
       }
+      await notifications.stop();
     };
     const loops = hosts.map(runner);
     await new Promise((r) => setTimeout(r, 5000)); // warm-up: first beats accepted, instances placed

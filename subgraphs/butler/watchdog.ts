@@ -27,6 +27,8 @@ const probeTimeoutMs = () => Math.max(2, 2 * config().tickSeconds) * 1000;
  *   silence nobody watched is no evidence), and
  * - its notification socket is closed, or did not answer a probe within a couple of seconds (a runner that is alive
  *   but whose HTTP beats do not get through keeps its host).
+ * A closed socket is the stronger witness (the runner's process or its host is gone; a cut link leaves a socket open
+ * but silent), so with it three missed beats are enough; a silent socket needs the full `hostDownSeconds`.
  * A DOWN host's instances move to healthy hosts that satisfy the same constraints (INSTANCE_MIGRATED); a DRAINING
  * host gives up one instance per tick, once the previous one moved serves again. Level-triggered: an instance that
  * could not move this time is tried again at the next tick.
@@ -34,18 +36,20 @@ const probeTimeoutMs = () => Math.max(2, 2 * config().tickSeconds) * 1000;
 export async function watchHosts(store: Store, probe: SocketProbe | null = null, now = new Date()): Promise<void> {
   const { hostDownSeconds, heartbeatSeconds } = config();
   const watching = await watchingSince(store, config().tickSeconds, now);
-  const staleBefore = new Date(now.getTime() - hostDownSeconds * 1000).toISOString();
+  const ago = (seconds: number) => new Date(now.getTime() - seconds * 1000).toISOString();
+  const staleBefore = { closed: ago(Math.min(hostDownSeconds, 3 * heartbeatSeconds)), unanswered: ago(hostDownSeconds) };
   // Ask the socket early, so that its answer is in by the time the heartbeats count as missing.
-  const silentBefore = new Date(now.getTime() - Math.max(hostDownSeconds / 2, 2 * heartbeatSeconds) * 1000).toISOString();
-  const watchedLongEnough = watching <= staleBefore;
+  const silentBefore = ago(Math.min(Math.max(hostDownSeconds / 2, 2 * heartbeatSeconds), 3 * heartbeatSeconds));
   for (const host of await listHosts(store)) {
     try {
       if (host.status !== 'DOWN' && (host.lastHeartbeatAt ?? '') < silentBefore) {
-        const socket = probe ? await askSocket(store, host, probe, now) : 'dead';
-        if ((host.lastHeartbeatAt ?? '') < staleBefore && watchedLongEnough && socket === 'dead' && await markDown(store, host.id, staleBefore)) {
+        const socket = probe ? await askSocket(store, host, probe, now) : 'unanswered';
+        const evidence = socket === 'closed' || socket === 'unanswered' ? staleBefore[socket] : null;
+        // Silence counts only while the watchdog itself was ticking all along.
+        if (evidence && (host.lastHeartbeatAt ?? '') < evidence && watching <= evidence && await markDown(store, host.id, evidence)) {
           await recordEvent(store, { kind: 'HOST_DOWN', message: `host ${host.name} is DOWN`, severity: 'CRITICAL', hostId: host.id }, now);
           host.status = 'DOWN';
-        } else if ((host.lastHeartbeatAt ?? '') < staleBefore && socket === 'alive') {
+        } else if ((host.lastHeartbeatAt ?? '') < staleBefore.unanswered && socket === 'alive') {
           log.warn({ hostId: host.id, lastHeartbeatAt: host.lastHeartbeatAt }, 'host heartbeats missing but its runner answers on its notification socket; not DOWN');
         }
       }
@@ -66,19 +70,20 @@ export async function watchHosts(store: Store, probe: SocketProbe | null = null,
 }
 
 /**
- * The silent host's socket: 'dead' when closed or when a probe went unanswered for the probe time-out, 'alive' when
- * it answered the latest probe, 'asking' while a probe is out. Probes again once an answer is older than a time-out.
+ * The silent host's socket: 'closed' when it holds none, 'unanswered' when a probe went unanswered for the probe
+ * time-out, 'alive' when it answered the latest probe, 'asking' while a probe is out. Probes again once an answer is
+ * older than a time-out.
  */
-async function askSocket(store: Store, host: Host, probe: SocketProbe, now: Date): Promise<'dead' | 'alive' | 'asking'> {
+async function askSocket(store: Store, host: Host, probe: SocketProbe, now: Date): Promise<'closed' | 'unanswered' | 'alive' | 'asking'> {
   const sentAt = host.probeSentAt ?? null;
   const answered = !!sentAt && (host.socketAnsweredAt ?? '') >= sentAt;
   const timedOut = !!sentAt && Date.parse(sentAt) <= now.getTime() - probeTimeoutMs();
-  if (sentAt && !answered && timedOut) return 'dead';
+  if (sentAt && !answered && timedOut) return 'unanswered';
   if (sentAt && !timedOut) {
     // Still waiting, or answered recently; a closed socket is evidence at once.
-    return (await probe(host.id)) === 'closed' ? 'dead' : answered ? 'alive' : 'asking';
+    return (await probe(host.id)) === 'closed' ? 'closed' : answered ? 'alive' : 'asking';
   }
-  if ((await probe(host.id)) === 'closed') return 'dead';
+  if ((await probe(host.id)) === 'closed') return 'closed';
   await recordProbe(store, host.id, now);
   return answered ? 'alive' : 'asking';
 }

@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
@@ -14,6 +14,7 @@ import { waitUntil } from '../support/wait';
  */
 let fleet: Fleet;
 let stack: Stack;
+let dir: string | undefined;
 
 interface HostView { id: string; name: string; status: string }
 const hosts = async () => (await stack.graphql<{ hosts: HostView[] }>('{ hosts { id name status } }')).data!.hosts;
@@ -24,7 +25,7 @@ const everywhere = async (releaseId: string) => (await Promise.all(fleet.hosts.m
 
 beforeAll(async () => {
   fleet = await startFleet({ hosts: 3, prefix: 'loss' });
-  const dir = mkdtempSync(join(tmpdir(), 'fz-fleet-loss-'));
+  dir = mkdtempSync(join(tmpdir(), 'fz-fleet-loss-'));
   stack = await startStack({
     dataDir: dir, listenHost: fleet.bridgeAddress, httpPort: 3370, wsPort: 3371, lambdaPort: 3372, storePort: 4870,
     registry: { host: fleet.bridgeAddress, port: Number(fleet.registry.split(':')[1]) }, output: join(dir, 'stack.log'),
@@ -39,6 +40,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await stack?.stop();
   await fleet?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 test('a lost host’s instance runs elsewhere; back, its stale copy is removed and nothing is duplicated', async () => {
