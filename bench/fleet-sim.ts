@@ -9,7 +9,7 @@
  *
  *   node --import tsx bench/fleet-sim.ts [--stores dynalite,ddblocal] [--sizes 100,300,1000] [--seconds 30]
  */
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -150,6 +150,7 @@ async function runOne(storeName: string, store: DynamoDbServer, n: number): Prom
     running = false;
     await stack?.stop();
     proxy.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 

@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startStack, type Stack } from '../../scripts/stack';
@@ -11,10 +11,11 @@ import { waitFor } from '../support/wait';
  */
 let fleet: Fleet;
 let stack: Stack;
+let dir: string | undefined;
 
 beforeAll(async () => {
   fleet = await startFleet({ hosts: 3, prefix: 'join' });
-  const dir = mkdtempSync(join(tmpdir(), 'fz-fleet-join-'));
+  dir = mkdtempSync(join(tmpdir(), 'fz-fleet-join-'));
   stack = await startStack({
     dataDir: dir, listenHost: fleet.bridgeAddress, httpPort: 3360, wsPort: 3361, lambdaPort: 3362, storePort: 4860, output: join(dir, 'stack.log'),
   });
@@ -24,6 +25,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await stack?.stop();
   await fleet?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 test('hosts in their own namespaces join the control plane over the bridge with empty engines', async () => {

@@ -144,3 +144,11 @@ test('the lookup behind the subscription: a host reads its own changes; an opera
   expect((await stack.graphql(LOOKUP, { e: 'no-such-event' }, hostToken)).data).toEqual({ hostDesiredStateChange: null });
   expect((await stack.graphql('{ hosts { id } }', {}, hostToken)).errors?.[0].extensions?.code).toBe('FORBIDDEN');
 });
+
+test('tokens are redacted from the logs: neither the host token nor the admin token appears in what the API and runner wrote', async () => {
+  const { hostToken } = JSON.parse(readFileSync(join(dataDir, 'runners', `${hostName}.json`), 'utf8')) as { hostToken: string };
+  const written = readFileSync(logFile, 'utf8');
+  expect(logLines().length).toBeGreaterThan(20); // the API's and the runner's JSON lines, at info level, are all there
+  expect(written).not.toContain(hostToken);
+  expect(written).not.toContain(stack.adminToken);
+});

@@ -150,6 +150,31 @@ test('an upgrade pauses, resumes, and carries on after a crash between ticks, he
   expect(desired.every((d: { image: string }) => d.image === 'fangzhou/svc:2')).toBe(true);
 });
 
+test('with autoRollback false a failed health gate stops the upgrade where it is: FAILED, nothing put back', async () => {
+  const id = (await api.run('mutation { deploy(input: {name: "manual", product: "svc", version: "1.0.0", replicas: 2}) { id } }')).data!.deploy.id;
+  const report = async (as: (d: { instanceId: string }) => Record<string, unknown> = () => ({})) => {
+    await api.reportAllRunning(hostA, as);
+    await api.reportAllRunning(hostB, as);
+  };
+  const state = async () => (await api.run(`query($id: ID!) { release(id: $id) {
+    version upgrade { state reason } instances { id image } } }`, { id })).data!.release;
+  await report();
+  const started = await api.run('mutation($id: ID!) { upgradeRelease(id: $id, version: "2.0.0", strategy: {maxUnavailable: 1, autoRollback: false}) { id } }', { id });
+  expect(started.errors).toBeUndefined();
+  await tick();
+  await report((d) => (d.instanceId === `${id}-0` ? { health: 'UNHEALTHY' } : {}));
+  await tick();
+  await tick(); // a stopped upgrade stays stopped
+  const after = await state();
+  expect(after).toMatchObject({ version: '2.0.0', upgrade: { state: 'FAILED', reason: 'manual-0: running, unhealthy' } });
+  // The failed instance keeps the new version for the operator to look at; the other was never touched.
+  expect(after.instances).toEqual([{ id: `${id}-0`, image: 'fangzhou/svc:2' }, { id: `${id}-1`, image: 'fangzhou/svc:1' }]);
+  const kinds = (await api.run('query($r: ID!) { events(filter: {releaseId: $r}, first: 100) { nodes { kind } } }', { r: id })).data!.events.nodes.map((e: { kind: string }) => e.kind);
+  expect(kinds).toContain('UPGRADE_FAILED');
+  expect(kinds).not.toContain('ROLLBACK_STARTED');
+  await api.run('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id });
+});
+
 test('an upgrade rolled back by itself leaves the release RUNNING on the version it runs, and the record says why and which version failed', async () => {
   const id = (await api.run('mutation { deploy(input: {name: "fallback", product: "svc", version: "1.0.0", replicas: 2}) { id } }')).data!.deploy.id;
   const report = async (as: (d: { instanceId: string }) => Record<string, unknown> = () => ({})) => {
@@ -186,4 +211,37 @@ test('an upgrade rolled back by itself leaves the release RUNNING on the version
       message: `rolled back to 1.0.0: 2.0.0 failed its health gate (fallback-0: running, unhealthy)` },
   });
   await api.run('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id });
+});
+
+test('events and alarms page with first and after: every item once, newest first, and the last page says so', async () => {
+  for (let n = 0; n < 5; n++) {
+    await raise(store(), { kind: 'CONTAINER_OOM', severity: 'WARNING', cause: `instance:paged-${n}`, message: `paged-${n} ran out of memory`, hostId: 'h-paged' },
+      new Date(Date.UTC(2026, 0, 1, 0, 0, n)));
+  }
+  type Page = { nodes: { id: string }[]; pageInfo: { endCursor: string | null; hasNextPage: boolean } };
+  const walk = async (field: 'events' | 'alarms', filter: Record<string, unknown>) => {
+    const query = `query($f: ${field === 'events' ? 'EventFilter' : 'AlarmFilter'}, $n: Int, $a: String) {
+      ${field}(filter: $f, first: $n, after: $a) { nodes { id } pageInfo { endCursor hasNextPage } } }`;
+    const page = async (first: number, after: string | null) => (await api.run(query, { f: filter, n: first, a: after })).data![field] as Page;
+    const all = (await page(500, null)).nodes.map((x) => x.id);
+    const seen: string[] = [];
+    let after: string | null = null;
+    let pages = 0;
+    for (;;) {
+      const p = await page(2, after);
+      pages += 1;
+      seen.push(...p.nodes.map((x) => x.id));
+      if (!p.pageInfo.hasNextPage) break;
+      after = p.pageInfo.endCursor;
+    }
+    return { all, seen, pages };
+  };
+  const alarms = await walk('alarms', { hostId: 'h-paged' });
+  expect(alarms.all).toHaveLength(5);
+  expect(alarms).toEqual({ all: alarms.all, seen: alarms.all, pages: 3 });
+  const events = await walk('events', {});
+  expect(events.all.length).toBeGreaterThan(10); // the upgrades above left plenty
+  expect(events.seen).toEqual(events.all);
+  expect(events.pages).toBe(Math.ceil(events.all.length / 2));
+  expect([...events.all].sort().reverse()).toEqual(events.all); // newest first: ids start with the time
 });
