@@ -1,6 +1,6 @@
 import Docker from 'dockerode';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
@@ -31,8 +31,10 @@ const RELEASE = `query Release($id: ID!) {
 }`;
 
 beforeAll(async () => {
-  await clearReleaseNames(docker, 'e2e-web', 'e2e-restart', 'e2e-idem');
+  await clearReleaseNames(docker, 'e2e-web', 'e2e-restart', 'e2e-idem', 'e2e-secret');
   dir = mkdtempSync(join(tmpdir(), 'fz-e2e-'));
+  // Debug level: the secret test below checks the most talkative logs.
+  process.env.LOG_LEVEL = 'debug';
   stack = await startStack({ dataDir: dir, httpPort: 3300, wsPort: 3301, lambdaPort: 3302, storePort: 4800, output: join(dir, 'stack.log') });
   const defined = await stack.graphql(DEFINE_PRODUCT, { input: DEMO_PRODUCT });
   expect(defined.errors).toBeUndefined();
@@ -47,7 +49,7 @@ afterAll(async () => {
   await stack?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
   // A test that failed half-way leaves its release's containers; they go with the run, not with the next one.
-  await clearReleaseNames(docker, 'e2e-web', 'e2e-restart', 'e2e-idem');
+  await clearReleaseNames(docker, 'e2e-web', 'e2e-restart', 'e2e-idem', 'e2e-secret');
 });
 
 test('deploys 3 replicas that run as labelled containers, reports them RUNNING across all subgraphs, and removes them on delete', async () => {
@@ -122,4 +124,27 @@ test('retrying a deploy with the same idempotency key returns the first release 
   expect(release.data?.release.instances).toHaveLength(1);
   await stack.graphql('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id });
   await waitUntil('the release to disappear', async () => (await stack.graphql(RELEASE, { id })).data?.release === null);
+});
+
+test('a secret reaches its container and nothing else: not the logs of the API, store or runner at debug level, not the files on disk', async () => {
+  const secret = `s3cr3t-${process.pid}-${Date.now()}`;
+  const deployed = await stack.graphql<{ deploy: { id: string } }>(
+    'mutation($s: String!) { deploy(input: {name: "e2e-secret", product: "demo", version: "1.0.0", replicas: 1, secretEnv: [{name: "DB_PASSWORD", value: $s}]}) { id } }', { s: secret });
+  expect(deployed.errors).toBeUndefined();
+  const id = deployed.data!.deploy.id;
+  const [running] = await waitFor('the container with its secret', async () => {
+    const list = await containersOf(id);
+    return list.length === 1 && list[0].State === 'running' ? list : undefined;
+  });
+  const env = (await docker.getContainer(running.Id).inspect()).Config.Env;
+  expect(env).toContain(`DB_PASSWORD=${secret}`);
+  expect((await stack.graphql(`mutation { deleteRelease(id: "${id}") { id } }`)).errors).toBeUndefined();
+  await waitUntil('the secret\'s container removed', async () => (await containersOf(id)).length === 0);
+  // Every file of the stack: its log (API, store, runner; this stack logs at debug), the store's files, runner state.
+  const files = readdirSync(dir, { recursive: true, withFileTypes: true }).filter((f) => f.isFile()).map((f) => join(f.parentPath ?? f.path, f.name));
+  expect(files.some((f) => f.endsWith('stack.log'))).toBe(true);
+  const holding = (text: string) => files.filter((f) => readFileSync(f).includes(text)).map((f) => f.slice(dir.length + 1));
+  // The search sees what the stack wrote: the release's id is in its store files and its logs, the secret nowhere.
+  expect(holding(id).length).toBeGreaterThan(1);
+  expect(holding(secret)).toEqual([]);
 });
