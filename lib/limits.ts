@@ -168,7 +168,13 @@ export function checkArgumentLengths(schema: GraphQLSchema, operation: Operation
       } else {
         const def = root.getFields()[s.name.value];
         if (!def) continue;
-        const values = getArgumentValues(def, s, variables);
+        let values: Record<string, unknown>;
+        try {
+          values = getArgumentValues(def, s, variables);
+        } catch {
+          // A value of the wrong type or a missing one: execution refuses it with its own BAD_USER_INPUT.
+          continue;
+        }
         // `input` is the usual single argument; its fields are named as the domain's own checks name them.
         for (const arg of def.args) check(values[arg.name], arg.type, `${root.name}.${def.name}(${arg.name})`, arg.name === 'input' ? '' : arg.name);
       }
