@@ -17,7 +17,7 @@ import { writeCounter, type WriteCounter } from '../support/write-counter';
  * sent to the real gateway Lambda handler (subgraphs in-process) on the real store protocol. Every answer must carry a
  * contract code and none may be INTERNAL; a refused request may write nothing to the store but its audit entry and
  * its rate-limit counter (seen in the store's traffic, not taken from the code). Seeded: a failure prints the seed and
- * `FZ_FUZZ_SEED=<seed>` replays it (`FZ_FUZZ_RUNS` changes the count).
+ * `FZ_FUZZ_SEED=<seed>` replays it or tries another (`FZ_FUZZ_RUNS` changes the count).
  */
 const ADMIN = 'fza_fuzz-test-admin';
 const PREFIX = 'fuzz-';
@@ -145,7 +145,8 @@ test(`${RUNS} schema-generated documents: every answer has a contract code, none
     const type = root === 'query' ? schema.getQueryType()! : schema.getMutationType()!;
     return Object.values(type.getFields()).filter((f) => !NOT_SENT.has(f.name) && !f.name.startsWith('_')).map((f) => caseOf(root, f));
   });
-  const seed = Number(process.env.FZ_FUZZ_SEED ?? Date.now() % 2 ** 31);
+  // A fixed seed by default, so CI judges the same 2,000 documents every run; explore others with FZ_FUZZ_SEED.
+  const seed = Number(process.env.FZ_FUZZ_SEED ?? 20261202);
   const seen = new Map<string, number>();
   await fc.assert(fc.asyncProperty(fc.oneof(...roots), async (c) => {
     counter.take();
