@@ -16,6 +16,7 @@ import { hostNetworks, HostNetworking } from './network';
 import { defaultWsUrl, followNotifications, WS_OFF, wsUrlProblem, type Notifications } from './notifications';
 import type { InstanceError } from './plan';
 import { loadState, saveState, stateFile, type RunnerState } from './state';
+import { pause } from './pause';
 
 export interface RunnerConfig {
   name: string;
@@ -269,19 +270,6 @@ class Backoff {
   }
 }
 
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done);
-  });
-}
 
 /** A sleep that `wake()` cuts short; a wake while awake makes the next sleep return at once. */
 class Waker {

@@ -10,6 +10,7 @@
 import { randomUUID } from 'node:crypto';
 import { log } from '../lib/log';
 import { ApiError, ApiMismatchError, type Api } from './api';
+import { pause } from './pause';
 
 export interface HeartbeatOptions {
   api: Api;
@@ -102,22 +103,10 @@ export function startHeartbeat(options: HeartbeatOptions): Heartbeat {
     while (!stopper.signal.aborted) {
       await beat();
       next = Math.max(next + intervalMs, Date.now());
-      await sleep(next - Date.now(), stopper.signal);
+      await pause(next - Date.now(), stopper.signal);
     }
   })();
 
   return { session, accepted, stop: () => stopper.abort() };
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted || ms <= 0) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done);
-  });
-}

@@ -11,6 +11,7 @@
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
 import { log } from '../lib/log';
+import { pause } from './pause';
 
 /** The subscription the runner holds. */
 export const HOST_DESIRED_STATE_CHANGED = 'subscription HostDesiredStateChanged { hostDesiredStateChanged { at } }';
@@ -69,19 +70,6 @@ export function wsUrlProblem(url: string): string | null {
   return parsed.protocol === 'ws:' || parsed.protocol === 'wss:' ? null : `"${url}" must start with ws:// or wss://`;
 }
 
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done);
-  });
-}
 
 const describe = (what: unknown): string => {
   if (what instanceof Error) return what.message;
