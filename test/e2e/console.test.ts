@@ -82,6 +82,22 @@ test('deploys the demo product from the topology page and shows every instance t
   await web.shot(page, 'topology');
 });
 
+test('an operator reads an instance\'s container output, fetched through its runner, and follows it live', async () => {
+  await page.getByTestId(`release-${RELEASE}`).getByRole('link', { name: RELEASE }).click();
+  const row = page.getByRole('row').filter({ has: page.getByRole('cell', { name: `${RELEASE}-0`, exact: true }) });
+  await row.getByRole('button', { name: 'Logs' }).click();
+  // The demo's httpd logs every request: its own healthcheck asks for /healthz every few seconds.
+  const lines = page.getByTestId('log-lines');
+  await lines.getByText('url:/healthz').first().waitFor();
+  const count = async () => ((await lines.textContent()) ?? '').split('\n').filter((l) => l.includes('url:/healthz')).length;
+  const before = await count();
+  await page.getByLabel('Follow').check();
+  await waitUntil('newer healthcheck requests on screen while following', async () => (await count()) > before, 60_000);
+  await web.shot(page, 'instance-logs');
+  await page.getByRole('button', { name: 'Close' }).click();
+  await page.getByRole('link', { name: 'Topology' }).click();
+}, 120_000);
+
 test('an upgrade to 3.0.0-unhealthy shows its progress bar, then the automatic rollback as it happens', async () => {
   await page.getByTestId(`release-${RELEASE}`).getByRole('link', { name: RELEASE }).click();
   await page.getByText('Upgrade', { exact: true }).click();
