@@ -240,8 +240,8 @@ export async function networkSerial(store: Store): Promise<number> {
 }
 
 export async function bumpNetworkSerial(store: Store): Promise<number> {
-  const next = await store.mutate<{ key: string; serial: number; seq: number }>('claims', SERIAL_KEY, (c) => ({ key: SERIAL_KEY, serial: (c?.serial ?? 0) + 1 }));
-  return next!.serial;
+  // Every DNS change and every joining host moves it: an atomic add, which concurrent writers cannot lose.
+  return store.increment('claims', SERIAL_KEY, 'serial');
 }
 
 /** Routes from one host to every other host's subnet via that host's address (flannel's host-gw). */

@@ -75,6 +75,12 @@ class MemoryStore {
   async remove(name: string, key: string) {
     this.table(name).delete(key);
   }
+  async increment(name: string, key: string, attribute: string) {
+    const item = this.table(name).get(key) ?? { [this.keyOf(name)]: key };
+    item[attribute] = Number(item[attribute] ?? 0) + 1;
+    this.table(name).set(key, item);
+    return item[attribute] as number;
+  }
   async scan<T>(name: string) {
     return [...this.table(name).values()].map((i) => structuredClone(i) as T);
   }
