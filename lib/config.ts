@@ -29,6 +29,8 @@ export const config = () => ({
   /** How often the ticks (watchdog, reconcile, publish) run; the watchdog counts silence only while it was ticking. */
   tickSeconds: num('FZ_TICK_SECONDS', 1),
   joinTokenTtlSeconds: num('FZ_JOIN_TOKEN_TTL_SECONDS', 3600),
+  /** How long instanceLogs waits for the runner of the instance's host to answer. */
+  logWaitSeconds: num('FZ_LOG_WAIT_SECONDS', 10),
   dnsZone: process.env.FZ_DNS_ZONE ?? 'fz.internal',
   /** Limits checked before a document is validated or planned (lib/limits.ts). */
   limits: {

@@ -119,6 +119,9 @@ async function announce(store: Store, changes: HostChanges): Promise<void> {
   if (failed.length < written.length) await kick('publish');
 }
 
+/** Wakes the runner of one host now, e.g. for a log request it must answer; never throws. */
+export const notifyHost = (store: Store, hostId: string, what: string) => announce(store, new Map([[hostId, [what]]]));
+
 /** Where these instances would go now, or UNSCHEDULABLE saying why, per constraint. Writes nothing. */
 async function plan(store: Store, pending: UnplacedInstance[], constraints: PlacementConstraints) {
   const hosts = await schedulableHosts(store, pending[0]?.releaseId);
