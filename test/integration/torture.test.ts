@@ -7,8 +7,8 @@ import { PRODUCT, invariants, mutationScript, random, runMutation } from '../sup
  * 8 clients send seeded random mutations at once while the reconcile tick and two hosts' runner reports (sent as a
  * runner would) run beside them; then the ticks run until the books settle, and the invariants must hold.
  * FZ_TORTURE_SEED replays a run (a failure prints its seed); FZ_TORTURE_OPS sets how many mutations on dynalite
- * (default 300), FZ_TORTURE_LOCAL_OPS on DynamoDB Local (default 100: each request costs it several times more, and
- * the file stays within a few minutes on two cores).
+ * and FZ_TORTURE_LOCAL_OPS on DynamoDB Local (300 each by default; the file takes about 2.5 minutes on two busy cores,
+ * a third of it starting DynamoDB Local's JVM).
  */
 const SEED = Number(process.env.FZ_TORTURE_SEED ?? Date.now() % 1_000_000);
 const OPS = Number(process.env.FZ_TORTURE_OPS ?? 300);
