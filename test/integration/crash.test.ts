@@ -70,7 +70,7 @@ async function runChild(mutations: [number, Mutation][], { killAfter, pauseMs, a
   return signal === 'SIGKILL';
 }
 
-test(`random mutations and ticks in a process killed ${KILLS} times at random points: after the ticks converge the books and claims hold (seed ${SEED})`, async () => {
+test(`random mutations and ticks in a process killed up to ${KILLS} times at random points: after the ticks converge the books and claims hold (seed ${SEED})`, async () => {
   const rnd = random(SEED);
   const script = mutationScript(rnd, OPS, { keys: true });
   const done = new Map<number, string>();
