@@ -21,8 +21,14 @@ const localSchema = (name: SubgraphName): GraphQLSchema => {
   return parts.butler.butlerSchema();
 };
 
-/** The federation gateway on the committed supergraph (no introspection at start). */
+/**
+ * The federation gateway on the committed supergraph (no introspection at start). Apollo's data collection is off:
+ * left on, @apollo/gateway probes cloud metadata addresses (169.254.169.254 and the like) and sends usage metrics to
+ * Apollo's endpoint from every process that builds a gateway — traffic a private cloud must never see.
+ */
 export function createGateway(transport = config().subgraphTransport, urlBase = config().subgraphUrlBase): ApolloGateway {
+  // Read by ApolloGateway's constructor; an operator cannot turn it back on by accident.
+  process.env.APOLLO_TELEMETRY_DISABLED = 'true';
   return new ApolloGateway({
     supergraphSdl: readSchemaFile('supergraph.graphql'),
     buildService: ({ name }) => transport === 'inprocess'

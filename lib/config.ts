@@ -34,6 +34,8 @@ export const config = () => ({
    */
   claimLeaseSeconds: num('FZ_CLAIM_LEASE_SECONDS', 60),
   joinTokenTtlSeconds: num('FZ_JOIN_TOKEN_TTL_SECONDS', 3600),
+  /** How long instanceLogs waits for the runner of the instance's host to answer. */
+  logWaitSeconds: num('FZ_LOG_WAIT_SECONDS', 10),
   dnsZone: process.env.FZ_DNS_ZONE ?? 'fz.internal',
   /** Limits checked before a document is validated or planned (lib/limits.ts). */
   limits: {

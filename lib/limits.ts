@@ -130,6 +130,7 @@ export const TEXT_LIMITS: Record<string, number> = {
   'LifecycleInput.beforeStop': 4096,
   'LifecycleInput.onReplace': 4096,
   'ObservedContainerInput.error': 16 * 1024,
+  'LogLineInput.text': 4096,
 };
 
 /**

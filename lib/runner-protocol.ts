@@ -184,4 +184,21 @@ export interface SyncResponse {
   /** How long the runner waits before its next sync when nothing happens. */
   pollSeconds: number;
   network: HostNetwork;
+  /** Container logs the API waits for; answered with runnerLogs (runner/logs.ts). */
+  logRequests?: LogRequest[];
+}
+
+/** The tail of one of the host's containers, asked for by instanceLogs. */
+export interface LogRequest {
+  id: string;
+  instanceId: string;
+  tail: number;
+  /** RFC 3339: only lines after this time. */
+  since: string | null;
+}
+
+export interface LogLine {
+  at: string;
+  stream: 'STDOUT' | 'STDERR';
+  text: string;
 }

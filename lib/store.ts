@@ -1,7 +1,7 @@
 import {
-  ConditionalCheckFailedException, CreateTableCommand, DescribeTableCommand, DynamoDBClient, ResourceInUseException,
+  ConditionalCheckFailedException, CreateTableCommand, DescribeTableCommand, DynamoDBClient, ResourceInUseException, UpdateTableCommand,
 } from '@aws-sdk/client-dynamodb';
-import { DeleteCommand, DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, ScanCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, ScanCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import tables from './tables.json';
 import { createTableInputs } from './tables';
 import { config } from './config';
@@ -11,8 +11,28 @@ import { config } from './config';
  * `replace` and `remove` only at the version that was read. Items carry a `seq` write counter for that.
  */
 export type Table = keyof typeof tables;
-type TableDef = { key: string; indexes?: Record<string, string> };
-const defs = tables as Record<Table, TableDef>;
+type IndexKey = { hash: string; range?: string; rangeType?: string };
+type TableDef = { key: string; indexes?: Record<string, string | IndexKey> };
+const defs = tables as unknown as Record<Table, TableDef>;
+
+function indexOf(table: Table, index: string): IndexKey {
+  const def = defs[table].indexes?.[index];
+  if (!def) throw new Error(`table ${table} has no index ${index}`);
+  return typeof def === 'string' ? { hash: def } : def;
+}
+
+/** One page of a Query on an index with a range key, in range order. */
+export interface RangeQuery {
+  /** At most this many items. */
+  limit: number;
+  /** Newest (highest range) first. */
+  descending?: boolean;
+  /** Only items whose range key is strictly below / above this (a cursor, or a time bound). */
+  below?: string | number;
+  above?: string | number;
+  /** Only items whose attributes equal these (a filter applied to what the index yields). */
+  where?: Record<string, string | number | boolean>;
+}
 
 export interface Versioned {
   /** Write counter of the item, for conditional writes. */
@@ -111,6 +131,23 @@ export class Store {
     throw new ConditionFailed(table, key);
   }
 
+  /**
+   * Adds one to a counter item's `attribute` in a single atomic write (created at 1) and returns the new value. For
+   * a counter many writers move at once, where read-modify-write would lose most of its races: never conflicts. The
+   * item is a counter only (no `seq`): never `mutate` it.
+   */
+  async increment(table: Table, key: string, attribute: string): Promise<number> {
+    const out = await this.doc.send(new UpdateCommand({
+      TableName: this.tableName(table),
+      Key: { [defs[table].key]: key },
+      UpdateExpression: 'ADD #a :one',
+      ExpressionAttributeNames: { '#a': attribute },
+      ExpressionAttributeValues: { ':one': 1 },
+      ReturnValues: 'UPDATED_NEW',
+    }));
+    return Number(out.Attributes?.[attribute]);
+  }
+
   /** Removes the item; with `seq`, only if it is still at that write (then an absent item fails too). */
   async remove(table: Table, key: string, seq?: number): Promise<void> {
     try {
@@ -140,10 +177,23 @@ export class Store {
     return items;
   }
 
+  /**
+   * One page of a Scan, for maintenance that must visit a whole table once (never a request path); with `missing`,
+   * only the items that lack that attribute come back. `next` continues where this page stopped.
+   */
+  async scanPage<T>(table: Table, opts: { missing?: string; start?: Record<string, unknown>; limit?: number } = {}): Promise<{ items: T[]; next?: Record<string, unknown> }> {
+    const out = await this.doc.send(new ScanCommand({
+      TableName: this.tableName(table),
+      ExclusiveStartKey: opts.start,
+      Limit: opts.limit ?? 100,
+      ...(opts.missing ? { FilterExpression: 'attribute_not_exists(#m)', ExpressionAttributeNames: { '#m': opts.missing } } : {}),
+    }));
+    return { items: (out.Items ?? []) as T[], next: out.LastEvaluatedKey };
+  }
+
   /** All items whose indexed attribute equals `value`. Index reads are eventually consistent on DynamoDB. */
   async query<T>(table: Table, index: string, value: string): Promise<T[]> {
-    const attribute = defs[table].indexes?.[index];
-    if (!attribute) throw new Error(`table ${table} has no index ${index}`);
+    const attribute = indexOf(table, index).hash;
     if (!storable(value)) return [];
     const items: T[] = [];
     let start: Record<string, unknown> | undefined;
@@ -161,9 +211,63 @@ export class Store {
     } while (start);
     return items;
   }
+
+  /**
+   * Up to `limit` items of one hash value of an index, in the order of its range key, from a bound on. Reads only as
+   * far as the page needs (plus what `where` skips): its cost does not grow with the table.
+   */
+  async queryRange<T>(table: Table, index: string, value: string, q: RangeQuery): Promise<T[]> {
+    const key = indexOf(table, index);
+    if (!key.range) throw new Error(`index ${index} of ${table} has no range key`);
+    if (!storable(value) || q.limit <= 0) return [];
+    const names: Record<string, string> = { '#h': key.hash, ...(q.below !== undefined || q.above !== undefined ? { '#r': key.range } : {}) };
+    const values: Record<string, unknown> = { ':h': value };
+    const conditions = ['#h = :h'];
+    if (q.below !== undefined && q.above !== undefined) {
+      conditions.push('#r BETWEEN :a AND :b');
+      Object.assign(values, { ':a': q.above, ':b': q.below });
+    } else if (q.below !== undefined) {
+      conditions.push('#r < :b');
+      values[':b'] = q.below;
+    } else if (q.above !== undefined) {
+      conditions.push('#r > :a');
+      values[':a'] = q.above;
+    }
+    const filters = Object.entries(q.where ?? {}).map(([attribute, v], n) => {
+      names[`#w${n}`] = attribute;
+      values[`:w${n}`] = v;
+      return `#w${n} = :w${n}`;
+    });
+    const items: T[] = [];
+    let start: Record<string, unknown> | undefined;
+    do {
+      const out = await this.doc.send(new QueryCommand({
+        TableName: this.tableName(table),
+        IndexName: index,
+        KeyConditionExpression: conditions.join(' AND '),
+        ...(filters.length ? { FilterExpression: filters.join(' AND ') } : {}),
+        ExpressionAttributeNames: names,
+        ExpressionAttributeValues: values,
+        ScanIndexForward: !q.descending,
+        // Without a filter every item read is kept: read no more than the page.
+        Limit: Math.min(filters.length ? Math.max(q.limit - items.length, 100) : q.limit - items.length, 1000),
+        ExclusiveStartKey: start,
+      }));
+      items.push(...((out.Items ?? []) as T[]));
+      start = out.LastEvaluatedKey;
+    } while (start && items.length < q.limit);
+    // BETWEEN includes its bounds; the bounds asked for are exclusive.
+    const kept = q.below !== undefined && q.above !== undefined
+      ? items.filter((i) => { const r = (i as Record<string, unknown>)[key.range!]; return r !== q.below && r !== q.above; })
+      : items;
+    return kept.slice(0, q.limit);
+  }
 }
 
-/** Creates the tables that do not exist yet and waits until they are active. Safe to run concurrently. */
+/**
+ * Creates the tables that do not exist yet, adds the indexes a table lacks (a store made by an older version), and
+ * waits until all are active. Safe to run concurrently.
+ */
 export async function ensureTables(client: DynamoDBClient, prefix: string): Promise<void> {
   for (const input of createTableInputs(prefix)) {
     try {
@@ -171,15 +275,36 @@ export async function ensureTables(client: DynamoDBClient, prefix: string): Prom
     } catch (err) {
       if (!(err instanceof ResourceInUseException) && (err as { name?: string }).name !== 'ResourceInUseException') throw err;
     }
-    // Real DynamoDB takes seconds to minutes for a table with indexes; local stores are immediate.
-    const deadline = Date.now() + 5 * 60_000;
-    for (;;) {
+    await waitActive(client, input.TableName!);
+    for (const index of input.GlobalSecondaryIndexes ?? []) {
       const { Table } = await client.send(new DescribeTableCommand({ TableName: input.TableName }));
-      const active = Table?.TableStatus === 'ACTIVE' && (Table.GlobalSecondaryIndexes ?? []).every((i) => i.IndexStatus === 'ACTIVE');
-      if (active) break;
-      if (Date.now() > deadline) throw new Error(`table ${input.TableName} is not ACTIVE after 5 minutes`);
-      await new Promise((r) => setTimeout(r, 200));
+      if ((Table?.GlobalSecondaryIndexes ?? []).some((i) => i.IndexName === index.IndexName)) continue;
+      const used = new Set(index.KeySchema!.map((k) => k.AttributeName));
+      try {
+        // One index per update: DynamoDB refuses more.
+        await client.send(new UpdateTableCommand({
+          TableName: input.TableName,
+          AttributeDefinitions: input.AttributeDefinitions!.filter((a) => used.has(a.AttributeName)),
+          GlobalSecondaryIndexUpdates: [{ Create: { IndexName: index.IndexName, KeySchema: index.KeySchema, Projection: index.Projection } }],
+        }));
+      } catch (err) {
+        // Another process added it meanwhile.
+        if (!/already exists|ResourceInUse/i.test(`${(err as Error).name} ${(err as Error).message}`)) throw err;
+      }
+      await waitActive(client, input.TableName!);
     }
+  }
+}
+
+async function waitActive(client: DynamoDBClient, tableName: string) {
+  // Real DynamoDB takes seconds to minutes for a table with indexes; local stores are immediate.
+  const deadline = Date.now() + 5 * 60_000;
+  for (;;) {
+    const { Table } = await client.send(new DescribeTableCommand({ TableName: tableName }));
+    const active = Table?.TableStatus === 'ACTIVE' && (Table.GlobalSecondaryIndexes ?? []).every((i) => i.IndexStatus === 'ACTIVE');
+    if (active) return;
+    if (Date.now() > deadline) throw new Error(`table ${tableName} is not ACTIVE after 5 minutes`);
+    await new Promise((r) => setTimeout(r, 200));
   }
 }
 

@@ -12,6 +12,7 @@ import { startHeartbeat, type Heartbeat } from './heartbeat';
 import { StatsSampler } from './stats';
 import { ImagePuller } from './images';
 import { connectEngine, converge, engineFacts, followEvents, isEngineUnreachable, observe, type EngineFacts } from './engine';
+import { LogServer } from './logs';
 import { hostNetworks, HostNetworking } from './network';
 import { defaultWsUrl, followNotifications, WS_OFF, wsUrlProblem, type Notifications } from './notifications';
 import type { InstanceError } from './plan';
@@ -126,6 +127,7 @@ async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal)
   const images = new ImagePuller(docker, () => waker.wake());
   let facts: EngineFacts | null = null;
   let registration: RunnerState | null = null;
+  let logs: LogServer | null = null;
   let errors: InstanceError[] = [];
   let quickResyncs = 0;
   /** Whether a sync ever succeeded: before that, an answer that is not Fangzhou's means a wrong URL. */
@@ -156,6 +158,9 @@ async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal)
         stats.refresh(observed);
         const response = await api.runnerSync(hostToken, { observed, engine: { ...facts.engine, cpuMillis: facts.cpuMillis, memoryMb: facts.memoryMb }, networkSerial: networking.serial, session: heartbeat!.session });
         synced = true;
+        // Log requests are answered beside the container work, never after it: an operator is waiting.
+        logs ??= new LogServer(docker, api, hostToken, hostId);
+        logs.serve(response.logRequests);
         const bridgeChanged = await networking.apply(docker, response.network);
         const result = await converge(docker, hostId, response.desired, images, networking.bridge);
         const errorsChanged = errorKey(result.errors) !== errorKey(errors);

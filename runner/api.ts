@@ -1,5 +1,5 @@
 /** The runner's two GraphQL calls to Ark, over the global fetch. */
-import type { KeyValue, SyncRequest, SyncResponse } from '../lib/runner-protocol';
+import type { KeyValue, LogLine, SyncRequest, SyncResponse } from '../lib/runner-protocol';
 
 const REQUEST_TIMEOUT_MS = 30_000;
 
@@ -71,8 +71,11 @@ const RUNNER_SYNC = `mutation($input: RunnerSyncInput!) {
       routes { subnet via }
       records { name type address target port }
     }
+    logRequests { id instanceId tail since }
   }
 }`;
+
+const RUNNER_LOGS = `mutation($input: RunnerLogsInput!) { runnerLogs(input: $input) }`;
 
 const RUNNER_HEARTBEAT = `mutation($input: RunnerHeartbeatInput!) {
   runnerHeartbeat(input: $input) { hostId serverTime intervalSeconds clockSkewSeconds }
@@ -90,6 +93,16 @@ export interface Api {
   registerHost(input: RegisterHostInput): Promise<RegisterHostResult>;
   runnerSync(hostToken: string, input: SyncRequest): Promise<SyncResponse>;
   runnerHeartbeat(hostToken: string, input: { session: string; sentAt: string }, timeoutMs: number): Promise<HeartbeatResult>;
+  runnerLogs(hostToken: string, input: LogChunk): Promise<boolean>;
+}
+
+/** One chunk of the answer to a log request (runner/logs.ts). */
+export interface LogChunk {
+  requestId: string;
+  seq: number;
+  lines: LogLine[];
+  done: boolean;
+  error?: string | null;
 }
 
 /**
@@ -123,6 +136,8 @@ export function createApi(url: string, giveUpAfterSeconds = 120): Api {
       (await tracked<{ runnerSync: SyncResponse }>(RUNNER_SYNC, { input }, hostToken)).runnerSync,
     runnerHeartbeat: async (hostToken, input, timeoutMs) =>
       (await tracked<{ runnerHeartbeat: HeartbeatResult }>(RUNNER_HEARTBEAT, { input }, hostToken, timeoutMs)).runnerHeartbeat,
+    runnerLogs: async (hostToken, input) =>
+      (await tracked<{ runnerLogs: boolean }>(RUNNER_LOGS, { input }, hostToken)).runnerLogs,
   };
 }
 

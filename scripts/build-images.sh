@@ -5,7 +5,9 @@
 #   fangzhou/<name>:<version>, :<major>  for every images/<name>/image.env (real middleware from Debian's packages:
 #                                  redis, etcd, nats), tagged with the upstream version of the installed package.
 # Each middleware image is FROM scratch: the binaries of image.env, the libraries and loader `ldd` names for them,
-# a static busybox for a shell and the probes. Tags already present are skipped unless --force is given; pushing
+# a static busybox for a shell and the probes. Each image carries the hash of its recipe (its images/ folder, this
+# script, the Debian package version) as the label fangzhou.recipe: a tag present with the same hash is skipped, one
+# whose recipe changed is rebuilt, and --force rebuilds everything; pushing
 # is always done (the registry keeps the blobs it has, so a repeated push sends only what it lacks).
 set -euo pipefail
 
@@ -24,6 +26,13 @@ done
 say() { echo "build-images: $*"; }
 warn() { echo "build-images: $*" >&2; }
 have_tag() { docker image inspect "$1" >/dev/null 2>&1; }
+# Whether the tag exists and was built from this recipe.
+current() { [ "$(docker image inspect -f '{{ index .Config.Labels "fangzhou.recipe" }}' "$1" 2>/dev/null)" = "$2" ]; }
+# A short hash of a folder's files (names and contents), this script and any extra words.
+recipe_of() {
+  local dir="$1"; shift
+  { (cd "$dir" && find . -type f | LC_ALL=C sort | xargs sha256sum); sha256sum < "${BASH_SOURCE[0]}"; echo "$@"; } | sha256sum | cut -c1-16
+}
 # Every tag this run built or found, in the order built: what --push sends.
 tags=()
 
@@ -51,17 +60,18 @@ build() {
 
 # --- fangzhou/demo ------------------------------------------------------------------------------------------------
 demo_context=""
+demo_recipe="$(recipe_of "$repo/images/demo")"
 for version in 1 2 3; do
   tag="fangzhou/demo:$version"
   tags+=("$tag")
-  if ! $force && have_tag "$tag"; then continue; fi
+  if ! $force && current "$tag" "$demo_recipe"; then continue; fi
   if [ -z "$demo_context" ]; then
     need_static_busybox
     demo_context="$(new_context)"
     cp -r "$repo/images/demo/." "$demo_context/"
     cp /bin/busybox "$demo_context/busybox"
   fi
-  build --build-arg "VERSION=$version" -t "$tag" "$demo_context"
+  build --build-arg "VERSION=$version" --label "fangzhou.recipe=$demo_recipe" -t "$tag" "$demo_context"
   say "built $tag"
 done
 
@@ -91,7 +101,7 @@ upstream_version() {
 }
 
 build_middleware() {
-  local dir="$1" name TITLE="" PACKAGES="" BINARIES="" pkg debian_version version major context missing=()
+  local dir="$1" name TITLE="" PACKAGES="" BINARIES="" pkg debian_version version major context recipe missing=()
   name="$(basename "$dir")"
   # shellcheck disable=SC1091
   . "$dir/image.env"
@@ -106,7 +116,8 @@ build_middleware() {
   version="$(upstream_version "$debian_version")"
   major="${version%%.*}"
   tags+=("fangzhou/$name:$version" "fangzhou/$name:$major")
-  if ! $force && have_tag "fangzhou/$name:$version" && have_tag "fangzhou/$name:$major"; then return 0; fi
+  recipe="$(recipe_of "$dir" "$debian_version")"
+  if ! $force && current "fangzhou/$name:$version" "$recipe" && current "fangzhou/$name:$major" "$recipe"; then return 0; fi
   need_static_busybox
   context="$(new_context)"
   cp -r "$dir/." "$context/"
@@ -114,7 +125,7 @@ build_middleware() {
   cp /bin/busybox "$context/busybox"
   # shellcheck disable=SC2086
   stage_binaries "$context/rootfs" $BINARIES
-  build --build-arg "VERSION=$version" --build-arg "DEBIAN_VERSION=$debian_version" \
+  build --build-arg "VERSION=$version" --build-arg "DEBIAN_VERSION=$debian_version" --label "fangzhou.recipe=$recipe" \
     -t "fangzhou/$name:$version" -t "fangzhou/$name:$major" "$context"
   say "built fangzhou/$name:$version and :$major ($TITLE, Debian $debian_version)"
 }
@@ -124,8 +135,8 @@ for env_file in "$repo"/images/*/image.env; do
   build_middleware "$(dirname "$env_file")"
 done
 
-# A forced rebuild leaves the previous images untagged; drop those (only ours, by label).
-if $force; then
+# A rebuild leaves the previous images untagged; drop those (only ours, by label).
+if [ "$(docker images -q --filter dangling=true --filter "label=org.opencontainers.image.title" | head -1)" != "" ]; then
   docker image prune -f --filter "label=org.opencontainers.image.title=fangzhou demo" >/dev/null
   for env_file in "$repo"/images/*/image.env; do
     [ -e "$env_file" ] || continue

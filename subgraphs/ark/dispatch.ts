@@ -8,6 +8,7 @@ import { networkFor } from './discovery';
 import { arkHooks } from './hooks';
 import { checkSession, ensureSubnet, heartbeat, mustGetHost, recordEngine } from './hosts';
 import { instancesOfHost, networkChanged, toDesired } from './instances';
+import { logRequestsFor } from './logs';
 
 /**
  * One round trip with a host runner: its report becomes the live status, and the answer is every container that
@@ -38,6 +39,7 @@ export async function runnerSync(store: Store, hostId: string, request: SyncRequ
   return {
     hostId, desired: instances.map(toDesired), pollSeconds: config().runnerPollSeconds,
     network: await networkFor(store, host, request.networkSerial),
+    logRequests: await logRequestsFor(store, hostId, now),
   };
 }
 

@@ -11,6 +11,7 @@ import { resolveName, type Endpoint } from './discovery';
 import { runnerHeartbeat, runnerSync, type HeartbeatRequest } from './dispatch';
 import { createJoinToken, drainHost, getHost, labelHost, listHosts, registerHost, revokeHost, setCordoned, type RegisterHostInput } from './hosts';
 import { checkLedger, type LedgerDrift } from './ledger';
+import { instanceLogs, recordLogChunk, type LogChunkInput } from './logs';
 import { getInstance, instancesOfHost, instancesOfRelease, networkChanged, type Instance } from './instances';
 
 async function instancePorts(i: Instance) {
@@ -28,6 +29,8 @@ const resolvers = {
     instance: (_: unknown, { id }: { id: string }) => getInstance(store(), id),
     resolveName: (_: unknown, { name }: { name: string }) => resolveName(store(), name),
     ledgerDrift: () => checkLedger(store(), false),
+    instanceLogs: (_: unknown, { id, tail, since }: { id: string; tail?: number | null; since?: string | null }) =>
+      instanceLogs(store(), id, tail ?? 100, since),
   },
   Mutation: {
     createJoinToken: (_: unknown, { ttlSeconds }: { ttlSeconds?: number | null }) =>
@@ -45,6 +48,7 @@ const resolvers = {
     runnerSync: (_: unknown, { input }: { input: SyncRequest }, ctx: Context) => runnerSync(store(), requireHost(ctx), input),
     runnerHeartbeat: (_: unknown, { input }: { input: HeartbeatRequest }, ctx: Context) => runnerHeartbeat(store(), requireHost(ctx), input),
     repairLedger: () => checkLedger(store(), true),
+    runnerLogs: (_: unknown, { input }: { input: LogChunkInput }, ctx: Context) => recordLogChunk(store(), requireHost(ctx), input),
   },
   LedgerDrift: {
     host: (d: LedgerDrift) => getHost(store(), d.hostId),
@@ -70,8 +74,18 @@ const resolvers = {
   },
 } satisfies Record<string, Record<string, unknown>>;
 
+/** The release and product an instance belongs to, for keys scoped to some of them. */
+const instanceTarget = async ({ id }: { id: string }) => {
+  const instance = await getInstance(store(), id);
+  return instance ? { releaseId: instance.releaseId, product: instance.product } : null;
+};
+
 /** Who may call what (lib/auth.ts): hosts are an admin's business; a runner syncs only with its own host token. */
 export const arkAccess: AccessRules = {
+  Query: {
+    // Container output may hold what the product prints of its configuration: an operator's business.
+    instanceLogs: { rule: 'OPERATOR', target: instanceTarget },
+  },
   Mutation: {
     createJoinToken: 'ADMIN',
     // The join token is its credential, checked by registerHost itself.
@@ -82,6 +96,7 @@ export const arkAccess: AccessRules = {
     uncordonHost: 'ADMIN',
     revokeHost: 'ADMIN',
     repairLedger: 'ADMIN',
+    runnerLogs: 'HOST',
     runnerSync: 'HOST',
     runnerHeartbeat: 'HOST',
   },

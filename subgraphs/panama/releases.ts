@@ -2,7 +2,7 @@ import semver from 'semver';
 import { badInput, conflict, notFound } from '../../lib/errors';
 import { claim, dropClaim, olderThanLease } from '../../lib/claims';
 import { hashJson, newId } from '../../lib/ids';
-import type { Store, Versioned } from '../../lib/store';
+import { ConditionFailed, type Store, type Versioned } from '../../lib/store';
 import { config } from '../../lib/config';
 import type { PullProgress } from '../../lib/runner-protocol';
 import * as check from '../../lib/validate';
@@ -17,6 +17,7 @@ import { renderTemplates, templateContext } from './templates';
 import { DEFAULT_STOP } from '../../lib/runner-protocol';
 import { isActive, type UpgradeRecord } from './upgrades';
 import { latestVersion, listProducts, mustGetProduct, type Product, type VersionUse } from './products';
+import { dropRevisions, keepRevisions, newestRevision, withNewRevision } from './revisions';
 
 export type ReleaseStatus = 'PENDING' | 'DEPLOYING' | 'RUNNING' | 'DEGRADED' | 'UPGRADING' | 'ROLLING_BACK' | 'FAILED' | 'DELETING';
 
@@ -41,8 +42,11 @@ export interface Release extends Versioned {
   env: { name: string; value: string }[];
   /** Sealed (lib/secrets.ts): the product's default secrets merged with the deploy's; only names are returned. */
   secretEnv?: SealedVar[];
+  /** The newest revision's number, and that revision; the older ones are items of the table `revisions`. */
   revision: number;
-  revisions: Revision[];
+  lastRevision?: Revision;
+  /** Only on releases written before revisions were items (subgraphs/panama/revisions.ts). */
+  revisions?: Revision[];
   /** Version → the digest its image was pinned to in the platform registry; every instance spec uses these. */
   imageDigests?: Record<string, string>;
   /** Releases that must be RUNNING before this one is placed. */
@@ -118,7 +122,7 @@ export function releaseFromInput(input: DeployInput, product: Product, id: strin
     },
     ...withSecrets(mergeEnv(product, input.env), product.defaults.secretEnv, sealAll(check.envVars(input.secretEnv, 'secretEnv'))),
     revision: 1,
-    revisions: [{ revision: 1, version, createdAt: now.toISOString(), reason: 'deploy' }],
+    lastRevision: { revision: 1, version, createdAt: now.toISOString(), reason: 'deploy' },
     dependsOn: [],
     phase: 'ACTIVE',
     placementError: null,
@@ -239,7 +243,7 @@ export const pinVersion = (product: Product, version: string): Promise<PinnedIma
 const withPin = (release: Omit<Release, 'seq'>, pin: PinnedImage): Omit<Release, 'seq'> => ({
   ...release,
   imageDigests: pin.imageDigest ? { [release.version]: pin.imageDigest } : {},
-  revisions: release.revisions.map((r) => ({ ...r, ...pin })),
+  lastRevision: { ...release.lastRevision!, ...pin },
 });
 
 
@@ -345,11 +349,11 @@ export async function listReleases(store: Store): Promise<Release[]> {
   return (await store.scan<Release>('releases')).sort((a, b) => a.name.localeCompare(b.name));
 }
 
-/** A revision of what the release runs now (scale, config): the same version and pinned image as the last one. */
-const addRevision = (r: Release, reason: string, now: Date): Pick<Release, 'revision' | 'revisions'> => {
-  const last = r.revisions[r.revisions.length - 1];
+/** The release changed with a revision of what it runs now (scale, config): the same version and pinned image as the last one. */
+const addRevision = <R extends Release>(r: R, reason: string, now: Date) => {
+  const last = newestRevision(r);
   const pin = last?.version === r.version && last.image ? { image: last.image, imageDigest: last.imageDigest ?? null } : {};
-  return { revision: r.revision + 1, revisions: [...r.revisions, { revision: r.revision + 1, version: r.version, createdAt: now.toISOString(), reason, ...pin }] };
+  return withNewRevision(r, { revision: r.revision + 1, version: r.version, createdAt: now.toISOString(), reason, ...pin });
 };
 
 /**
@@ -372,13 +376,29 @@ export function changeBlocked(release: Release, change: string): string | null {
  * and re-applies on a lost race). `apply` throws to refuse, or returns undefined when nothing changes.
  */
 export async function changeRelease(store: Store, id: string, change: string, apply: (r: Release) => Omit<Release, 'seq'> | undefined): Promise<Release> {
-  const after = await store.mutate<Release>('releases', id, (r) => {
+  for (let attempt = 0; ; attempt++) {
+    const r = await getRelease(store, id);
     if (!r) throw notFound('release', id);
     const blocked = changeBlocked(r, change);
     if (blocked) throw conflict(blocked);
-    return apply(r);
-  });
-  return after!;
+    const next = apply(r);
+    if (!next) return r;
+    try {
+      return await writeRelease(store, r, next);
+    } catch (err) {
+      if (!(err instanceof ConditionFailed) || attempt >= 19) throw err;
+    }
+    await new Promise((res) => setTimeout(res, Math.random() * 10 * (attempt + 1)));
+  }
+}
+
+/**
+ * Writes the release at the version `current` was read; when the write gives it a new newest revision, the ones the
+ * item held are stored as items first (subgraphs/panama/revisions.ts), so a crash between the two loses none.
+ */
+export async function writeRelease(store: Store, current: Release, next: Omit<Release, 'seq'>): Promise<Release> {
+  if (next.revision !== current.revision || (current.revisions && !next.revisions)) await keepRevisions(store, current);
+  return store.replace<Release>('releases', { ...next, seq: current.seq } as Release);
 }
 
 /**
@@ -398,7 +418,7 @@ export async function scaleRelease(store: Store, id: string, replicas: number, n
     await checkPlacement(store, unplacedInstances({ ...release, replicas }, product, missing, now), constraintsOf(release));
   }
   return changeRelease(store, id, 'scale', (r) => r.replicas === replicas ? undefined
-    : { ...r, replicas, ...addRevision(r, `scale ${r.replicas} → ${replicas}`, now) });
+    : addRevision({ ...r, replicas }, `scale ${r.replicas} → ${replicas}`, now));
 }
 
 /**
@@ -412,7 +432,7 @@ export async function configureRelease(store: Store, id: string, env: { name: st
   const secret = new Set((release.secretEnv ?? []).map((v) => v.name));
   const merged = mergeEnv(product, env).filter((e) => !secret.has(e.name));
   return changeRelease(store, id, 'configure', (r) => JSON.stringify(merged) === JSON.stringify(r.env) ? undefined
-    : { ...r, env: merged, ...addRevision(r, 'config change', now) });
+    : addRevision({ ...r, env: merged }, 'config change', now));
 }
 
 /**
@@ -438,6 +458,8 @@ export async function finishDeletions(store: Store, releaseIds: Iterable<string>
     if (!release || release.phase !== 'DELETING') continue;
     const [instances, containers] = await Promise.all([instancesOfRelease(store, id), containersOfRelease(store, id)]);
     if (instances.length || containers.length) continue;
+    // Its revisions first: a crash in between leaves the release DELETING, and the next tick finishes both.
+    await dropRevisions(store, id);
     await store.remove('releases', id);
     await panamaHooks.emit('releaseDeleted', store, release, releaseCause(id), new Date());
     await dropClaim<NameClaim>(store, 'panamaClaims', nameKey(release.name), (c) => c.releaseId === id);

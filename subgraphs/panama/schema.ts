@@ -17,6 +17,8 @@ import { reconcileRelease } from './reconcile';
 import { rollbackRelease, setPaused, startUpgrade, type UpgradeStrategy } from './upgrades';
 import { configureRelease, deleteRelease, deploy, getRelease, listReleases, mustGetRelease, scaleRelease, statusOf, versionsInUse, type DeployInput, type Release } from './releases';
 import { createAlertChannel, deleteAlertChannel, displayTarget, getChannel, listChannels, type AlertChannel, type AlertChannelInput } from './channels';
+import { listRevisions } from './revisions';
+import { badInput } from '../../lib/errors';
 
 // status and statusMessage come from one look at the instances, shared by both fields of the same release object.
 const statuses = new WeakMap<Release, ReturnType<typeof statusOf>>();
@@ -106,6 +108,10 @@ const resolvers = {
     statusMessage: async (r: Release) => (await status(r)).message,
     upgrade: (r: Release) => r.upgrade && { ...r.upgrade, done: r.upgrade.done.length, total: r.replicas },
     secretEnvNames: (r: Release) => (r.secretEnv ?? []).map((v) => v.name),
+    revisions: (r: Release, { first, after }: { first?: number | null; after?: number | null }) => {
+      if (first !== undefined && first !== null && (first < 0 || first > 1000)) throw badInput('revisions(first:) must be between 0 and 1000', 'first');
+      return listRevisions(store(), r, first, after);
+    },
   },
   ProductDefaults: {
     secretEnvNames: (d: Product['defaults']) => (d.secretEnv ?? []).map((v) => v.name),

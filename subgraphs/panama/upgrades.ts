@@ -5,9 +5,10 @@ import {
   containersOfRelease, instancesOfRelease, isFailing, isServing, respecInstance, specHash, type ContainerRecord, type Instance,
 } from '../ark';
 import { panamaHooks } from './hooks';
-import { mustGetProduct } from './products';
+import { mustGetProduct, type Product } from './products';
+import { getRevision, withNewRevision } from './revisions';
 import type { PinnedImage } from '../ark';
-import { changeBlocked, changeRelease, getRelease, releaseCause, instanceSpec, mustGetRelease, pinVersion, type Release } from './releases';
+import { changeBlocked, changeRelease, getRelease, releaseCause, instanceSpec, mustGetRelease, pinVersion, writeRelease, type Release } from './releases';
 
 /**
  * Rolling upgrades and rollbacks as state in the release item, advanced one step per reconcile tick: killing any
@@ -88,11 +89,10 @@ export async function startUpgrade(store: Store, id: string, version: string, st
   const pin = pinned ?? await pinVersion(product, version);
   const updated = await changeRelease(store, id, change, (r) => {
     const { [version]: _, ...otherDigests } = r.imageDigests ?? {};
-    return {
-      ...r, version, upgrade: record, revision: r.revision + 1,
+    return withNewRevision({
+      ...r, version, upgrade: record,
       imageDigests: pin.imageDigest ? { ...otherDigests, [version]: pin.imageDigest } : otherDigests,
-      revisions: [...r.revisions, { revision: r.revision + 1, version, createdAt: now.toISOString(), reason, ...pin }],
-    };
+    }, { revision: r.revision + 1, version, createdAt: now.toISOString(), reason, ...pin });
   });
   await progressEvent(store, updated, kind === 'UPGRADE' ? 'UPGRADE_STARTED' : 'ROLLBACK_STARTED', `${reason}, ${record.maxUnavailable} at a time`, 0, 'INFO', null, now);
   return updated;
@@ -100,8 +100,8 @@ export async function startUpgrade(store: Store, id: string, version: string, st
 
 export async function rollbackRelease(store: Store, id: string, revision: number, now = new Date()): Promise<Release> {
   const release = await mustGetRelease(store, id);
-  const target = release.revisions.find((r) => r.revision === revision);
-  if (!target) throw badInput(`release "${release.name}" has no revision ${revision}; it has ${release.revisions.map((r) => r.revision).join(', ')}`, 'revision');
+  const target = await getRevision(store, release, revision);
+  if (!target) throw badInput(`release "${release.name}" has no revision ${revision}; it has revisions 1 to ${release.revision}`, 'revision');
   const pinned = target.image ? { image: target.image, imageDigest: target.imageDigest ?? null } : undefined;
   return startUpgrade(store, id, target.version, {}, 'ROLLBACK', now, pinned);
 }
@@ -135,7 +135,7 @@ async function step(store: Store, release: Release, now: Date): Promise<boolean>
   const onTarget = (i: Instance) => i.specHash === specHash(target(i));
   const serving = (i: Instance) => { const c = byInstance.get(i.id); return Boolean(c && c.specHash === i.specHash && isServing(c)); };
   const save = (next: Partial<UpgradeRecord>, extra: Partial<Release> = {}) =>
-    store.replace<Release>('releases', { ...release, ...extra, upgrade: { ...u, ...next } });
+    writeRelease(store, release, { ...release, ...extra, upgrade: { ...u, ...next } });
 
   if (u.batch.length) {
     const batch = instances.filter((i) => u.batch.includes(i.id));
@@ -173,7 +173,7 @@ async function step(store: Store, release: Release, now: Date): Promise<boolean>
       state: rolledBack ? 'ROLLED_BACK' : 'SUCCEEDED', finishedAt: now.toISOString(),
       ...(rolledBack ? { message: `rolled back to ${u.fromVersion}: ${u.failedVersion ?? u.toVersion} failed its health gate (${u.reason})` } : {}),
     },
-      rolledBack ? addRevision(release, `rolled back to ${u.fromVersion} after a failed upgrade to ${u.toVersion}`, now) : {});
+      rolledBack ? addRevision(release, product, `rolled back to ${u.fromVersion} after a failed upgrade to ${u.toVersion}`, now) : {});
     await progressEvent(store, release, rolledBack ? 'UPGRADE_ROLLED_BACK' : 'UPGRADE_DONE',
       rolledBack ? `back on ${u.fromVersion}` : `all ${instances.length} instances on ${u.toVersion}`, instances.length, rolledBack ? 'WARNING' : 'INFO', null, now);
     return false;
@@ -195,11 +195,8 @@ async function step(store: Store, release: Release, now: Date): Promise<boolean>
 const describeFailure = (c: ContainerRecord) => c.error ?? `${c.state.toLowerCase()}${c.health === 'UNHEALTHY' ? ', unhealthy' : ''}`;
 
 /** The revision an automatic rollback ends with: the version it returned to, with that version's pin. */
-const addRevision = (r: Release, reason: string, now: Date, version = r.version) => {
+const addRevision = (r: Release, product: Product, reason: string, now: Date, version = r.version) => {
   const digest = r.imageDigests?.[version] ?? null;
-  const image = [...r.revisions].reverse().find((x) => x.version === version)?.image;
-  return {
-    revision: r.revision + 1,
-    revisions: [...r.revisions, { revision: r.revision + 1, version, createdAt: now.toISOString(), reason, ...(image ? { image, imageDigest: digest } : {}) }],
-  };
+  const image = product.versions.find((v) => v.version === version)?.image;
+  return withNewRevision(r, { revision: r.revision + 1, version, createdAt: now.toISOString(), reason, ...(image ? { image, imageDigest: digest } : {}) });
 };

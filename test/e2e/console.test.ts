@@ -82,6 +82,22 @@ test('deploys the demo product from the topology page and shows every instance t
   await web.shot(page, 'topology');
 });
 
+test('an operator reads an instance\'s container output, fetched through its runner, and follows it live', async () => {
+  await page.getByTestId(`release-${RELEASE}`).getByRole('link', { name: RELEASE }).click();
+  const row = page.getByRole('row').filter({ has: page.getByRole('cell', { name: `${RELEASE}-0`, exact: true }) });
+  await row.getByRole('button', { name: 'Logs' }).click();
+  // The demo's httpd logs every request: its own healthcheck asks for /healthz every few seconds.
+  const lines = page.getByTestId('log-lines');
+  await lines.getByText('url:/healthz').first().waitFor();
+  const count = async () => ((await lines.textContent()) ?? '').split('\n').filter((l) => l.includes('url:/healthz')).length;
+  const before = await count();
+  await page.getByLabel('Follow').check();
+  await waitUntil('newer healthcheck requests on screen while following', async () => (await count()) > before, 60_000);
+  await web.shot(page, 'instance-logs');
+  await page.getByRole('button', { name: 'Close' }).click();
+  await page.getByRole('link', { name: 'Topology' }).click();
+}, 120_000);
+
 test('an upgrade to 3.0.0-unhealthy shows its progress bar, then the automatic rollback as it happens', async () => {
   await page.getByTestId(`release-${RELEASE}`).getByRole('link', { name: RELEASE }).click();
   await page.getByText('Upgrade', { exact: true }).click();
@@ -155,6 +171,32 @@ test('/metrics needs a credential and then reports the instances, the hosts and 
   expect(text).toMatch(/^fangzhou_instance_memory_limit_bytes\{.*\} 33554432$/m);
   expect(text).toMatch(/^fangzhou_http_request_duration_seconds_count\{.*route="\/graphql".*\} [1-9]/m);
 });
+
+test('a viewer key sees the fleet, releases and alarms, and no button that the API would refuse it', async () => {
+  const key = await stack.graphql<{ createApiKey: { secret: string } }>('mutation { createApiKey(input: {name: "console-viewer", role: VIEWER}) { secret } }');
+  expect(key.errors).toBeUndefined();
+  const viewer = await web.newPage();
+  await viewer.goto(base);
+  await viewer.getByLabel('API key').fill(key.data!.createApiKey.secret);
+  await viewer.getByRole('button', { name: 'Sign in' }).click();
+  await viewer.getByText('viewer', { exact: true }).waitFor();
+  await viewer.locator(`[data-testid=instance-${RELEASE}-0]`).waitFor();
+  expect(await viewer.getByText('Deploy a product').count()).toBe(0);
+  await viewer.getByTestId(`release-${RELEASE}`).getByRole('link', { name: RELEASE }).click();
+  await viewer.getByRole('cell', { name: `${RELEASE}-0`, exact: true }).waitFor();
+  for (const name of ['Restart', 'Logs', 'Pause', 'Resume']) expect(await viewer.getByRole('button', { name }).count()).toBe(0);
+  expect(await viewer.getByText('Upgrade', { exact: true }).count()).toBe(0);
+  await viewer.getByRole('tab', { name: 'Revisions' }).click();
+  expect(await viewer.getByRole('button', { name: /^Roll back/ }).count()).toBe(0);
+  await viewer.getByRole('link', { name: 'Alarms' }).click();
+  await viewer.getByRole('heading', { name: 'Alarms' }).waitFor();
+  expect(await viewer.getByRole('button', { name: 'Acknowledge' }).count()).toBe(0);
+  await viewer.getByRole('link', { name: 'Inspections' }).click();
+  await viewer.getByRole('heading', { name: 'Inspections' }).waitFor();
+  expect(await viewer.getByRole('button', { name: /inspection/i }).count()).toBe(0);
+  await web.shot(viewer, 'viewer-release');
+  await viewer.close();
+}, 120_000);
 
 test('on a 390-wide phone screen the topology fits the width and the menu opens from a button', async () => {
   const phone = await web.newPage({ width: 390, height: 844 });

@@ -8,8 +8,8 @@ import { ConditionFailed, Store, createClient, ensureTables, type Table } from '
 import tables from '../../lib/tables.json';
 import { startDynalite, startDynamoDbLocal, type DynamoDbServer } from '../support/dynamodb';
 
-type TableDef = { key: string; indexes?: Record<string, string> };
-const defs = tables as Record<Table, TableDef>;
+type TableDef = { key: string; indexes?: Record<string, string | { hash: string; range?: string }> };
+const defs = tables as unknown as Record<Table, TableDef>;
 
 interface Product { name: string; description: string; seq: number }
 interface Counter { key: string; count: number; seq: number }
@@ -43,9 +43,10 @@ async function expectSchema(client: DynamoDBClient, prefix: string) {
       status: i.IndexStatus,
     }));
     expect(indexes.sort((a, b) => String(a.name).localeCompare(String(b.name)))).toEqual(
-      Object.entries(def.indexes ?? {}).map(([indexName, attribute]) => ({
+      Object.entries(def.indexes ?? {}).map(([indexName, index]) => ({
         name: indexName,
-        key: [{ AttributeName: attribute, KeyType: 'HASH' }],
+        key: typeof index === 'string' ? [{ AttributeName: index, KeyType: 'HASH' }]
+          : [{ AttributeName: index.hash, KeyType: 'HASH' }, ...(index.range ? [{ AttributeName: index.range, KeyType: 'RANGE' }] : [])],
         projection: 'ALL',
         status: 'ACTIVE',
       })).sort((a, b) => a.name.localeCompare(b.name)),
@@ -103,6 +104,17 @@ describe.each([
       // The tables are usable right after it resolves.
       const other = new Store(client, fresh);
       expect(await other.create('claims', { key: 'k' })).toEqual({ key: 'k', seq: 1 });
+    });
+  });
+
+  describe('increment', () => {
+    it('counts from 1, and 40 concurrent writers from two clients lose no step', async () => {
+      const name = key('counter');
+      expect(await store.increment('claims', name, 'serial')).toBe(1);
+      const other = new Store(connect(), prefix);
+      const seen = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 ? other : store).increment('claims', name, 'serial')));
+      expect(seen.sort((a, b) => a - b)).toEqual(Array.from({ length: 40 }, (_, i) => i + 2));
+      expect(await store.get('claims', name)).toEqual({ key: name, serial: 41 });
     });
   });
 

@@ -97,3 +97,17 @@ test('reports render as Markdown and as escaped HTML', () => {
   expect(html).toContain('<td>host/&lt;a&gt;</td>');
   expect(html).not.toContain('<a>');
 });
+
+test('finds a host whose clock is off and a release whose members all sit in one zone of several', () => {
+  const view = fleet();
+  const zone = (z: string) => [{ key: 'zone', value: z }];
+  view.hosts = [host('a', { labels: zone('east'), clockSkewSeconds: -42 }), host('b', { labels: zone('east') }), host('c', { labels: zone('west') })];
+  expect(inspect(view, now).map((f) => [f.severity, f.check, f.subject, f.message.slice(0, 60)])).toEqual([
+    ['WARNING', 'host.clock-skew', 'host/a', "its clock is 42 s behind the API's: heartbeats are judged by"],
+    ['WARNING', 'release.zone-spread', 'release/web', 'all 2 instances run in zone east while the fleet has 2 zones'],
+  ]);
+  // Spread over both zones: nothing to say; a skew under 2 s is NTP's normal.
+  view.hosts[1] = host('b', { labels: zone('west'), clockSkewSeconds: 1.5 });
+  view.hosts[0] = host('a', { labels: zone('east'), clockSkewSeconds: 0.3 });
+  expect(inspect(view, now)).toEqual([]);
+});

@@ -70,7 +70,7 @@ class MemoryStore {
     return [...this.table(name).values()].map((i) => structuredClone(i) as T);
   }
   async query<T>(name: string, index: string, value: string) {
-    const attribute = (tables as Record<string, { indexes?: Record<string, string> }>)[name].indexes![index];
+    const attribute = (tables as unknown as Record<string, { indexes?: Record<string, string> }>)[name].indexes![index];
     return [...this.table(name).values()].filter((i) => i[attribute] === value).map((i) => structuredClone(i) as T);
   }
   subscriptions() {

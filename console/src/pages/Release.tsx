@@ -1,5 +1,5 @@
-import { useState, type FormEvent } from 'react';
-import { gql, useMutation, useQuery } from 'urql';
+import { useEffect, useRef, useState, type FormEvent } from 'react';
+import { gql, useClient, useMutation, useQuery } from 'urql';
 import { ago, Badge, Bar, Can, ErrorBox, healthClass, Result } from '../ui';
 import { useLive } from '../live';
 
@@ -24,6 +24,7 @@ const ROLLBACK = gql`mutation Rollback($id: ID!, $revision: Int!) { rollbackRele
 const PAUSE = gql`mutation Pause($id: ID!) { pauseUpgrade(id: $id) { id status } }`;
 const RESUME = gql`mutation Resume($id: ID!) { resumeUpgrade(id: $id) { id status } }`;
 const RESTART = gql`mutation Restart($id: ID!) { restartInstance(id: $id) { id } }`;
+const LOGS = gql`query InstanceLogs($id: ID!, $tail: Int, $since: String) { instanceLogs(id: $id, tail: $tail, since: $since) { truncated lines { at stream text } } }`;
 
 type Upgrade = { kind: string; state: string; fromVersion: string; toVersion: string; maxUnavailable: number; done: number; total: number; batch: string[]; startedAt: string; finishedAt: string | null; message: string | null };
 type Instance = {
@@ -135,6 +136,7 @@ function UpgradeForm({ release, onChange }: { release: Release; onChange: () => 
 
 function Instances({ release }: { release: Release }) {
   const [restart, doRestart] = useMutation(RESTART);
+  const [logsOf, setLogsOf] = useState<Instance | null>(null);
   return (
     <div className="scroll">
       <table>
@@ -151,12 +153,70 @@ function Instances({ release }: { release: Release }) {
               <td>{i.status?.stats ? <Bar label="MB" value={Math.round(i.status.stats.memoryBytes / 1048576)} max={release.resources.memoryMb} /> : '—'}</td>
               <td>{i.status?.restartCount ?? 0}{i.status?.oomKilled && ' (OOM)'}</td>
               <td><code>{i.image}</code></td>
-              <td><Can role="OPERATOR"><button onClick={() => doRestart({ id: i.id })} disabled={restart.fetching}>Restart</button></Can></td>
+              <td><Can role="OPERATOR">
+                <button onClick={() => doRestart({ id: i.id })} disabled={restart.fetching}>Restart</button>{' '}
+                <button onClick={() => setLogsOf(i)} aria-pressed={logsOf?.id === i.id}>Logs</button>
+              </Can></td>
             </tr>
           ))}
         </tbody>
       </table>
       {restart.error && <ErrorBox error={restart.error} />}
+      {logsOf && <Logs key={logsOf.id} name={`${release.name}-${logsOf.ordinal}`} id={logsOf.id} onClose={() => setLogsOf(null)} />}
+    </div>
+  );
+}
+
+type LogLine = { at: string; stream: string; text: string };
+const FOLLOW_MS = 2000;
+
+/**
+ * The last lines of an instance's container, read on demand by the runner of its host; "Follow" asks again every
+ * 2 s for the lines after the last one shown (a live tail), keeping at most 1,000 lines on screen.
+ */
+function Logs({ id, name, onClose }: { id: string; name: string; onClose: () => void }) {
+  const client = useClient();
+  const [lines, setLines] = useState<LogLine[]>([]);
+  const [state, setState] = useState<{ loading: boolean; error: string | null; truncated: boolean }>({ loading: true, error: null, truncated: false });
+  const [follow, setFollow] = useState(false);
+  const lastAt = useRef<string | null>(null);
+  const fetchLogs = async (since: string | null) => {
+    const res = await client.query<{ instanceLogs: { truncated: boolean; lines: LogLine[] } }>(LOGS, { id, tail: since ? 1000 : 200, since }, { requestPolicy: 'network-only' }).toPromise();
+    if (res.error || !res.data) {
+      setState((s) => ({ ...s, loading: false, error: res.error?.message ?? 'no answer' }));
+      return;
+    }
+    const fresh = res.data.instanceLogs.lines;
+    if (fresh.length) lastAt.current = fresh[fresh.length - 1].at;
+    else if (!since) lastAt.current = null;
+    setLines((old) => (since ? [...old, ...fresh] : fresh).slice(-1000));
+    setState((s) => ({ loading: false, error: null, truncated: s.truncated || res.data!.instanceLogs.truncated }));
+  };
+  useEffect(() => { void fetchLogs(null); }, [id]);
+  useEffect(() => {
+    if (!follow) return undefined;
+    let stopped = false;
+    const tick = async () => {
+      if (stopped) return;
+      await fetchLogs(lastAt.current);
+      if (!stopped) timer = setTimeout(tick, FOLLOW_MS);
+    };
+    let timer = setTimeout(tick, FOLLOW_MS);
+    return () => { stopped = true; clearTimeout(timer); };
+  }, [follow, id]);
+  return (
+    <div className="panel" data-testid="logs" aria-live="polite">
+      <h2>Logs of {name}</h2>
+      <p>
+        <label><input type="checkbox" checked={follow} onChange={(e) => setFollow(e.target.checked)} /> Follow</label>{' '}
+        <button onClick={() => { setLines([]); void fetchLogs(null); }}>Reload</button>{' '}
+        <button onClick={onClose}>Close</button>
+      </p>
+      {state.loading && <p className="muted" role="status">Asking the runner of its host…</p>}
+      {state.error && <ErrorBox error={state.error} />}
+      {!state.loading && !state.error && lines.length === 0 && <p className="muted">The container printed nothing{follow ? ' yet' : ''}.</p>}
+      {state.truncated && <p className="muted">Long lines were cut at 4 KiB.</p>}
+      <pre className="logs" data-testid="log-lines">{lines.map((l) => `${l.at.slice(11, 23)} ${l.stream === 'STDERR' ? 'err' : 'out'} ${l.text}`).join('\n')}</pre>
     </div>
   );
 }
