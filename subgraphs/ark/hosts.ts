@@ -261,9 +261,14 @@ export async function recordEngine(store: Store, host: Host, engine: EngineInfo)
     memoryMb: engine.memoryMb ? Math.min(h.capacity.memoryMb, engine.memoryMb) : h.capacity.memoryMb,
   });
   const cap = capped(host);
-  if (host.engine?.version === engine.version && host.engine?.os === engine.os
+  const facts = {
+    version: engine.version, os: engine.os,
+    diskUsedPercent: engine.diskUsedPercent ?? null, memoryAvailablePercent: engine.memoryAvailablePercent ?? null,
+  };
+  if (host.engine?.version === facts.version && host.engine?.os === facts.os
+    && (host.engine.diskUsedPercent ?? null) === facts.diskUsedPercent && (host.engine.memoryAvailablePercent ?? null) === facts.memoryAvailablePercent
     && cap.cpuMillis === host.capacity.cpuMillis && cap.memoryMb === host.capacity.memoryMb) return;
-  await store.mutate<Host>('hosts', host.id, (h) => h && { ...h, engine: { version: engine.version, os: engine.os }, capacity: capped(h) });
+  await store.mutate<Host>('hosts', host.id, (h) => h && { ...h, engine: facts, capacity: capped(h) });
 }
 
 /** A sync carries observed state: refused for a session that is not the host's live runner. */

@@ -176,7 +176,20 @@ test('registers, creates the desired container and reports it RUNNING at once, n
     await until(() => api.syncs().some((s) => s.input.observed.some((o) => o.state === 'RUNNING')), 15_000);
     const sync = api.syncs()[0];
     expect(sync.authorization).toBe(`Bearer token-${hostId}`);
-    expect(sync.input.engine).toEqual({ version: expect.any(String), os: expect.any(String), cpuMillis: expect.any(Number), memoryMb: expect.any(Number) });
+    expect(sync.input.engine).toEqual({
+      version: expect.any(String), os: expect.any(String), cpuMillis: expect.any(Number), memoryMb: expect.any(Number),
+      diskUsedPercent: expect.any(Number), memoryAvailablePercent: expect.any(Number),
+    });
+    // The host's pressure as this machine itself sees it: the engine's file system (as df counts it) and MemAvailable.
+    const rootDir = String((await docker.info()).DockerRootDir);
+    const fsNow = fs.statfsSync(rootDir);
+    const dfUsed = Math.ceil(((fsNow.blocks - fsNow.bfree) / (fsNow.blocks - fsNow.bfree + fsNow.bavail)) * 100);
+    expect(Math.abs(sync.input.engine!.diskUsedPercent! - dfUsed)).toBeLessThanOrEqual(2);
+    const meminfo = fs.readFileSync('/proc/meminfo', 'utf8');
+    const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(meminfo)![1]);
+    const available = (kb('MemAvailable') / kb('MemTotal')) * 100;
+    expect(sync.input.engine!.memoryAvailablePercent! % 5).toBe(0);
+    expect(Math.abs(sync.input.engine!.memoryAvailablePercent! - available)).toBeLessThanOrEqual(15);
     const reported = api.syncs().at(-1)!.input.observed;
     expect(reported).toEqual([
       expect.objectContaining({ instanceId: `${hostId}-i1`, name: `fz-${hostId}-1`, specHash: 'spec-1', state: 'RUNNING', error: null }),
