@@ -39,6 +39,8 @@ export interface RunnerConfig {
   stateDir: string;
   /** Port of the DNS server on the bridge address (53: containers can reach no other). */
   dnsPort?: number;
+  /** How long a URL that answers, but never with GraphQL, is retried before the runner gives up (default 120 s). */
+  giveUpAfterSeconds?: number;
 }
 
 /** The runner cannot go on (bad join token, revoked host token, unregistered without a join token). */
@@ -117,7 +119,7 @@ async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal)
   const ender = new AbortController();
   const signal = AbortSignal.any([outerSignal, ender.signal]);
   let heartbeat: Heartbeat | null = null;
-  const api = createApi(config.apiUrl);
+  const api = createApi(config.apiUrl, config.giveUpAfterSeconds);
   const docker = connectEngine(config.dockerTarget);
   const backoff = new Backoff();
   const stats = new StatsSampler(docker);
