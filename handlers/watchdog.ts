@@ -1,7 +1,7 @@
 import { apiGatewayConnections, probeHost, type Connections } from '../gateway/subscriptions';
 import { config } from '../lib/config';
 import { store } from '../lib/store';
-import { butler } from '../subgraphs';
+import { ark, butler } from '../subgraphs';
 
 let connections: Connections | undefined;
 /** The watchdog's second witness: a ping down a silent host's notification socket. */
@@ -9,14 +9,15 @@ const probe = (hostId: string) => probeHost(store(), (connections ??= apiGateway
 
 /**
  * The watchdog tick: hosts that stopped reporting go DOWN and their instances move; draining hosts empty; alarm
- * notifications that are due are sent; the daily inspection runs when due; threshold rules judge the latest figures.
- * A failing channel, inspection or rule never holds up host handling.
+ * notifications that are due are sent; the daily inspection runs when due; threshold rules judge the latest figures;
+ * network changes held back by the once-a-second limit are told to the hosts. A failing channel, inspection or rule
+ * never holds up host handling.
  */
 export const handler = async () => {
   const { inspectionIntervalHours, runnerPollSeconds } = config();
   const [hosts, notify] = await Promise.allSettled([
     butler.watchHosts(store(), probe), butler.deliverPending(store()), butler.inspectIfDue(store(), inspectionIntervalHours, runnerPollSeconds),
-    butler.checkMemory(store()),
+    butler.checkMemory(store()), ark.announcePendingNetwork(store()),
   ]);
   if (hosts.status === 'rejected') throw hosts.reason;
   return notify.status === 'fulfilled' ? notify.value : undefined;

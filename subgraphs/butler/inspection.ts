@@ -39,6 +39,10 @@ export interface FleetView {
 
 /** A host clock this far off the API's is worth a warning (NTP keeps hosts within milliseconds). */
 const CLOCK_SKEW_SECONDS = 2;
+const DISK_WARNING_PERCENT = 85;
+const DISK_CRITICAL_PERCENT = 95;
+/** Below this share of available memory a host is under pressure. */
+const MEMORY_AVAILABLE_PERCENT = 10;
 
 const pct = (part: number, whole: number) => (whole > 0 ? Math.round((part / whole) * 100) : 0);
 const MB = 1024 * 1024;
@@ -55,6 +59,14 @@ function inspectHosts({ hosts, pollSeconds }: FleetView, now: Date): Finding[] {
     const age = h.lastHeartbeatAt ? (now.getTime() - Date.parse(h.lastHeartbeatAt)) / 1000 : Infinity;
     if (h.status !== 'DOWN' && age > pollSeconds * 3) {
       out.push({ severity: 'WARNING', check: 'host.heartbeat', subject, message: `last heartbeat ${Number.isFinite(age) ? `${Math.round(age)} s ago` : 'never'} (runners sync every ${pollSeconds} s)` });
+    }
+    const disk = h.engine?.diskUsedPercent;
+    if (h.status !== 'DOWN' && disk != null && disk >= DISK_WARNING_PERCENT) {
+      out.push({ severity: disk >= DISK_CRITICAL_PERCENT ? 'CRITICAL' : 'WARNING', check: 'host.disk', subject, message: `the file system of its Docker root dir is ${disk}% full: pulls and containers' writes fail when it is full (docker image prune, or grow it)` });
+    }
+    const memory = h.engine?.memoryAvailablePercent;
+    if (h.status !== 'DOWN' && memory != null && memory < MEMORY_AVAILABLE_PERCENT) {
+      out.push({ severity: 'WARNING', check: 'host.memory-pressure', subject, message: `only ${memory}% of its memory is available: the kernel may start killing containers (OOM)` });
     }
     const skew = h.clockSkewSeconds ?? 0;
     if (h.status !== 'DOWN' && Math.abs(skew) >= CLOCK_SKEW_SECONDS) {

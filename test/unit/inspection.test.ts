@@ -111,3 +111,14 @@ test('finds a host whose clock is off and a release whose members all sit in one
   view.hosts[0] = host('a', { labels: zone('east'), clockSkewSeconds: 0.3 });
   expect(inspect(view, now)).toEqual([]);
 });
+
+test('finds a host whose disk is filling up or full, and one short of memory', () => {
+  const view = fleet();
+  const engine = (diskUsedPercent: number | null, memoryAvailablePercent: number | null) => ({ version: '26.1.5', os: 'Debian', diskUsedPercent, memoryAvailablePercent });
+  view.hosts = [host('a', { engine: engine(96, 40) }), host('b', { engine: engine(88, 5) }), host('c', { engine: engine(84, 10) }), host('d', { engine: engine(null, null) })];
+  expect(inspect(view, now).map((f) => [f.severity, f.check, f.subject])).toEqual([
+    ['CRITICAL', 'host.disk', 'host/a'],
+    ['WARNING', 'host.disk', 'host/b'],
+    ['WARNING', 'host.memory-pressure', 'host/b'],
+  ]);
+});
