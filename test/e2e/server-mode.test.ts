@@ -1,6 +1,6 @@
 import { createClient, type Client } from 'graphql-ws';
 import { request } from 'node:http';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -140,6 +140,7 @@ afterAll(async () => {
   await Promise.all(replicas.map((r) => r.kill()));
   db?.client.destroy();
   await store?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 test('two replicas behind a balancer serve requests in turn, each answering for the whole API', async () => {
