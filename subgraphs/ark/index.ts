@@ -15,6 +15,7 @@ export {
   type ContainerSpec, type Instance, type PlacementConstraints, type UnplacedInstance,
 } from './instances';
 export { pinImage, type PinnedImage } from './images';
+export { checkLedger, type LedgerDrift } from './ledger';
 export {
   containersOfHost, containersOfRelease, generationStatus, getContainer, isFailing, isServing, listContainers,
   type ContainerRecord, type StatusChange,
