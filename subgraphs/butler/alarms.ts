@@ -40,19 +40,26 @@ export interface Alarm extends Versioned {
   raisedKey?: string;
   releaseRef?: string;
   hostRef?: string;
+  /** Set while a notification may still be sent (index `undelivered`, read by the delivery tick). */
+  outbox?: typeof STREAM;
 }
 
 const STREAM = 'alarms';
 
 /** The alarm with the index keys its attributes call for. */
 export function indexedAlarm<A extends Omit<Alarm, 'seq'>>(a: A): A {
-  const { releaseRef: _r, hostRef: _h, ...rest } = a;
+  const { releaseRef: _r, hostRef: _h, outbox: _o, ...rest } = a;
+  const owes = (a.notifications ?? []).some((n) => n.status === 'PENDING' || (n.status === 'FAILED' && n.nextAttemptAt !== null));
   return {
     ...rest, stream: STREAM, raisedKey: `${a.raisedAt}~${a.id}`,
     ...(a.releaseId ? { releaseRef: a.releaseId } : {}),
     ...(a.hostId ? { hostRef: a.hostId } : {}),
+    ...(owes ? { outbox: STREAM } : {}),
   } as A;
 }
+
+/** Alarms with a notification that may still be sent, oldest first: a Query on the sparse index `undelivered`. */
+export const undeliveredAlarms = (store: Store, limit = 500) => store.queryRange<Alarm>('alarms', 'undelivered', STREAM, { limit });
 
 export type RaiseAlarm = Pick<Alarm, 'kind' | 'severity' | 'message' | 'cause'> & Partial<Pick<Alarm, 'hostId' | 'instanceId' | 'releaseId'>>;
 
