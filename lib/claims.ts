@@ -1,3 +1,4 @@
+import { config } from './config';
 import { ConditionFailed, type Store, type Table, type Versioned } from './store';
 
 /**
@@ -34,8 +35,6 @@ export async function dropClaim<T>(store: Store, table: Table, key: string, owns
   }
 }
 
-/** How long a claim whose holder left nothing behind is kept before it counts as abandoned by a crash. */
-export const CLAIM_LEASE_MS = 60_000;
-
+/** A claim whose holder left nothing behind counts as abandoned by a crash once it is older than `claimLeaseSeconds`. */
 export const olderThanLease = (claimedAt: string | undefined, now = new Date()) =>
-  !claimedAt || now.getTime() - Date.parse(claimedAt) > CLAIM_LEASE_MS;
+  !claimedAt || now.getTime() - Date.parse(claimedAt) > config().claimLeaseSeconds * 1000;

@@ -28,6 +28,11 @@ export const config = () => ({
   hostDownSeconds: num('FZ_HOST_DOWN_SECONDS', 5),
   /** How often the ticks (watchdog, reconcile, publish) run; the watchdog counts silence only while it was ticking. */
   tickSeconds: num('FZ_TICK_SECONDS', 1),
+  /**
+   * A claim (release name, idempotency key, alarm cause) whose holder left nothing behind is taken over after this
+   * long: the holder crashed. Longer than any request takes, so a slow holder is never taken for a dead one.
+   */
+  claimLeaseSeconds: num('FZ_CLAIM_LEASE_SECONDS', 60),
   joinTokenTtlSeconds: num('FZ_JOIN_TOKEN_TTL_SECONDS', 3600),
   /** How long instanceLogs waits for the runner of the instance's host to answer. */
   logWaitSeconds: num('FZ_LOG_WAIT_SECONDS', 10),

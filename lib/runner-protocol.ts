@@ -138,6 +138,10 @@ export interface EngineInfo {
   /** What the engine reports (NCPU × 1000, MemTotal): a host's capacity is capped at it. */
   cpuMillis?: number | null;
   memoryMb?: number | null;
+  /** Pressure on the host, for the daily inspection: whole percent of the Docker root dir's file system in use. */
+  diskUsedPercent?: number | null;
+  /** MemAvailable in percent of MemTotal, rounded down to 5 (so a sync writes the host only when it moves). */
+  memoryAvailablePercent?: number | null;
 }
 
 export interface SyncRequest {

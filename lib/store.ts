@@ -1,7 +1,7 @@
 import {
   ConditionalCheckFailedException, CreateTableCommand, DescribeTableCommand, DynamoDBClient, ResourceInUseException, UpdateTableCommand,
 } from '@aws-sdk/client-dynamodb';
-import { DeleteCommand, DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, ScanCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, ScanCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import tables from './tables.json';
 import { createTableInputs } from './tables';
 import { config } from './config';
@@ -129,6 +129,23 @@ export class Store {
       await new Promise((r) => setTimeout(r, Math.random() * 10 * (attempt + 1)));
     }
     throw new ConditionFailed(table, key);
+  }
+
+  /**
+   * Adds one to a counter item's `attribute` in a single atomic write (created at 1) and returns the new value. For
+   * a counter many writers move at once, where read-modify-write would lose most of its races: never conflicts. The
+   * item is a counter only (no `seq`): never `mutate` it.
+   */
+  async increment(table: Table, key: string, attribute: string): Promise<number> {
+    const out = await this.doc.send(new UpdateCommand({
+      TableName: this.tableName(table),
+      Key: { [defs[table].key]: key },
+      UpdateExpression: 'ADD #a :one',
+      ExpressionAttributeNames: { '#a': attribute },
+      ExpressionAttributeValues: { ':one': 1 },
+      ReturnValues: 'UPDATED_NEW',
+    }));
+    return Number(out.Attributes?.[attribute]);
   }
 
   /** Removes the item; with `seq`, only if it is still at that write (then an absent item fails too). */

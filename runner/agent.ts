@@ -11,7 +11,7 @@ import { ApiError, ApiMismatchError, ApiUnreachableError, createApi, type Api, t
 import { startHeartbeat, type Heartbeat } from './heartbeat';
 import { StatsSampler } from './stats';
 import { ImagePuller } from './images';
-import { connectEngine, converge, engineFacts, followEvents, isEngineUnreachable, observe, type EngineFacts } from './engine';
+import { connectEngine, converge, engineFacts, followEvents, hostPressure, isEngineUnreachable, observe, type EngineFacts } from './engine';
 import { LogServer } from './logs';
 import { hostNetworks, HostNetworking } from './network';
 import { defaultWsUrl, followNotifications, WS_OFF, wsUrlProblem, type Notifications } from './notifications';
@@ -39,6 +39,8 @@ export interface RunnerConfig {
   stateDir: string;
   /** Port of the DNS server on the bridge address (53: containers can reach no other). */
   dnsPort?: number;
+  /** How long a URL that answers, but never with GraphQL, is retried before the runner gives up (default 120 s). */
+  giveUpAfterSeconds?: number;
 }
 
 /** The runner cannot go on (bad join token, revoked host token, unregistered without a join token). */
@@ -117,7 +119,7 @@ async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal)
   const ender = new AbortController();
   const signal = AbortSignal.any([outerSignal, ender.signal]);
   let heartbeat: Heartbeat | null = null;
-  const api = createApi(config.apiUrl);
+  const api = createApi(config.apiUrl, config.giveUpAfterSeconds);
   const docker = connectEngine(config.dockerTarget);
   const backoff = new Backoff();
   const stats = new StatsSampler(docker);
@@ -154,7 +156,8 @@ async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal)
         const { hostId, hostToken } = registration;
         const observed = stats.attach(await observe(docker, hostId, errors, images.pulling()));
         stats.refresh(observed);
-        const response = await api.runnerSync(hostToken, { observed, engine: { ...facts.engine, cpuMillis: facts.cpuMillis, memoryMb: facts.memoryMb }, networkSerial: networking.serial, session: heartbeat!.session });
+        const engine = { ...facts.engine, cpuMillis: facts.cpuMillis, memoryMb: facts.memoryMb, ...await hostPressure(facts.rootDir ?? null) };
+        const response = await api.runnerSync(hostToken, { observed, engine, networkSerial: networking.serial, session: heartbeat!.session });
         synced = true;
         // Log requests are answered beside the container work, never after it: an operator is waiting.
         logs ??= new LogServer(docker, api, hostToken, hostId);

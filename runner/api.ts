@@ -11,9 +11,12 @@ export class ApiError extends Error {
   }
 }
 
-/** No usable answer: connection failure, timeout, 5xx or a body that is not GraphQL. Worth retrying. */
+/**
+ * No usable answer: connection failure, timeout, 5xx or a body that is not GraphQL. Worth retrying, for a while
+ * (createApi). `status` is the HTTP status when a server did answer, but not with GraphQL.
+ */
 export class ApiUnreachableError extends Error {
-  constructor(message: string) {
+  constructor(message: string, readonly status?: number) {
     super(message);
     this.name = 'ApiUnreachableError';
   }
@@ -102,17 +105,39 @@ export interface LogChunk {
   error?: string | null;
 }
 
-export function createApi(url: string): Api {
+/**
+ * The API at `url`. Until it first answers with GraphQL, answers without it (5xx, a page of another server) count:
+ * once they have come for `giveUpAfterSeconds`, every call throws ApiMismatchError, which ends a runner that never
+ * got in. Connection failures and timeouts do not count (the API may be starting), and an API that answered once is
+ * retried through any outage.
+ */
+export function createApi(url: string, giveUpAfterSeconds = 120): Api {
+  let answered = false;
+  let firstBadAnswer: { at: number; count: number } | null = null;
+  const tracked = async <T>(query: string, variables: Record<string, unknown>, token?: string, timeoutMs?: number): Promise<T> => {
+    try {
+      const data = await call<T>(url, query, variables, token, timeoutMs);
+      answered = true;
+      return data;
+    } catch (err) {
+      if (err instanceof ApiError) answered = true;
+      if (answered || !(err instanceof ApiUnreachableError) || err.status === undefined) throw err;
+      firstBadAnswer = { at: firstBadAnswer?.at ?? Date.now(), count: (firstBadAnswer?.count ?? 0) + 1 };
+      const seconds = (Date.now() - firstBadAnswer.at) / 1000;
+      if (seconds < giveUpAfterSeconds) throw err;
+      throw new ApiMismatchError(url, `${firstBadAnswer.count} answers in ${Math.round(seconds)} s and none of them GraphQL, the last ${err.message}`);
+    }
+  };
   return {
     url,
     registerHost: async (input) =>
-      (await call<{ registerHost: RegisterHostResult }>(url, REGISTER_HOST, { input })).registerHost,
+      (await tracked<{ registerHost: RegisterHostResult }>(REGISTER_HOST, { input })).registerHost,
     runnerSync: async (hostToken, input) =>
-      (await call<{ runnerSync: SyncResponse }>(url, RUNNER_SYNC, { input }, hostToken)).runnerSync,
+      (await tracked<{ runnerSync: SyncResponse }>(RUNNER_SYNC, { input }, hostToken)).runnerSync,
     runnerHeartbeat: async (hostToken, input, timeoutMs) =>
-      (await call<{ runnerHeartbeat: HeartbeatResult }>(url, RUNNER_HEARTBEAT, { input }, hostToken, timeoutMs)).runnerHeartbeat,
+      (await tracked<{ runnerHeartbeat: HeartbeatResult }>(RUNNER_HEARTBEAT, { input }, hostToken, timeoutMs)).runnerHeartbeat,
     runnerLogs: async (hostToken, input) =>
-      (await call<{ runnerLogs: boolean }>(url, RUNNER_LOGS, { input }, hostToken)).runnerLogs,
+      (await tracked<{ runnerLogs: boolean }>(RUNNER_LOGS, { input }, hostToken)).runnerLogs,
   };
 }
 
@@ -141,14 +166,14 @@ async function call<T>(url: string, query: string, variables: Record<string, unk
   } catch (err) {
     throw new ApiUnreachableError(reason(err));
   }
-  if (res.status >= 500) throw new ApiUnreachableError(`HTTP ${res.status}`);
+  if (res.status >= 500) throw new ApiUnreachableError(`HTTP ${res.status}`, res.status);
   let body: GraphQLBody<T>;
   try {
     body = (await res.json()) as GraphQLBody<T>;
   } catch {
     if (res.status === 401) throw new ApiError('UNAUTHENTICATED', 'HTTP 401');
     if (res.status >= 400) throw new ApiMismatchError(url, `HTTP ${res.status}, not JSON`);
-    throw new ApiUnreachableError(`HTTP ${res.status} with a body that is not JSON`);
+    throw new ApiUnreachableError(`HTTP ${res.status} with a body that is not JSON`, res.status);
   }
   const first = body?.errors?.[0];
   // A GraphQL server that does not know the runner's fields: another API, or one too old for this runner.
@@ -156,7 +181,7 @@ async function call<T>(url: string, query: string, variables: Record<string, unk
   if (first) throw new ApiError(first.extensions?.code ?? 'INTERNAL', first.message);
   if (!body?.data) {
     if (res.status >= 400) throw new ApiMismatchError(url, `HTTP ${res.status} without a GraphQL answer`);
-    throw new ApiUnreachableError(`HTTP ${res.status} without data`);
+    throw new ApiUnreachableError(`HTTP ${res.status} without data`, res.status);
   }
   return body.data;
 }

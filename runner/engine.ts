@@ -4,6 +4,7 @@
  * by the next pass and several runners can share one engine.
  */
 import Docker from 'dockerode';
+import { readFile, statfs } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { pack } from 'tar-stream';
 import { LABELS, type ConfigFileSpec, type DesiredContainer, type EngineInfo, type ObservedContainer } from '../lib/runner-protocol';
@@ -74,6 +75,8 @@ export interface EngineFacts {
   engine: EngineInfo;
   cpuMillis: number;
   memoryMb: number;
+  /** Where the engine keeps images and containers (`docker info` DockerRootDir). */
+  rootDir?: string | null;
 }
 
 export async function engineFacts(docker: Docker): Promise<EngineFacts> {
@@ -82,7 +85,35 @@ export async function engineFacts(docker: Docker): Promise<EngineFacts> {
     engine: { version: String(info.ServerVersion), os: String(info.OperatingSystem) },
     cpuMillis: Number(info.NCPU) * 1000,
     memoryMb: Math.floor(Number(info.MemTotal) / (1024 * 1024)),
+    rootDir: info.DockerRootDir ? String(info.DockerRootDir) : null,
   };
+}
+
+/**
+ * Pressure on this host, sent with every sync for the daily inspection: the share of the engine's file system in use
+ * (statfs of its root dir, when this runner can see it) and of memory the kernel counts as available (MemAvailable in
+ * /proc/meminfo, rounded down to 5 %, so the host item is written only when it moves). Null for what cannot be read.
+ */
+export async function hostPressure(rootDir: string | null): Promise<Pick<EngineInfo, 'diskUsedPercent' | 'memoryAvailablePercent'>> {
+  let diskUsedPercent: number | null = null;
+  let memoryAvailablePercent: number | null = null;
+  if (rootDir) {
+    try {
+      const fs = await statfs(rootDir);
+      // As df counts it: used over what non-root users could use in all.
+      const used = fs.blocks - fs.bfree;
+      const usable = used + fs.bavail;
+      if (usable > 0) diskUsedPercent = Math.ceil((used / usable) * 100);
+    } catch { /* the root dir lives on another machine, or is not readable here */ }
+  }
+  try {
+    const meminfo = await readFile('/proc/meminfo', 'utf8');
+    const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(meminfo)?.[1]);
+    const total = kb('MemTotal');
+    const available = kb('MemAvailable');
+    if (total > 0 && available >= 0) memoryAvailablePercent = Math.floor((available / total) * 20) * 5;
+  } catch { /* not Linux */ }
+  return { diskUsedPercent, memoryAvailablePercent };
 }
 
 export async function listOwn(docker: Docker, hostId: string): Promise<OwnContainer[]> {

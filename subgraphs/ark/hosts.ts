@@ -17,7 +17,7 @@ export interface Host extends Versioned {
   exclusiveFor: string | null;
   capacity: check.Resources;
   /** What each placed instance holds on this host; `allocated` is their sum. */
-  reservations: Record<string, check.Resources>;
+  reservations: Record<string, Reservation>;
   allocated: check.Resources;
   status: HostStatus;
   /** While DOWN: the status it returns to (READY, or the CORDONED or DRAINING an operator set). */
@@ -261,9 +261,14 @@ export async function recordEngine(store: Store, host: Host, engine: EngineInfo)
     memoryMb: engine.memoryMb ? Math.min(h.capacity.memoryMb, engine.memoryMb) : h.capacity.memoryMb,
   });
   const cap = capped(host);
-  if (host.engine?.version === engine.version && host.engine?.os === engine.os
+  const facts = {
+    version: engine.version, os: engine.os,
+    diskUsedPercent: engine.diskUsedPercent ?? null, memoryAvailablePercent: engine.memoryAvailablePercent ?? null,
+  };
+  if (host.engine?.version === facts.version && host.engine?.os === facts.os
+    && (host.engine.diskUsedPercent ?? null) === facts.diskUsedPercent && (host.engine.memoryAvailablePercent ?? null) === facts.memoryAvailablePercent
     && cap.cpuMillis === host.capacity.cpuMillis && cap.memoryMb === host.capacity.memoryMb) return;
-  await store.mutate<Host>('hosts', host.id, (h) => h && { ...h, engine: { version: engine.version, os: engine.os }, capacity: capped(h) });
+  await store.mutate<Host>('hosts', host.id, (h) => h && { ...h, engine: facts, capacity: capped(h) });
 }
 
 /** A sync carries observed state: refused for a session that is not the host's live runner. */
@@ -304,6 +309,12 @@ export async function drainHost(store: Store, id: string): Promise<Host> {
   return (await store.mutate<Host>('hosts', id, (h) => h && h.status !== 'DRAINING' ? { ...h, status: 'DRAINING' } : undefined))!;
 }
 
+/**
+ * Resources held for one instance. `reservedAt` (absent on reservations written before it) tells a placement in
+ * progress, which reserves before it writes its instance, from one a crash left behind (subgraphs/ark/ledger.ts).
+ */
+export type Reservation = check.Resources & { reservedAt?: string };
+
 const sum = (list: check.Resources[]) => list.reduce(
   (a, r) => ({ cpuMillis: a.cpuMillis + r.cpuMillis, memoryMb: a.memoryMb + r.memoryMb }), { cpuMillis: 0, memoryMb: 0 });
 
@@ -311,13 +322,13 @@ const sum = (list: check.Resources[]) => list.reduce(
  * Holds resources on a host for one instance. A conditional write on the host item, so concurrent deploys can
  * never over-commit it; holding twice for the same instance is a no-op. Returns false when it no longer fits.
  */
-export async function reserve(store: Store, hostId: string, instanceId: string, want: check.Resources): Promise<boolean> {
+export async function reserve(store: Store, hostId: string, instanceId: string, want: check.Resources, now = new Date()): Promise<boolean> {
   let fits = false;
   await store.mutate<Host>('hosts', hostId, (host) => {
     fits = false;
     if (!host || host.status !== 'READY') return undefined;
     if (host.reservations[instanceId]) { fits = true; return undefined; }
-    const reservations = { ...host.reservations, [instanceId]: want };
+    const reservations = { ...host.reservations, [instanceId]: { ...want, reservedAt: now.toISOString() } };
     const allocated = sum(Object.values(reservations));
     if (allocated.cpuMillis > host.capacity.cpuMillis || allocated.memoryMb > host.capacity.memoryMb) return undefined;
     fits = true;

@@ -10,7 +10,7 @@ export {
   type Host, type HostStatus,
 } from './hosts';
 export {
-  checkPlacement, containerName, forgetLostContainers, getInstance, HOST_DESIRED_CHANGED, hostTopic, instanceId, instancesOfHost, instancesOfRelease, listInstances,
+  announcePendingNetwork, checkPlacement, containerName, forgetLostContainers, getInstance, HOST_DESIRED_CHANGED, hostTopic, instanceId, instancesOfHost, instancesOfRelease, listInstances,
   migrateInstance, placeInstances, removeInstance, respecInstance, specHash,
   type ContainerSpec, type Instance, type PlacementConstraints, type UnplacedInstance,
 } from './instances';

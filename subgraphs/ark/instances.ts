@@ -279,14 +279,57 @@ async function dropInstance(store: Store, instance: Pick<Instance, 'id'>): Promi
   throw new ConditionFailed('instances', instance.id);
 }
 
+/** At most one network notice to every host per this many ms; changes in between go out together after it. */
+const NETWORK_NOTICE_GAP_MS = 1000;
+const NETWORK_NOTICE_KEY = 'network#notice';
+
+interface NetworkNotice {
+  key: string;
+  /** When every live host was last told (the API's clock). */
+  at: string;
+  /** Changes since then that no host has been told of yet (the watchdog tick tells them: announcePendingNetwork). */
+  pending: string[];
+  seq: number;
+}
+
 /**
  * Routes or DNS records changed (an address given or freed, a host joined, an instance started or stopped
  * serving): the serial moves on and every live runner is told to sync, so it serves the new records at once.
+ * A notice to every host is one event per host, and every notified runner syncs: telling all hosts of each change
+ * would cost hosts × changes (a release of 100 instances coming up on 100 hosts: 10,000 notices and syncs). So at
+ * most one such round goes out a second; changes within that second are noted and go out together at the next tick
+ * (announcePendingNetwork), and a runner's poll picks up the serial anyway.
  */
-export async function networkChanged(store: Store, what: string): Promise<void> {
+export async function networkChanged(store: Store, what: string, now = new Date()): Promise<void> {
   await bumpNetworkSerial(store);
+  let due = false;
+  await store.mutate<NetworkNotice>('claims', NETWORK_NOTICE_KEY, (c) => {
+    due = !c || Date.parse(c.at) <= now.getTime() - NETWORK_NOTICE_GAP_MS;
+    if (due) return { key: NETWORK_NOTICE_KEY, at: now.toISOString(), pending: [] };
+    return c!.pending.includes(what) ? undefined : { ...c!, pending: [...c!.pending, what].slice(-20) };
+  }).catch((err) => {
+    // A notice is a hint (the serial has moved; polls see it): a record too contended to note it loses nothing.
+    due = false;
+    if (!(err instanceof ConditionFailed)) throw err;
+  });
+  if (due) await announceToLiveHosts(store, [what]);
+}
+
+/** The network changes noted since the last notice, told to every live host once the gap has passed (a tick). */
+export async function announcePendingNetwork(store: Store, now = new Date()): Promise<void> {
+  let what: string[] = [];
+  await store.mutate<NetworkNotice>('claims', NETWORK_NOTICE_KEY, (c) => {
+    what = [];
+    if (!c?.pending.length || Date.parse(c.at) > now.getTime() - NETWORK_NOTICE_GAP_MS) return undefined;
+    what = c.pending;
+    return { key: NETWORK_NOTICE_KEY, at: now.toISOString(), pending: [] };
+  });
+  if (what.length) await announceToLiveHosts(store, what);
+}
+
+async function announceToLiveHosts(store: Store, what: string[]): Promise<void> {
   const hosts = (await listHosts(store)).filter((h) => h.status !== 'DOWN');
-  await announce(store, hosts.reduce((changes, h) => addChange(changes, h.id, what), new Map() as HostChanges));
+  await announce(store, new Map(hosts.map((h) => [h.id, what])));
 }
 
 export const containerName = (i: Pick<Instance, 'releaseName' | 'ordinal'>) => `fz-${i.releaseName}-${i.ordinal}`;

@@ -1,6 +1,6 @@
 import { ConditionFailed, type Store } from '../../lib/store';
 import type { Resources } from '../../lib/validate';
-import { listHosts, type Host } from './hosts';
+import { listHosts, type Host, type Reservation } from './hosts';
 import { instancesOfHost, type Instance } from './instances';
 
 export type DriftKind = 'LEAKED_RESERVATION' | 'MISSING_RESERVATION' | 'WRONG_RESERVATION' | 'WRONG_TOTAL';
@@ -21,26 +21,21 @@ const held = (i: Instance): Resources => ({ cpuMillis: i.spec.cpuMillis, memoryM
 
 /**
  * What a host's books should say: one reservation per instance placed on it, of the instance's resources, and
- * `allocated` their sum. A reservation of an instance that does not exist (yet) is leaked only if it is still there
- * after `graceMs`, because a placement reserves before it writes its instance.
+ * `allocated` their sum. A reservation of an instance that does not exist (yet) is leaked only once it is older than
+ * `graceMs`, because a placement reserves before it writes its instance; younger ones stay in the books.
  */
-async function driftOf(store: Store, host: Host, graceMs: number): Promise<{ drift: Omit<LedgerDrift, 'repaired'>[]; reservations: Record<string, Resources> }> {
-  const instances = await instancesOfHost(store, host.id);
-  const reservations: Record<string, Resources> = Object.fromEntries(instances.map((i) => [i.id, held(i)]));
+function driftOf(host: Host, instances: Instance[], graceMs: number, now: Date): { drift: Omit<LedgerDrift, 'repaired'>[]; reservations: Record<string, Reservation> } {
+  const reservations: Record<string, Reservation> = Object.fromEntries(instances.map((i) => [i.id, held(i)]));
   const drift: Omit<LedgerDrift, 'repaired'>[] = [];
   for (const i of instances) {
     const have = host.reservations[i.id];
     if (!have) drift.push({ hostId: host.id, kind: 'MISSING_RESERVATION', instanceId: i.id, message: `${i.id} runs on ${host.name} but holds nothing there (needs ${show(held(i))})` });
     else if (!same(have, held(i))) drift.push({ hostId: host.id, kind: 'WRONG_RESERVATION', instanceId: i.id, message: `${i.id} holds ${show(have)} on ${host.name} but needs ${show(held(i))}` });
   }
-  const orphans = Object.keys(host.reservations).filter((id) => !reservations[id]);
-  if (orphans.length && graceMs > 0) {
-    await new Promise((r) => setTimeout(r, graceMs));
-    const placedSince = new Set((await instancesOfHost(store, host.id)).map((i) => i.id));
-    for (const id of orphans.filter((o) => placedSince.has(o))) reservations[id] = host.reservations[id];
-  }
-  for (const id of orphans.filter((o) => !reservations[o])) {
-    drift.push({ hostId: host.id, kind: 'LEAKED_RESERVATION', instanceId: id, message: `${host.name} holds ${show(host.reservations[id])} for ${id}, which is not placed there` });
+  const young = (r: Reservation) => !!r.reservedAt && now.getTime() - Date.parse(r.reservedAt) < graceMs;
+  for (const [id, r] of Object.entries(host.reservations).filter(([id]) => !reservations[id])) {
+    if (young(r)) reservations[id] = r;
+    else drift.push({ hostId: host.id, kind: 'LEAKED_RESERVATION', instanceId: id, message: `${host.name} holds ${show(r)} for ${id}, which is not placed there` });
   }
   const total = sum(Object.values(host.reservations));
   if (!same(host.allocated, total)) {
@@ -54,10 +49,10 @@ async function driftOf(store: Store, host: Host, graceMs: number): Promise<{ dri
  * on every host. With `repair`, a drifted host is rewritten by a conditional write at the version that was checked: a
  * host that changed meanwhile is left alone (repaired: false) and the next run checks it again.
  */
-export async function checkLedger(store: Store, repair: boolean, graceMs = 5000): Promise<LedgerDrift[]> {
+export async function checkLedger(store: Store, repair: boolean, graceMs = 5000, now = new Date()): Promise<LedgerDrift[]> {
   const out: LedgerDrift[] = [];
   for (const host of await listHosts(store)) {
-    const { drift, reservations } = await driftOf(store, host, graceMs);
+    const { drift, reservations } = driftOf(host, await instancesOfHost(store, host.id), graceMs, now);
     if (!drift.length) continue;
     let repaired = false;
     if (repair) {

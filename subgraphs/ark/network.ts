@@ -73,6 +73,16 @@ export function clusterNetwork(cidrText = config().clusterCidr, subnetPrefix = c
   return { cidr, subnetPrefix, subnetCount: 2 ** (subnetPrefix - cidr.prefix) };
 }
 
+/** Which subnet of the cluster network this is; undefined for one outside it (the network was changed since). */
+function subnetIndex(subnet: string, net = clusterNetwork()): number | undefined {
+  try {
+    const index = (parseCidr(subnet, 'subnet').base - net.cidr.base) / 2 ** (32 - net.subnetPrefix);
+    return Number.isInteger(index) && index >= 0 && index < net.subnetCount ? index : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export const subnetAt = (net: ClusterNetwork, index: number): Cidr => ({ base: net.cidr.base + index * 2 ** (32 - net.subnetPrefix), prefix: net.subnetPrefix });
 /** The bridge's own address on a host subnet: the first one. The runner's DNS server listens there. */
 export const gatewayOf = (subnet: Cidr) => toAddress(subnet.base + 1);
@@ -149,18 +159,41 @@ export async function claimHostAddress(store: Store, hostId: string, address: st
   throw new AppError('CONFLICT', `address ${address} is already registered by host ${held?.hostId}; each host needs its own address (--address)`);
 }
 
+/**
+ * Where the search for a free subnet starts: below it every subnet was taken when last looked. Only a hint (the
+ * claims decide; the search wraps around), so that joining host number k tries one subnet or two, not k of them.
+ */
+const SUBNET_HINT = 'subnet-hint';
+
+async function moveSubnetHint(store: Store, to: (next: number) => number | undefined): Promise<void> {
+  await store.mutate<{ key: string; next: number; seq: number }>('claims', SUBNET_HINT, (c) => {
+    const next = to(c?.next ?? 0);
+    return next === undefined ? undefined : { key: SUBNET_HINT, next };
+  }).catch(() => undefined);
+}
+
 /** The first free subnet of the cluster network, claimed for the host; CONFLICT when every one is taken. */
 export async function claimSubnet(store: Store, hostId: string, getHost: (id: string) => Promise<HostRef | undefined>, net = clusterNetwork(), now = new Date()): Promise<string> {
-  for (let i = 0; i < net.subnetCount; i++) {
+  const start = Math.min((await store.get<{ next: number }>('claims', SUBNET_HINT))?.next ?? 0, net.subnetCount - 1);
+  for (let k = 0; k < net.subnetCount; k++) {
+    const i = (start + k) % net.subnetCount;
     const subnet = formatCidr(subnetAt(net, i));
-    if (await claim(store, `subnet#${subnet}`, { hostId }, hostGone(getHost), now)) return subnet;
+    if (await claim(store, `subnet#${subnet}`, { hostId }, hostGone(getHost), now)) {
+      // Every subnet from the start to this one is taken now (unless one was freed meanwhile: then the hint is below).
+      if (i >= start) await moveSubnetHint(store, (next) => (next >= start && next <= i ? i + 1 : undefined));
+      return subnet;
+    }
   }
   throw new AppError('CONFLICT', `the cluster network ${formatCidr(net.cidr)} has room for ${net.subnetCount} hosts (one /${net.subnetPrefix} each) and all are taken: widen FZ_CLUSTER_CIDR or remove hosts`);
 }
 
 /** Gives back what a host held: its subnet and its address. Its instances' addresses go with the instances. */
 export async function freeHostNetwork(store: Store, host: HostRef): Promise<void> {
-  if (host.subnet) await release(store, `subnet#${host.subnet}`, (c) => c.hostId === host.id);
+  if (host.subnet) {
+    await release(store, `subnet#${host.subnet}`, (c) => c.hostId === host.id);
+    const freed = subnetIndex(host.subnet);
+    if (freed !== undefined) await moveSubnetHint(store, (next) => (freed < next ? freed : undefined));
+  }
   await release(store, `host-address#${host.address}`, (c) => c.hostId === host.id);
   await bumpNetworkSerial(store);
 }
@@ -207,8 +240,8 @@ export async function networkSerial(store: Store): Promise<number> {
 }
 
 export async function bumpNetworkSerial(store: Store): Promise<number> {
-  const next = await store.mutate<{ key: string; serial: number; seq: number }>('claims', SERIAL_KEY, (c) => ({ key: SERIAL_KEY, serial: (c?.serial ?? 0) + 1 }));
-  return next!.serial;
+  // Every DNS change and every joining host moves it: an atomic add, which concurrent writers cannot lose.
+  return store.increment('claims', SERIAL_KEY, 'serial');
 }
 
 /** Routes from one host to every other host's subnet via that host's address (flannel's host-gw). */

@@ -39,6 +39,13 @@ export interface FleetView {
   ledgerDrift?: LedgerDrift[];
 }
 
+/** A host clock this far off the API's is worth a warning (NTP keeps hosts within milliseconds). */
+const CLOCK_SKEW_SECONDS = 2;
+const DISK_WARNING_PERCENT = 85;
+const DISK_CRITICAL_PERCENT = 95;
+/** Below this share of available memory a host is under pressure. */
+const MEMORY_AVAILABLE_PERCENT = 10;
+
 const pct = (part: number, whole: number) => (whole > 0 ? Math.round((part / whole) * 100) : 0);
 const MB = 1024 * 1024;
 
@@ -54,6 +61,18 @@ function inspectHosts({ hosts, pollSeconds }: FleetView, now: Date): Finding[] {
     const age = h.lastHeartbeatAt ? (now.getTime() - Date.parse(h.lastHeartbeatAt)) / 1000 : Infinity;
     if (h.status !== 'DOWN' && age > pollSeconds * 3) {
       out.push({ severity: 'WARNING', check: 'host.heartbeat', subject, message: `last heartbeat ${Number.isFinite(age) ? `${Math.round(age)} s ago` : 'never'} (runners sync every ${pollSeconds} s)` });
+    }
+    const disk = h.engine?.diskUsedPercent;
+    if (h.status !== 'DOWN' && disk != null && disk >= DISK_WARNING_PERCENT) {
+      out.push({ severity: disk >= DISK_CRITICAL_PERCENT ? 'CRITICAL' : 'WARNING', check: 'host.disk', subject, message: `the file system of its Docker root dir is ${disk}% full: pulls and containers' writes fail when it is full (docker image prune, or grow it)` });
+    }
+    const memory = h.engine?.memoryAvailablePercent;
+    if (h.status !== 'DOWN' && memory != null && memory < MEMORY_AVAILABLE_PERCENT) {
+      out.push({ severity: 'WARNING', check: 'host.memory-pressure', subject, message: `only ${memory}% of its memory is available: the kernel may start killing containers (OOM)` });
+    }
+    const skew = h.clockSkewSeconds ?? 0;
+    if (h.status !== 'DOWN' && Math.abs(skew) >= CLOCK_SKEW_SECONDS) {
+      out.push({ severity: 'WARNING', check: 'host.clock-skew', subject, message: `its clock is ${Math.abs(Math.round(skew))} s ${skew > 0 ? 'ahead of' : 'behind'} the API's: heartbeats are judged by the API's clock, but logs, certificates and the middleware's own timeouts are not (run NTP on the host)` });
     }
     if (h.engine && usual && h.engine.version !== usual) {
       out.push({ severity: 'WARNING', check: 'host.engine-drift', subject, message: `Docker ${h.engine.version} while most hosts run ${usual}` });
@@ -95,6 +114,9 @@ function inspectReleases({ releases, instances, containers, hosts }: FleetView):
   const serving = new Set(containers.filter(isServing).map((c) => c.instanceId));
   const byId = new Map(releases.map((r) => [r.id, r]));
   const healthy = (r: Release) => instances.filter((i) => i.releaseId === r.id && serving.has(i.id)).length;
+  // Hosts are put in zones by their `zone` label (as spreadBy: "zone" reads it).
+  const zoneOf = new Map(hosts.map((h) => [h.id, h.labels.find((l) => l.key === 'zone')?.value ?? null]));
+  const zones = new Set([...zoneOf.values()].filter(Boolean));
   for (const r of releases) {
     if (r.phase === 'DELETING') continue;
     const subject = `release/${r.name}`;
@@ -106,6 +128,10 @@ function inspectReleases({ releases, instances, containers, hosts }: FleetView):
     const onHosts = new Set(own.map((i) => i.hostId));
     if (own.length > 1 && onHosts.size === 1 && hosts.length > 1) {
       out.push({ severity: 'WARNING', check: 'release.spread', subject, message: `all ${own.length} instances run on one host: losing it loses the release` });
+    } else if (own.length > 1 && zones.size > 1) {
+      const inZones = new Set(own.map((i) => zoneOf.get(i.hostId ?? '') ?? null));
+      const [only] = [...inZones];
+      if (inZones.size === 1 && only) out.push({ severity: 'WARNING', check: 'release.zone-spread', subject, message: `all ${own.length} instances run in zone ${only} while the fleet has ${zones.size} zones: losing it loses the release (deploy with spreadBy: "zone")` });
     }
     for (const depId of r.dependsOn) {
       const dep = byId.get(depId);

@@ -1,6 +1,6 @@
 import { log } from '../../lib/log';
 import type { Store } from '../../lib/store';
-import { forgetLostContainers, instancesOfRelease, listInstances, placeInstances, removeInstance, respecInstance, type Instance } from '../ark';
+import { checkLedger, forgetLostContainers, instancesOfRelease, listInstances, placeInstances, removeInstance, respecInstance, type Instance } from '../ark';
 import { mustGetProduct, type Product } from './products';
 import { advanceUpgrade, isActive } from './upgrades';
 import {
@@ -10,7 +10,8 @@ import {
 /**
  * One pass of the release reconciler, run by the periodic tick (and safe to run at any time, twice, or after a crash
  * between any two steps): converges every release, then removes instances whose release is gone (a refused deploy
- * undone while a reconcile placed, a crash mid-way).
+ * undone while a reconcile placed, a crash mid-way), then repairs the hosts' books: what a placement or removal
+ * killed between its two writes left held on a host is freed once it is older than a placement takes.
  */
 export async function reconcileReleases(store: Store, now = new Date()): Promise<void> {
   const releases = await listReleases(store);
@@ -28,6 +29,7 @@ export async function reconcileReleases(store: Store, now = new Date()): Promise
     log.info({ instanceId: instance.id, releaseId: instance.releaseId }, 'removing an instance whose release is gone');
     await removeInstance(store, instance);
   }
+  for (const drift of await checkLedger(store, true)) log.warn({ ...drift }, 'host books drifted from its instances');
 }
 
 /**

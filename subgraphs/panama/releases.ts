@@ -210,6 +210,7 @@ export async function deploy(store: Store, input: DeployInput, now = new Date())
     if (earlier) return earlier;
   }
   const written: Omit<Release, 'seq'>[] = [];
+  let created: Release | undefined;
   try {
     const plan = product.dependencies.length
       ? await planDependencies(store, main, input.withDependencies ?? false, now)
@@ -219,7 +220,8 @@ export async function deploy(store: Store, input: DeployInput, now = new Date())
     for (const { release, product: p } of plan) {
       await claimName(store, release);
       written.push(release);
-      await store.create('releases', release);
+      const item = await store.create<Omit<Release, 'seq'>>('releases', release) as Release | undefined;
+      if (release.id === main.id) created = item;
       if (release.phase === 'ACTIVE') {
         await placeInstances(store, unplacedInstances(release, p, ordinalsUpTo(release.replicas), now), constraintsOf(release), now);
       }
@@ -229,7 +231,8 @@ export async function deploy(store: Store, input: DeployInput, now = new Date())
     if (main.idempotencyKey) await dropClaim<KeyClaim>(store, 'panamaClaims', deployKey(main.idempotencyKey), (c) => c.releaseId === main.id);
     throw err;
   }
-  return (await getRelease(store, main.id))!;
+  // Another client may have deleted it meanwhile (and the tick finished that): the deploy still happened.
+  return (await getRelease(store, main.id)) ?? created!;
 }
 
 /** The image of a product version, pinned to its digest in the platform registry now. */

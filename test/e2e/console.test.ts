@@ -172,6 +172,32 @@ test('/metrics needs a credential and then reports the instances, the hosts and 
   expect(text).toMatch(/^fangzhou_http_request_duration_seconds_count\{.*route="\/graphql".*\} [1-9]/m);
 });
 
+test('a viewer key sees the fleet, releases and alarms, and no button that the API would refuse it', async () => {
+  const key = await stack.graphql<{ createApiKey: { secret: string } }>('mutation { createApiKey(input: {name: "console-viewer", role: VIEWER}) { secret } }');
+  expect(key.errors).toBeUndefined();
+  const viewer = await web.newPage();
+  await viewer.goto(base);
+  await viewer.getByLabel('API key').fill(key.data!.createApiKey.secret);
+  await viewer.getByRole('button', { name: 'Sign in' }).click();
+  await viewer.getByText('viewer', { exact: true }).waitFor();
+  await viewer.locator(`[data-testid=instance-${RELEASE}-0]`).waitFor();
+  expect(await viewer.getByText('Deploy a product').count()).toBe(0);
+  await viewer.getByTestId(`release-${RELEASE}`).getByRole('link', { name: RELEASE }).click();
+  await viewer.getByRole('cell', { name: `${RELEASE}-0`, exact: true }).waitFor();
+  for (const name of ['Restart', 'Logs', 'Pause', 'Resume']) expect(await viewer.getByRole('button', { name }).count()).toBe(0);
+  expect(await viewer.getByText('Upgrade', { exact: true }).count()).toBe(0);
+  await viewer.getByRole('tab', { name: 'Revisions' }).click();
+  expect(await viewer.getByRole('button', { name: /^Roll back/ }).count()).toBe(0);
+  await viewer.getByRole('link', { name: 'Alarms' }).click();
+  await viewer.getByRole('heading', { name: 'Alarms' }).waitFor();
+  expect(await viewer.getByRole('button', { name: 'Acknowledge' }).count()).toBe(0);
+  await viewer.getByRole('link', { name: 'Inspections' }).click();
+  await viewer.getByRole('heading', { name: 'Inspections' }).waitFor();
+  expect(await viewer.getByRole('button', { name: /inspection/i }).count()).toBe(0);
+  await web.shot(viewer, 'viewer-release');
+  await viewer.close();
+}, 120_000);
+
 test('on a 390-wide phone screen the topology fits the width and the menu opens from a button', async () => {
   const phone = await web.newPage({ width: 390, height: 844 });
   await phone.goto(base);

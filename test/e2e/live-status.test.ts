@@ -3,8 +3,10 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { randomUUID } from 'node:crypto';
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
+import { createClient as createDbClient, Store } from '../../lib/store';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
 import { startStack, type Stack } from '../../scripts/stack';
 import { clearReleaseNames } from '../support/docker';
@@ -20,13 +22,21 @@ let stack: Stack;
 let dir: string;
 let client: Client;
 let releaseId: string;
+let db: Store;
+let lastId = '';
 const hostName = `live-${process.pid}`;
 
 function collect<T>(query: string, variables: Record<string, unknown>) {
   const received: T[] = [];
   const dispose = client.subscribe<T>({ query, variables }, { next: ({ data }) => { received.push(data!); }, error: () => undefined, complete: () => undefined });
-  return { received, dispose };
+  return { received, dispose, id: lastId };
 }
+
+/** The $default handler stores each subscribe message; until then nothing is published to it (the protocol has no "subscribed"). */
+const stored = (...ids: string[]) => waitUntil(`subscriptions ${ids.join(', ')} to be stored`, async () => {
+  const records = await db.scan<{ kind: string; subscriptionId: string }>('subscriptions');
+  return ids.every((id) => records.some((r) => r.kind === 'subscription' && r.subscriptionId === id));
+}, 20_000, 100);
 
 beforeAll(async () => {
   await clearReleaseNames(docker, 'live');
@@ -37,7 +47,8 @@ beforeAll(async () => {
   await waitUntil('the runner', async () => ((await stack.graphql<{ hosts: unknown[] }>('{ hosts { id } }')).data?.hosts.length ?? 0) > 0);
   releaseId = (await stack.graphql<{ deploy: { id: string } }>('mutation { deploy(input: {name: "live", product: "demo", version: "1.0.0", replicas: 2}) { id } }')).data!.deploy.id;
   await waitUntil('RUNNING', async () => (await stack.graphql<{ release: { status: string } }>('query($id: ID!) { release(id: $id) { status } }', { id: releaseId })).data!.release.status === 'RUNNING', 60_000);
-  client = createClient({ url: stack.wsUrl, webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${stack.adminToken}` }, retryAttempts: 0 });
+  client = createClient({ url: stack.wsUrl, webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${stack.adminToken}` }, retryAttempts: 0, generateID: () => (lastId = randomUUID()) });
+  db = new Store(createDbClient(stack.env.DYNAMODB_ENDPOINT, 'local'), stack.env.FZ_TABLE_PREFIX);
 }, 240_000);
 
 afterAll(async () => {
@@ -55,7 +66,7 @@ test('killing a container reaches a containerStatusChanged subscriber and an ala
   type Raised = { alarmRaised: { kind: string; severity: string; instance: { id: string } | null; host: { name: string } | null; release: { name: string } | null } };
   const statuses = collect<Status>('subscription($r: ID) { containerStatusChanged(releaseId: $r) { state restartCount instance { id domainName } host { name } } }', { r: releaseId });
   const alarms = collect<Raised>('subscription { alarmRaised(minSeverity: WARNING) { kind severity instance { id } host { name } release { name } } }', {});
-  await new Promise((r) => setTimeout(r, 2500)); // the subscribe messages are stored by the $default handler
+  await stored(statuses.id, alarms.id);
 
   const [victim] = await docker.listContainers({ filters: { label: [`fangzhou.release=${releaseId}`] } });
   const instanceId = victim.Labels['fangzhou.instance'];

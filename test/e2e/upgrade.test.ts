@@ -9,7 +9,7 @@ import { waitFor, waitUntil } from '../support/wait';
 
 /**
  * Rolling upgrades on the real engine with three image versions: v1 → v2 completes with at most maxUnavailable
- * instances down at any time (observed while it runs), v2 → v3 (whose healthcheck fails) rolls back to v2 by itself,
+ * instances down at any time (counted from the engine's event stream), v2 → v3 (whose healthcheck fails) rolls back to v2 by itself,
  * and a rollback to revision 1 works.
  */
 const docker = new Docker();
@@ -24,20 +24,65 @@ const RELEASE = `query($id: ID!) { release(id: $id) {
 } }`;
 type View = { status: string; version: string; revision: number; upgrade: { kind: string; state: string; done: number; total: number; batch: string[]; message: string | null; reason: string | null; failedVersion: string | null } | null; instances: { id: string; status: { state: string; health: string } | null }[] };
 const view = async () => (await stack.graphql<{ release: View }>(RELEASE, { id })).data!.release;
-const images = async () => (await docker.listContainers({ filters: { label: [`fangzhou.release=${id}`] } })).map((c) => c.Image).sort();
+/** The image each container was created from, by name (a listing shows an id instead once the tag has moved on). */
+const images = async () => (await Promise.all((await docker.listContainers({ filters: { label: [`fangzhou.release=${id}`] } }))
+  .map(async (c) => (await docker.getContainer(c.Id).inspect()).Config.Image))).sort();
 const upgrade = (version: string, strategy: Record<string, unknown> = {}) =>
   stack.graphql('mutation($id: ID!, $v: String!, $s: UpgradeStrategyInput) { upgradeRelease(id: $id, version: $v, strategy: $s) { status upgrade { state } } }', { id, v: version, s: strategy });
 
-/** Samples the release until `done`, recording the most instances seen not serving at once. */
-async function watch(done: (v: View) => boolean, timeoutMs = 120_000) {
+/** Polls the release until `done`. */
+async function watch(done: (v: View) => boolean, timeoutMs = 110_000) {
+  const last = await waitFor('the upgrade to finish', async () => { const v = await view(); return done(v) && v; }, timeoutMs, 250);
+  return { last };
+}
+
+/**
+ * The engine's own account of the release while `during` runs, from its event stream (not sampled, so nothing is
+ * missed): an instance serves while one of its containers runs and last reported healthy. A container stops serving
+ * when it dies, is destroyed, reports another health, or (re)starts (a new generation serves once it reports healthy).
+ * Counting starts once every replica serves, as inspected after subscribing, so the stream misses nothing after that.
+ * Returns the most replicas not serving at once, and the timeline.
+ */
+async function countDown(replicas: number, during: () => Promise<void>) {
+  const label = `fangzhou.release=${id}`;
+  const stream = await docker.getEvents({ filters: { type: ['container'], label: [label] } }) as unknown as NodeJS.ReadableStream & { destroy(): void };
+  const serving = new Map<string, string>(); // container id → instance id
+  const timeline: string[] = [];
   let maxDown = 0;
-  const last = await waitFor('the upgrade to finish', async () => {
-    const v = await view();
-    const down = v.instances.filter((i) => !(i.status?.state === 'RUNNING' && i.status.health === 'HEALTHY')).length;
-    maxDown = Math.max(maxDown, down);
-    return done(v) && v;
-  }, timeoutMs, 150);
-  return { maxDown, last };
+  let buffer = '';
+  const down = () => replicas - new Set(serving.values()).size;
+  stream.on('data', (chunk: Buffer) => {
+    buffer += chunk.toString('utf8');
+    for (let nl = buffer.indexOf('\n'); nl >= 0; nl = buffer.indexOf('\n')) {
+      const line = buffer.slice(0, nl).trim();
+      buffer = buffer.slice(nl + 1);
+      if (!line) continue;
+      const event = JSON.parse(line) as { Action: string; Actor: { ID: string; Attributes: Record<string, string> } };
+      const action = event.Action;
+      if (action === 'health_status: healthy') serving.set(event.Actor.ID, event.Actor.Attributes['fangzhou.instance']);
+      else if (action.startsWith('health_status') || ['start', 'restart', 'die', 'oom', 'destroy'].includes(action)) serving.delete(event.Actor.ID);
+      else continue;
+      maxDown = Math.max(maxDown, down());
+      timeline.push(`${action} ${event.Actor.Attributes.name} (${event.Actor.Attributes.image}) → ${down()} down`);
+    }
+  });
+  try {
+    await waitUntil(`all ${replicas} replicas serving before counting`, async () => {
+      for (const c of await docker.listContainers({ filters: { label: [label] } })) {
+        const info = await docker.getContainer(c.Id).inspect();
+        if (info.State.Running && info.State.Health?.Status === 'healthy') serving.set(c.Id, c.Labels['fangzhou.instance']);
+      }
+      return down() === 0;
+    }, 30_000, 250);
+    maxDown = 0;
+    await during();
+    // The API derives RUNNING from the runner's reports of these very events; the stream may deliver them a moment later.
+    await waitUntil('the event stream to show every replica serving again', async () => down() === 0, 15_000, 100);
+  } finally {
+    stream.destroy();
+  }
+  console.log(`engine events during the upgrade (most down at once: ${maxDown}):\n  ${timeline.join('\n  ')}`);
+  return { maxDown, timeline };
 }
 
 beforeAll(async () => {
@@ -70,12 +115,17 @@ test('bad upgrade requests are refused with a code and change nothing', async ()
 });
 
 test('v1 → v2 replaces instances batch by batch, never more than maxUnavailable down, and a second upgrade meanwhile is refused', async () => {
-  const started = await upgrade('2.0.0', { maxUnavailable: 1 });
-  expect(started.errors).toBeUndefined();
-  const second = await upgrade('3.0.0-unhealthy');
-  expect(second.errors?.[0].extensions?.code).toBe('CONFLICT');
-  const { maxDown, last } = await watch((v) => v.upgrade?.state === 'SUCCEEDED' && v.status === 'RUNNING');
+  let last!: View;
+  const { maxDown, timeline } = await countDown(3, async () => {
+    const started = await upgrade('2.0.0', { maxUnavailable: 1 });
+    expect(started.errors).toBeUndefined();
+    const second = await upgrade('3.0.0-unhealthy');
+    expect(second.errors?.[0].extensions?.code).toBe('CONFLICT');
+    ({ last } = await watch((v) => v.upgrade?.state === 'SUCCEEDED' && v.status === 'RUNNING'));
+  });
   expect(maxDown).toBeLessThanOrEqual(1);
+  // The count saw the upgrade: three v2 containers came up healthy (a counter that missed the events would say 0 down).
+  expect(timeline.filter((t) => /^health_status: healthy .*fangzhou\/demo:2/.test(t))).toHaveLength(3);
   expect(last).toMatchObject({ version: '2.0.0', revision: 2, upgrade: { kind: 'UPGRADE', done: 3, total: 3, batch: [] } });
   expect(await images()).toEqual(['fangzhou/demo:2', 'fangzhou/demo:2', 'fangzhou/demo:2']);
 });

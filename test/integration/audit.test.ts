@@ -1,7 +1,7 @@
 import { exportLines, verify } from '../../cli/audit';
 import type { Api } from '../../cli/api';
 import { appendAudit, type AuditEntry } from '../../lib/audit';
-import { operator, startInProcess, withRole } from '../support/inprocess';
+import { asHost, operator, startInProcess, withRole } from '../support/inprocess';
 
 /**
  * The audit log on the real store protocol: mutations through the in-process gateway are appended to a hash chain,
@@ -71,5 +71,18 @@ test('fz audit verify detects an edited entry and a removed one; export is one J
 test('refusals of callers without a credential are not written to the audit log', async () => {
   const before = (await api.run('{ auditHead { last } }', {}, operator)).data!.auditHead.last;
   await api.run('mutation { createJoinToken { token } }', {}, { principal: { kind: 'anonymous' } });
+  expect((await api.run('{ auditHead { last } }')).data!.auditHead.last).toBe(before);
+});
+
+test("a runner's heartbeats and syncs are reports, not changes: they leave the audit log as it was", async () => {
+  const hostId = await api.registerHost('audit-quiet');
+  const before = (await api.run('{ auditHead { last } }')).data!.auditHead.last;
+  for (let i = 0; i < 3; i++) {
+    const beat = await api.run('mutation($input: RunnerHeartbeatInput!) { runnerHeartbeat(input: $input) { hostId } }',
+      { input: { session: 's-audit-quiet', sentAt: new Date().toISOString() } }, asHost(hostId));
+    expect(beat.errors).toBeUndefined();
+    const sync = await api.run('mutation { runnerSync(input: {observed: [], session: "s-audit-quiet"}) { hostId } }', {}, asHost(hostId));
+    expect(sync.errors).toBeUndefined();
+  }
   expect((await api.run('{ auditHead { last } }')).data!.auditHead.last).toBe(before);
 });

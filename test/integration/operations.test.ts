@@ -4,7 +4,9 @@ import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { store } from '../../lib/store';
 import { raise } from '../../subgraphs/butler/alarms';
+import { AUTO_RESTART, reactToChanges } from '../../subgraphs/butler/watch';
 import { watchHosts } from '../../subgraphs/butler/watchdog';
+import { getContainer } from '../../subgraphs/ark';
 import { reconcileReleases } from '../../subgraphs/panama/reconcile';
 import { asHost, startInProcess } from '../support/inprocess';
 
@@ -210,6 +212,44 @@ test('an upgrade rolled back by itself leaves the release RUNNING on the version
     upgrade: { state: 'ROLLED_BACK', fromVersion: '1.0.0', toVersion: '2.0.0', failedVersion: '2.0.0', reason: "fallback-0: running, unhealthy",
       message: `rolled back to 1.0.0: 2.0.0 failed its health gate (fallback-0: running, unhealthy)` },
   });
+  await api.run('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id });
+});
+
+test('a container that stays unhealthy is replaced at most 3 times in 10 minutes, then left alone with a CONTAINER_CRASH_LOOP alarm', async () => {
+  expect(AUTO_RESTART).toEqual({ max: 3, windowMs: 10 * 60_000 }); // what the README promises
+  const id = (await api.run('mutation { deploy(input: {name: "flaky", product: "svc", version: "1.0.0", replicas: 1}) { id } }')).data!.deploy.id;
+  const instanceId = `${id}-0`;
+  // As its runner reports it: each generation (spec hash) is a new container, which starts, then fails its healthcheck.
+  const report = async (health: string) => {
+    for (const host of [hostA, hostB]) await api.reportAllRunning(host, (d) => (d.instanceId === instanceId ? { containerId: `c-${d.specHash}`, health } : {}));
+  };
+  const kinds = async () => (await api.run('query($r: ID!) { events(filter: {releaseId: $r}, first: 500) { nodes { kind } } }', { r: id }))
+    .data!.events.nodes.map((e: { kind: string }) => e.kind) as string[];
+  const replaced = async () => (await kinds()).filter((k) => k === 'RESTARTED').length;
+  const crashLoops = async () => (await api.run('query($r: ID!) { alarms(filter: {releaseId: $r}) { nodes { kind state message } } }', { r: id }))
+    .data!.alarms.nodes.filter((a: { kind: string }) => a.kind === 'CONTAINER_CRASH_LOOP');
+
+  await report('HEALTHY');
+  for (let round = 1; round <= 3; round++) {
+    await report('STARTING');
+    await report('UNHEALTHY');
+    expect(await replaced()).toBe(round);
+    expect(await crashLoops()).toEqual([]);
+  }
+  // The fourth time within 10 minutes: no replacement, an alarm instead; reporting it again changes nothing.
+  await report('STARTING');
+  await report('UNHEALTHY');
+  await report('STARTING');
+  await report('UNHEALTHY');
+  expect(await replaced()).toBe(3);
+  expect(await crashLoops()).toEqual([{ kind: 'CONTAINER_CRASH_LOOP', state: 'FIRING',
+    message: 'fz-flaky-0 stays unhealthy after 3 restarts in 10 min; no more automatic restarts until it recovers or is restarted by hand' }]);
+
+  // Ten minutes after those replacements (the store has no clock of its own: Butler is told the time), one is allowed again.
+  const record = (await getContainer(store(), instanceId))!;
+  await reactToChanges(store(), record.hostId, [{ instanceId, releaseId: id, before: { ...record, health: 'STARTING' }, after: { ...record, health: 'UNHEALTHY' } }],
+    new Date(Date.now() + AUTO_RESTART.windowMs + 1000));
+  expect(await replaced()).toBe(4);
   await api.run('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id });
 });
 

@@ -14,7 +14,7 @@ import { hostNetworks } from '../../runner/network';
 import { RunnerFatalError, ensureRegistered, startRunner, type Runner, type RunnerConfig } from '../../runner/agent';
 import { createApi } from '../../runner/api';
 import { DEFAULT_DOCKER_SOCKET, connectEngine, listOwn } from '../../runner/engine';
-import { stateFile } from '../../runner/state';
+import { saveState, stateFile } from '../../runner/state';
 
 const repo = path.resolve(__dirname, '../..');
 const dockerTarget = process.env.DOCKER_HOST ?? DEFAULT_DOCKER_SOCKET;
@@ -176,7 +176,20 @@ test('registers, creates the desired container and reports it RUNNING at once, n
     await until(() => api.syncs().some((s) => s.input.observed.some((o) => o.state === 'RUNNING')), 15_000);
     const sync = api.syncs()[0];
     expect(sync.authorization).toBe(`Bearer token-${hostId}`);
-    expect(sync.input.engine).toEqual({ version: expect.any(String), os: expect.any(String), cpuMillis: expect.any(Number), memoryMb: expect.any(Number) });
+    expect(sync.input.engine).toEqual({
+      version: expect.any(String), os: expect.any(String), cpuMillis: expect.any(Number), memoryMb: expect.any(Number),
+      diskUsedPercent: expect.any(Number), memoryAvailablePercent: expect.any(Number),
+    });
+    // The host's pressure as this machine itself sees it: the engine's file system (as df counts it) and MemAvailable.
+    const rootDir = String((await docker.info()).DockerRootDir);
+    const fsNow = fs.statfsSync(rootDir);
+    const dfUsed = Math.ceil(((fsNow.blocks - fsNow.bfree) / (fsNow.blocks - fsNow.bfree + fsNow.bavail)) * 100);
+    expect(Math.abs(sync.input.engine!.diskUsedPercent! - dfUsed)).toBeLessThanOrEqual(2);
+    const meminfo = fs.readFileSync('/proc/meminfo', 'utf8');
+    const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(meminfo)![1]);
+    const available = (kb('MemAvailable') / kb('MemTotal')) * 100;
+    expect(sync.input.engine!.memoryAvailablePercent! % 5).toBe(0);
+    expect(Math.abs(sync.input.engine!.memoryAvailablePercent! - available)).toBeLessThanOrEqual(15);
     const reported = api.syncs().at(-1)!.input.observed;
     expect(reported).toEqual([
       expect.objectContaining({ instanceId: `${hostId}-i1`, name: `fz-${hostId}-1`, specHash: 'spec-1', state: 'RUNNING', error: null }),
@@ -246,6 +259,35 @@ test('retries with back-off while the API answers 5xx, then syncs', async () => 
     expect(c - b).toBeGreaterThanOrEqual(1900);
   } finally {
     await runner.stop();
+    await api.close();
+  }
+});
+
+test('gives up, naming the URL and the status, when the URL answers but never with GraphQL (a wrong FZ_API_URL)', async () => {
+  const api = await stubApi(() => ({ status: 503, body: { message: 'Service Unavailable' } }));
+  try {
+    const runner = launch(config('h-wrong-url', api.url, { giveUpAfterSeconds: 2 }));
+    await expect(runner.done).rejects.toThrow(RunnerFatalError);
+    const message = await runner.done.then(() => '', (err: Error) => err.message);
+    expect(message.replace(/ in \d+ s /, ' in N s ')).toBe(
+      `${api.url} is not a Fangzhou API (3 answers in N s and none of them GraphQL, the last HTTP 503): check FZ_API_URL, e.g. http://api-host:3000/graphql`);
+    // Registration retried with back-off (1 s, 2 s) until then; nothing else was tried.
+    expect(api.calls.map((c) => c.operation)).toEqual(['registerHost', 'registerHost', 'registerHost']);
+  } finally {
+    await api.close();
+  }
+});
+
+test('a runner with a saved registration gives up the same way: its first heartbeat never gets a GraphQL answer', async () => {
+  const api = await stubApi(() => ({ status: 502, body: '<html>Bad Gateway</html>' }));
+  saveState(stateFile(stateDir, 'h-wrong-saved'), { hostId: newHostId(), hostToken: 'token-saved', apiUrl: api.url });
+  try {
+    const runner = launch(config('h-wrong-saved', api.url, { giveUpAfterSeconds: 2 }));
+    await expect(runner.done).rejects.toThrow(RunnerFatalError);
+    const message = await runner.done.then(() => '', (err: Error) => err.message);
+    expect(message).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/graphql is not a Fangzhou API \(\d+ answers in \d+ s and none of them GraphQL, the last HTTP 502\)/);
+    expect(new Set(api.calls.map((c) => c.operation))).toEqual(new Set(['runnerHeartbeat']));
+  } finally {
     await api.close();
   }
 });

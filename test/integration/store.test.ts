@@ -107,6 +107,17 @@ describe.each([
     });
   });
 
+  describe('increment', () => {
+    it('counts from 1, and 40 concurrent writers from two clients lose no step', async () => {
+      const name = key('counter');
+      expect(await store.increment('claims', name, 'serial')).toBe(1);
+      const other = new Store(connect(), prefix);
+      const seen = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 ? other : store).increment('claims', name, 'serial')));
+      expect(seen.sort((a, b) => a - b)).toEqual(Array.from({ length: 40 }, (_, i) => i + 2));
+      expect(await store.get('claims', name)).toEqual({ key: name, serial: 41 });
+    });
+  });
+
   describe('create', () => {
     it('writes a new item at seq 1 and returns it', async () => {
       const name = key('redis');

@@ -3,7 +3,7 @@ import { BOOTSTRAP_ADMIN, type Context, type Role } from '../../lib/auth';
 import { hashSecret } from '../../lib/ids';
 import { newSecretKey } from '../../lib/secrets';
 import { createClient, ensureTables } from '../../lib/store';
-import { startDynalite } from './dynamodb';
+import { startDynalite, startDynamoDbLocal, type DynamoDbServer } from './dynamodb';
 
 export type Result = { data?: Record<string, any>; errors?: { message: string; extensions?: { code?: string } }[] };
 
@@ -13,16 +13,25 @@ export const anonymous: Context = { principal: { kind: 'anonymous' } };
 export const asHost = (hostId: string): Context => ({ principal: { kind: 'host', hostId } });
 
 /**
- * The single-process shape for API-level tests: the gateway runs the three subgraphs in-process on dynalite (the real
- * store protocol). `run` executes an operation as the given principal.
+ * The single-process shape for API-level tests: the gateway runs the three subgraphs in-process on the real store
+ * protocol (dynalite, or Amazon's DynamoDB Local with `server: 'dynamodb-local'`). `run` executes an operation as the
+ * given principal.
  */
-export async function startInProcess(prefix: string) {
-  const db = await startDynalite();
-  process.env.DYNAMODB_ENDPOINT = db.endpoint;
-  process.env.FZ_TABLE_PREFIX = prefix;
+export async function startInProcess(prefix: string, { server = 'dynalite' }: { server?: 'dynalite' | 'dynamodb-local' } = {}) {
+  const db = server === 'dynalite' ? await startDynalite() : await startDynamoDbLocal();
   process.env.FZ_ADMIN_TOKEN_HASH = hashSecret('fza_test');
   process.env.FZ_SECRET_KEY ??= newSecretKey();
   await ensureTables(createClient(db.endpoint, 'local'), prefix);
+  return connectInProcess(db.endpoint, prefix, db);
+}
+
+/**
+ * The gateway in this process on a store that is already running (tables created), e.g. one a parent test process
+ * started: for child processes of crash tests. `stop` also stops `db` when given.
+ */
+export async function connectInProcess(endpoint: string, prefix: string, db?: DynamoDbServer) {
+  process.env.DYNAMODB_ENDPOINT = endpoint;
+  process.env.FZ_TABLE_PREFIX = prefix;
   // Loaded after the environment is set: the store client is built from it on first use.
   const { createGateway } = await import('../../gateway/gateway');
   const { apolloServer } = await import('../../lib/graphql-lambda');
@@ -51,10 +60,10 @@ export async function startInProcess(prefix: string) {
     return desired as { instanceId: string; name: string }[];
   };
   return {
-    run, registerHost, reportAllRunning,
+    endpoint, run, registerHost, reportAllRunning,
     async stop() {
       await server.stop();
-      await db.stop();
+      await db?.stop();
     },
   };
 }

@@ -13,7 +13,7 @@ import { ConditionFailed, type Store } from '../../lib/store';
 import tables from '../../lib/tables.json';
 import type { Host } from '../../subgraphs/ark/hosts';
 import {
-  HOST_DESIRED_CHANGED, migrateInstance, placeInstances, removeInstance, respecInstance,
+  announcePendingNetwork, HOST_DESIRED_CHANGED, migrateInstance, networkChanged, placeInstances, removeInstance, respecInstance,
   type ContainerSpec, type Instance, type PlacementConstraints, type UnplacedInstance,
 } from '../../subgraphs/ark/instances';
 import type { PlatformEvent } from '../../subgraphs/butler/events';
@@ -74,6 +74,12 @@ class MemoryStore {
   }
   async remove(name: string, key: string) {
     this.table(name).delete(key);
+  }
+  async increment(name: string, key: string, attribute: string) {
+    const item = this.table(name).get(key) ?? { [this.keyOf(name)]: key };
+    item[attribute] = Number(item[attribute] ?? 0) + 1;
+    this.table(name).set(key, item);
+    return item[attribute] as number;
   }
   async scan<T>(name: string) {
     return [...this.table(name).values()].map((i) => structuredClone(i) as T);
@@ -168,6 +174,30 @@ describe('HOST_DESIRED_CHANGED events', () => {
     const { store, notices } = await ark(host('h-a', 4096));
     await placeInstances(store, unplaced('r-1', [0, 1, 2, 3, 4, 5, 6]), SPREAD);
     expect((await notices())[0].message).toBe('desired containers changed: placed web-0, placed web-1, placed web-2, placed web-3, placed web-4 and 2 more');
+  });
+});
+
+describe('network changes', () => {
+  test('every live host hears of a burst of DNS changes twice at most: the first at once, the rest together a second later', async () => {
+    const { store, notices } = await ark(host('h-a'), host('h-b'), { ...host('h-down'), status: 'DOWN' });
+    const at = (ms: number) => new Date(Date.parse('2026-01-01T00:00:00.000Z') + ms);
+    const told = async () => (await notices()).map((e) => `${e.hostId}: ${e.message}`).sort();
+    await networkChanged(store, 'web-0 serves', at(0));
+    expect(await told()).toEqual(['h-a: desired containers changed: web-0 serves', 'h-b: desired containers changed: web-0 serves']);
+    // 99 more changes within the second: no notice now, and none at a tick before the second is over.
+    for (let i = 1; i < 100; i++) await networkChanged(store, `web-${i} serves`, at(5 * i));
+    await announcePendingNetwork(store, at(900));
+    expect(await told()).toHaveLength(2);
+    await announcePendingNetwork(store, at(1000));
+    const after = await told();
+    expect(after).toHaveLength(4);
+    expect(after.filter((m) => m.startsWith('h-a'))).toEqual([
+      'h-a: desired containers changed: web-0 serves',
+      'h-a: desired containers changed: web-80 serves, web-81 serves, web-82 serves, web-83 serves, web-84 serves and 15 more',
+    ]);
+    // Nothing left: the next tick tells no one.
+    await announcePendingNetwork(store, at(5000));
+    expect(await told()).toHaveLength(4);
   });
 });
 

@@ -97,3 +97,28 @@ test('reports render as Markdown and as escaped HTML', () => {
   expect(html).toContain('<td>host/&lt;a&gt;</td>');
   expect(html).not.toContain('<a>');
 });
+
+test('finds a host whose clock is off and a release whose members all sit in one zone of several', () => {
+  const view = fleet();
+  const zone = (z: string) => [{ key: 'zone', value: z }];
+  view.hosts = [host('a', { labels: zone('east'), clockSkewSeconds: -42 }), host('b', { labels: zone('east') }), host('c', { labels: zone('west') })];
+  expect(inspect(view, now).map((f) => [f.severity, f.check, f.subject, f.message.slice(0, 60)])).toEqual([
+    ['WARNING', 'host.clock-skew', 'host/a', "its clock is 42 s behind the API's: heartbeats are judged by"],
+    ['WARNING', 'release.zone-spread', 'release/web', 'all 2 instances run in zone east while the fleet has 2 zones'],
+  ]);
+  // Spread over both zones: nothing to say; a skew under 2 s is NTP's normal.
+  view.hosts[1] = host('b', { labels: zone('west'), clockSkewSeconds: 1.5 });
+  view.hosts[0] = host('a', { labels: zone('east'), clockSkewSeconds: 0.3 });
+  expect(inspect(view, now)).toEqual([]);
+});
+
+test('finds a host whose disk is filling up or full, and one short of memory', () => {
+  const view = fleet();
+  const engine = (diskUsedPercent: number | null, memoryAvailablePercent: number | null) => ({ version: '26.1.5', os: 'Debian', diskUsedPercent, memoryAvailablePercent });
+  view.hosts = [host('a', { engine: engine(96, 40) }), host('b', { engine: engine(88, 5) }), host('c', { engine: engine(84, 10) }), host('d', { engine: engine(null, null) })];
+  expect(inspect(view, now).map((f) => [f.severity, f.check, f.subject])).toEqual([
+    ['CRITICAL', 'host.disk', 'host/a'],
+    ['WARNING', 'host.disk', 'host/b'],
+    ['WARNING', 'host.memory-pressure', 'host/b'],
+  ]);
+});

@@ -37,7 +37,7 @@ export function Channels() {
           <thead><tr><th>Name</th><th>Kind</th><th>Target</th><th>From</th><th /></tr></thead>
           <tbody>{alertChannels.map((c) => (
             <tr key={c.id}><td>{c.name}</td><td>{c.kind}</td><td><code>{c.target}</code></td><td>{c.minSeverity}</td>
-              <td><Can role="OPERATOR"><button onClick={() => { setTestedId(c.id); test({ id: c.id }); }} disabled={tested.fetching}>Send test</button></Can>
+              <td><Can role="ADMIN"><button onClick={() => { setTestedId(c.id); test({ id: c.id }); }} disabled={tested.fetching}>Send test</button></Can>
                 {testedId === c.id && tested.data && <span role="status">{tested.data.testAlertChannel.delivered ? ' delivered' : ` failed: ${tested.data.testAlertChannel.error}`}</span>}
                 {testedId === c.id && tested.error && <ErrorBox error={tested.error} />}</td></tr>
           ))}</tbody>

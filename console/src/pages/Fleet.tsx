@@ -4,7 +4,7 @@ import { useLive } from '../live';
 
 const HOSTS = gql`query Fleet { hosts {
   id name address status labels { key value } exclusiveFor lastHeartbeatAt
-  capacity { cpuMillis memoryMb } allocated { cpuMillis memoryMb } engine { version os }
+  capacity { cpuMillis memoryMb } allocated { cpuMillis memoryMb } engine { version os diskUsedPercent memoryAvailablePercent }
   containers { instance { id } }
 } }`;
 const CHANGES = gql`subscription FleetChanges { containerStatusChanged { instance { id } } }`;
@@ -12,7 +12,7 @@ const CHANGES = gql`subscription FleetChanges { containerStatusChanged { instanc
 type Host = {
   id: string; name: string; address: string; status: string; labels: { key: string; value: string }[]; exclusiveFor: string | null;
   lastHeartbeatAt: string | null; capacity: { cpuMillis: number; memoryMb: number }; allocated: { cpuMillis: number; memoryMb: number };
-  engine: { version: string; os: string } | null; containers: unknown[];
+  engine: { version: string; os: string; diskUsedPercent: number | null; memoryAvailablePercent: number | null } | null; containers: unknown[];
 };
 
 export function Fleet() {
@@ -26,7 +26,7 @@ export function Fleet() {
           {hosts.map((h) => (
             <li key={h.id} className="card" data-testid={`host-${h.name}`}>
               <h2>{h.name} <Badge value={h.status} /></h2>
-              <p className="muted">{h.address} · {h.engine ? `Docker ${h.engine.version} (${h.engine.os})` : 'engine unknown'} · heartbeat {ago(h.lastHeartbeatAt)}</p>
+              <p className="muted">{h.address} · {h.engine ? `Docker ${h.engine.version} (${h.engine.os})` : 'engine unknown'}{h.engine?.diskUsedPercent != null && ` · disk ${h.engine.diskUsedPercent}% used`}{h.engine?.memoryAvailablePercent != null && ` · ${h.engine.memoryAvailablePercent}% memory available`} · heartbeat {ago(h.lastHeartbeatAt)}</p>
               <p>{h.labels.map((l) => <span key={l.key} className="label">{l.key}={l.value}</span>)}
                 {h.exclusiveFor && <span className="label exclusive">exclusive: {h.exclusiveFor}</span>}</p>
               <Bar label="CPU millis" value={h.allocated.cpuMillis} max={h.capacity.cpuMillis} />
