@@ -10,24 +10,14 @@ import { createClient } from 'graphql-ws';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import WebSocket from 'ws';
-import { DEPLOY, defineDemo, ms, now, post, printStats, round, roundStats, runBench, sequential, stats, waitUntil, type Bench, type Stats } from './lib';
+import { ms, now, printStats, round, roundStats, runBench, stats, waitUntil, type Bench, type Stats } from './lib';
+import { deployDemoRelease, simulatedHost, timeGateway } from './support';
 import { startStack, type Runtime } from '../scripts/stack';
 
 const REQUESTS = 300;
 const WARMUP = 30;
 const EVENTS = 30;
 const REPLICAS = 3;
-
-const GATEWAY_QUERY = `query Release($id: ID!) {
-  release(id: $id) { name status instances { id host { name } status { state health } } }
-}`;
-// The three fetches of the gateway's query plan for GATEWAY_QUERY (as bench/gateway-latency.ts sends them).
-const PANAMA_FETCH = 'query($id: ID!) { release(id: $id) { __typename id name status } }';
-const ARK_FETCH = `query($representations: [_Any!]!) { _entities(representations: $representations) {
-  ... on Release { instances { __typename id host { name } } } } }`;
-const BUTLER_FETCH = `query($representations: [_Any!]!) { _entities(representations: $representations) {
-  ... on Instance { status { state health } } } }`;
-const SYNC = 'mutation($input: RunnerSyncInput!) { runnerSync(input: $input) { desired { instanceId specHash name } } }';
 
 /** Resident memory (kB → MiB) of a process and all its descendants, from /proc. */
 function treeRssMiB(root: number): number {
@@ -87,50 +77,15 @@ async function measure(b: Bench, label: string, runtime: Runtime, httpPort: numb
   b.defer(() => stack.stop());
   console.log(`up in ${ms(startupMs)} (store, tables, API answering)`);
   const token = stack.adminToken;
-
-  // A host that reports like a runner: every desired container RUNNING and HEALTHY.
-  const joinToken = (await post(stack.url, 'mutation { createJoinToken { token } }', undefined, token)).createJoinToken.token;
-  const { registerHost } = await post(stack.url, 'mutation($input: RegisterHostInput!) { registerHost(input: $input) { host { id } hostToken } }',
-    { input: { joinToken, name: `bench-${runtime}-${httpPort}`, address: '127.0.0.1', capacity: { cpuMillis: 4000, memoryMb: 4096 } } }, token);
-  const hostToken: string = registerHost.hostToken;
-  const startedAt = new Map<string, string>();
-  let desired: { instanceId: string; specHash: string; name: string }[] = [];
-  const sync = async () => {
-    const observed = desired.map((d) => ({
-      containerId: `c-${d.instanceId}`, instanceId: d.instanceId, specHash: d.specHash, name: d.name, state: 'RUNNING', health: 'HEALTHY',
-      restartCount: 0, oomKilled: false, startedAt: startedAt.get(d.instanceId) ?? '2026-01-01T00:00:00.000Z', ports: [],
-    }));
-    desired = (await post(stack.url, SYNC, { input: { observed, engine: { version: 'bench', os: 'bench' } } }, hostToken)).runnerSync.desired;
-  };
-  await sync();
-  const heartbeat = setInterval(() => void sync().catch(() => undefined), 1000);
-  b.defer(() => clearInterval(heartbeat));
-
-  await defineDemo(stack);
-  const { deploy } = await post(stack.url, DEPLOY, { input: { name: 'bench-sm', product: 'demo', version: '1.0.0', replicas: REPLICAS } }, token);
-  const id: string = deploy.id;
-  await waitUntil('the release RUNNING', async () => (await post(stack.url, GATEWAY_QUERY, { id }, token)).release.status === 'RUNNING', 90_000, 250);
+  const host = await simulatedHost(b, stack, `bench-${runtime}-${httpPort}`);
+  const release = await deployDemoRelease(stack, 'bench-sm', REPLICAS);
+  const id = release.id;
 
   // Gateway overhead: the query through the gateway against its three plan fetches sent back to back.
-  const subgraph = (name: string) => stack.url.replace(/\/graphql$/, `/subgraphs/${name}`);
-  const instances: { id: string }[] = (await post(stack.url, GATEWAY_QUERY, { id }, token)).release.instances;
-  const gatewayCall = () => post(stack.url, GATEWAY_QUERY, { id }, token);
-  const planCall = async () => {
-    await post(subgraph('panama'), PANAMA_FETCH, { id }, token);
-    await post(subgraph('ark'), ARK_FETCH, { representations: [{ __typename: 'Release', id }] }, token);
-    await post(subgraph('butler'), BUTLER_FETCH, { representations: instances.map((i) => ({ __typename: 'Instance', id: i.id })) }, token);
-  };
-  const bareCall = () => post(stack.url, '{ __typename }', undefined, token);
-  await sequential(WARMUP, gatewayCall);
-  await sequential(WARMUP, planCall);
-  await sequential(WARMUP, bareCall);
-  const gateway = stats(await sequential(REQUESTS, gatewayCall));
-  const planFetches = stats(await sequential(REQUESTS, planCall));
-  const bare = stats(await sequential(REQUESTS, bareCall));
+  const { gateway, planFetches, bare, overheadP50 } = await timeGateway(stack, release, WARMUP, REQUESTS);
   printStats('gateway  POST /graphql (release → 3 subgraphs)', gateway);
   printStats('its 3 plan fetches, back to back', planFetches);
   printStats('gateway  { __typename } (no fetch)', bare);
-  const overheadP50 = gateway.p50 - planFetches.p50;
   console.log(`gateway overhead over its plan's fetches (p50 difference): ${overheadP50.toFixed(1)} ms`);
 
   // Subscription latency: a container's new report → the containerStatusChanged `next` at the operator.
@@ -145,12 +100,12 @@ async function measure(b: Bench, label: string, runtime: Runtime, httpPort: numb
     error: (err) => console.error('subscription error', err),
     complete: () => undefined,
   });
-  const target = desired[0].instanceId;
+  const target = host.desired()[0].instanceId;
   const trigger = async (n: number) => {
     const at = new Date(Date.UTC(2026, 0, 2, 0, 0, n)).toISOString();
-    startedAt.set(target, at);
+    host.setStartedAt(target, at);
     const sent = now();
-    await sync();
+    await host.sync();
     await waitUntil(`event ${n} at the subscriber`, async () => arrivals.has(at), 30_000, 5);
     return arrivals.get(at)! - sent;
   };
@@ -164,7 +119,7 @@ async function measure(b: Bench, label: string, runtime: Runtime, httpPort: numb
   const rssMiB = treeRssMiB(apiPid());
   console.log(`resident memory of the API's processes: ${rssMiB.toFixed(0)} MiB`);
   await client.dispose();
-  clearInterval(heartbeat);
+  host.stop();
   await stack.stop();
   return { startupMs, rssMiB, subscription, gateway, planFetches, overheadP50, bare };
 }
