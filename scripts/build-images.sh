@@ -94,6 +94,54 @@ stage_binaries() {
   done
 }
 
+# Copies whole folders (symlinks resolved: Debian links a JVM's conf/ into /etc) into rootfs at the same paths.
+stage_trees() {
+  local rootfs="$1"; shift
+  local tree
+  for tree in "$@"; do
+    mkdir -p "$rootfs$(dirname "$tree")"
+    # A dangling link (e.g. a JDK's src.zip whose package is not installed) cannot be copied and is not needed.
+    find -L "$tree" -type l -printf '%P\n' 2>/dev/null | sed "s#^#$tree/#" >"$rootfs.dangling" || true
+    if [ -d "$tree" ]; then
+      # Into the folder, which staging the binaries may have made already (a launcher's own libraries live there).
+      mkdir -p "$rootfs$tree"
+      cp -rL "$tree/." "$rootfs$tree/" 2>/dev/null || [ -s "$rootfs.dangling" ] || { warn "could not copy $tree"; exit 1; }
+    else
+      cp -L "$tree" "$rootfs$tree"
+    fi
+  done
+}
+
+# The libraries and loader `ldd` lists for files already in rootfs (given by their path inside it).
+stage_libraries() {
+  local rootfs="$1"; shift
+  local file lib
+  for file in "$@"; do
+    while read -r lib; do
+      [ -e "$rootfs$lib" ] && continue
+      mkdir -p "$rootfs$(dirname "$lib")"
+      cp -L "$lib" "$rootfs$lib"
+    done < <(ldd "$rootfs$file" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3; next } $1 ~ /^\// { print $1 }')
+  done
+}
+
+# Java archives and every jar their manifests' Class-Path names, transitively (Debian's jars name their
+# dependencies by absolute path under /usr/share/java), read with busybox's unzip.
+stage_jars() {
+  local rootfs="$1"; shift
+  local queue=("$@") jar dep
+  while [ ${#queue[@]} -gt 0 ]; do
+    jar="${queue[0]}"; queue=("${queue[@]:1}")
+    [ -e "$rootfs$jar" ] && continue
+    [ -e "$jar" ] || { warn "missing $jar (named by a Class-Path)"; continue; }
+    mkdir -p "$rootfs$(dirname "$jar")"
+    cp -L "$jar" "$rootfs$jar"
+    for dep in $(/bin/busybox unzip -p "$jar" META-INF/MANIFEST.MF 2>/dev/null | tr -d '\r' | sed -e ':a' -e '$!N' -e 's/\n //' -e 'ta' -e 'P' -e 'D' | sed -n 's/^Class-Path: //p'); do
+      case "$dep" in /*) queue+=("$dep") ;; *) queue+=("$(dirname "$jar")/$dep") ;; esac
+    done
+  done
+}
+
 # 5:7.0.15-1~deb12u10 -> 7.0.15; 3.4.23-4+b4 -> 3.4.23; 1.2+dfsg-1 -> 1.2
 upstream_version() {
   local v="${1#*:}"
@@ -101,7 +149,7 @@ upstream_version() {
 }
 
 build_middleware() {
-  local dir="$1" name TITLE="" PACKAGES="" BINARIES="" pkg debian_version version major context recipe missing=()
+  local dir="$1" name TITLE="" PACKAGES="" BINARIES="" TREES="" DROP="" JARS="" pkg debian_version version major context recipe missing=()
   name="$(basename "$dir")"
   # shellcheck disable=SC1091
   . "$dir/image.env"
@@ -125,6 +173,15 @@ build_middleware() {
   cp /bin/busybox "$context/busybox"
   # shellcheck disable=SC2086
   stage_binaries "$context/rootfs" $BINARIES
+  # shellcheck disable=SC2086
+  stage_trees "$context/rootfs" $TREES
+  # shellcheck disable=SC2086
+  for drop in $DROP; do rm -rf "${context:?}/rootfs$drop"; done
+  # Shared objects that came with the trees need their libraries too (what DROP removed needs none).
+  # shellcheck disable=SC2046
+  [ -z "$TREES" ] || stage_libraries "$context/rootfs" $(cd "$context/rootfs" && find . -name '*.so' -type f | sed 's#^\.##')
+  # shellcheck disable=SC2086
+  stage_jars "$context/rootfs" $JARS
   build --build-arg "VERSION=$version" --build-arg "DEBIAN_VERSION=$debian_version" --label "fangzhou.recipe=$recipe" \
     -t "fangzhou/$name:$version" -t "fangzhou/$name:$major" "$context"
   say "built fangzhou/$name:$version and :$major ($TITLE, Debian $debian_version)"

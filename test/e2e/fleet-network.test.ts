@@ -13,7 +13,7 @@ import { waitFor, waitUntil } from '../support/wait';
  * new address, rejoins its cluster (its onReplace hook), and DNS follows it. Images come from the platform registry.
  */
 const ROOT = resolve(__dirname, '../..');
-const IMAGES = ['fangzhou/etcd:3.4.23', 'fangzhou/redis:7.0.15'];
+const IMAGES = ['fangzhou/etcd:3.4.23', 'fangzhou/redis:7.0.15', 'fangzhou/zookeeper:3.8.0'];
 let fleet: Fleet;
 let stack: Stack;
 let dir: string;
@@ -102,6 +102,19 @@ test('Redis primary and two replicas on three hosts replicate; a container on an
   const endpoints = await graphql<{ resolveName: { ip: string; host: { name: string }; health: string }[] }>(
     '{ resolveName(name: "redis.fz.internal") { ip host { name } health } }');
   expect(endpoints.data!.resolveName.map((e) => e.ip).sort()).toEqual(byOrdinal.map((i) => i.ip).sort());
+}, 600_000);
+
+test('ZooKeeper x3 on three hosts elects one leader; a znode written through one member is read through another', async () => {
+  const zk = (await deploy('zookeeper.yaml', 'zk', 3))!;
+  const byOrdinal = [...zk.instances].sort((a, b) => a.ordinal - b.ordinal);
+  const modes = await Promise.all(byOrdinal.map(async (i) =>
+    /^Mode: (\w+)$/m.exec((await exec(hostOf(i), `fz-zk-${i.ordinal}`, ['sh', '-c', 'echo srvr | nc -w 3 127.0.0.1 2181'])).out)?.[1]));
+  expect(modes.sort()).toEqual(['follower', 'follower', 'leader']);
+  const cli = (server: string, ...args: string[]) => ['/usr/lib/jvm/java-17-openjdk-amd64/bin/java', '-Xmx64m', '-cp', '/etc/zookeeper:/usr/share/java/zookeeper.jar',
+    'org.apache.zookeeper.ZooKeeperMain', '-server', `${server}:2181`, ...args];
+  expect((await exec(hostOf(byOrdinal[0]), 'fz-zk-0', cli('zk-0.zk.fz.internal', 'create', '/fz-proof', 'one-ensemble'))).code).toBe(0);
+  const read = await exec(hostOf(byOrdinal[2]), 'fz-zk-2', cli('zk-2.zk.fz.internal', 'get', '/fz-proof'));
+  expect(read.out).toContain('one-ensemble');
 }, 600_000);
 
 test('the host of an etcd member is lost: the member comes back elsewhere with a new address, DNS follows, and the cluster has three healthy members again', async () => {

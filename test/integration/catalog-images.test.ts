@@ -163,16 +163,18 @@ afterAll(async () => {
 });
 
 test.each([
-  ['redis', 'fangzhou/redis:7.0.15', 'fangzhou/redis:7'],
-  ['etcd', 'fangzhou/etcd:3.4.23', 'fangzhou/etcd:3'],
-  ['nats', 'fangzhou/nats:2.9.10', 'fangzhou/nats:2'],
-])('the catalog names the %s image that build-images.sh built (%s, also %s), a scratch image running as non-root', async (name, tag, short) => {
+  ['redis', 'fangzhou/redis:7.0.15', 'fangzhou/redis:7', 60],
+  ['etcd', 'fangzhou/etcd:3.4.23', 'fangzhou/etcd:3', 60],
+  ['nats', 'fangzhou/nats:2.9.10', 'fangzhou/nats:2', 60],
+  // A JVM: its modules file alone is ≈ 130 MB.
+  ['zookeeper', 'fangzhou/zookeeper:3.8.0', 'fangzhou/zookeeper:3', 260],
+])('the catalog names the %s image that build-images.sh built (%s, also %s), a scratch image running as non-root', async (name, tag, short, maxMb = 60) => {
   expect(catalog(name).versions.map((v) => v.image)).toContain(tag);
   const [full, alias] = await Promise.all([docker.getImage(tag).inspect(), docker.getImage(short).inspect()]);
   expect(alias.Id).toBe(full.Id);
   expect(full.Config.User).toBe(name);
   expect(full.Config.Labels?.['org.opencontainers.image.title']).toBe(`fangzhou ${name}`);
-  expect(full.Size).toBeLessThan(60 * 1024 * 1024);
+  expect(full.Size).toBeLessThan(maxMb * 1024 * 1024);
 });
 
 test('redis: a primary and a replica from the catalog template; the healthcheck is a real PING; data replicates', async () => {
@@ -254,3 +256,23 @@ test('nats: three servers from the catalog template form one cluster; a message 
   const received = await exec(servers[1].container, ['sh', '-c', script]);
   expect(received).toContain('MSG greeting 1 19\r\nhello from fangzhou\r\n');
 }, 120_000);
+
+test('zookeeper: three members from the catalog template form ONE ensemble with one leader; a znode written through one is read through another', async () => {
+  const members = await startRelease('zookeeper', 3);
+  for (const [n, m] of members.entries()) {
+    const cfg = m.files.find((f) => f.path === '/etc/zookeeper/zoo.cfg')!.content;
+    for (const [k, peer] of members.entries()) expect(cfg).toContain(`server.${k + 1}=${peer.domainName}:2888:3888`);
+    expect(m.files.find((f) => f.path === '/etc/zookeeper/myid')!.content.trim()).toBe(String(n + 1));
+  }
+  await waitHealth(members, 'healthy', 120_000);
+
+  // `srvr` on each: exactly one leader and two followers, all at the same epoch of one ensemble.
+  const modes = await Promise.all(members.map(async (m) => /^Mode: (\w+)$/m.exec(await exec(m.container, ['sh', '-c', 'echo srvr | nc -w 3 127.0.0.1 2181']))?.[1]));
+  expect(modes.sort()).toEqual(['follower', 'follower', 'leader']);
+
+  // The Java client of the image: create a znode through member 1, read it through member 3.
+  const cli = (server: string, ...args: string[]) => ['/usr/lib/jvm/java-17-openjdk-amd64/bin/java', '-Xmx64m', '-cp', '/etc/zookeeper:/usr/share/java/zookeeper.jar',
+    'org.apache.zookeeper.ZooKeeperMain', '-server', `${server}:2181`, ...args];
+  await exec(members[1].container, cli(members[0].domainName, 'create', '/greeting', 'hello-from-fangzhou'));
+  expect(await exec(members[0].container, cli(members[2].domainName, 'get', '/greeting'))).toContain('hello-from-fangzhou');
+}, 240_000);
