@@ -5,6 +5,7 @@ const project = (name, extra = {}) => ({
   displayName: name,
   testEnvironment: 'node',
   transform,
+  setupFiles: ['<rootDir>/test/support/quiet-node-version-warning.js'],
   testMatch: [`<rootDir>/test/${name}/**/*.test.ts`],
   ...extra,
 });

@@ -264,7 +264,8 @@ async function watchEvents(docker: Docker, target: string, hostId: string, waker
   }
 }
 
-class Backoff {
+/** Seconds to wait after each failure in a row: 1, doubling, at most MAX_BACKOFF_SECONDS (30); reset after a success. */
+export class Backoff {
   private seconds = 1;
 
   next(): number {

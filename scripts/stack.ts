@@ -267,6 +267,8 @@ async function killGroup(child: ChildProcess) {
   const timers = [setTimeout(() => signal('SIGKILL'), 5000)];
   await Promise.race([exited, new Promise((r) => timers.push(setTimeout(r, 6000)))]);
   timers.forEach(clearTimeout);
+  // What the leader started and left in its group (serverless-offline's esbuild service, started as it shut down).
+  signal('SIGKILL');
 }
 
 /**

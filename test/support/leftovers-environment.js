@@ -1,7 +1,8 @@
 /**
  * The node test environment, plus a check that each test file leaves nothing of its own behind: processes,
- * containers, network namespaces, mounts, temp dirs. A file that does fails (after its tests, like a failing
- * afterAll; the summary line counts it), and what it left is named and then removed, so the next file starts clean.
+ * containers, network namespaces, mounts, temp dirs. A file that does fails (after its tests and hooks, with an error
+ * of its own beside its tests' results; the summary line counts it), and what it left is named and then removed,
+ * so the next file starts clean.
  *
  * Only what is the file's own is ever judged or removed, however many other runs share the machine and the engine:
  * - every file gets a fresh TMPDIR (os.tmpdir() and every child process see it): its temp dirs are in there, its
@@ -90,8 +91,37 @@ class LeftoversEnvironment extends NodeEnvironment {
     this.recorder.removeAllListeners('exit');
   }
 
+  /**
+   * Once the file's tests and hooks are done (run_finish, before its results are made): a leftover then fails the
+   * file as an error of its own, and the results of its tests are still reported.
+   */
+  async handleTestEvent(event, state) {
+    if (event.name !== 'run_finish') return;
+    const problem = await this.check();
+    if (problem) state.unhandledErrors.push(new Error(problem));
+  }
+
   async teardown() {
     await super.teardown();
+    const problem = await this.check(); // a file that never reached run_finish (it did not load)
+    if (this.recorder) {
+      const exited = new Promise((r) => this.recorder.once('exit', r));
+      this.recorder.kill('SIGTERM');
+      await exited;
+    }
+    if (this.own) rmSync(this.own, { recursive: true, force: true });
+    rmSync(this.tmp, { recursive: true, force: true });
+    for (const [name, value] of Object.entries(this.previous)) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
+    if (problem) throw new Error(problem);
+  }
+
+  /** Names and removes what the file left (once); the message to fail it with, or null. */
+  async check() {
+    if (this.checked) return null;
+    this.checked = true;
     const marker = `TMPDIR=${this.tmp}\0`;
     const deadline = Date.now() + SETTLE_MS;
     let processes = processesWith(marker);
@@ -108,13 +138,7 @@ class LeftoversEnvironment extends NodeEnvironment {
       ...left.files.map((f) => `temp ${f}`),
     ];
     await this.clean(left);
-    for (const [name, value] of Object.entries(this.previous)) {
-      if (value === undefined) delete process.env[name];
-      else process.env[name] = value;
-    }
-    if (found.length) {
-      throw new Error(`${this.file} left behind what it started (now removed):\n  ${found.join('\n  ')}`);
-    }
+    return found.length ? `${this.file} left behind what it started (now removed):\n  ${found.join('\n  ')}` : null;
   }
 
   /** Containers this file created (noted by its recorder) that still exist. */
@@ -150,13 +174,6 @@ class LeftoversEnvironment extends NodeEnvironment {
     for (const n of left.netns) { try { execFileSync('ip', ['netns', 'delete', n], { stdio: 'ignore' }); } catch { /* gone */ } }
     for (const m of left.mounts.sort((a, b) => b.length - a.length)) { try { execFileSync('umount', ['-l', m], { stdio: 'ignore' }); } catch { /* gone */ } }
     for (const f of left.files) rmSync(f, { recursive: true, force: true });
-    rmSync(this.tmp, { recursive: true, force: true });
-    if (this.recorder) {
-      const exited = new Promise((r) => this.recorder.once('exit', r));
-      this.recorder.kill('SIGTERM');
-      await exited;
-    }
-    if (this.own) rmSync(this.own, { recursive: true, force: true });
   }
 }
 
