@@ -12,6 +12,7 @@ let stack: Stack;
 let dir: string;
 let hostId: string;
 let hostToken: string;
+let heartbeat: NodeJS.Timeout;
 
 const codeOf = (res: { errors?: { extensions?: { code?: string } }[] }) => res.errors?.[0]?.extensions?.code;
 const messageOf = (res: { errors?: { message: string }[] }) => res.errors?.[0]?.message ?? '';
@@ -30,10 +31,16 @@ beforeAll(async () => {
   expect(registered.errors).toBeUndefined();
   ({ hostToken } = registered.data!.registerHost);
   hostId = registered.data!.registerHost.host.id;
+  // Its runner's sync every second keeps the host READY however slowly the tests run (the placement refusals below
+  // must be about memory, not about a host gone DOWN for want of a runner).
+  const sync = () => stack.graphql('mutation { runnerSync(input: {observed: []}) { hostId } }', {}, hostToken).catch(() => undefined);
+  await sync();
+  heartbeat = setInterval(sync, 1000);
   expect((await deploy({ name: 'taken', version: '1.0.0', replicas: 1 })).errors).toBeUndefined();
 }, 240_000);
 
 afterAll(async () => {
+  clearInterval(heartbeat);
   await stack?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });

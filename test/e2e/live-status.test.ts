@@ -15,7 +15,8 @@ import { waitFor, waitUntil } from '../support/wait';
 /**
  * Live operations over real WebSocket subscriptions (graphql-ws client against serverless-offline): a container
  * killed on the real engine reaches a containerStatusChanged subscriber and raises an alarm that resolves fields of
- * all three subgraphs; the scripted upgrade example follows releaseProgress and exits 0, or 1 after a rollback.
+ * all three subgraphs; the scripted upgrade example follows releaseProgress and exits 0, or 1 after a rollback; a
+ * releaseProgress subscriber gets each step of a rollback.
  */
 const docker = new Docker();
 let stack: Stack;
@@ -106,6 +107,27 @@ test('the scripted upgrade example draws progress and exits 0 on success, 1 afte
   expect(failed.out).toContain('live was not upgraded to 3.0.0-unhealthy');
   expect(failed.code).toBe(1);
 }, 240_000);
+
+test('a releaseProgress subscriber gets every step of a rollback, in order, with the release and its progress', async () => {
+  type Step = { releaseProgress: { kind: string; message: string; release: { name: string } | null; progress: { done: number; total: number } | null } };
+  const steps = collect<Step>('subscription($r: ID!) { releaseProgress(releaseId: $r) { kind message release { name } progress { done total } } }', { r: releaseId });
+  await stored(steps.id);
+  const started = await stack.graphql('mutation($id: ID!) { rollbackRelease(id: $id, revision: 1) { id } }', { id: releaseId });
+  expect(started.errors).toBeUndefined();
+  await waitUntil('UPGRADE_DONE delivered to the subscriber', async () => steps.received.some((s) => s.releaseProgress.kind === 'UPGRADE_DONE'), 100_000, 200);
+  steps.dispose();
+  const received = steps.received.map((s) => s.releaseProgress);
+  console.log(`releaseProgress delivered:\n  ${received.map((s) => `${s.kind} ${s.progress?.done}/${s.progress?.total}: ${s.message}`).join('\n  ')}`);
+  const kinds = received.map((s) => s.kind);
+  expect(kinds[0]).toBe('ROLLBACK_STARTED');
+  expect(kinds[kinds.length - 1]).toBe('UPGRADE_DONE');
+  expect(kinds.filter((k) => k === 'INSTANCE_REPLACED')).toHaveLength(2);
+  expect(kinds.filter((k) => k === 'HEALTH_PASSED')).toHaveLength(2);
+  expect(new Set(received.map((s) => s.release?.name))).toEqual(new Set(['live']));
+  const done = received.map((s) => s.progress!.done);
+  expect(done).toEqual([...done].sort((a, b) => a - b)); // never goes back
+  expect(received[received.length - 1].progress).toEqual({ done: 2, total: 2 });
+}, 150_000);
 
 test('running containers report CPU and memory figures', async () => {
   const stats = await waitFor('stats for every instance', async () => {
