@@ -62,6 +62,8 @@ export const config = () => ({
     /** `group=ROLE,…`: maps the claim's values (a string or an array of strings) to roles; the highest wins. */
     roleMap: process.env.FZ_JWT_ROLE_MAP || '',
   },
+  /** How long events are kept; the watchdog tick removes older ones (subgraphs/butler/events.ts). */
+  eventRetentionDays: num('FZ_EVENT_RETENTION_DAYS', 7),
   /** How often the scheduled inspection runs (the watchdog tick starts it when due). */
   inspectionIntervalHours: num('FZ_INSPECTION_INTERVAL_HOURS', 24),
   /** The range every host's subnet and every instance's address come from. */

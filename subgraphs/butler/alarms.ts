@@ -2,8 +2,8 @@ import { conflict, notFound } from '../../lib/errors';
 import { claim, dropClaim, olderThanLease } from '../../lib/claims';
 import { newId } from '../../lib/ids';
 import type { Store, Versioned } from '../../lib/store';
-import { channelsFor } from '../panama';
-import { paginate, recordEvent, SEVERITY_RANK, type Page, type Severity } from './events';
+import { channelsFor, getRelease } from '../panama';
+import { pageOf, pageSize, recordEvent, SEVERITY_RANK, type Page, type Severity } from './events';
 
 export type AlarmKind = 'HOST_DOWN' | 'CONTAINER_UNHEALTHY' | 'CONTAINER_RESTARTED' | 'CONTAINER_OOM' | 'CONTAINER_CRASH_LOOP'
   | 'INSTANCE_MIGRATED' | 'DEPLOY_FAILED' | 'UPGRADE_ROLLED_BACK' | 'INSPECTION_CRITICAL' | 'MEMORY_HIGH' | 'TEST';
@@ -32,7 +32,34 @@ export interface Alarm extends Versioned {
   acknowledgedAt: string | null;
   resolvedAt: string | null;
   notifications: Notification[];
+  /**
+   * Index keys (lib/tables.json): every alarm is in `byTime` and `byState` ranged by `<raisedAt>~<id>`, and in
+   * `byRelease` / `byHost` when it names one (an index key cannot be null), so lists are Queries.
+   */
+  stream?: typeof STREAM;
+  raisedKey?: string;
+  releaseRef?: string;
+  hostRef?: string;
+  /** Set while a notification may still be sent (index `undelivered`, read by the delivery tick). */
+  outbox?: typeof STREAM;
 }
+
+const STREAM = 'alarms';
+
+/** The alarm with the index keys its attributes call for. */
+export function indexedAlarm<A extends Omit<Alarm, 'seq'>>(a: A): A {
+  const { releaseRef: _r, hostRef: _h, outbox: _o, ...rest } = a;
+  const owes = (a.notifications ?? []).some((n) => n.status === 'PENDING' || (n.status === 'FAILED' && n.nextAttemptAt !== null));
+  return {
+    ...rest, stream: STREAM, raisedKey: `${a.raisedAt}~${a.id}`,
+    ...(a.releaseId ? { releaseRef: a.releaseId } : {}),
+    ...(a.hostId ? { hostRef: a.hostId } : {}),
+    ...(owes ? { outbox: STREAM } : {}),
+  } as A;
+}
+
+/** Alarms with a notification that may still be sent, oldest first: a Query on the sparse index `undelivered`. */
+export const undeliveredAlarms = (store: Store, limit = 500) => store.queryRange<Alarm>('alarms', 'undelivered', STREAM, { limit });
 
 export type RaiseAlarm = Pick<Alarm, 'kind' | 'severity' | 'message' | 'cause'> & Partial<Pick<Alarm, 'hostId' | 'instanceId' | 'releaseId'>>;
 
@@ -54,11 +81,11 @@ export async function raiseAlarm(store: Store, input: RaiseAlarm, channelIds: st
       return alarm ? alarm.state === 'RESOLVED' : olderThanLease(holder.claimedAt);
     });
   if (!outcome.won) return undefined;
-  const alarm = (await store.create<Omit<Alarm, 'seq'>>('alarms', {
+  const alarm = (await store.create<Omit<Alarm, 'seq'>>('alarms', indexedAlarm({
     id, hostId: null, instanceId: null, releaseId: null, ...input,
     state: 'FIRING', raisedAt: now.toISOString(), acknowledgedAt: null, resolvedAt: null,
     notifications: channelIds.map((channelId) => ({ channelId, status: 'PENDING', attempts: 0, lastError: null, deliveredAt: null, nextAttemptAt: now.toISOString() })),
-  })) as Alarm;
+  }))) as Alarm;
   await recordEvent(store, {
     kind: 'ALARM_RAISED', message: alarm.message, severity: alarm.severity, alarmId: id,
     hostId: alarm.hostId, releaseId: alarm.releaseId, instanceId: alarm.instanceId, topics: ['alarm'],
@@ -75,9 +102,13 @@ export async function raise(store: Store, alarm: RaiseAlarm, now = new Date()) {
 export async function resolveAlarm(store: Store, kind: AlarmKind, cause: string, now = new Date()): Promise<Alarm | undefined> {
   const held = await store.get<CauseClaim>('butlerClaims', causeKey(kind, cause));
   if (!held) return undefined;
-  const alarm = await store.mutate<Alarm>('alarms', held.alarmId, (a) => a && a.state !== 'RESOLVED' ? { ...a, state: 'RESOLVED', resolvedAt: now.toISOString() } : undefined);
+  return resolveById(store, held.alarmId, kind, cause, now);
+}
+
+async function resolveById(store: Store, alarmId: string, kind: AlarmKind, cause: string, now: Date): Promise<Alarm | undefined> {
+  const alarm = await store.mutate<Alarm>('alarms', alarmId, (a) => a && a.state !== 'RESOLVED' ? { ...a, state: 'RESOLVED', resolvedAt: now.toISOString() } : undefined);
   // Only this alarm's claim: a new fault raised meanwhile holds a claim of its own.
-  await dropClaim<CauseClaim>(store, 'butlerClaims', causeKey(kind, cause), (c) => c.alarmId === held.alarmId);
+  await dropClaim<CauseClaim>(store, 'butlerClaims', causeKey(kind, cause), (c) => c.alarmId === alarmId);
   if (alarm?.state === 'RESOLVED' && alarm.resolvedAt === now.toISOString()) {
     await recordEvent(store, {
       kind: 'ALARM_RESOLVED', message: `resolved: ${alarm.message}`, severity: 'INFO', alarmId: alarm.id,
@@ -103,17 +134,51 @@ export interface AlarmFilter {
   releaseId?: string | null;
 }
 
-/** Alarms sort newest first by raise time; ids are not time-ordered, so the cursor is `<raisedAt>~<id>`. */
+/**
+ * Alarms sort newest first by raise time; ids are not time-ordered, so the cursor is `<raisedAt>~<id>`. The narrowest
+ * index the filter allows is queried (release, host, state, else all); the rest of the filter applies to what it yields.
+ */
 export async function listAlarms(store: Store, filter: AlarmFilter = {}, first = 50, after?: string | null): Promise<Page<Alarm>> {
-  const alarms = (await store.scan<Alarm>('alarms')).filter((a) =>
-    (!filter.state || a.state === filter.state) && (!filter.severity || a.severity === filter.severity)
-    && (!filter.hostId || a.hostId === filter.hostId) && (!filter.releaseId || a.releaseId === filter.releaseId));
-  const keyed = alarms.map((a) => ({ ...a, cursor: `${a.raisedAt}~${a.id}` }));
-  const page = paginate(keyed.map((a) => ({ ...a, id: a.cursor, alarmId: a.id })), first, after);
-  return {
-    nodes: page.nodes.map(({ alarmId, cursor: _c, ...a }) => ({ ...a, id: alarmId }) as Alarm),
-    pageInfo: page.pageInfo,
-  };
+  const where: Record<string, string> = {};
+  if (filter.severity) where.severity = filter.severity;
+  let index: string, value: string;
+  if (filter.releaseId) {
+    [index, value] = ['byRelease', filter.releaseId];
+    if (filter.hostId) where.hostId = filter.hostId;
+    if (filter.state) where.state = filter.state;
+  } else if (filter.hostId) {
+    [index, value] = ['byHost', filter.hostId];
+    if (filter.state) where.state = filter.state;
+  } else if (filter.state) {
+    [index, value] = ['byState', filter.state];
+  } else {
+    [index, value] = ['byTime', STREAM];
+  }
+  const items = await store.queryRange<Alarm>('alarms', index, value, { descending: true, below: after ?? undefined, limit: pageSize(first) + 1, where });
+  return pageOf(items, first, (a) => `${a.raisedAt}~${a.id}`);
+}
+
+/** Open (FIRING or ACKNOWLEDGED) alarms, oldest first, up to `limit` per state: a Query on the state index. */
+export async function openAlarms(store: Store, limit = 500): Promise<Alarm[]> {
+  const [firing, acknowledged] = await Promise.all((['FIRING', 'ACKNOWLEDGED'] as const).map((state) => store.queryRange<Alarm>('alarms', 'byState', state, { limit })));
+  return [...firing, ...acknowledged];
+}
+
+/**
+ * Resolves every open alarm about a release that no longer exists. Level-triggered: the `releaseDeleted` hook
+ * resolves them at once, and this tick step catches what a crash between the release's removal and that hook left
+ * open.
+ */
+export async function resolveAlarmsOfDeletedReleases(store: Store, now = new Date()): Promise<number> {
+  const open = (await openAlarms(store)).filter((a) => a.releaseId);
+  const exists = new Map<string, boolean>();
+  let resolved = 0;
+  for (const a of open) {
+    if (!exists.has(a.releaseId!)) exists.set(a.releaseId!, Boolean(await getRelease(store, a.releaseId!)));
+    if (exists.get(a.releaseId!)) continue;
+    if (await resolveById(store, a.id, a.kind, a.cause, now)) resolved++;
+  }
+  return resolved;
 }
 
 export const atLeast = (severity: Severity, min: Severity) => SEVERITY_RANK[severity] >= SEVERITY_RANK[min];

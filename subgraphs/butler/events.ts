@@ -7,7 +7,13 @@ export { SEVERITY_RANK, type NewEvent, type Severity } from '../../lib/events';
 /**
  * Everything that happened, in one append-only table: container status changes, alarms raised and resolved,
  * recovery and upgrade steps. It is also the outbox of live subscriptions: the publisher sends each event whose
- * `published` is false to the subscribers of its topics, then marks it.
+ * `published` is false to the subscribers of its topics, then marks it. Events are kept FZ_EVENT_RETENTION_DAYS
+ * (pruneEvents, from the watchdog tick).
+ *
+ * Every read is a Query on an index whose range key is the time-ordered id (lib/tables.json): `byTime` (all events),
+ * `byRelease` and `byHost` (their attributes `releaseRef` and `hostRef` are set only when the event has one: an index
+ * key cannot be null), and `unpublished` (`pending` is set until the publisher marks the event), so a page costs
+ * the same at 1k events as at 100k.
  */
 export interface PlatformEvent extends Versioned {
   /** Sortable by time: `<ISO time>~<random>`, so newest-first is a reverse sort of ids. */
@@ -25,17 +31,35 @@ export interface PlatformEvent extends Versioned {
   /** Upgrade and rollback steps: instances done out of the total. */
   progress?: { done: number; total: number } | null;
   published: boolean;
+  /** Index keys (see above). */
+  stream?: typeof STREAM;
+  releaseRef?: string;
+  hostRef?: string;
+  pending?: typeof STREAM;
+}
+
+const STREAM = 'events';
+
+/** The event with the index keys its attributes call for. */
+export function indexed<E extends Omit<PlatformEvent, 'seq'>>(e: E): E {
+  const { releaseRef: _r, hostRef: _h, pending: _p, ...rest } = e;
+  return {
+    ...rest, stream: STREAM,
+    ...(e.releaseId ? { releaseRef: e.releaseId } : {}),
+    ...(e.hostId ? { hostRef: e.hostId } : {}),
+    ...(e.published ? {} : { pending: STREAM }),
+  } as E;
 }
 
 export async function recordEvent(store: Store, event: NewEvent, now = new Date()): Promise<PlatformEvent> {
-  const item = {
+  const item: Omit<PlatformEvent, 'seq'> = indexed({
     id: `${now.toISOString()}~${randomBytes(4).toString('hex')}`,
     at: now.toISOString(),
     severity: 'INFO' as Severity,
     hostId: null, releaseId: null, instanceId: null, alarmId: null, topics: [],
     ...event,
     published: false,
-  };
+  });
   return (await store.create('events', item))!;
 }
 
@@ -51,26 +75,59 @@ export interface Page<T> {
   pageInfo: { endCursor: string | null; hasNextPage: boolean };
 }
 
-/** Newest first; `after` is the id of the last event of the previous page. */
-export function paginate<T extends { id: string }>(items: T[], first: number, after: string | null | undefined): Page<T> {
-  const size = Math.max(1, Math.min(first, 500));
-  const sorted = [...items].sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
-  const start = after ? sorted.findIndex((i) => i.id < after) : 0;
-  const nodes = start < 0 ? [] : sorted.slice(start, start + size);
-  const hasNextPage = start >= 0 && start + size < sorted.length;
-  return { nodes, pageInfo: { endCursor: nodes.at(-1)?.id ?? null, hasNextPage } };
+/** The page size asked for, within bounds. */
+export const pageSize = (first: number) => Math.max(1, Math.min(first, 500));
+
+/** A page out of `first + 1` items read in order: the extra one says whether another page follows. */
+export function pageOf<T>(items: T[], first: number, cursor: (item: T) => string): Page<T> {
+  const nodes = items.slice(0, pageSize(first));
+  return { nodes, pageInfo: { endCursor: nodes.length ? cursor(nodes[nodes.length - 1]) : null, hasNextPage: items.length > nodes.length } };
 }
 
+/** An instance's id is `<releaseId>-<ordinal>` (ark's instanceId): its events are among its release's. */
+const releaseOfInstance = (instanceId: string) => instanceId.replace(/-\d+$/, '');
+
+/**
+ * Newest first; `after` is the id of the last event of the previous page. The narrowest index the filter allows is
+ * queried; the rest of the filter applies to what it yields.
+ */
 export async function listEvents(store: Store, filter: EventFilter = {}, first = 50, after?: string | null): Promise<Page<PlatformEvent>> {
-  const events = (await store.scan<PlatformEvent>('events')).filter((e) =>
-    (!filter.kind || e.kind === filter.kind) && (!filter.hostId || e.hostId === filter.hostId)
-    && (!filter.releaseId || e.releaseId === filter.releaseId) && (!filter.instanceId || e.instanceId === filter.instanceId));
-  return paginate(events, first, after);
+  const where: Record<string, string> = {};
+  if (filter.kind) where.kind = filter.kind;
+  if (filter.instanceId) where.instanceId = filter.instanceId;
+  const release = filter.releaseId ?? (filter.instanceId ? releaseOfInstance(filter.instanceId) : null);
+  let index: string, value: string;
+  if (release) {
+    [index, value] = ['byRelease', release];
+    if (filter.hostId) where.hostId = filter.hostId;
+  } else if (filter.hostId) {
+    [index, value] = ['byHost', filter.hostId];
+  } else {
+    [index, value] = ['byTime', STREAM];
+  }
+  const items = await store.queryRange<PlatformEvent>('events', index, value, { descending: true, below: after ?? undefined, limit: pageSize(first) + 1, where });
+  return pageOf(items, first, (e) => e.id);
 }
 
-export async function unpublishedEvents(store: Store): Promise<PlatformEvent[]> {
-  return (await store.scan<PlatformEvent>('events')).filter((e) => !e.published).sort((a, b) => a.id.localeCompare(b.id));
-}
+/** Oldest first: the events the publisher has not sent yet, up to `limit`. */
+export const unpublishedEvents = (store: Store, limit = 200) =>
+  store.queryRange<PlatformEvent>('events', 'unpublished', STREAM, { limit });
 
 export const markPublished = (store: Store, id: string) =>
-  store.mutate<PlatformEvent>('events', id, (e) => e && !e.published ? { ...e, published: true } : undefined);
+  store.mutate<PlatformEvent>('events', id, (e) => e && !e.published ? indexed({ ...e, published: true }) : undefined);
+
+/**
+ * Removes events older than the retention, oldest first, a bounded number per call (the next tick takes the rest).
+ * A Query on the time index up to the cutoff: what is kept is never read.
+ */
+export async function pruneEvents(store: Store, retentionDays: number, now = new Date(), budget = 2000): Promise<number> {
+  const cutoff = new Date(now.getTime() - retentionDays * 86_400_000).toISOString();
+  let removed = 0;
+  while (removed < budget) {
+    const old = await store.queryRange<PlatformEvent>('events', 'byTime', STREAM, { below: cutoff, limit: Math.min(100, budget - removed) });
+    if (!old.length) break;
+    for (const e of old) await store.remove('events', e.id);
+    removed += old.length;
+  }
+  return removed;
+}

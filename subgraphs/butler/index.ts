@@ -11,7 +11,9 @@ import { reactToChanges } from './watch';
 import { hostCameBack } from './watchdog';
 
 export { butlerSchema } from './schema';
-export { markPublished, recordEvent, unpublishedEvents, type PlatformEvent } from './events';
+export { markPublished, pruneEvents, recordEvent, unpublishedEvents, type PlatformEvent } from './events';
+export { resolveAlarmsOfDeletedReleases } from './alarms';
+export { backfillIndexes } from './backfill';
 export { watchHosts } from './watchdog';
 export { deliverPending } from './notify';
 export { inspectIfDue } from './inspection';

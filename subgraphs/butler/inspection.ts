@@ -1,9 +1,9 @@
 import type { Store, Versioned } from '../../lib/store';
 import { newId } from '../../lib/ids';
-import { instancesOfRelease, isServing, listContainers, listHosts, type ContainerRecord, type Host, type Instance } from '../ark';
+import { checkLedger, instancesOfRelease, isServing, listContainers, listHosts, type ContainerRecord, type Host, type Instance, type LedgerDrift } from '../ark';
 import { listReleases, type Release } from '../panama';
 import { raise, resolveAlarm } from './alarms';
-import { paginate, SEVERITY_RANK, type Page, type Severity } from './events';
+import { pageOf, pageSize, SEVERITY_RANK, type Page, type Severity } from './events';
 
 /**
  * Daily inspection (日常巡检): plain checks over what the control plane knows of hosts, instances and releases,
@@ -35,6 +35,8 @@ export interface FleetView {
   containers: ContainerRecord[];
   /** How often runners sync; a heartbeat older than a few of these is late. */
   pollSeconds: number;
+  /** Where a host's books disagree with the instances placed on it. */
+  ledgerDrift?: LedgerDrift[];
 }
 
 /** A host clock this far off the API's is worth a warning (NTP keeps hosts within milliseconds). */
@@ -142,9 +144,23 @@ function inspectReleases({ releases, instances, containers, hosts }: FleetView):
   return out;
 }
 
+/**
+ * One finding per host whose books drifted (ark's ledger check, the one `fz doctor` runs): `allocated` is not the sum
+ * of what its instances hold. A warning: nothing stops serving, but placement decides on wrong numbers until
+ * `fz doctor --repair` (or `repairLedger`) rewrites them.
+ */
+function inspectLedger({ hosts, ledgerDrift = [] }: FleetView): Finding[] {
+  const byHost = new Map<string, LedgerDrift[]>();
+  for (const d of ledgerDrift) byHost.set(d.hostId, [...(byHost.get(d.hostId) ?? []), d]);
+  return [...byHost].map(([hostId, drift]) => ({
+    severity: 'WARNING' as const, check: 'host.ledger', subject: `host/${hosts.find((h) => h.id === hostId)?.name ?? hostId}`,
+    message: `its allocated resources do not match its instances: ${drift.map((d) => d.message).join('; ')}; run fz doctor --repair`,
+  }));
+}
+
 /** Every finding, most severe first. */
 export function inspect(view: FleetView, now = new Date()): Finding[] {
-  return [...inspectHosts(view, now), ...inspectInstances(view, now), ...inspectReleases(view)]
+  return [...inspectHosts(view, now), ...inspectLedger(view), ...inspectInstances(view, now), ...inspectReleases(view)]
     .sort((a, b) => SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity] || a.subject.localeCompare(b.subject));
 }
 
@@ -155,16 +171,18 @@ export const score = (findings: Finding[]) =>
 const causeOf = (f: Finding) => `${f.check}#${f.subject}`;
 
 async function fleetView(store: Store, pollSeconds: number): Promise<FleetView> {
-  const [hosts, releases, containers] = await Promise.all([listHosts(store), listReleases(store), listContainers(store)]);
+  const [hosts, releases, containers, ledgerDrift] = await Promise.all([listHosts(store), listReleases(store), listContainers(store), checkLedger(store, false)]);
   const instances = (await Promise.all(releases.map((r) => instancesOfRelease(store, r.id)))).flat();
-  return { hosts, releases, instances, containers, pollSeconds };
+  return { hosts, releases, instances, containers, pollSeconds, ledgerDrift };
 }
 
 export async function runInspection(store: Store, trigger: Inspection['trigger'], pollSeconds: number, now = new Date()): Promise<Inspection> {
   const previous = (await listInspections(store, 1)).nodes[0];
   const findings = inspect(await fleetView(store, pollSeconds), now);
+  const id = newId('insp');
   const inspection = (await store.create<Omit<Inspection, 'seq'>>('inspections', {
-    id: newId('insp'), trigger, startedAt: now.toISOString(), finishedAt: new Date().toISOString(), score: score(findings), findings,
+    id, trigger, startedAt: now.toISOString(), finishedAt: new Date().toISOString(), score: score(findings), findings,
+    ...inspectionKeys({ id, startedAt: now.toISOString() }),
   })) as Inspection;
   const critical = findings.filter((f) => f.severity === 'CRITICAL');
   for (const f of critical) await raise(store, { kind: 'INSPECTION_CRITICAL', severity: 'CRITICAL', message: `inspection: ${f.subject}: ${f.message}`, cause: causeOf(f) });
@@ -190,10 +208,12 @@ export async function inspectIfDue(store: Store, intervalHours: number, pollSeco
 
 export const getInspection = (store: Store, id: string) => store.get<Inspection>('inspections', id);
 
-/** Newest first; the cursor is the start time and id. */
+const STREAM = 'inspections';
+/** Index keys of an inspection: all of them in one time-ordered index (`byTime`), `<startedAt>~<id>`. */
+export const inspectionKeys = (i: Pick<Inspection, 'id' | 'startedAt'>) => ({ stream: STREAM, startedKey: `${i.startedAt}~${i.id}` });
+
+/** Newest first; the cursor is the start time and id. A Query on the time index: a page reads a page. */
 export async function listInspections(store: Store, first = 20, after?: string | null): Promise<Page<Inspection>> {
-  const all = await store.scan<Inspection>('inspections');
-  const keyed = all.map((i) => ({ ...i, id: `${i.startedAt}~${i.id}`, inspectionId: i.id }));
-  const page = paginate(keyed, first, after);
-  return { nodes: page.nodes.map(({ inspectionId, ...i }) => ({ ...i, id: inspectionId })), pageInfo: page.pageInfo };
+  const items = await store.queryRange<Inspection>('inspections', 'byTime', STREAM, { descending: true, below: after ?? undefined, limit: pageSize(first) + 1 });
+  return pageOf(items, first, (i) => inspectionKeys(i).startedKey);
 }

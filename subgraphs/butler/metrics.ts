@@ -24,7 +24,7 @@ const g = {
 
 export async function collectFleetMetrics(store: Store, now = new Date()): Promise<void> {
   const [hosts, releases, containers, pending] = await Promise.all([
-    listHosts(store), listReleases(store), listContainers(store), unpublishedEvents(store),
+    listHosts(store), listReleases(store), listContainers(store), unpublishedEvents(store, 1),
   ]);
   const instances = (await Promise.all(releases.map((r) => instancesOfRelease(store, r.id)))).flat();
   for (const x of Object.values(g)) x.reset();

@@ -4,7 +4,7 @@ import { log } from '../../lib/log';
 import { checkOutbound } from '../../lib/outbound';
 import type { Store } from '../../lib/store';
 import { allChannels, mustGetChannel, scrubTarget, type AlertChannel } from '../panama';
-import type { Alarm, Notification } from './alarms';
+import { indexedAlarm, undeliveredAlarms, type Alarm, type Notification } from './alarms';
 import { recordEvent } from './events';
 
 /**
@@ -181,7 +181,7 @@ export interface DeliveryReport {
  */
 export async function deliverPending(store: Store, now = new Date()): Promise<DeliveryReport> {
   const report: DeliveryReport = { alarms: 0, attempted: 0, delivered: 0, failed: 0, gaveUp: 0 };
-  const due = (await store.scan<Alarm>('alarms')).filter((a) => (a.notifications ?? []).some((n) => isDue(n, now)));
+  const due = (await undeliveredAlarms(store)).filter((a) => (a.notifications ?? []).some((n) => isDue(n, now)));
   if (!due.length) return report;
   report.alarms = due.length;
   const channels = new Map((await allChannels(store)).map((c) => [c.id, c]));
@@ -223,7 +223,7 @@ async function deliverAlarm(store: Store, alarmId: string, channels: Map<string,
       claimed.push(attempt);
       return attempt;
     });
-    return claimed.length || dropped.length ? { ...a, notifications } : undefined;
+    return claimed.length || dropped.length ? indexedAlarm({ ...a, notifications }) : undefined;
   });
   report.gaveUp += dropped.length;
   if (!alarm || !claimed.length) return;
@@ -245,7 +245,7 @@ async function deliverAlarm(store: Store, alarmId: string, channels: Map<string,
       recorded.push(after);
       return after;
     });
-    return recorded.length ? { ...a, notifications } : undefined;
+    return recorded.length ? indexedAlarm({ ...a, notifications }) : undefined;
   });
 
   for (const n of recorded) {

@@ -11,7 +11,7 @@ import { hashSecret } from '../../lib/ids';
 import { log } from '../../lib/log';
 import { ConditionFailed, type Store } from '../../lib/store';
 import tables from '../../lib/tables.json';
-import type { PlatformEvent } from '../../subgraphs/butler/events';
+import { indexed, type PlatformEvent } from '../../subgraphs/butler/events';
 
 /** The protocol, the rewrite, the matching and the de-duplication, on an in-memory store and a recording socket. */
 
@@ -72,6 +72,15 @@ class MemoryStore {
   async query<T>(name: string, index: string, value: string) {
     const attribute = (tables as unknown as Record<string, { indexes?: Record<string, string> }>)[name].indexes![index];
     return [...this.table(name).values()].filter((i) => i[attribute] === value).map((i) => structuredClone(i) as T);
+  }
+  async queryRange<T>(name: string, index: string, value: string, q: { limit: number; descending?: boolean; below?: string; above?: string; where?: Record<string, unknown> }) {
+    const key = (tables as unknown as Record<string, { indexes?: Record<string, { hash: string; range: string }> }>)[name].indexes![index];
+    const range = (i: Record<string, unknown>) => String(i[key.range]);
+    return [...this.table(name).values()]
+      .filter((i) => i[key.hash] === value && (q.below === undefined || range(i) < q.below) && (q.above === undefined || range(i) > q.above)
+        && Object.entries(q.where ?? {}).every(([a, v]) => i[a] === v))
+      .sort((a, b) => (range(a) < range(b) ? -1 : 1) * (q.descending ? -1 : 1))
+      .slice(0, q.limit).map((i) => structuredClone(i) as T);
   }
   subscriptions() {
     return [...this.table('subscriptions').values()];
@@ -207,7 +216,8 @@ describe('prepareSubscription', () => {
   });
 });
 
-const event = (overrides: Partial<PlatformEvent>): PlatformEvent => ({
+/** An event as recordEvent writes it, with its index keys. */
+const event = (overrides: Partial<PlatformEvent>): PlatformEvent => indexed({
   id: `${new Date().toISOString()}~abcd`, at: new Date().toISOString(), kind: 'ALARM_RAISED', message: 'm', severity: 'WARNING',
   hostId: 'h-1', releaseId: 'r-1', instanceId: 'r-1-0', alarmId: 'a-1', topics: ['alarm'], published: false, seq: 1, ...overrides,
 });
