@@ -1,5 +1,5 @@
 import Docker from 'dockerode';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
@@ -21,13 +21,14 @@ let stack: Stack;
 let web: TestBrowser;
 let page: Page;
 let base: string;
+let dir: string;
 
 const releaseId = async () =>
   (await stack.graphql<{ releases: { id: string; name: string }[] }>('{ releases { id name } }')).data!.releases.find((r) => r.name === RELEASE)?.id;
 
 beforeAll(async () => {
   await clearReleaseNames(docker, RELEASE);
-  const dir = mkdtempSync(join(tmpdir(), 'fz-console-'));
+  dir = mkdtempSync(join(tmpdir(), 'fz-console-'));
   stack = await startStack({ dataDir: dir, httpPort: 3390, wsPort: 3391, lambdaPort: 3392, storePort: 4890, output: join(dir, 'stack.log') });
   expect((await stack.graphql(DEFINE_PRODUCT, { input: DEMO_PRODUCT })).errors).toBeUndefined();
   await stack.startRunner(`console-${process.pid}`, ['--labels', 'zone=console']);
@@ -47,6 +48,7 @@ afterAll(async () => {
     await waitUntil('containers removed', async () => (await docker.listContainers({ all: true, filters: { label: [`fangzhou.release=${id}`] } })).length === 0, 60_000).catch(() => undefined);
   }
   await stack?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 test('refuses a wrong key with the API\'s message, then signs in with the keyboard alone', async () => {
