@@ -2,13 +2,14 @@
  * The runner agent against the real Docker engine and a stand-in for the API: a small HTTP server answering
  * registerHost, runnerHeartbeat and runnerSync the way Ark does, recording every call.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { WebSocketServer } from 'ws';
 import type { DesiredContainer, SyncRequest } from '../../lib/runner-protocol';
 import { hostNetworks } from '../../runner/network';
 import { RunnerFatalError, ensureRegistered, startRunner, type Runner, type RunnerConfig } from '../../runner/agent';
@@ -307,3 +308,25 @@ test('keeps retrying while the Docker engine is unreachable and still stops clea
     await api.close();
   }
 });
+
+test('the runner command\'s --ws-url says where push notices come from: it connects there with its host token', async () => {
+  const hostId = newHostId();
+  const api = await stubApi(ark(hostId, () => []));
+  // A WebSocket server of our own on another port than the API's + 1 (the default), noting who connects.
+  const inits: { protocol: string; message: { type: string; payload?: { authorization?: string } } }[] = [];
+  const notices = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols: (protocols) => [...protocols][0] ?? false });
+  notices.on('connection', (socket) => socket.once('message', (data) => inits.push({ protocol: socket.protocol, message: JSON.parse(String(data)) })));
+  await new Promise((resolve) => notices.once('listening', resolve));
+  const wsUrl = `ws://127.0.0.1:${(notices.address() as AddressInfo).port}`;
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(repo, 'runner/main.ts'), '--name', 'h-wsurl', '--state-dir', stateDir,
+    '--address', '10.0.0.7', '--ws-url', wsUrl], { cwd: repo, env: { ...process.env, FZ_API_URL: api.url, FZ_JOIN_TOKEN: 'join-secret', FZ_WS_URL: '' }, stdio: 'ignore' });
+  try {
+    await until(() => inits.length > 0, 60_000);
+    expect(inits[0]).toEqual({ protocol: 'graphql-transport-ws', message: { type: 'connection_init', payload: { authorization: `Bearer token-${hostId}` } } });
+  } finally {
+    child.kill('SIGTERM');
+    await new Promise((resolve) => (child.exitCode !== null ? resolve(null) : child.once('exit', resolve)));
+    await new Promise((resolve) => notices.close(resolve));
+    await api.close();
+  }
+}, 90_000);
