@@ -36,6 +36,8 @@ export const config = () => ({
   joinTokenTtlSeconds: num('FZ_JOIN_TOKEN_TTL_SECONDS', 3600),
   /** How long instanceLogs waits for the runner of the instance's host to answer. */
   logWaitSeconds: num('FZ_LOG_WAIT_SECONDS', 10),
+  /** A followed log tail (instanceLogTail) ends after this long without a line or a new subscriber. */
+  logFollowIdleSeconds: num('FZ_LOG_FOLLOW_IDLE_SECONDS', 300),
   dnsZone: process.env.FZ_DNS_ZONE ?? 'fz.internal',
   /** Limits checked before a document is validated or planned (lib/limits.ts). */
   limits: {

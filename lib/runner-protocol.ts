@@ -190,6 +190,15 @@ export interface SyncResponse {
   network: HostNetwork;
   /** Container logs the API waits for; answered with runnerLogs (runner/logs.ts). */
   logRequests?: LogRequest[];
+  /** Containers someone follows live (instanceLogTail); new lines go back with runnerLogTail (runner/logs.ts). */
+  logFollows?: LogFollow[];
+}
+
+/** One of the host's containers whose new output is wanted, after `since`. */
+export interface LogFollow {
+  instanceId: string;
+  /** RFC 3339 (nanoseconds): only lines after this time. */
+  since: string;
 }
 
 /** The tail of one of the host's containers, asked for by instanceLogs. */

@@ -162,6 +162,7 @@ async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal)
         // Log requests are answered beside the container work, never after it: an operator is waiting.
         logs ??= new LogServer(docker, api, hostToken, hostId);
         logs.serve(response.logRequests);
+        logs.follow(response.logFollows);
         const bridgeChanged = await networking.apply(docker, response.network);
         const result = await converge(docker, hostId, response.desired, images, networking.bridge);
         const errorsChanged = errorKey(result.errors) !== errorKey(errors);
@@ -184,6 +185,7 @@ async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal)
   } finally {
     // Also on a fatal end: an open WebSocket or a beating loop would keep the process alive.
     heartbeat?.stop();
+    logs?.close();
     await notifications.current?.stop();
     await networking.close();
   }

@@ -1,4 +1,4 @@
-/** The runner's two GraphQL calls to Ark, over the global fetch. */
+/** The runner's GraphQL calls to Ark, over the global fetch. */
 import type { KeyValue, LogLine, SyncRequest, SyncResponse } from '../lib/runner-protocol';
 
 const REQUEST_TIMEOUT_MS = 30_000;
@@ -72,10 +72,12 @@ const RUNNER_SYNC = `mutation($input: RunnerSyncInput!) {
       records { name type address target port }
     }
     logRequests { id instanceId tail since }
+    logFollows { instanceId since }
   }
 }`;
 
 const RUNNER_LOGS = `mutation($input: RunnerLogsInput!) { runnerLogs(input: $input) }`;
+const RUNNER_LOG_TAIL = `mutation($input: RunnerLogTailInput!) { runnerLogTail(input: $input) }`;
 
 const RUNNER_HEARTBEAT = `mutation($input: RunnerHeartbeatInput!) {
   runnerHeartbeat(input: $input) { hostId serverTime intervalSeconds clockSkewSeconds }
@@ -94,6 +96,15 @@ export interface Api {
   runnerSync(hostToken: string, input: SyncRequest): Promise<SyncResponse>;
   runnerHeartbeat(hostToken: string, input: { session: string; sentAt: string }, timeoutMs: number): Promise<HeartbeatResult>;
   runnerLogs(hostToken: string, input: LogChunk): Promise<boolean>;
+  runnerLogTail(hostToken: string, input: LogTailChunk): Promise<boolean>;
+}
+
+/** New lines of a followed container (runner/logs.ts). */
+export interface LogTailChunk {
+  instanceId: string;
+  lines: LogLine[];
+  dropped: number;
+  error?: string | null;
 }
 
 /** One chunk of the answer to a log request (runner/logs.ts). */
@@ -138,6 +149,8 @@ export function createApi(url: string, giveUpAfterSeconds = 120): Api {
       (await tracked<{ runnerHeartbeat: HeartbeatResult }>(RUNNER_HEARTBEAT, { input }, hostToken, timeoutMs)).runnerHeartbeat,
     runnerLogs: async (hostToken, input) =>
       (await tracked<{ runnerLogs: boolean }>(RUNNER_LOGS, { input }, hostToken)).runnerLogs,
+    runnerLogTail: async (hostToken, input) =>
+      (await tracked<{ runnerLogTail: boolean }>(RUNNER_LOG_TAIL, { input }, hostToken)).runnerLogTail,
   };
 }
 

@@ -9,6 +9,7 @@ import { arkHooks } from './hooks';
 import { checkSession, ensureSubnet, heartbeat, mustGetHost, recordEngine } from './hosts';
 import { instancesOfHost, networkChanged, toDesired } from './instances';
 import { logRequestsFor } from './logs';
+import { logFollowsFor } from './logtail';
 
 /**
  * One round trip with a host runner: its report becomes the live status, and the answer is every container that
@@ -40,6 +41,7 @@ export async function runnerSync(store: Store, hostId: string, request: SyncRequ
     hostId, desired: instances.map(toDesired), pollSeconds: config().runnerPollSeconds,
     network: await networkFor(store, host, request.networkSerial),
     logRequests: await logRequestsFor(store, hostId, now),
+    logFollows: await logFollowsFor(store, hostId, now),
   };
 }
 

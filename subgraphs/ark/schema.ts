@@ -12,6 +12,7 @@ import { runnerHeartbeat, runnerSync, type HeartbeatRequest } from './dispatch';
 import { createJoinToken, drainHost, getHost, labelHost, listHosts, registerHost, revokeHost, setCordoned, type RegisterHostInput } from './hosts';
 import { checkLedger, type LedgerDrift } from './ledger';
 import { instanceLogs, recordLogChunk, type LogChunkInput } from './logs';
+import { getLogTail, recordLogTail, type LogTail, type LogTailInput } from './logtail';
 import { getInstance, instancesOfHost, instancesOfRelease, networkChanged, type Instance } from './instances';
 
 async function instancePorts(i: Instance) {
@@ -31,6 +32,7 @@ const resolvers = {
     ledgerDrift: () => checkLedger(store(), false),
     instanceLogs: (_: unknown, { id, tail, since }: { id: string; tail?: number | null; since?: string | null }) =>
       instanceLogs(store(), id, tail ?? 100, since),
+    logTail: (_: unknown, { id }: { id: string }) => getLogTail(store(), id),
   },
   Mutation: {
     createJoinToken: (_: unknown, { ttlSeconds }: { ttlSeconds?: number | null }) =>
@@ -49,6 +51,7 @@ const resolvers = {
     runnerHeartbeat: (_: unknown, { input }: { input: HeartbeatRequest }, ctx: Context) => runnerHeartbeat(store(), requireHost(ctx), input),
     repairLedger: () => checkLedger(store(), true),
     runnerLogs: (_: unknown, { input }: { input: LogChunkInput }, ctx: Context) => recordLogChunk(store(), requireHost(ctx), input),
+    runnerLogTail: (_: unknown, { input }: { input: LogTailInput }, ctx: Context) => recordLogTail(store(), requireHost(ctx), input),
   },
   LedgerDrift: {
     host: (d: LedgerDrift) => getHost(store(), d.hostId),
@@ -72,6 +75,9 @@ const resolvers = {
   Release: {
     instances: ({ id }: { id: string }) => instancesOfRelease(store(), id),
   },
+  LogTail: {
+    instance: (t: LogTail) => getInstance(store(), t.instanceId),
+  },
 } satisfies Record<string, Record<string, unknown>>;
 
 /** The release and product an instance belongs to, for keys scoped to some of them. */
@@ -85,6 +91,11 @@ export const arkAccess: AccessRules = {
   Query: {
     // Container output may hold what the product prints of its configuration: an operator's business.
     instanceLogs: { rule: 'OPERATOR', target: instanceTarget },
+    // Checked again at each delivery of instanceLogTail: the publisher runs this lookup as the subscriber.
+    logTail: { rule: 'OPERATOR', target: async ({ id }: { id: string }) => {
+      const tail = await getLogTail(store(), id);
+      return tail ? { releaseId: tail.releaseId, product: tail.product } : null;
+    } },
   },
   Mutation: {
     createJoinToken: 'ADMIN',
@@ -97,6 +108,7 @@ export const arkAccess: AccessRules = {
     revokeHost: 'ADMIN',
     repairLedger: 'ADMIN',
     runnerLogs: 'HOST',
+    runnerLogTail: 'HOST',
     runnerSync: 'HOST',
     runnerHeartbeat: 'HOST',
   },
