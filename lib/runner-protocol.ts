@@ -116,6 +116,11 @@ export interface ObservedContainer {
   stats?: ContainerStats | null;
   /** While the image of the instance's desired spec is being pulled. */
   pull?: PullProgress | null;
+  /**
+   * Config files in the container that differ from the rendered ones the runner put there (`/path`, or
+   * `/path (missing)`); null when none differ or they were not checked yet. Paths only, never content.
+   */
+  configDrift?: string[] | null;
 }
 
 /** How far a pull has come; bytes count only layers whose size the registry has announced yet. */

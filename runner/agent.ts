@@ -13,6 +13,7 @@ import { StatsSampler } from './stats';
 import { ImagePuller } from './images';
 import { connectEngine, converge, engineFacts, followEvents, hostPressure, isEngineUnreachable, observe, type EngineFacts } from './engine';
 import { LogServer } from './logs';
+import { ConfigDriftChecker } from './config-drift';
 import { hostNetworks, HostNetworking } from './network';
 import { defaultWsUrl, followNotifications, WS_OFF, wsUrlProblem, type Notifications } from './notifications';
 import type { InstanceError } from './plan';
@@ -123,6 +124,7 @@ async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal)
   const docker = connectEngine(config.dockerTarget);
   const backoff = new Backoff();
   const stats = new StatsSampler(docker);
+  const configs = new ConfigDriftChecker(docker);
   const networking = new HostNetworking({ dnsPort: config.dnsPort });
   const images = new ImagePuller(docker, () => waker.wake());
   let facts: EngineFacts | null = null;
@@ -154,7 +156,7 @@ async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal)
           notifications.current = startNotifications(config, registration, waker);
         }
         const { hostId, hostToken } = registration;
-        const observed = stats.attach(await observe(docker, hostId, errors, images.pulling()));
+        const observed = configs.attach(stats.attach(await observe(docker, hostId, errors, images.pulling())));
         stats.refresh(observed);
         const engine = { ...facts.engine, cpuMillis: facts.cpuMillis, memoryMb: facts.memoryMb, ...await hostPressure(facts.rootDir ?? null) };
         const response = await api.runnerSync(hostToken, { observed, engine, networkSerial: networking.serial, session: heartbeat!.session });
@@ -163,6 +165,7 @@ async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal)
         logs ??= new LogServer(docker, api, hostToken, hostId);
         logs.serve(response.logRequests);
         logs.follow(response.logFollows);
+        configs.refresh(observed, response.desired);
         const bridgeChanged = await networking.apply(docker, response.network);
         const result = await converge(docker, hostId, response.desired, images, networking.bridge);
         const errorsChanged = errorKey(result.errors) !== errorKey(errors);

@@ -32,6 +32,11 @@ export interface Host extends Versioned {
   runnerSession?: string | null;
   /** The host's clock minus the API's at the last beat. */
   clockSkewSeconds?: number | null;
+  /**
+   * How regularly its heartbeats arrive, by the API's clock: folded into the heartbeat's own write (no write of its
+   * own), for the daily inspection's jitter check.
+   */
+  beats?: BeatStats | null;
   /** When the watchdog last probed the notification socket of this (silent) host, and when it last answered. */
   probeSentAt?: string | null;
   socketAnsweredAt?: string | null;
@@ -225,6 +230,7 @@ export async function heartbeat(store: Store, id: string, beat: BeatInput, hostD
     cameBack = h.status === 'DOWN';
     return {
       ...h,
+      beats: foldBeat(h, beat.session ?? null, now),
       lastHeartbeatAt: now.toISOString(),
       // Back to what an operator made it (a cordon or a drain survives the outage).
       status: h.status === 'DOWN' ? h.statusBeforeDown ?? 'READY' : h.status,
@@ -237,6 +243,38 @@ export async function heartbeat(store: Store, id: string, beat: BeatInput, hostD
   if (!host) throw notFound('host', id);
   if (holder) throw anotherRunner(holder, now);
   return { host, cameBack };
+}
+
+export interface BeatStats {
+  /** Beats counted since the runner session began. */
+  count: number;
+  /** Smoothed gap between beats, and the smoothed deviation from it (as TCP smooths round trips), in ms. */
+  gapMs: number;
+  jitterMs: number;
+  /** The longest gap, and when it ended; a longest gap older than a day gives way to the next one. */
+  maxGapMs: number;
+  maxGapAt: string;
+}
+
+const DAY_MS = 86_400_000;
+
+/**
+ * The gap since the previous beat, folded into the host's beat figures. A gap is not counted across a new runner
+ * session (a restart) or an outage (the host was DOWN): those are not jitter.
+ */
+export function foldBeat(h: Pick<Host, 'lastHeartbeatAt' | 'runnerSession' | 'status' | 'beats'>, session: string | null, now: Date): BeatStats | null {
+  const previous = h.beats ?? null;
+  if (!h.lastHeartbeatAt || h.status === 'DOWN' || (session ?? null) !== (h.runnerSession ?? null)) return null;
+  const gap = now.getTime() - Date.parse(h.lastHeartbeatAt);
+  if (!(gap >= 0)) return previous;
+  if (!previous) return { count: 1, gapMs: gap, jitterMs: 0, maxGapMs: gap, maxGapAt: now.toISOString() };
+  const stale = now.getTime() - Date.parse(previous.maxGapAt) > DAY_MS;
+  return {
+    count: previous.count + 1,
+    gapMs: Math.round(previous.gapMs * 0.875 + gap * 0.125),
+    jitterMs: Math.round(previous.jitterMs * 0.75 + Math.abs(gap - previous.gapMs) * 0.25),
+    ...(stale || gap >= previous.maxGapMs ? { maxGapMs: gap, maxGapAt: now.toISOString() } : { maxGapMs: previous.maxGapMs, maxGapAt: previous.maxGapAt }),
+  };
 }
 
 function anotherRunner(h: Host, now: Date): AppError {
