@@ -3,7 +3,7 @@ import { AppError } from '../../lib/errors';
 import { hashJson } from '../../lib/ids';
 import { kick } from '../../lib/kick';
 import { log } from '../../lib/log';
-import { openAll, type SealedVar } from '../../lib/secrets';
+import { fillSecrets, openAll, secretsIn, type SealedVar } from '../../lib/secrets';
 import { DEFAULT_STOP, type ConfigFileSpec, type DesiredContainer, type HealthcheckSpec, type LifecycleSpec, type PortSpec } from '../../lib/runner-protocol';
 import { ConditionFailed, type Store, type Versioned } from '../../lib/store';
 import type { Label } from '../../lib/validate';
@@ -335,6 +335,8 @@ async function announceToLiveHosts(store: Store, what: string[]): Promise<void> 
 export const containerName = (i: Pick<Instance, 'releaseName' | 'ordinal'>) => `fz-${i.releaseName}-${i.ordinal}`;
 
 export function toDesired(i: Instance): DesiredContainer {
+  const secrets = openAll(i.spec.secretEnv);
+  const values = new Map(secrets.map((v) => [v.name, v.value]));
   return {
     instanceId: i.id,
     releaseId: i.releaseId,
@@ -345,14 +347,15 @@ export function toDesired(i: Instance): DesiredContainer {
     registry: i.spec.imageDigest ? config().registry : null,
     specHash: i.specHash,
     desiredState: i.desiredState,
-    env: [...i.spec.env, ...openAll(i.spec.secretEnv)],
+    env: [...i.spec.env, ...secrets],
     ports: i.spec.ports,
     cpuMillis: i.spec.cpuMillis,
     memoryMb: i.spec.memoryMb,
     healthcheck: i.spec.healthcheck,
     domainName: i.domainName,
     ip: i.ip ?? null,
-    configFiles: i.spec.configFiles,
+    // Files that hold secrets get their values here, for this host's runner only.
+    configFiles: i.spec.configFiles.map((f) => (secretsIn(f.content).length ? { ...f, content: fillSecrets(f.content, values) } : f)),
     stopSignal: i.spec.stopSignal ?? DEFAULT_STOP.signal,
     stopTimeoutSeconds: i.spec.stopTimeoutSeconds ?? DEFAULT_STOP.timeoutSeconds,
     dataPath: i.spec.dataPath ?? null,

@@ -150,7 +150,7 @@ export function instanceSpec(release: Pick<Release, 'id' | 'name' | 'version' | 
     memoryMb: release.resources.memoryMb,
     healthcheck: product.defaults.healthcheck,
     ...declaredStop(product),
-    configFiles: product.configTemplates.length ? renderTemplates(product.configTemplates, templateContext(release, product, peers, ordinal)) : [],
+    configFiles: product.configTemplates.length ? renderTemplates(product.configTemplates, templateContext(release, product, peers, ordinal), (release.secretEnv ?? []).map((v) => v.name)) : [],
     ...(product.defaults.dataPath ? { dataPath: product.defaults.dataPath } : {}),
     ...(product.defaults.lifecycle ? { lifecycle: product.defaults.lifecycle } : {}),
   };
@@ -333,7 +333,7 @@ async function planDependencies(store: Store, main: Omit<Release, 'seq'>, withDe
 export async function versionsInUse(store: Store, product: string): Promise<VersionUse[]> {
   return (await listReleases(store)).filter((r) => r.product === product && r.phase !== 'DELETING').map((r) => {
     const moving = r.upgrade && !['SUCCEEDED', 'ROLLED_BACK'].includes(r.upgrade.state) ? [r.upgrade.fromVersion, r.upgrade.toVersion] : [];
-    return { name: r.name, product, versions: [...new Set([r.version, ...moving])] };
+    return { name: r.name, product, versions: [...new Set([r.version, ...moving])], secretNames: (r.secretEnv ?? []).map((v) => v.name) };
   });
 }
 

@@ -23,10 +23,15 @@
  *   {{join (pluck peers "domainName") ","}}
  *   (pluck list "field")               the field of every item of a list of objects
  *   {{default value "fallback"}}       the value, or the fallback when the value is missing or ""
+ *   {{secret "DB_PASSWORD"}}           a secret of the release (its secretEnv): the file holds a token in its place
+ *                                      (⟦secret:DB_PASSWORD⟧) wherever it is stored or shown, and only the runner
+ *                                      of the instance's host writes the value into the container. A release
+ *                                      without that secret is refused when it is deployed.
  * Partials and decorators are not available. A literal "{{" is written as "\{{".
  */
 import Handlebars from 'handlebars';
 import { AppError } from '../../lib/errors';
+import { secretToken } from '../../lib/secrets';
 import type { ConfigFileSpec } from '../../lib/runner-protocol';
 
 export interface ConfigTemplate {
@@ -90,11 +95,15 @@ export function templateContext(
   };
 }
 
-/** Renders every template for one instance; the error of a template that fails names its path, line and variable. */
-export function renderTemplates(templates: ConfigTemplate[], ctx: TemplateContext): ConfigFileSpec[] {
+/**
+ * Renders every template for one instance; the error of a template that fails names its path, line and variable.
+ * `secrets`: the names of the release's secrets, which {{secret "NAME"}} may use (null: any name, for a product's
+ * sample render before any release has secrets).
+ */
+export function renderTemplates(templates: ConfigTemplate[], ctx: TemplateContext, secrets: string[] | null = []): ConfigFileSpec[] {
   return templates.map((t, index) => {
     try {
-      return { path: t.path, content: compiled(t.template)(ctx) };
+      return { path: t.path, content: compiled(t.template)(ctx, { data: { secrets } }) };
     } catch (err) {
       // Our own check explains a missing variable better than Handlebars does ("name" not defined in undefined).
       const precise = problemIn(t.template, ctx);
@@ -134,7 +143,7 @@ export function checkTemplates(templates: ConfigTemplate[], sample: SampleInput 
     const problem = problemIn(t.template, ctx);
     if (problem) throw toAppError(t, index, problem);
   });
-  renderTemplates(templates, ctx);
+  renderTemplates(templates, ctx, null);
 }
 
 /** The context checkTemplates renders with: release "sample" with 3 instances. */
@@ -161,6 +170,7 @@ class HelperError extends Error {
 interface CallOptions {
   name: string;
   loc?: { start: Loc };
+  data?: { secrets?: string[] | null };
 }
 
 const hb = Handlebars.create();
@@ -197,9 +207,20 @@ helper('pluck', ([list, field], o) => {
 
 helper('default', ([value, fallback]) => (value === undefined || value === null || value === '' ? fallback : value));
 
+helper('secret', ([name, ...rest], o) => {
+  if (typeof name !== 'string' || rest.length || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
+    return fail(o, 'secret expects one secret name in quotes, e.g. {{secret "DB_PASSWORD"}}');
+  }
+  const secrets = o.data?.secrets;
+  if (secrets && !secrets.includes(name)) {
+    return fail(o, `the secret ${name} is not among the release's secrets (${secrets.length ? secrets.join(', ') : 'it has none'}): deploy it with secretEnv ${name}, or give the product a default secret ${name}`);
+  }
+  return secretToken(name);
+});
+
 const BLOCK_HELPERS = new Set(['if', 'unless', 'each', 'with']);
-const HELPERS = new Set([...BLOCK_HELPERS, 'lookup', 'join', 'pluck', 'default']);
-const HELPER_LIST = 'join, pluck, default, lookup, if, unless, each, with';
+const HELPERS = new Set([...BLOCK_HELPERS, 'lookup', 'join', 'pluck', 'default', 'secret']);
+const HELPER_LIST = 'join, pluck, default, secret, lookup, if, unless, each, with';
 
 const cache = new Map<string, Handlebars.TemplateDelegate>();
 

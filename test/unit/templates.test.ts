@@ -1,4 +1,5 @@
 import { AppError } from '../../lib/errors';
+import { fillSecrets, secretsIn } from '../../lib/secrets';
 import { checkTemplates, renderTemplates, sampleContext, templateContext, type TemplateContext } from '../../subgraphs/panama/templates';
 
 const release = { id: 'r-1', name: 'zk', version: '3.8.4', replicas: 3, env: [{ name: 'CLIENT_PORT', value: '2181' }, { name: 'TICK', value: '2000' }] };
@@ -155,5 +156,26 @@ describe('checkTemplates', () => {
     expect(sample.peers).toHaveLength(3);
     expect(sample.env).toEqual({ PORT: '6379' });
     expect(sample.release.replicas).toBe(3);
+  });
+});
+
+describe('secrets in templates', () => {
+  const template = [{ path: '/etc/app.conf', template: 'user=app\npassword={{secret "DB_PASSWORD"}}\n' }];
+
+  test('{{secret "NAME"}} renders a token, never a value; fillSecrets puts the value in its place', () => {
+    const [file] = renderTemplates(template, ctx(), ['DB_PASSWORD']);
+    expect(file.content).toBe('user=app\npassword=⟦secret:DB_PASSWORD⟧\n');
+    expect(secretsIn(file.content)).toEqual(['DB_PASSWORD']);
+    expect(fillSecrets(file.content, new Map([['DB_PASSWORD', 's3cr$t&\\1']]))).toBe('user=app\npassword=s3cr$t&\\1\n');
+    expect(() => fillSecrets(file.content, new Map())).toThrow('a config file uses the secret DB_PASSWORD, which the release does not have');
+  });
+
+  test('a release without the secret is refused with what to do; a product is checked without knowing its releases', () => {
+    const err = errorOf(() => renderTemplates(template, ctx(), ['OTHER']));
+    expect(err.message).toBe('config template /etc/app.conf, line 2, column 10: the secret DB_PASSWORD is not among the release\'s secrets (OTHER): deploy it with secretEnv DB_PASSWORD, or give the product a default secret DB_PASSWORD');
+    expect(err.extensions.code).toBe('BAD_USER_INPUT');
+    expect(() => checkTemplates(template, { product: 'app' })).not.toThrow();
+    expect(check('{{secret env.PORT}}').message).toMatch(/secret expects one secret name in quotes, e\.g\. \{\{secret "DB_PASSWORD"\}\}/);
+    expect(check('{{secret "NOT-A-NAME"}}').message).toMatch(/secret expects one secret name in quotes/);
   });
 });
