@@ -14,6 +14,7 @@ export {
   migrateInstance, placeInstances, removeInstance, respecInstance, specHash,
   type ContainerSpec, type Instance, type PlacementConstraints, type RenderedSpec, type RenderSpec, type UnplacedInstance,
 } from './instances';
+export { cadenceFor, silenceFor, type Cadence } from './cadence';
 export { pinImage, type PinnedImage } from './images';
 export { checkLedger, type LedgerDrift } from './ledger';
 export {

@@ -121,6 +121,10 @@ export async function setPaused(store: Store, id: string, paused: boolean): Prom
  * is followed by the next one in the same tick. Safe to run twice.
  */
 export async function advanceUpgrade(store: Store, release: Release, now = new Date()): Promise<void> {
+  // A tick that began before the upgrade did must not date its steps before the upgrade's start (subscribers get
+  // events in time order: the first is always UPGRADE_STARTED or ROLLBACK_STARTED).
+  const started = Date.parse(release.upgrade?.startedAt ?? '');
+  if (started >= now.getTime()) now = new Date(started + 1);
   let current: Release | undefined = release;
   for (let steps = 0; current && steps < 4 && await step(store, current, now); steps++) current = await getRelease(store, release.id);
 }
