@@ -12,7 +12,7 @@ export {
 export {
   announcePendingNetwork, checkPlacement, containerName, forgetLostContainers, getInstance, HOST_DESIRED_CHANGED, hostTopic, instanceId, instancesOfHost, instancesOfRelease, listInstances,
   migrateInstance, placeInstances, removeInstance, respecInstance, specHash,
-  type ContainerSpec, type Instance, type PlacementConstraints, type UnplacedInstance,
+  type ContainerSpec, type Instance, type PlacementConstraints, type RenderedSpec, type RenderSpec, type UnplacedInstance,
 } from './instances';
 export { cadenceFor, silenceFor, type Cadence } from './cadence';
 export { pinImage, type PinnedImage } from './images';

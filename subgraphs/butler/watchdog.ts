@@ -5,7 +5,7 @@ import {
   forgetHost, getContainer, getHost, getInstance, instancesOfHost, isServing, listHosts, markDown, migrateInstance, recordProbe, removeInstance,
   revokeHost, setCordoned, silenceFor, watchingSince, type Host, type Instance,
 } from '../ark';
-import { constraintsOf, getRelease } from '../panama';
+import { constraintsOf, getRelease, specAfterMove } from '../panama';
 import { raise, resolveAlarm } from './alarms';
 import { recordEvent } from './events';
 
@@ -121,7 +121,7 @@ export async function move(store: Store, from: Host, instance: Instance, now: Da
   if (!release) return false;
   let to: string;
   try {
-    to = await migrateInstance(store, instance, constraintsOf(release));
+    to = await migrateInstance(store, instance, constraintsOf(release), (moved) => specAfterMove(store, moved), now);
   } catch (err) {
     await recordEvent(store, {
       kind: 'MIGRATION_BLOCKED', message: err instanceof Error ? err.message : String(err), severity: 'WARNING',

@@ -281,7 +281,9 @@ const NOT_REPRODUCED = [
   'Not reproduced: the fleet network. Every instance runs on this one host, on an address Docker picks (not its fixed',
   'address on the cluster network), with no routes to other hosts and no fz.internal DNS server: instances find each',
   "other by the same names through Docker's embedded DNS (network aliases), on this host only; release names",
-  '(<release>.fz.internal) and SRV names do not resolve. Data volumes and lifecycle hooks are not reproduced either.',
+  '(<release>.fz.internal) and SRV names do not resolve. Config files rendered with addresses (a template\'s ip)',
+  'name the fleet addresses, which these containers do not have: use domain names in templates for such copies.',
+  'Data volumes and lifecycle hooks are not reproduced either.',
 ];
 
 // ---------------------------------------------------------------------------------------------------------------

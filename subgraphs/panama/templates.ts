@@ -10,9 +10,18 @@
  * What a template can read (see TemplateContext):
  *   {{product.name}}
  *   {{release.id}} {{release.name}} {{release.version}} {{release.replicas}}
- *   {{instance.id}} {{instance.ordinal}} {{instance.number}} {{instance.domainName}}   (number = ordinal + 1)
- *   {{#each peers}}server.{{number}}={{domainName}}:2888:3888{{/each}}                   (all instances, itself too)
+ *   {{instance.id}} {{instance.ordinal}} {{instance.number}} {{instance.domainName}} {{instance.ip}}
+ *                                                                                   (number = ordinal + 1)
+ *   {{#each peers}}server.{{number}}={{domainName}}:2888:3888 # {{ip}}{{/each}}        (all instances, itself too)
  *   {{env.NAME}}  the release's env (the product's defaults.env merged with the deploy's env)
+ *
+ * Names and addresses: `domainName` is the stable contract (it never changes; DNS follows a member that moves).
+ * `ip` is the member's fixed address on the cluster network, for software that needs literal addresses: Ark gives
+ * it when the member is placed on a host, it stays while the member stays there, and a member that moves to
+ * another host gets a new one. Then every member whose rendered files mention it is re-created with the new
+ * address, one at a time behind the health gate (subgraphs/panama/reconcile.ts); files that never write `ip` do
+ * not change, so their containers are not touched. Before a member is placed its `ip` is null, which renders as
+ * nothing (never a made-up address): `{{#if ip}}...{{/if}}` tests it, `{{default ip "unplaced"}}` names it.
  *
  * Strictness: a value written out ({{release.nmae}}) must exist, or rendering fails. A helper argument that reads a
  * missing env variable is allowed, so optional settings work: {{#if env.TLS}}...{{/if}}, {{default env.PORT "6379"}}.
@@ -46,6 +55,8 @@ export interface TemplateInstance {
   /** ordinal + 1: ZooKeeper's myid, etcd member numbers and the like start at 1. */
   number: number;
   domainName: string;
+  /** Its fixed address on the cluster network; null until it is placed on a host (see the comment at the top). */
+  ip: string | null;
 }
 
 export interface TemplateContext {
@@ -72,6 +83,8 @@ export interface TemplatePeer {
   id: string;
   ordinal: number;
   domainName: string;
+  /** Absent or null: not placed yet. */
+  ip?: string | null;
 }
 
 /**
@@ -83,7 +96,7 @@ export function templateContext(
 ): TemplateContext {
   const peers = [...instances]
     .sort((a, b) => a.ordinal - b.ordinal)
-    .map((i) => ({ id: i.id, ordinal: i.ordinal, number: i.ordinal + 1, domainName: i.domainName }));
+    .map((i) => ({ id: i.id, ordinal: i.ordinal, number: i.ordinal + 1, domainName: i.domainName, ip: i.ip ?? null }));
   const instance = peers.find((p) => p.ordinal === ordinal);
   if (!instance) throw new AppError('INTERNAL', `templateContext: release ${release.id} has no instance with ordinal ${ordinal}`);
   return {
@@ -125,7 +138,8 @@ const PATH = /^(\/[A-Za-z0-9._@+=-]+)+$/;
 
 /**
  * Checks templates when a product is defined: paths (absolute, plain characters, no "." or ".." segments, each path
- * once), syntax, every variable against a sample 3-instance release with the product's default env, and one render.
+ * once), syntax, every variable against a sample 3-instance release with the product's default env, and a render
+ * with addresses and one without (as before placement), so a template that writes `ip` works both ways.
  * Throws BAD_USER_INPUT with `extensions.field` = `configTemplates[i].path` or `configTemplates[i].template`.
  */
 export function checkTemplates(templates: ConfigTemplate[], sample: SampleInput = {}): void {
@@ -144,13 +158,17 @@ export function checkTemplates(templates: ConfigTemplate[], sample: SampleInput 
     if (problem) throw toAppError(t, index, problem);
   });
   renderTemplates(templates, ctx, null);
+  renderTemplates(templates, sampleContext(sample, false), null);
 }
 
-/** The context checkTemplates renders with: release "sample" with 3 instances. */
-export function sampleContext(sample: SampleInput = {}): TemplateContext {
+/**
+ * The context checkTemplates renders with: release "sample" with 3 instances, placed (addresses from the
+ * documentation range 192.0.2.0/24, so a sample never looks like a real member) or not yet (`ip` null).
+ */
+export function sampleContext(sample: SampleInput = {}, placed = true): TemplateContext {
   const release = { id: 'r-sample', name: 'sample', version: sample.version ?? '1.0.0', replicas: 3, env: sample.env ?? [] };
   const instances = [0, 1, 2].map((ordinal) => ({
-    id: `r-sample-${ordinal}`, ordinal, domainName: `sample-${ordinal}.sample.fz.internal`,
+    id: `r-sample-${ordinal}`, ordinal, domainName: `sample-${ordinal}.sample.fz.internal`, ip: placed ? `192.0.2.${10 + ordinal}` : null,
   }));
   return templateContext(release, { name: sample.product ?? 'sample' }, instances, 0);
 }
