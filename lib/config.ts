@@ -26,6 +26,12 @@ export const config = () => ({
    * its notification socket still answers (butler/watchdog.ts).
    */
   hostDownSeconds: num('FZ_HOST_DOWN_SECONDS', 5),
+  /**
+   * Beyond this many heartbeats (polls) a second the fleet would send at the intervals above, the intervals and
+   * host-down stretch with the fleet's size (subgraphs/ark/cadence.ts): 100 hosts beat each second, 1,000 every 10 s.
+   */
+  maxHeartbeatsPerSecond: num('FZ_MAX_HEARTBEATS_PER_SECOND', 100),
+  maxPollsPerSecond: num('FZ_MAX_POLLS_PER_SECOND', 50),
   /** How often the ticks (watchdog, reconcile, publish) run; the watchdog counts silence only while it was ticking. */
   tickSeconds: num('FZ_TICK_SECONDS', 1),
   /**

@@ -4,6 +4,7 @@ import type { EngineInfo } from '../../lib/runner-protocol';
 import { dropClaim } from '../../lib/claims';
 import { ConditionFailed, type Store, type Versioned } from '../../lib/store';
 import * as check from '../../lib/validate';
+import { silenceFor } from './cadence';
 import { forgetContainer } from './containers';
 import { bumpNetworkSerial, checkHostNetworks, claimHostAddress, claimSubnet, clusterNetwork, freeHostNetwork } from './network';
 
@@ -30,6 +31,8 @@ export interface Host extends Versioned {
   createdAt: string;
   /** The runner process that beat last; another one is refused while this one is fresh. */
   runnerSession?: string | null;
+  /** The heartbeat interval its runner was last told (subgraphs/ark/cadence.ts); its silence is judged by it. */
+  heartbeatSeconds?: number | null;
   /** The host's clock minus the API's at the last beat. */
   clockSkewSeconds?: number | null;
   /**
@@ -209,21 +212,21 @@ export interface BeatInput {
 }
 
 /**
- * A runner is alive: records the beat by the API's clock (never the host's). A host that was DOWN comes back to the
- * status an operator left it in, READY or CORDONED or DRAINING (and says so). One live runner per host: while the runner session that beat last is fresh (within
- * `hostDownSeconds`), a beat from any other session is refused, so a second runner started with the same host
- * token touches nothing; once the old one has gone quiet, the new one takes over.
+ * A runner is alive: records the beat by the API's clock (never the host's), and the interval the runner is told to
+ * beat at (`intervalSeconds`). A host that was DOWN comes back to the status an operator left it in, READY or
+ * CORDONED or DRAINING (and says so). One live runner per host: while the runner session that beat last is fresh
+ * (within its host-down time), a beat from any other session is refused, so a second runner started with the same
+ * host token touches nothing; once the old one has gone quiet, the new one takes over.
  */
-export async function heartbeat(store: Store, id: string, beat: BeatInput, hostDownSeconds: number, now = new Date()): Promise<{ host: Host; cameBack: boolean }> {
+export async function heartbeat(store: Store, id: string, beat: BeatInput, intervalSeconds: number, now = new Date()): Promise<{ host: Host; cameBack: boolean }> {
   let cameBack = false;
   let holder: Host | null = null;
-  const freshSince = new Date(now.getTime() - hostDownSeconds * 1000).toISOString();
   const skew = beat.sentAt ? clockSkew(beat.sentAt, now) : null;
   const host = await store.mutate<Host>('hosts', id, (h) => {
     holder = null;
     cameBack = false;
     if (!h) return undefined;
-    if (beat.session && h.runnerSession && h.runnerSession !== beat.session && (h.lastHeartbeatAt ?? '') >= freshSince) {
+    if (beat.session && h.runnerSession && h.runnerSession !== beat.session && fresh(h, now)) {
       holder = h;
       return undefined;
     }
@@ -237,6 +240,7 @@ export async function heartbeat(store: Store, id: string, beat: BeatInput, hostD
       statusBeforeDown: null,
       runnerSession: beat.session ?? h.runnerSession ?? null,
       clockSkewSeconds: skew ?? h.clockSkewSeconds ?? null,
+      heartbeatSeconds: intervalSeconds,
       probeSentAt: null,
     };
   });
@@ -277,6 +281,9 @@ export function foldBeat(h: Pick<Host, 'lastHeartbeatAt' | 'runnerSession' | 'st
   };
 }
 
+/** Whether the host's last beat is within its host-down time (its runner is taken to live). */
+const fresh = (h: Host, now: Date) => (h.lastHeartbeatAt ?? '') >= new Date(now.getTime() - silenceFor(h).hostDownSeconds * 1000).toISOString();
+
 function anotherRunner(h: Host, now: Date): AppError {
   const ago = ((now.getTime() - Date.parse(h.lastHeartbeatAt!)) / 1000).toFixed(1);
   return conflict(`host ${h.name} is already served by another runner (its last heartbeat was ${ago} s ago): ` +
@@ -310,10 +317,9 @@ export async function recordEngine(store: Store, host: Host, engine: EngineInfo)
 }
 
 /** A sync carries observed state: refused for a session that is not the host's live runner. */
-export function checkSession(host: Host, session: string | null | undefined, hostDownSeconds: number, now = new Date()): void {
+export function checkSession(host: Host, session: string | null | undefined, now = new Date()): void {
   if (!session || !host.runnerSession || host.runnerSession === session) return;
-  const freshSince = new Date(now.getTime() - hostDownSeconds * 1000).toISOString();
-  if ((host.lastHeartbeatAt ?? '') >= freshSince) throw anotherRunner(host, now);
+  if (fresh(host, now)) throw anotherRunner(host, now);
   throw conflict(`host ${host.name}: this runner's session has not been accepted by a heartbeat yet; it syncs after its first heartbeat`);
 }
 

@@ -12,8 +12,9 @@ export {
 export {
   announcePendingNetwork, checkPlacement, containerName, forgetLostContainers, getInstance, HOST_DESIRED_CHANGED, hostTopic, instanceId, instancesOfHost, instancesOfRelease, listInstances,
   migrateInstance, placeInstances, removeInstance, respecInstance, specHash,
-  type ContainerSpec, type Instance, type PlacementConstraints, type UnplacedInstance,
+  type ContainerSpec, type Instance, type PlacementConstraints, type RenderedSpec, type RenderSpec, type UnplacedInstance,
 } from './instances';
+export { cadenceFor, silenceFor, type Cadence } from './cadence';
 export { pinImage, type PinnedImage } from './images';
 export { checkLedger, type LedgerDrift } from './ledger';
 export { followLogs, logTailDelivered, pendingLogTails, unfollowLogs, type LogTail } from './logtail';

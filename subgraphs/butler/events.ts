@@ -16,7 +16,7 @@ export { SEVERITY_RANK, type NewEvent, type Severity } from '../../lib/events';
  * the same at 1k events as at 100k.
  */
 export interface PlatformEvent extends Versioned {
-  /** Sortable by time: `<ISO time>~<random>`, so newest-first is a reverse sort of ids. */
+  /** Sortable by time: `<ISO time>~<order within the instant><random>`, so newest-first is a reverse sort of ids. */
   id: string;
   at: string;
   kind: string;
@@ -53,9 +53,21 @@ export function indexed<E extends Omit<PlatformEvent, 'seq'>>(e: E): E {
   } as E;
 }
 
+/**
+ * Events this process records at one instant keep the order they were recorded in (an upgrade step writes several
+ * with one `now`): a counter within the millisecond comes before the random part of the id.
+ */
+let lastInstant = '';
+let sameInstant = 0;
+function eventId(at: string): string {
+  sameInstant = at === lastInstant ? sameInstant + 1 : 0;
+  lastInstant = at;
+  return `${at}~${sameInstant.toString(36).padStart(4, '0')}${randomBytes(4).toString('hex')}`;
+}
+
 export async function recordEvent(store: Store, event: NewEvent, now = new Date()): Promise<PlatformEvent> {
   const item: Omit<PlatformEvent, 'seq'> = indexed({
-    id: `${now.toISOString()}~${randomBytes(4).toString('hex')}`,
+    id: eventId(now.toISOString()),
     at: now.toISOString(),
     severity: 'INFO' as Severity,
     hostId: null, releaseId: null, instanceId: null, alarmId: null, topics: [],

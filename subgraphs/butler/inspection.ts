@@ -1,9 +1,8 @@
 import type { Store, Versioned } from '../../lib/store';
 import { newId } from '../../lib/ids';
-import { checkLedger, instancesOfRelease, isServing, listContainers, listHosts, type ContainerRecord, type Host, type Instance, type LedgerDrift } from '../ark';
+import { checkLedger, instancesOfRelease, isServing, listContainers, listHosts, silenceFor, type ContainerRecord, type Host, type Instance, type LedgerDrift } from '../ark';
 import { listReleases, type Release } from '../panama';
 import { raise, resolveAlarm } from './alarms';
-import { config } from '../../lib/config';
 import { pageOf, pageSize, SEVERITY_RANK, type Page, type PlatformEvent, type Severity } from './events';
 
 /**
@@ -38,9 +37,6 @@ export interface FleetView {
   pollSeconds: number;
   /** Where a host's books disagree with the instances placed on it. */
   ledgerDrift?: LedgerDrift[];
-  /** How often runners beat, and after how long without a beat a host is declared DOWN (lib/config). */
-  heartbeatSeconds?: number;
-  hostDownSeconds?: number;
   /** Per instance: how often its container turned unhealthy in the last 24 h (from the events). */
   healthFlaps?: Map<string, number>;
 }
@@ -62,7 +58,7 @@ const seconds = (ms: number) => (ms / 1000).toFixed(1);
 const pct = (part: number, whole: number) => (whole > 0 ? Math.round((part / whole) * 100) : 0);
 const MB = 1024 * 1024;
 
-function inspectHosts({ hosts, pollSeconds, heartbeatSeconds = 1, hostDownSeconds = 5 }: FleetView, now: Date): Finding[] {
+function inspectHosts({ hosts, pollSeconds }: FleetView, now: Date): Finding[] {
   const out: Finding[] = [];
   const engines = new Map<string, number>();
   for (const h of hosts) if (h.engine) engines.set(h.engine.version, (engines.get(h.engine.version) ?? 0) + 1);
@@ -85,6 +81,8 @@ function inspectHosts({ hosts, pollSeconds, heartbeatSeconds = 1, hostDownSecond
     }
     const beats = h.beats;
     if (h.status !== 'DOWN' && beats && beats.count >= 10) {
+      // The interval this host's runner was told to beat at, and the silence that declares it DOWN.
+      const { heartbeatSeconds, hostDownSeconds } = silenceFor(h);
       const downMs = hostDownSeconds * 1000;
       if (beats.maxGapMs >= downMs * BEAT_GAP_SHARE) {
         out.push({ severity: 'WARNING', check: 'host.heartbeat-jitter', subject, message: `a gap of ${seconds(beats.maxGapMs)} s between two heartbeats at ${beats.maxGapAt} (it beats every ${heartbeatSeconds} s; ${hostDownSeconds} s without one declare it DOWN and move its instances): its runner or its link to the API stalls — look at the host's load, swap and network, and the runner's log at that time` });
@@ -203,7 +201,7 @@ async function fleetView(store: Store, pollSeconds: number, now: Date): Promise<
   const [hosts, releases, containers, ledgerDrift] = await Promise.all([listHosts(store), listReleases(store), listContainers(store), checkLedger(store, false)]);
   const instances = (await Promise.all(releases.map((r) => instancesOfRelease(store, r.id)))).flat();
   const healthFlaps = await countHealthFlaps(store, releases.map((r) => r.id), now);
-  return { hosts, releases, instances, containers, pollSeconds, ledgerDrift, healthFlaps, heartbeatSeconds: config().heartbeatSeconds, hostDownSeconds: config().hostDownSeconds };
+  return { hosts, releases, instances, containers, pollSeconds, ledgerDrift, healthFlaps };
 }
 
 /** Most container events of one release read for the flap count: a bounded read per release. */

@@ -8,7 +8,9 @@ import { panamaHooks } from './hooks';
 import { mustGetProduct, type Product } from './products';
 import { getRevision, withNewRevision } from './revisions';
 import type { PinnedImage } from '../ark';
-import { changeBlocked, changeRelease, getRelease, releaseCause, instanceSpec, mustGetRelease, pinVersion, writeRelease, type Release } from './releases';
+import {
+  addressesOf, changeBlocked, changeRelease, getRelease, releaseCause, instanceSpec, mustGetRelease, pinVersion, rendered, writeRelease, type Release,
+} from './releases';
 
 /**
  * Rolling upgrades and rollbacks as state in the release item, advanced one step per reconcile tick: killing any
@@ -119,6 +121,10 @@ export async function setPaused(store: Store, id: string, paused: boolean): Prom
  * is followed by the next one in the same tick. Safe to run twice.
  */
 export async function advanceUpgrade(store: Store, release: Release, now = new Date()): Promise<void> {
+  // A tick that began before the upgrade did must not date its steps before the upgrade's start (subscribers get
+  // events in time order: the first is always UPGRADE_STARTED or ROLLBACK_STARTED).
+  const started = Date.parse(release.upgrade?.startedAt ?? '');
+  if (started >= now.getTime()) now = new Date(started + 1);
   let current: Release | undefined = release;
   for (let steps = 0; current && steps < 4 && await step(store, current, now); steps++) current = await getRelease(store, release.id);
 }
@@ -131,8 +137,9 @@ async function step(store: Store, release: Release, now: Date): Promise<boolean>
   const [instances, containers] = await Promise.all([instancesOfRelease(store, release.id), containersOfRelease(store, release.id)]);
   const byInstance = new Map(containers.map((c) => [c.instanceId, c]));
   const targetVersion = u.state === 'ROLLING_BACK' ? u.fromVersion : u.toVersion;
-  const target = (i: Instance) => instanceSpec({ ...release, version: targetVersion }, product, i.ordinal);
-  const onTarget = (i: Instance) => i.specHash === specHash(target(i));
+  const addresses = addressesOf(instances);
+  const target = (i: Instance) => rendered(instanceSpec({ ...release, version: targetVersion }, product, i.ordinal, addresses), addresses);
+  const onTarget = (i: Instance) => i.specHash === specHash(target(i).spec);
   const serving = (i: Instance) => { const c = byInstance.get(i.id); return Boolean(c && c.specHash === i.specHash && isServing(c)); };
   const save = (next: Partial<UpgradeRecord>, extra: Partial<Release> = {}) =>
     writeRelease(store, release, { ...release, ...extra, upgrade: { ...u, ...next } });

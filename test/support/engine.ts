@@ -41,12 +41,15 @@ export async function startEngine(name: string, pool: string, images: string[]):
   const socket = join(dir, 'docker.sock');
   let child: ChildProcess | undefined;
   const docker = new Docker({ socketPath: socket });
+  // Its own temp dir (runc and containerd leave files there when killed), removed with the rest of `dir`.
+  const temp = join(dir, 'tmp');
+  mkdirSync(temp, { recursive: true });
   const start = async () => {
     child = spawn('dockerd', [
       '--data-root', join(dir, 'data'), '--exec-root', execRoot, '--pidfile', join(dir, 'docker.pid'),
       '-H', `unix://${socket}`, '--iptables=false', '--ip-masq=false', '--bridge=none',
       '--default-address-pool', `base=${pool},size=24`,
-    ], { stdio: 'ignore', detached: true });
+    ], { stdio: 'ignore', detached: true, env: { ...process.env, TMPDIR: temp } });
     await waitUntil(`dockerd ${name}`, async () => (await docker.ping()) !== undefined, 30_000, 200);
   };
   const kill = async () => {

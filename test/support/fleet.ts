@@ -189,6 +189,9 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
     writeFileSync(daemonJson, '{}\n'); // not the machine's /etc/docker/daemon.json
     const runnerLog = join(hostDir, 'runner.log');
     const dockerdLog = join(hostDir, 'dockerd.log');
+    // The engine's own temp dir: runc and containerd leave files there when killed (a power cut), removed with `dir`.
+    const engineTemp = join(hostDir, 'tmp');
+    mkdirSync(engineTemp, { recursive: true });
 
     made.netns.push(netns);
     sh('ip', ['netns', 'add', netns]);
@@ -232,7 +235,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
           '--data-root', join(hostDir, 'docker'), '--exec-root', execRoot, '--pidfile', join(execRoot, 'docker.pid'),
           '-H', `unix://${socket}`, '--iptables=false', '--ip-masq=false', '--bridge=none',
           '--insecure-registry', registry,
-        ], dockerdLog);
+        ], dockerdLog, { ...process.env, TMPDIR: engineTemp });
         const started: ChildProcess = dockerd;
         await waitUntil(`dockerd of ${name}`, async () => {
           if (started.exitCode !== null || started.signalCode !== null) throw new Error(`dockerd exited (${started.exitCode ?? started.signalCode}); see ${dockerdLog}`);

@@ -6,7 +6,7 @@
  *
  * Only what is the file's own is ever judged or removed, however many other runs share the machine and the engine:
  * - every file gets a fresh TMPDIR (os.tmpdir() and every child process see it): its temp dirs are in there, its
- *   mounts under it, and its processes carry it in their environment, even once detached;
+ *   mounts under it, and its processes carry it (or a folder under it) in their environment, even once detached;
  * - every file gets its own DOCKER_HOST: a recorder (docker-recorder.js) in front of the engine notes the id of each
  *   container created through it, so the file's containers are exactly those noted (its runners' and its scripts'
  *   included, since they inherit DOCKER_HOST). Containers of engines the file starts itself go with those engines;
@@ -31,10 +31,12 @@ const netnsNames = () => (existsSync(NETNS_DIR) ? readdirSync(NETNS_DIR) : []);
 /** Names this test process gives what must live outside its TMPDIR: fleet.ts `fzt<pid><letter>…`, engine.ts `fzx-<name>-<pid>`. */
 const ownName = (name) => new RegExp(`^fzt${process.pid}[a-z]|^fzx-.+-${process.pid}$`).test(name);
 
-function processesWith(marker) {
+/** Processes whose TMPDIR is `dir` or a folder under it (a harness gives an engine it starts a temp dir of its own). */
+function processesWith(dir) {
   return readdirSync('/proc').filter((p) => /^\d+$/.test(p) && Number(p) !== process.pid).flatMap((pid) => {
     try {
-      if (!readFileSync(`/proc/${pid}/environ`, 'latin1').includes(marker)) return [];
+      const env = readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0');
+      if (!env.some((v) => v === `TMPDIR=${dir}` || v.startsWith(`TMPDIR=${dir}/`))) return [];
       return [{ pid: Number(pid), command: readFileSync(`/proc/${pid}/cmdline`, 'latin1').replace(/\0+$/, '').replace(/\0/g, ' ').slice(0, 160) }];
     } catch {
       return []; // gone meanwhile, or not ours to read
@@ -122,12 +124,11 @@ class LeftoversEnvironment extends NodeEnvironment {
   async check() {
     if (this.checked) return null;
     this.checked = true;
-    const marker = `TMPDIR=${this.tmp}\0`;
     const deadline = Date.now() + SETTLE_MS;
-    let processes = processesWith(marker);
+    let processes = processesWith(this.tmp);
     while (processes.length && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 250));
-      processes = processesWith(marker);
+      processes = processesWith(this.tmp);
     }
     const left = { ...(await this.leftovers()), processes };
     const found = [
