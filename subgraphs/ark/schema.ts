@@ -9,7 +9,8 @@ import type { Label } from '../../lib/validate';
 import { getContainer } from './containers';
 import { resolveName, type Endpoint } from './discovery';
 import { runnerHeartbeat, runnerSync, type HeartbeatRequest } from './dispatch';
-import { createJoinToken, drainHost, getHost, labelHost, listHosts, registerHost, revokeHost, setCordoned, type RegisterHostInput } from './hosts';
+import { issueHostCertificate } from './certificates';
+import { createJoinToken, drainHost, getHost, labelHost, listHosts, registerHost, revokeHost, setCordoned, type Host, type RegisterHostInput } from './hosts';
 import { checkLedger, type LedgerDrift } from './ledger';
 import { instanceLogs, recordLogChunk, type LogChunkInput } from './logs';
 import { getInstance, instancesOfHost, instancesOfRelease, networkChanged, type Instance } from './instances';
@@ -49,6 +50,8 @@ const resolvers = {
     runnerHeartbeat: (_: unknown, { input }: { input: HeartbeatRequest }, ctx: Context) => runnerHeartbeat(store(), requireHost(ctx), input),
     repairLedger: () => checkLedger(store(), true),
     runnerLogs: (_: unknown, { input }: { input: LogChunkInput }, ctx: Context) => recordLogChunk(store(), requireHost(ctx), input),
+    runnerRenewCertificate: (_: unknown, { input }: { input: { csr: string } }, ctx: Context) =>
+      issueHostCertificate(store(), requireHost(ctx), input.csr, config().ca.lifetimeSeconds),
   },
   LedgerDrift: {
     host: (d: LedgerDrift) => getHost(store(), d.hostId),
@@ -56,6 +59,7 @@ const resolvers = {
   Host: {
     __resolveReference: ({ id }: { id: string }) => getHost(store(), id),
     instances: ({ id }: { id: string }) => instancesOfHost(store(), id),
+    certificateExpiresAt: (h: Host) => h.certificate?.notAfter ?? null,
   },
   Instance: {
     __resolveReference: ({ id }: { id: string }) => getInstance(store(), id),
@@ -99,6 +103,7 @@ export const arkAccess: AccessRules = {
     runnerLogs: 'HOST',
     runnerSync: 'HOST',
     runnerHeartbeat: 'HOST',
+    runnerRenewCertificate: 'HOST',
   },
 };
 
