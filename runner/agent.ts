@@ -121,7 +121,7 @@ export async function ensureRegistered(api: Api, config: RunnerConfig, facts: En
     throw err;
   }
   const tls = request && result.certificate ? { key: request.keyPem, cert: result.certificate.certificate, ca: result.certificate.caCertificate } : null;
-  const state = { hostId: result.host.id, hostToken: result.hostToken, apiUrl: api.url, tls };
+  const state: RunnerState = { hostId: result.host.id, hostToken: result.hostToken, apiUrl: api.url, ...(tls ? { tls } : {}) };
   saveState(file, state);
   log.info({ hostId: state.hostId, name: config.name, stateFile: file, certificateExpiresAt: result.certificate?.notAfter }, 'registered host');
   return state;
