@@ -1,3 +1,4 @@
+import { config } from '../../lib/config';
 import type { Store, Versioned } from '../../lib/store';
 import { newId } from '../../lib/ids';
 import { checkLedger, instancesOfRelease, isServing, listContainers, listHosts, type ContainerRecord, type Host, type Instance, type LedgerDrift } from '../ark';
@@ -37,6 +38,8 @@ export interface FleetView {
   pollSeconds: number;
   /** Where a host's books disagree with the instances placed on it. */
   ledgerDrift?: LedgerDrift[];
+  /** A host certificate this close to its expiry is a finding (FZ_CERT_WARNING_SECONDS). */
+  certificateWarningSeconds?: number;
 }
 
 /** A host clock this far off the API's is worth a warning (NTP keeps hosts within milliseconds). */
@@ -49,7 +52,7 @@ const MEMORY_AVAILABLE_PERCENT = 10;
 const pct = (part: number, whole: number) => (whole > 0 ? Math.round((part / whole) * 100) : 0);
 const MB = 1024 * 1024;
 
-function inspectHosts({ hosts, pollSeconds }: FleetView, now: Date): Finding[] {
+function inspectHosts({ hosts, pollSeconds, certificateWarningSeconds = 7 * 86_400 }: FleetView, now: Date): Finding[] {
   const out: Finding[] = [];
   const engines = new Map<string, number>();
   for (const h of hosts) if (h.engine) engines.set(h.engine.version, (engines.get(h.engine.version) ?? 0) + 1);
@@ -73,6 +76,10 @@ function inspectHosts({ hosts, pollSeconds }: FleetView, now: Date): Finding[] {
     const skew = h.clockSkewSeconds ?? 0;
     if (h.status !== 'DOWN' && Math.abs(skew) >= CLOCK_SKEW_SECONDS) {
       out.push({ severity: 'WARNING', check: 'host.clock-skew', subject, message: `its clock is ${Math.abs(Math.round(skew))} s ${skew > 0 ? 'ahead of' : 'behind'} the API's: heartbeats are judged by the API's clock, but logs, certificates and the middleware's own timeouts are not (run NTP on the host)` });
+    }
+    const certificateLeft = h.certificate && !h.tokenRevokedAt ? Date.parse(h.certificate.notAfter) - now.getTime() : Infinity;
+    if (certificateLeft < certificateWarningSeconds * 1000) {
+      out.push({ severity: certificateLeft <= 0 ? 'CRITICAL' : 'WARNING', check: 'host.certificate', subject, message: `its client certificate ${certificateLeft <= 0 ? 'expired' : 'expires'} at ${h.certificate!.notAfter} and was not renewed (its runner renews it at 2/3 of its lifetime)` });
     }
     if (h.engine && usual && h.engine.version !== usual) {
       out.push({ severity: 'WARNING', check: 'host.engine-drift', subject, message: `Docker ${h.engine.version} while most hosts run ${usual}` });
@@ -173,7 +180,7 @@ const causeOf = (f: Finding) => `${f.check}#${f.subject}`;
 async function fleetView(store: Store, pollSeconds: number): Promise<FleetView> {
   const [hosts, releases, containers, ledgerDrift] = await Promise.all([listHosts(store), listReleases(store), listContainers(store), checkLedger(store, false)]);
   const instances = (await Promise.all(releases.map((r) => instancesOfRelease(store, r.id)))).flat();
-  return { hosts, releases, instances, containers, pollSeconds, ledgerDrift };
+  return { hosts, releases, instances, containers, pollSeconds, ledgerDrift, certificateWarningSeconds: config().ca.warningSeconds };
 }
 
 export async function runInspection(store: Store, trigger: Inspection['trigger'], pollSeconds: number, now = new Date()): Promise<Inspection> {
