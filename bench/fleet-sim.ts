@@ -287,8 +287,10 @@ async function runOne(store: Store, n: number, signal: AbortSignal): Promise<Res
     // Warm-up: every runner beating and holding its socket; then one release placed (an instance on each of up to
     // 100 hosts), whose instances the runners report RUNNING.
     await sleep(5000, undefined, { signal });
+    const t1 = Date.now();
     const deployed = await s.graphql(`mutation { deploy(input: {name: "sim", product: "demo", version: "1.0.0", replicas: ${Math.min(n, 100)}}) { id } }`);
     if (!deployed.data) throw new Error(`deploy: ${JSON.stringify(deployed.errors)}`);
+    console.log(`  N=${n}: deploy of ${Math.min(n, 100)} replicas answered in ${((Date.now() - t1) / 1000).toFixed(1)} s`);
     await sleep(5000, undefined, { signal });
     const downBefore = await hostDownEvents(s);
 
@@ -299,6 +301,7 @@ async function runOne(store: Store, n: number, signal: AbortSignal): Promise<Res
     await sleep(SECONDS * 1000, undefined, { signal });
     const [ops1, cpu1] = [await take(), cpu()];
     const elapsed = (Date.now() - started) / 1000;
+    if (process.env.FZ_SIM_DEBUG) console.log(`  N=${n}: measured, collecting the runners' reports`);
     const reports = await Promise.all(workers.map((w) => { w.send({ stop: true }); return once(w, (m: { report?: WorkerReport }) => m.report); }));
     const syncMs = reports.flatMap((r) => r.syncMs);
     const byKind = Object.fromEntries(Object.entries(ops1.byKind).map(([k, v]) => [k, Math.round((v - (ops0.byKind[k] ?? 0)) / elapsed)]).filter(([, v]) => v));

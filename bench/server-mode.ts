@@ -101,18 +101,20 @@ async function measure(b: Bench, label: string, runtime: Runtime, httpPort: numb
     complete: () => undefined,
   });
   const target = host.desired()[0].instanceId;
-  const trigger = async (n: number) => {
+  const trigger = async (n: number, timeoutMs = 30_000) => {
     const at = new Date(Date.UTC(2026, 0, 2, 0, 0, n)).toISOString();
     host.setStartedAt(target, at);
     const sent = now();
     await host.sync();
-    await waitUntil(`event ${n} at the subscriber`, async () => arrivals.has(at), 30_000, 5);
+    await waitUntil(`event ${n} at the subscriber`, async () => arrivals.has(at), timeoutMs, 5);
     return arrivals.get(at)! - sent;
   };
-  // The first trigger also waits until the subscription is stored and the publisher warm.
-  await waitUntil('the subscription to deliver', async () => { await trigger(0); return true; }, 60_000, 100);
+  // The first triggers also wait until the subscription is stored and the publisher warm: each one a new start time
+  // (a report that repeats the last one is no change, so it would never be delivered).
+  let n = 0;
+  await waitUntil('the subscription to deliver', async () => { await trigger(++n, 5_000); return true; }, 60_000, 100);
   const latencies: number[] = [];
-  for (let n = 1; n <= EVENTS; n++) latencies.push(await trigger(n));
+  for (let k = 1; k <= EVENTS; k++) latencies.push(await trigger(++n));
   const subscription = stats(latencies);
   printStats('subscription: report → next at the client', subscription);
 

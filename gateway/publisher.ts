@@ -5,10 +5,11 @@ import { hashJson } from '../lib/ids';
 import { kick } from '../lib/kick';
 import { log } from '../lib/log';
 import { ConditionFailed, type Store } from '../lib/store';
-import { markPublished, unpublishedEvents, type PlatformEvent } from '../subgraphs/butler';
+import { logTailDelivered, pendingLogTails, type LogTail } from '../subgraphs/ark';
+import { markPublished, unpublishedEvents } from '../subgraphs/butler';
 import {
-  lookupId, matches, removeConnection, SUBSCRIPTIONS_TABLE, topicsOfEvent,
-  type Connections, type SubscriptionRecord, type SubscriptionStore,
+  LOG_TAIL, lookupId, matches, removeConnection, SUBSCRIPTIONS_TABLE, topicsOfEvent,
+  type Connections, type MatchableEvent, type SubscriptionRecord, type SubscriptionStore,
 } from './subscriptions';
 
 /**
@@ -17,6 +18,9 @@ import {
  * variables and principal) so each group is executed through the gateway once, post a `next` message to each
  * subscriber, drop connections that are gone (410), then mark the event published. At least once: a crash before
  * the mark sends the event again at the next run.
+ *
+ * Chunks of followed container output (Ark's `pendingLogTails`) go the same way to the `instanceLogTail`
+ * subscribers of their instance, and are removed once sent; the last chunk of an ended follow completes them.
  */
 
 /** Runs one query through the gateway as the given principal. */
@@ -47,7 +51,7 @@ export interface DeliveryGroup {
  * The executions one event needs: the matching subscriptions grouped by (query, variables with the event's lookup
  * id, principal). Pure, so the de-duplication is tested on its own.
  */
-export function groupDeliveries(subscriptions: SubscriptionRecord[], event: PlatformEvent): DeliveryGroup[] {
+export function groupDeliveries(subscriptions: SubscriptionRecord[], event: MatchableEvent): DeliveryGroup[] {
   const groups = new Map<string, DeliveryGroup>();
   const seen = new Set<string>();
   for (const sub of subscriptions) {
@@ -84,7 +88,7 @@ export interface EventReport {
 }
 
 /** Sends one event to its subscribers. Never throws for one bad subscription or connection. */
-export async function publishEvent(deps: PublisherDeps, event: PlatformEvent): Promise<EventReport> {
+export async function publishEvent(deps: PublisherDeps, event: MatchableEvent): Promise<EventReport> {
   const store = deps.store as SubscriptionStore;
   const candidates = (await Promise.all(topicsOfEvent(event.topics ?? []).map((topic) =>
     store.query<SubscriptionRecord>(SUBSCRIPTIONS_TABLE, 'byTopic', topic)))).flat();
@@ -123,7 +127,28 @@ export async function publishEvent(deps: PublisherDeps, event: PlatformEvent): P
       }
     });
   });
-  if (report.subscriptions) log.info({ ...report, kind: event.kind }, 'published event');
+  if (report.subscriptions && event.kind !== LOG_TAIL) log.info({ ...report, kind: event.kind }, 'published event');
+  return report;
+}
+
+/** A chunk of a followed container's output as the event the matching and grouping above take. */
+const tailEvent = (tail: LogTail): MatchableEvent => ({
+  id: tail.id, at: tail.at, kind: LOG_TAIL, severity: 'INFO', topics: [`logs:${tail.instanceId}`],
+  alarmId: null, instanceId: tail.instanceId, releaseId: tail.releaseId, hostId: null,
+});
+
+/** Sends one chunk to the subscribers of its instance's tail and removes it; an ended follow completes them. */
+export async function publishLogTail(deps: PublisherDeps, tail: LogTail): Promise<EventReport> {
+  const report = await publishEvent(deps, tailEvent(tail));
+  if (tail.ended) {
+    const store = deps.store as SubscriptionStore;
+    for (const sub of await store.query<SubscriptionRecord>(SUBSCRIPTIONS_TABLE, 'byTopic', `logs:${tail.instanceId}`)) {
+      if (sub.field !== 'instanceLogTail') continue;
+      await deps.connections.post(sub.endpoint, sub.connectionId, { id: sub.subscriptionId, type: 'complete' }).catch(() => undefined);
+      await store.remove(SUBSCRIPTIONS_TABLE, sub.id);
+    }
+  }
+  await logTailDelivered(deps.store, tail.id);
   return report;
 }
 
@@ -209,7 +234,16 @@ export async function publishPending(deps: PublisherDeps, budgetMs = 20_000): Pr
     // Again until nothing is left: events written while this run was busy.
     while (Date.now() - started < budgetMs) {
       const events = (await unpublishedEvents(deps.store)).filter((e) => !failed.has(e.id));
-      if (!events.length) return;
+      const tails = (await pendingLogTails(deps.store)).filter((t) => !failed.has(t.id));
+      if (!events.length && !tails.length) return;
+      for (const tail of tails) {
+        try {
+          report.deliveries += (await publishLogTail(deps, tail)).deliveries;
+        } catch (err) {
+          failed.add(tail.id);
+          log.error({ err, tailId: tail.id }, 'publishing a log tail failed');
+        }
+      }
       for (const event of events) {
         if (Date.now() - started >= budgetMs) return;
         if (Date.now() - renewedAt > LEASE_MS / 3) {

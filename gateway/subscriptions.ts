@@ -9,11 +9,13 @@ import {
   type DocumentNode, type FieldNode, type FragmentDefinitionNode, type GraphQLFormattedError, type GraphQLSchema,
   type OperationDefinitionNode, type SelectionSetNode, type VariableDefinitionNode,
 } from 'graphql';
-import { authenticate, BOOTSTRAP_ADMIN, type Principal } from '../lib/auth';
+import { authenticate, BOOTSTRAP_ADMIN, roleAllows, type Principal } from '../lib/auth';
 import { config } from '../lib/config';
+import { AppError } from '../lib/errors';
 import { log } from '../lib/log';
 import { caCertFile } from '../lib/pca';
 import type { Store } from '../lib/store';
+import { followLogs, unfollowLogs } from '../subgraphs/ark';
 
 /**
  * Subscriptions over API Gateway WebSockets, in the graphql-ws protocol (subprotocol `graphql-transport-ws`).
@@ -27,7 +29,9 @@ import type { Store } from '../lib/store';
  *   duplicate operation id is detected by the store, not by a read that could race.
  *
  * Topics: `alarmRaised` → `alarm`; `containerStatusChanged` → `container`; `releaseProgress(releaseId)` →
- * `release:<releaseId>`; `hostDesiredStateChanged` → `host:<the subscriber's own host id>`. An event is offered to
+ * `release:<releaseId>`; `hostDesiredStateChanged` → `host:<the subscriber's own host id>`; `instanceLogTail(instanceId)`
+ * → `logs:<instanceId>` (fed by chunks of a followed container, not by events: its subscribe starts Ark's follow and
+ * its end, however it comes, stops it). An event is offered to
  * the subscriptions whose topic equals one of the event's `topics` or is a prefix of one up to a `:` (so an event
  * with `container:<releaseId>:<hostId>` reaches topic `container`), then the subscription's filter decides (alarm
  * severity ≥ minSeverity; container releaseId/hostId when given; the host of a desired-state change).
@@ -70,7 +74,7 @@ export interface ConnectionRecord {
   seq: number;
 }
 
-export type SubscriptionField = 'alarmRaised' | 'containerStatusChanged' | 'releaseProgress' | 'hostDesiredStateChanged';
+export type SubscriptionField = 'alarmRaised' | 'containerStatusChanged' | 'releaseProgress' | 'hostDesiredStateChanged' | 'instanceLogTail';
 
 /** The one field a host runner may subscribe to. */
 export const HOST_SUBSCRIPTION: SubscriptionField = 'hostDesiredStateChanged';
@@ -79,6 +83,7 @@ export interface SubscriptionFilter {
   minSeverity?: 'CRITICAL' | 'WARNING' | 'INFO';
   releaseId?: string | null;
   hostId?: string | null;
+  instanceId?: string | null;
 }
 
 /** What a subscribe message becomes once validated: the lookup query to run per event, its topic and filter. */
@@ -112,7 +117,11 @@ export const LOOKUPS: Record<SubscriptionField, { lookup: string; argument: stri
   containerStatusChanged: { lookup: 'containerStatus', argument: 'instanceId', eventKey: 'instanceId' },
   releaseProgress: { lookup: 'event', argument: 'id', eventKey: 'id' },
   hostDesiredStateChanged: { lookup: 'hostDesiredStateChange', argument: 'eventId', eventKey: 'id' },
+  instanceLogTail: { lookup: 'logTail', argument: 'id', eventKey: 'id' },
 };
+
+/** The kind of what the publisher makes of a chunk of a followed container's output (Ark's subgraphs/ark/logtail.ts). */
+export const LOG_TAIL = 'LOG_TAIL';
 
 /** The kind of the events behind hostDesiredStateChanged (written by Ark's subgraphs/ark/instances.ts). */
 const HOST_DESIRED_CHANGED = 'HOST_DESIRED_CHANGED';
@@ -284,6 +293,12 @@ export function prepareSubscription(schema: GraphQLSchema, payload: SubscribePay
     }
     topic = `host:${principal.hostId}`;
     filter = { hostId: principal.hostId };
+  } else if (name === 'instanceLogTail') {
+    if (principal.kind !== 'operator' || !roleAllows(principal, 'OPERATOR')) {
+      return { errors: [userError(`instanceLogTail needs the OPERATOR role${principal.kind === 'operator' ? `; ${principal.id} has ${principal.role}` : ''}`, 'FORBIDDEN')] };
+    }
+    topic = `logs:${args.instanceId}`;
+    filter = { instanceId: args.instanceId };
   } else {
     if (!args.releaseId) return { errors: [userError('releaseProgress needs a releaseId')] };
     topic = `release:${args.releaseId}`;
@@ -376,6 +391,8 @@ export function matches(sub: Pick<SubscriptionRecord, 'field' | 'topic' | 'filte
       return true;
     case 'hostDesiredStateChanged':
       return (event.kind === undefined || event.kind === HOST_DESIRED_CHANGED) && !!sub.filter.hostId && sub.filter.hostId === event.hostId;
+    case 'instanceLogTail':
+      return event.kind === LOG_TAIL && !!sub.filter.instanceId && sub.filter.instanceId === event.instanceId;
   }
 }
 
@@ -479,7 +496,7 @@ export interface ProtocolContext {
   /** The gateway's API schema (loaded once per process). */
   schema: () => Promise<GraphQLSchema>;
   /** Checks that filter arguments name things that exist; returns an error message or null. */
-  checkFilter?: (filter: SubscriptionFilter, field: SubscriptionField) => Promise<GraphQLFormattedError | null>;
+  checkFilter?: (filter: SubscriptionFilter, field: SubscriptionField, principal: Principal) => Promise<GraphQLFormattedError | null>;
   /** Who a credential is, with the connection's client certificate (lib/auth's `authenticate` unless a test gives its own). */
   authenticate?: (authorization: string, clientCert?: string | null) => Promise<Principal>;
   /** A host runner answered the watchdog's probe (probeHost) on this socket: record that it lives. */
@@ -510,10 +527,17 @@ export async function connect(ctx: ProtocolContext, request: ConnectRequest): Pr
 
 /** Removes a connection and every subscription of it (at $disconnect, after a 410, after a close). */
 export async function removeConnection(store: SubscriptionStore, connectionId: string): Promise<number> {
-  const items = await store.query<{ id: string }>(SUBSCRIPTIONS_TABLE, 'byConnection', connectionId);
+  const items = await store.query<{ id: string } & Partial<SubscriptionRecord>>(SUBSCRIPTIONS_TABLE, 'byConnection', connectionId);
   const keys = new Set([connectionKey(connectionId), ...items.map((i) => i.id)]);
   await Promise.all([...keys].map((key) => store.remove(SUBSCRIPTIONS_TABLE, key)));
+  for (const item of items) await stopFollowing(store, item);
   return keys.size - 1;
+}
+
+/** A log tail subscription that ends takes its subscriber off Ark's follow (the last one ends the follow). */
+async function stopFollowing(store: SubscriptionStore, record: Partial<SubscriptionRecord> & { id: string }) {
+  if (record.kind !== 'subscription' || record.field !== 'instanceLogTail' || !record.filter?.instanceId) return;
+  await unfollowLogs(store as Store, record.filter.instanceId, record.id);
 }
 
 /** The payload key of the watchdog's ping to a silent host's runner; graphql-ws clients echo it in their pong. */
@@ -649,7 +673,7 @@ export async function handleMessage(ctx: ProtocolContext, connectionId: string, 
         if (connection.principal.kind === 'host' && 'field' in prepared && prepared.field !== HOST_SUBSCRIPTION) {
           return await close(CloseCode.Forbidden, FORBIDDEN_REASON);
         }
-        const problem = 'errors' in prepared ? prepared.errors : await ctx.checkFilter?.(prepared.filter, prepared.field).then((e) => (e ? [e] : null));
+        const problem = 'errors' in prepared ? prepared.errors : await ctx.checkFilter?.(prepared.filter, prepared.field, connection.principal).then((e) => (e ? [e] : null));
         if (problem) {
           log.info({ connectionId, id: message.id, errors: problem.map((e) => e.message) }, 'subscription refused');
           return await send({ id: message.id, type: 'error', payload: problem });
@@ -659,13 +683,27 @@ export async function handleMessage(ctx: ProtocolContext, connectionId: string, 
           endpoint: connection.endpoint, principal: connection.principal, createdAt: now(),
         });
         if (!created) return await close(CloseCode.SubscriberAlreadyExists, `Subscriber for ${message.id} already exists`.slice(0, 120));
+        if (created.field === 'instanceLogTail') {
+          try {
+            await followLogs(store as Store, connection.principal, created.filter.instanceId!, key);
+          } catch (err) {
+            await store.remove(SUBSCRIPTIONS_TABLE, key);
+            await stopFollowing(store, created);
+            if (!(err instanceof AppError)) throw err;
+            return await send({ id: message.id, type: 'error', payload: [userError(err.message, err.code)] });
+          }
+        }
         log.info({ connectionId, id: message.id, topic: created.topic }, 'subscribed');
         return;
       }
-      case 'complete':
+      case 'complete': {
         // Unknown ids (already completed, never subscribed) are ignored, as graphql-ws servers do.
-        await store.remove(SUBSCRIPTIONS_TABLE, subscriptionKey(connectionId, message.id));
+        const key = subscriptionKey(connectionId, message.id);
+        const record = await store.get<SubscriptionRecord>(SUBSCRIPTIONS_TABLE, key);
+        await store.remove(SUBSCRIPTIONS_TABLE, key);
+        if (record) await stopFollowing(store, record);
         return;
+      }
     }
   } catch (err) {
     log.error({ err, connectionId, type: message.type }, 'websocket message failed');

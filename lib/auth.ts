@@ -131,11 +131,11 @@ export interface AccessRules {
 }
 
 /**
- * Mutations that are not audited: a runner's sync, its heartbeat and its log chunks are reports, not changes by a
+ * Mutations that are not audited: a runner's sync, its heartbeat and its log chunks (answers and tails) are reports, not changes by a
  * person. (Audited, each heartbeat of every host appended to the one hash chain: at 20 hosts the appends already
  * lost most of their races for the next entry and heartbeats queued behind each other for seconds.)
  */
-const NOT_AUDITED = new Set(['runnerSync', 'runnerHeartbeat', 'runnerLogs']);
+const NOT_AUDITED = new Set(['runnerSync', 'runnerHeartbeat', 'runnerLogs', 'runnerLogTail']);
 
 export const ruleOf = (rules: AccessRules, type: 'Query' | 'Mutation', field: string): FieldRule => {
   const r = rules[type]?.[field];
@@ -150,8 +150,14 @@ export function roleAllows(principal: Principal, rule: Rule): boolean {
   return principal.kind === 'operator' && ROLES.indexOf(principal.role) >= ROLES.indexOf(rule);
 }
 
-async function check(ctx: Context, name: string, fieldRule: FieldRule, args: unknown): Promise<void> {
-  const { principal } = ctx;
+const check = (ctx: Context, name: string, fieldRule: FieldRule, args: unknown) => authorize(ctx.principal, name, fieldRule, args);
+
+/**
+ * Throws UNAUTHENTICATED or FORBIDDEN unless the principal may use `name` with these arguments: its role passes the
+ * rule and, for a scoped key, the target is one of its products or releases. Also used outside a resolver, e.g. when
+ * a subscription is made (gateway/subscriptions.ts).
+ */
+export async function authorize(principal: Principal, name: string, fieldRule: FieldRule, args: unknown): Promise<void> {
   if (!roleAllows(principal, fieldRule.rule)) {
     if (principal.kind === 'anonymous') throw new AppError('UNAUTHENTICATED', `${name} needs a credential: send "Authorization: Bearer <API key>"`);
     if (principal.kind === 'host') throw new AppError('FORBIDDEN', `${name} is not allowed for a host runner`);

@@ -26,6 +26,12 @@ export const config = () => ({
    * its notification socket still answers (butler/watchdog.ts).
    */
   hostDownSeconds: num('FZ_HOST_DOWN_SECONDS', 5),
+  /**
+   * Beyond this many heartbeats (polls) a second the fleet would send at the intervals above, the intervals and
+   * host-down stretch with the fleet's size (subgraphs/ark/cadence.ts): 100 hosts beat each second, 1,000 every 10 s.
+   */
+  maxHeartbeatsPerSecond: num('FZ_MAX_HEARTBEATS_PER_SECOND', 100),
+  maxPollsPerSecond: num('FZ_MAX_POLLS_PER_SECOND', 50),
   /** How often the ticks (watchdog, reconcile, publish) run; the watchdog counts silence only while it was ticking. */
   tickSeconds: num('FZ_TICK_SECONDS', 1),
   /**
@@ -36,6 +42,8 @@ export const config = () => ({
   joinTokenTtlSeconds: num('FZ_JOIN_TOKEN_TTL_SECONDS', 3600),
   /** How long instanceLogs waits for the runner of the instance's host to answer. */
   logWaitSeconds: num('FZ_LOG_WAIT_SECONDS', 10),
+  /** A followed log tail (instanceLogTail) ends after this long without a line or a new subscriber. */
+  logFollowIdleSeconds: num('FZ_LOG_FOLLOW_IDLE_SECONDS', 300),
   dnsZone: process.env.FZ_DNS_ZONE ?? 'fz.internal',
   /** Limits checked before a document is validated or planned (lib/limits.ts). */
   limits: {

@@ -17,4 +17,6 @@ export interface NewEvent {
   topics?: string[];
   /** Upgrade and rollback steps: instances done out of the total. */
   progress?: { done: number; total: number } | null;
+  /** Container status changes: the container's health before and after (the inspection counts flaps with it). */
+  health?: { before: string | null; after: string | null } | null;
 }

@@ -116,6 +116,11 @@ export interface ObservedContainer {
   stats?: ContainerStats | null;
   /** While the image of the instance's desired spec is being pulled. */
   pull?: PullProgress | null;
+  /**
+   * Config files in the container that differ from the rendered ones the runner put there (`/path`, or
+   * `/path (missing)`); null when none differ or they were not checked yet. Paths only, never content.
+   */
+  configDrift?: string[] | null;
 }
 
 /** How far a pull has come; bytes count only layers whose size the registry has announced yet. */
@@ -190,6 +195,15 @@ export interface SyncResponse {
   network: HostNetwork;
   /** Container logs the API waits for; answered with runnerLogs (runner/logs.ts). */
   logRequests?: LogRequest[];
+  /** Containers someone follows live (instanceLogTail); new lines go back with runnerLogTail (runner/logs.ts). */
+  logFollows?: LogFollow[];
+}
+
+/** One of the host's containers whose new output is wanted, after `since`. */
+export interface LogFollow {
+  instanceId: string;
+  /** RFC 3339 (nanoseconds): only lines after this time. */
+  since: string;
 }
 
 /** The tail of one of the host's containers, asked for by instanceLogs. */

@@ -58,3 +58,26 @@ export const mergeSealed = (...lists: (SealedVar[] | undefined)[]): SealedVar[] 
   for (const list of lists) for (const v of list ?? []) merged.set(v.name, v);
   return [...merged.values()];
 };
+
+/**
+ * A secret in a config template (`{{secret "DB_PASSWORD"}}`) renders as this token, never as its value: rendered
+ * files are stored, listed by `configFiles` and written into artefacts with the token in place. Only the runner of
+ * the instance's host gets the file with the value filled in (`fillSecrets`), as it gets secretEnv.
+ */
+export const secretToken = (name: string) => `⟦secret:${name}⟧`;
+const TOKEN = /⟦secret:([A-Za-z_][A-Za-z0-9_]*)⟧/g;
+
+/** The names of the secrets a rendered file holds (each once, in order of first use). */
+export const secretsIn = (content: string): string[] => [...new Set([...content.matchAll(TOKEN)].map((m) => m[1]))];
+
+/** The content with every secret token replaced by its value; a name without a value is an error. */
+export function fillSecrets(content: string, values: ReadonlyMap<string, string>): string {
+  return content.replace(TOKEN, (_, name: string) => {
+    const value = values.get(name);
+    if (value === undefined) throw new Error(`a config file uses the secret ${name}, which the release does not have`);
+    return value;
+  });
+}
+
+/** The content with every secret token replaced by what `replacement` makes of its name (artefacts). */
+export const replaceSecrets = (content: string, replacement: (name: string) => string) => content.replace(TOKEN, (_, name: string) => replacement(name));

@@ -14,6 +14,7 @@ import { StatsSampler } from './stats';
 import { ImagePuller } from './images';
 import { connectEngine, converge, engineFacts, followEvents, hostPressure, isEngineUnreachable, observe, type EngineFacts } from './engine';
 import { LogServer } from './logs';
+import { ConfigDriftChecker } from './config-drift';
 import { hostNetworks, HostNetworking } from './network';
 import { defaultWsUrl, followNotifications, WS_OFF, wsUrlProblem, type Notifications } from './notifications';
 import type { InstanceError } from './plan';
@@ -159,6 +160,7 @@ async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal)
   const docker = connectEngine(config.dockerTarget);
   const backoff = new Backoff();
   const stats = new StatsSampler(docker);
+  const configs = new ConfigDriftChecker(docker);
   const networking = new HostNetworking({ dnsPort: config.dnsPort });
   const images = new ImagePuller(docker, () => waker.wake());
   let facts: EngineFacts | null = null;
@@ -196,7 +198,7 @@ async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal)
           });
         }
         const { hostId, hostToken } = registration;
-        const observed = stats.attach(await observe(docker, hostId, errors, images.pulling()));
+        const observed = configs.attach(stats.attach(await observe(docker, hostId, errors, images.pulling())));
         stats.refresh(observed);
         const engine = { ...facts.engine, cpuMillis: facts.cpuMillis, memoryMb: facts.memoryMb, ...await hostPressure(facts.rootDir ?? null) };
         const response = await api.runnerSync(hostToken, { observed, engine, networkSerial: networking.serial, session: heartbeat!.session });
@@ -204,6 +206,8 @@ async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal)
         // Log requests are answered beside the container work, never after it: an operator is waiting.
         logs ??= new LogServer(docker, api, hostToken, hostId);
         logs.serve(response.logRequests);
+        logs.follow(response.logFollows);
+        configs.refresh(observed, response.desired);
         const bridgeChanged = await networking.apply(docker, response.network);
         const result = await converge(docker, hostId, response.desired, images, networking.bridge);
         const errorsChanged = errorKey(result.errors) !== errorKey(errors);
@@ -226,6 +230,7 @@ async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal)
   } finally {
     // Also on a fatal end: an open WebSocket or a beating loop would keep the process alive.
     heartbeat?.stop();
+    logs?.close();
     await notifications.current?.stop();
     await networking.close();
     api.close();

@@ -98,10 +98,12 @@ const RUNNER_SYNC = `mutation($input: RunnerSyncInput!) {
       records { name type address target port }
     }
     logRequests { id instanceId tail since }
+    logFollows { instanceId since }
   }
 }`;
 
 const RUNNER_LOGS = `mutation($input: RunnerLogsInput!) { runnerLogs(input: $input) }`;
+const RUNNER_LOG_TAIL = `mutation($input: RunnerLogTailInput!) { runnerLogTail(input: $input) }`;
 
 const RUNNER_HEARTBEAT = `mutation($input: RunnerHeartbeatInput!) {
   runnerHeartbeat(input: $input) { hostId serverTime intervalSeconds clockSkewSeconds }
@@ -120,9 +122,18 @@ export interface Api {
   runnerSync(hostToken: string, input: SyncRequest): Promise<SyncResponse>;
   runnerHeartbeat(hostToken: string, input: { session: string; sentAt: string }, timeoutMs: number): Promise<HeartbeatResult>;
   runnerLogs(hostToken: string, input: LogChunk): Promise<boolean>;
+  runnerLogTail(hostToken: string, input: LogTailChunk): Promise<boolean>;
   runnerRenewCertificate(hostToken: string, csr: string): Promise<HostCertificate>;
   /** Closes kept-alive connections (at the runner's stop). */
   close(): void;
+}
+
+/** New lines of a followed container (runner/logs.ts). */
+export interface LogTailChunk {
+  instanceId: string;
+  lines: LogLine[];
+  dropped: number;
+  error?: string | null;
 }
 
 /** One chunk of the answer to a log request (runner/logs.ts). */
@@ -170,6 +181,8 @@ export function createApi(url: string, giveUpAfterSeconds = 120, tls: () => TlsM
       (await tracked<{ runnerHeartbeat: HeartbeatResult }>(RUNNER_HEARTBEAT, { input }, hostToken, timeoutMs)).runnerHeartbeat,
     runnerLogs: async (hostToken, input) =>
       (await tracked<{ runnerLogs: boolean }>(RUNNER_LOGS, { input }, hostToken)).runnerLogs,
+    runnerLogTail: async (hostToken, input) =>
+      (await tracked<{ runnerLogTail: boolean }>(RUNNER_LOG_TAIL, { input }, hostToken)).runnerLogTail,
     runnerRenewCertificate: async (hostToken, csr) =>
       (await tracked<{ runnerRenewCertificate: HostCertificate }>(RUNNER_RENEW_CERTIFICATE, { input: { csr } }, hostToken)).runnerRenewCertificate,
     close: () => agents.close(),

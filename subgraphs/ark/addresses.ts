@@ -4,7 +4,9 @@ import { getInstance, type Instance } from './instances';
 import { claimInstanceIp, freeInstanceIp, inSubnet } from './network';
 
 /**
- * Gives every instance of the host that has no address on the host's subnet (new, or just moved here) a fixed one,
+ * Instances get their address when they are placed or moved (instances.ts: placeInstances, migrateInstance), so that
+ * config files can name it. At each sync this gives any instance of the host that still has no address on the
+ * host's subnet (one placed before addresses were given at placement) a fixed one,
  * claimed first and then recorded on the instance; the address it had on its previous host is given back. An
  * instance keeps its address for as long as it stays on the host, so its container is re-created with the same one.
  * Returns the instances as they now are, and whether any address changed (DNS records then change too).

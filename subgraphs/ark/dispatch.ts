@@ -1,14 +1,15 @@
-import { config } from '../../lib/config';
 import { kick } from '../../lib/kick';
 import type { SyncRequest, SyncResponse } from '../../lib/runner-protocol';
 import type { Store } from '../../lib/store';
 import { assignAddresses } from './addresses';
+import { fleetCadence } from './cadence';
 import { isServing, recordObservations, type StatusChange } from './containers';
 import { networkFor } from './discovery';
 import { arkHooks } from './hooks';
-import { checkSession, ensureSubnet, heartbeat, mustGetHost, recordEngine } from './hosts';
+import { checkSession, ensureSubnet, heartbeat, listHosts, mustGetHost, recordEngine } from './hosts';
 import { instancesOfHost, networkChanged, toDesired } from './instances';
 import { logRequestsFor } from './logs';
+import { logFollowsFor } from './logtail';
 
 /**
  * One round trip with a host runner: its report becomes the live status, and the answer is every container that
@@ -17,12 +18,13 @@ import { logRequestsFor } from './logs';
  * proves it lives with runnerHeartbeat; the sync of one without (an older runner) is its heartbeat.
  */
 export async function runnerSync(store: Store, hostId: string, request: SyncRequest, now = new Date()): Promise<SyncResponse> {
+  const cadence = await cadenceOf(store);
   let beat;
   if (request.session) {
     beat = await mustGetHost(store, hostId);
-    checkSession(beat, request.session, config().hostDownSeconds, now);
+    checkSession(beat, request.session, now);
   } else {
-    const result = await heartbeat(store, hostId, { session: null }, config().hostDownSeconds, now);
+    const result = await heartbeat(store, hostId, { session: null }, cadence.heartbeatSeconds, now);
     beat = result.host;
     if (result.cameBack) await arkHooks.emit('hostCameBack', store, beat, now);
   }
@@ -37,9 +39,10 @@ export async function runnerSync(store: Store, hostId: string, request: SyncRequ
   // Subscribers hear of a change now rather than at the next tick.
   if (changes.length) await kick('publish');
   return {
-    hostId, desired: instances.map(toDesired), pollSeconds: config().runnerPollSeconds,
+    hostId, desired: instances.map(toDesired), pollSeconds: cadence.pollSeconds,
     network: await networkFor(store, host, request.networkSerial),
     logRequests: await logRequestsFor(store, hostId, now),
+    logFollows: await logFollowsFor(store, hostId, now),
   };
 }
 
@@ -60,7 +63,11 @@ export interface HeartbeatResponse {
 
 /** The runner's own liveness signal, independent of its container work (runner/heartbeat.ts). */
 export async function runnerHeartbeat(store: Store, hostId: string, request: HeartbeatRequest, now = new Date()): Promise<HeartbeatResponse> {
-  const { host, cameBack } = await heartbeat(store, hostId, request, config().hostDownSeconds, now);
+  const { heartbeatSeconds } = await cadenceOf(store);
+  const { host, cameBack } = await heartbeat(store, hostId, request, heartbeatSeconds, now);
   if (cameBack) await arkHooks.emit('hostCameBack', store, host, now);
-  return { hostId, serverTime: now.toISOString(), intervalSeconds: config().heartbeatSeconds, clockSkewSeconds: host.clockSkewSeconds ?? 0 };
+  return { hostId, serverTime: now.toISOString(), intervalSeconds: heartbeatSeconds, clockSkewSeconds: host.clockSkewSeconds ?? 0 };
 }
+
+/** The fleet's cadence; its size is counted again at most every 30 s. */
+const cadenceOf = (store: Store) => fleetCadence(store, async () => (await listHosts(store)).length);

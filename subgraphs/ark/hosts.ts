@@ -7,6 +7,7 @@ import { dropClaim } from '../../lib/claims';
 import { ConditionFailed, type Store, type Versioned } from '../../lib/store';
 import * as check from '../../lib/validate';
 import { checkHostCsr, issueHostCertificate } from './certificates';
+import { silenceFor } from './cadence';
 import { forgetContainer } from './containers';
 import { bumpNetworkSerial, checkHostNetworks, claimHostAddress, claimSubnet, clusterNetwork, freeHostNetwork } from './network';
 
@@ -33,8 +34,15 @@ export interface Host extends Versioned {
   createdAt: string;
   /** The runner process that beat last; another one is refused while this one is fresh. */
   runnerSession?: string | null;
+  /** The heartbeat interval its runner was last told (subgraphs/ark/cadence.ts); its silence is judged by it. */
+  heartbeatSeconds?: number | null;
   /** The host's clock minus the API's at the last beat. */
   clockSkewSeconds?: number | null;
+  /**
+   * How regularly its heartbeats arrive, by the API's clock: folded into the heartbeat's own write (no write of its
+   * own), for the daily inspection's jitter check.
+   */
+  beats?: BeatStats | null;
   /** When the watchdog last probed the notification socket of this (silent) host, and when it last answered. */
   probeSentAt?: string | null;
   socketAnsweredAt?: string | null;
@@ -217,33 +225,35 @@ export interface BeatInput {
 }
 
 /**
- * A runner is alive: records the beat by the API's clock (never the host's). A host that was DOWN comes back to the
- * status an operator left it in, READY or CORDONED or DRAINING (and says so). One live runner per host: while the runner session that beat last is fresh (within
- * `hostDownSeconds`), a beat from any other session is refused, so a second runner started with the same host
- * token touches nothing; once the old one has gone quiet, the new one takes over.
+ * A runner is alive: records the beat by the API's clock (never the host's), and the interval the runner is told to
+ * beat at (`intervalSeconds`). A host that was DOWN comes back to the status an operator left it in, READY or
+ * CORDONED or DRAINING (and says so). One live runner per host: while the runner session that beat last is fresh
+ * (within its host-down time), a beat from any other session is refused, so a second runner started with the same
+ * host token touches nothing; once the old one has gone quiet, the new one takes over.
  */
-export async function heartbeat(store: Store, id: string, beat: BeatInput, hostDownSeconds: number, now = new Date()): Promise<{ host: Host; cameBack: boolean }> {
+export async function heartbeat(store: Store, id: string, beat: BeatInput, intervalSeconds: number, now = new Date()): Promise<{ host: Host; cameBack: boolean }> {
   let cameBack = false;
   let holder: Host | null = null;
-  const freshSince = new Date(now.getTime() - hostDownSeconds * 1000).toISOString();
   const skew = beat.sentAt ? clockSkew(beat.sentAt, now) : null;
   const host = await store.mutate<Host>('hosts', id, (h) => {
     holder = null;
     cameBack = false;
     if (!h) return undefined;
-    if (beat.session && h.runnerSession && h.runnerSession !== beat.session && (h.lastHeartbeatAt ?? '') >= freshSince) {
+    if (beat.session && h.runnerSession && h.runnerSession !== beat.session && fresh(h, now)) {
       holder = h;
       return undefined;
     }
     cameBack = h.status === 'DOWN';
     return {
       ...h,
+      beats: foldBeat(h, beat.session ?? null, now),
       lastHeartbeatAt: now.toISOString(),
       // Back to what an operator made it (a cordon or a drain survives the outage).
       status: h.status === 'DOWN' ? h.statusBeforeDown ?? 'READY' : h.status,
       statusBeforeDown: null,
       runnerSession: beat.session ?? h.runnerSession ?? null,
       clockSkewSeconds: skew ?? h.clockSkewSeconds ?? null,
+      heartbeatSeconds: intervalSeconds,
       probeSentAt: null,
     };
   });
@@ -251,6 +261,41 @@ export async function heartbeat(store: Store, id: string, beat: BeatInput, hostD
   if (holder) throw anotherRunner(holder, now);
   return { host, cameBack };
 }
+
+export interface BeatStats {
+  /** Beats counted since the runner session began. */
+  count: number;
+  /** Smoothed gap between beats, and the smoothed deviation from it (as TCP smooths round trips), in ms. */
+  gapMs: number;
+  jitterMs: number;
+  /** The longest gap, and when it ended; a longest gap older than a day gives way to the next one. */
+  maxGapMs: number;
+  maxGapAt: string;
+}
+
+const DAY_MS = 86_400_000;
+
+/**
+ * The gap since the previous beat, folded into the host's beat figures. A gap is not counted across a new runner
+ * session (a restart) or an outage (the host was DOWN): those are not jitter.
+ */
+export function foldBeat(h: Pick<Host, 'lastHeartbeatAt' | 'runnerSession' | 'status' | 'beats'>, session: string | null, now: Date): BeatStats | null {
+  const previous = h.beats ?? null;
+  if (!h.lastHeartbeatAt || h.status === 'DOWN' || (session ?? null) !== (h.runnerSession ?? null)) return null;
+  const gap = now.getTime() - Date.parse(h.lastHeartbeatAt);
+  if (!(gap >= 0)) return previous;
+  if (!previous) return { count: 1, gapMs: gap, jitterMs: 0, maxGapMs: gap, maxGapAt: now.toISOString() };
+  const stale = now.getTime() - Date.parse(previous.maxGapAt) > DAY_MS;
+  return {
+    count: previous.count + 1,
+    gapMs: Math.round(previous.gapMs * 0.875 + gap * 0.125),
+    jitterMs: Math.round(previous.jitterMs * 0.75 + Math.abs(gap - previous.gapMs) * 0.25),
+    ...(stale || gap >= previous.maxGapMs ? { maxGapMs: gap, maxGapAt: now.toISOString() } : { maxGapMs: previous.maxGapMs, maxGapAt: previous.maxGapAt }),
+  };
+}
+
+/** Whether the host's last beat is within its host-down time (its runner is taken to live). */
+const fresh = (h: Host, now: Date) => (h.lastHeartbeatAt ?? '') >= new Date(now.getTime() - silenceFor(h).hostDownSeconds * 1000).toISOString();
 
 function anotherRunner(h: Host, now: Date): AppError {
   const ago = ((now.getTime() - Date.parse(h.lastHeartbeatAt!)) / 1000).toFixed(1);
@@ -285,10 +330,9 @@ export async function recordEngine(store: Store, host: Host, engine: EngineInfo)
 }
 
 /** A sync carries observed state: refused for a session that is not the host's live runner. */
-export function checkSession(host: Host, session: string | null | undefined, hostDownSeconds: number, now = new Date()): void {
+export function checkSession(host: Host, session: string | null | undefined, now = new Date()): void {
   if (!session || !host.runnerSession || host.runnerSession === session) return;
-  const freshSince = new Date(now.getTime() - hostDownSeconds * 1000).toISOString();
-  if ((host.lastHeartbeatAt ?? '') >= freshSince) throw anotherRunner(host, now);
+  if (fresh(host, now)) throw anotherRunner(host, now);
   throw conflict(`host ${host.name}: this runner's session has not been accepted by a heartbeat yet; it syncs after its first heartbeat`);
 }
 

@@ -3,14 +3,14 @@ import { AppError } from '../../lib/errors';
 import { hashJson } from '../../lib/ids';
 import { kick } from '../../lib/kick';
 import { log } from '../../lib/log';
-import { openAll, type SealedVar } from '../../lib/secrets';
+import { fillSecrets, openAll, secretsIn, type SealedVar } from '../../lib/secrets';
 import { DEFAULT_STOP, type ConfigFileSpec, type DesiredContainer, type HealthcheckSpec, type LifecycleSpec, type PortSpec } from '../../lib/runner-protocol';
 import { ConditionFailed, type Store, type Versioned } from '../../lib/store';
 import type { Label } from '../../lib/validate';
 import { containersOfRelease, forgetContainer } from './containers';
 import { arkHooks } from './hooks';
-import { getHost, listHosts, reserve, unreserve } from './hosts';
-import { bumpNetworkSerial, freeInstanceIp } from './network';
+import { ensureSubnet, getHost, listHosts, reserve, unreserve } from './hosts';
+import { bumpNetworkSerial, claimInstanceIp, freeInstanceIp, inSubnet } from './network';
 import { schedule, type SchedulableHost } from './scheduler';
 
 /** Everything that shapes an instance's container; its hash decides when the runner recreates it. */
@@ -47,8 +47,16 @@ export interface Instance extends Versioned {
   domainName: string;
   /** The host it last moved away from: on its new host it starts with fresh data, after its onReplace hook. */
   movedFrom?: string;
-  /** Fixed address on its host's subnet, given by the host's first sync after placement (addresses.ts). */
+  /**
+   * Fixed address on its host's subnet, claimed when it is placed on the host (or moved there), so config files can
+   * name it; kept while it stays on the host. Instances placed before that get theirs at the host's sync (addresses.ts).
+   */
   ip?: string | null;
+  /**
+   * The addresses of its release's instances its spec's config files were rendered with (instance id → ip), written
+   * by the part that renders them: it tells a peer's new address from other changes (subgraphs/panama/reconcile.ts).
+   */
+  renderedIps?: Record<string, string | null>;
   desiredState: 'RUNNING' | 'STOPPED';
   spec: ContainerSpec;
   specHash: string;
@@ -144,13 +152,52 @@ export async function checkPlacement(store: Store, unplaced: UnplacedInstance[],
 }
 
 /**
- * Places instances and writes them, each with its resources held on its host by a conditional write. When a host
- * filled up in the meantime the rest is scheduled again; when nothing fits, whatever this call placed is undone
- * and the error says why, per constraint. An instance someone else placed meanwhile (a racing reconcile) is theirs:
- * this call frees what it held for it and neither announces nor undoes it. Returns what this call placed.
+ * How the part that owns an instance's spec renders it once addresses are known: `addresses` holds the address of
+ * every instance of the release (instance id → ip), this one's included. `renderedIps` is kept on the instance.
  */
-export async function placeInstances(store: Store, unplaced: UnplacedInstance[], constraints: PlacementConstraints, now = new Date()): Promise<Instance[]> {
+export type RenderSpec = (instance: Pick<Instance, 'id' | 'ordinal' | 'spec'>, addresses: ReadonlyMap<string, string | null>) => RenderedSpec;
+export interface RenderedSpec {
+  spec: ContainerSpec;
+  renderedIps?: Record<string, string | null>;
+}
+
+/** Addresses on each host's subnet as this call knows them: those of the host's instances, plus what it claimed. */
+type TakenAddresses = Map<string, Set<string>>;
+
+/**
+ * A fixed address for an instance on a host, from the host's subnet (claimed for the host first if it has none), by
+ * the conditional claim of network.ts: an address is never given twice. Whoever claims it records it on the instance
+ * or frees it; a claim a crash left unused is taken over later (its owner does not hold that address).
+ */
+async function claimAddressOn(store: Store, hostId: string, instanceId: string, taken: TakenAddresses, now: Date): Promise<string> {
+  const host = await getHost(store, hostId);
+  if (!host) throw new AppError('UNSCHEDULABLE', `host ${hostId} was removed while ${instanceId} was being placed on it; retry the request`);
+  const { subnet } = await ensureSubnet(store, host, now);
+  let onHost = taken.get(hostId);
+  if (!onHost) {
+    onHost = new Set((await instancesOfHost(store, hostId)).flatMap((i) => (i.ip && inSubnet(subnet, i.ip) ? [i.ip] : [])));
+    taken.set(hostId, onHost);
+  }
+  const ip = await claimInstanceIp(store, instanceId, subnet, onHost, (id) => getInstance(store, id), now);
+  onHost.add(ip);
+  return ip;
+}
+
+/**
+ * Places instances and writes them, each with its resources held on its host by a conditional write and its fixed
+ * address on that host's subnet claimed, so the address is known before anything renders or runs: `render` (the
+ * part that owns the spec) renders each spec once every new instance has its address. When a host filled up in the
+ * meantime the rest is scheduled again; when nothing fits, whatever this call placed is undone and the error says
+ * why, per constraint. An instance someone else placed meanwhile (a racing reconcile) is theirs: this call frees
+ * what it held for it and neither announces nor undoes it. Returns what this call placed.
+ */
+export async function placeInstances(
+  store: Store, unplaced: UnplacedInstance[], constraints: PlacementConstraints, now = new Date(), render?: RenderSpec,
+): Promise<Instance[]> {
   const placed: Instance[] = [];
+  /** Held on a host (resources and an address) and not written yet. */
+  const held: { u: UnplacedInstance; hostId: string; ip: string }[] = [];
+  const taken: TakenAddresses = new Map();
   let pending = unplaced;
   try {
     for (let round = 0; round < 5 && pending.length; round++) {
@@ -163,25 +210,49 @@ export async function placeInstances(store: Store, unplaced: UnplacedInstance[],
           lost.push(u);
           continue;
         }
-        const instance = { ...u, hostId, specHash: specHash(u.spec), createdAt: u.createdAt ?? now.toISOString() };
-        const created = await store.create<Omit<Instance, 'seq'>>('instances', instance);
-        if (created) {
-          placed.push(created as Instance);
-          continue;
+        try {
+          held.push({ u, hostId, ip: await claimAddressOn(store, hostId, id, taken, now) });
+        } catch (err) {
+          await unreserve(store, hostId, id);
+          throw err;
         }
-        // Placed by someone else meanwhile: their reservation stands; ours is freed unless it is the same one.
-        const winner = await getInstance(store, id);
-        if (winner?.hostId !== hostId) await unreserve(store, hostId, id);
       }
       pending = lost;
     }
     if (pending.length) throw new AppError('UNSCHEDULABLE', 'hosts kept filling up while placing; retry the request');
+    const releaseIds = [...new Set(held.map((h) => h.u.releaseId))];
+    const siblings = render ? (await Promise.all(releaseIds.map((r) => instancesOfRelease(store, r)))).flat() : [];
+    const addresses = new Map<string, string | null>([...siblings.map((i) => [i.id, i.ip ?? null] as const), ...held.map((h) => [h.u.id, h.ip] as const)]);
+    while (held.length) {
+      const { u, hostId, ip } = held[0];
+      const rendered = render ? render(u, addresses) : { spec: u.spec };
+      const instance = {
+        ...u, hostId, ip, spec: rendered.spec, specHash: specHash(rendered.spec), createdAt: u.createdAt ?? now.toISOString(),
+        ...(rendered.renderedIps ? { renderedIps: rendered.renderedIps } : {}),
+      };
+      const created = await store.create<Omit<Instance, 'seq'>>('instances', instance);
+      held.shift();
+      if (created) {
+        placed.push(created as Instance);
+        continue;
+      }
+      // Placed by someone else meanwhile: what they hold stands; ours is freed unless it is the same.
+      const winner = await getInstance(store, u.id);
+      if (winner?.hostId !== hostId) await unreserve(store, hostId, u.id);
+      if (winner?.ip !== ip) await freeInstanceIp(store, { id: u.id, ip });
+    }
   } catch (err) {
     // Undone before any runner was told: a refused request announces nothing.
+    for (const { u, hostId, ip } of held) {
+      await unreserve(store, hostId, u.id);
+      await freeInstanceIp(store, { id: u.id, ip });
+    }
     await Promise.all(placed.map((i) => dropInstance(store, i)));
     throw err;
   }
   await announce(store, placed.reduce((changes, i) => addChange(changes, i.hostId, `placed ${displayName(i)}`), new Map() as HostChanges));
+  // New names in the zone: runners fetch the records at their next sync (the hosts told above sync at once).
+  if (placed.length) await bumpNetworkSerial(store);
   return placed;
 }
 
@@ -197,11 +268,15 @@ async function schedulableHosts(store: Store, releaseId: string | undefined): Pr
 }
 
 /**
- * Moves an instance to another host that satisfies its release's constraints: hold resources there, point the
- * instance at it, free the old host. The old host's runner removes its copy when it next syncs (if it ever does).
- * Returns the new host id, or throws UNSCHEDULABLE with the reason.
+ * Moves an instance to another host that satisfies its release's constraints: hold resources there, claim its new
+ * fixed address on that host's subnet, point the instance at both (with the spec `render` gives for the new address,
+ * when given, in the same write), free the old host and the old address. The old host's runner removes its copy
+ * when it next syncs (if it ever does). Returns the new host id, or throws UNSCHEDULABLE with the reason.
  */
-export async function migrateInstance(store: Store, instance: Instance, constraints: PlacementConstraints): Promise<string> {
+export async function migrateInstance(
+  store: Store, instance: Instance, constraints: PlacementConstraints,
+  render?: (moved: Instance) => Promise<RenderedSpec>, now = new Date(),
+): Promise<string> {
   const hosts = (await schedulableHosts(store, instance.releaseId)).filter((h) => h.id !== instance.hostId);
   const { placements, unschedulable } = schedule(hosts, [{
     instanceId: instance.id, releaseId: instance.releaseId, product: instance.product,
@@ -213,12 +288,26 @@ export async function migrateInstance(store: Store, instance: Instance, constrai
   if (!(await reserve(store, to, instance.id, { cpuMillis: instance.spec.cpuMillis, memoryMb: instance.spec.memoryMb }))) {
     throw new AppError('UNSCHEDULABLE', `${instance.id} cannot move: host ${to} filled up meanwhile`);
   }
-  const moved = await store.mutate<Instance>('instances', instance.id, (i) => i && i.hostId === instance.hostId ? { ...i, hostId: to, movedFrom: instance.hostId } : undefined);
-  if (moved?.hostId !== to) {
-    await unreserve(store, to, instance.id);
-    throw new AppError('CONFLICT', `${instance.id} was moved or removed meanwhile`);
+  let ip: string | undefined;
+  let moved: Instance | undefined;
+  try {
+    ip = await claimAddressOn(store, to, instance.id, new Map(), now);
+    const rendered = render ? await render({ ...instance, hostId: to, ip, movedFrom: instance.hostId }) : undefined;
+    const respecced = rendered ? {
+      spec: rendered.spec, specHash: specHash(rendered.spec), ...(rendered.renderedIps ? { renderedIps: rendered.renderedIps } : {}),
+    } : {};
+    moved = await store.mutate<Instance>('instances', instance.id, (i) => i && i.hostId === instance.hostId
+      ? { ...i, hostId: to, ip, movedFrom: instance.hostId, ...respecced } : undefined);
+  } finally {
+    if (moved?.hostId !== to) {
+      await unreserve(store, to, instance.id);
+      if (ip) await freeInstanceIp(store, { id: instance.id, ip });
+    }
   }
+  if (moved?.hostId !== to) throw new AppError('CONFLICT', `${instance.id} was moved or removed meanwhile`);
   await unreserve(store, instance.hostId, instance.id);
+  if (instance.ip) await freeInstanceIp(store, instance);
+  await bumpNetworkSerial(store);
   // The old report describes a container on the host being left; the new host's runner reports the new one.
   await forgetContainer(store, instance.id, instance.hostId);
   // Both runners: the new host starts the instance, the old one (if it is alive) removes its copy.
@@ -239,13 +328,17 @@ export async function forgetLostContainers(store: Store, releaseId: string): Pro
   }
 }
 
-/** Gives the instance a new container spec; its runner recreates the container when the hash changed. */
-export async function respecInstance(store: Store, id: string, spec: ContainerSpec, restartLog?: string[]): Promise<void> {
-  const hash = specHash(spec);
+/**
+ * Gives the instance a new container spec (with the addresses it was rendered with, when the caller renders them);
+ * its runner recreates the container when the hash changed.
+ */
+export async function respecInstance(store: Store, id: string, spec: ContainerSpec | RenderedSpec, restartLog?: string[]): Promise<void> {
+  const { spec: next, renderedIps } = 'spec' in spec ? spec : { spec, renderedIps: undefined };
+  const hash = specHash(next);
   let changed = false;
   const after = await store.mutate<Instance>('instances', id, (i) => {
     changed = !!i && i.specHash !== hash;
-    return changed ? { ...i!, spec, specHash: hash, ...(restartLog ? { restartLog } : {}) } : undefined;
+    return changed ? { ...i!, spec: next, specHash: hash, ...(renderedIps ? { renderedIps } : {}), ...(restartLog ? { restartLog } : {}) } : undefined;
   });
   if (changed && after) await announce(store, addChange(new Map(), after.hostId, `${displayName(after)} changed (spec ${hash.slice(0, 8)})`));
 }
@@ -335,6 +428,8 @@ async function announceToLiveHosts(store: Store, what: string[]): Promise<void> 
 export const containerName = (i: Pick<Instance, 'releaseName' | 'ordinal'>) => `fz-${i.releaseName}-${i.ordinal}`;
 
 export function toDesired(i: Instance): DesiredContainer {
+  const secrets = openAll(i.spec.secretEnv);
+  const values = new Map(secrets.map((v) => [v.name, v.value]));
   return {
     instanceId: i.id,
     releaseId: i.releaseId,
@@ -345,14 +440,15 @@ export function toDesired(i: Instance): DesiredContainer {
     registry: i.spec.imageDigest ? config().registry : null,
     specHash: i.specHash,
     desiredState: i.desiredState,
-    env: [...i.spec.env, ...openAll(i.spec.secretEnv)],
+    env: [...i.spec.env, ...secrets],
     ports: i.spec.ports,
     cpuMillis: i.spec.cpuMillis,
     memoryMb: i.spec.memoryMb,
     healthcheck: i.spec.healthcheck,
     domainName: i.domainName,
     ip: i.ip ?? null,
-    configFiles: i.spec.configFiles,
+    // Files that hold secrets get their values here, for this host's runner only.
+    configFiles: i.spec.configFiles.map((f) => (secretsIn(f.content).length ? { ...f, content: fillSecrets(f.content, values) } : f)),
     stopSignal: i.spec.stopSignal ?? DEFAULT_STOP.signal,
     stopTimeoutSeconds: i.spec.stopTimeoutSeconds ?? DEFAULT_STOP.timeoutSeconds,
     dataPath: i.spec.dataPath ?? null,

@@ -100,7 +100,8 @@ const chunksOf = (store: Store, requestId: string) => store.query<ChunkItem>('lo
 
 /** The requests waiting for this host's runner (sent with every runnerSync answer); stale ones are removed. */
 export async function logRequestsFor(store: Store, hostId: string, now = new Date()): Promise<LogRequest[]> {
-  const items = await store.query<RequestItem>('logs', 'byHost', hostId);
+  // Follows of the host's containers (logtail.ts) share the index.
+  const items = (await store.query<RequestItem>('logs', 'byHost', hostId)).filter((r) => r.kind === 'request');
   const live: LogRequest[] = [];
   for (const r of items) {
     if (now.getTime() - Date.parse(r.createdAt) > REQUEST_TTL_MS) await store.remove('logs', r.id).catch(() => undefined);

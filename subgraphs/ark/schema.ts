@@ -13,6 +13,7 @@ import { issueHostCertificate } from './certificates';
 import { createJoinToken, drainHost, getHost, labelHost, listHosts, registerHost, revokeHost, setCordoned, type Host, type RegisterHostInput } from './hosts';
 import { checkLedger, type LedgerDrift } from './ledger';
 import { instanceLogs, recordLogChunk, type LogChunkInput } from './logs';
+import { getLogTail, recordLogTail, type LogTail, type LogTailInput } from './logtail';
 import { getInstance, instancesOfHost, instancesOfRelease, networkChanged, type Instance } from './instances';
 
 async function instancePorts(i: Instance) {
@@ -32,6 +33,7 @@ const resolvers = {
     ledgerDrift: () => checkLedger(store(), false),
     instanceLogs: (_: unknown, { id, tail, since }: { id: string; tail?: number | null; since?: string | null }) =>
       instanceLogs(store(), id, tail ?? 100, since),
+    logTail: (_: unknown, { id }: { id: string }) => getLogTail(store(), id),
   },
   Mutation: {
     createJoinToken: (_: unknown, { ttlSeconds }: { ttlSeconds?: number | null }) =>
@@ -50,6 +52,7 @@ const resolvers = {
     runnerHeartbeat: (_: unknown, { input }: { input: HeartbeatRequest }, ctx: Context) => runnerHeartbeat(store(), requireHost(ctx), input),
     repairLedger: () => checkLedger(store(), true),
     runnerLogs: (_: unknown, { input }: { input: LogChunkInput }, ctx: Context) => recordLogChunk(store(), requireHost(ctx), input),
+    runnerLogTail: (_: unknown, { input }: { input: LogTailInput }, ctx: Context) => recordLogTail(store(), requireHost(ctx), input),
     runnerRenewCertificate: (_: unknown, { input }: { input: { csr: string } }, ctx: Context) =>
       issueHostCertificate(store(), requireHost(ctx), input.csr, config().ca.lifetimeSeconds),
   },
@@ -76,6 +79,9 @@ const resolvers = {
   Release: {
     instances: ({ id }: { id: string }) => instancesOfRelease(store(), id),
   },
+  LogTail: {
+    instance: (t: LogTail) => getInstance(store(), t.instanceId),
+  },
 } satisfies Record<string, Record<string, unknown>>;
 
 /** The release and product an instance belongs to, for keys scoped to some of them. */
@@ -89,6 +95,11 @@ export const arkAccess: AccessRules = {
   Query: {
     // Container output may hold what the product prints of its configuration: an operator's business.
     instanceLogs: { rule: 'OPERATOR', target: instanceTarget },
+    // Checked again at each delivery of instanceLogTail: the publisher runs this lookup as the subscriber.
+    logTail: { rule: 'OPERATOR', target: async ({ id }: { id: string }) => {
+      const tail = await getLogTail(store(), id);
+      return tail ? { releaseId: tail.releaseId, product: tail.product } : null;
+    } },
   },
   Mutation: {
     createJoinToken: 'ADMIN',
@@ -101,6 +112,7 @@ export const arkAccess: AccessRules = {
     revokeHost: 'ADMIN',
     repairLedger: 'ADMIN',
     runnerLogs: 'HOST',
+    runnerLogTail: 'HOST',
     runnerSync: 'HOST',
     runnerHeartbeat: 'HOST',
     runnerRenewCertificate: 'HOST',

@@ -30,6 +30,8 @@ export interface PlatformEvent extends Versioned {
   topics: string[];
   /** Upgrade and rollback steps: instances done out of the total. */
   progress?: { done: number; total: number } | null;
+  /** Container status changes: the health before and after. */
+  health?: { before: string | null; after: string | null } | null;
   published: boolean;
   /** Index keys (see above). */
   stream?: typeof STREAM;

@@ -1,10 +1,10 @@
 import { config } from '../../lib/config';
 import type { Store, Versioned } from '../../lib/store';
 import { newId } from '../../lib/ids';
-import { checkLedger, instancesOfRelease, isServing, listContainers, listHosts, type ContainerRecord, type Host, type Instance, type LedgerDrift } from '../ark';
+import { checkLedger, instancesOfRelease, isServing, listContainers, listHosts, silenceFor, type ContainerRecord, type Host, type Instance, type LedgerDrift } from '../ark';
 import { listReleases, type Release } from '../panama';
 import { raise, resolveAlarm } from './alarms';
-import { pageOf, pageSize, SEVERITY_RANK, type Page, type Severity } from './events';
+import { pageOf, pageSize, SEVERITY_RANK, type Page, type PlatformEvent, type Severity } from './events';
 
 /**
  * Daily inspection (日常巡检): plain checks over what the control plane knows of hosts, instances and releases,
@@ -38,6 +38,8 @@ export interface FleetView {
   pollSeconds: number;
   /** Where a host's books disagree with the instances placed on it. */
   ledgerDrift?: LedgerDrift[];
+  /** Per instance: how often its container turned unhealthy in the last 24 h (from the events). */
+  healthFlaps?: Map<string, number>;
   /** A host certificate this close to its expiry is a finding (FZ_CERT_WARNING_SECONDS). */
   certificateWarningSeconds?: number;
 }
@@ -48,6 +50,13 @@ const DISK_WARNING_PERCENT = 85;
 const DISK_CRITICAL_PERCENT = 95;
 /** Below this share of available memory a host is under pressure. */
 const MEMORY_AVAILABLE_PERCENT = 10;
+/** A gap between heartbeats of half the time that declares a host DOWN is a near miss. */
+const BEAT_GAP_SHARE = 0.5;
+/** Beats that wander by half their interval on average are irregular. */
+const BEAT_JITTER_SHARE = 0.5;
+/** A container that turned unhealthy this often in 24 h flaps. */
+const HEALTH_FLAPS = 3;
+const seconds = (ms: number) => (ms / 1000).toFixed(1);
 
 const pct = (part: number, whole: number) => (whole > 0 ? Math.round((part / whole) * 100) : 0);
 const MB = 1024 * 1024;
@@ -73,6 +82,17 @@ function inspectHosts({ hosts, pollSeconds, certificateWarningSeconds = 7 * 86_4
     if (h.status !== 'DOWN' && memory != null && memory < MEMORY_AVAILABLE_PERCENT) {
       out.push({ severity: 'WARNING', check: 'host.memory-pressure', subject, message: `only ${memory}% of its memory is available: the kernel may start killing containers (OOM)` });
     }
+    const beats = h.beats;
+    if (h.status !== 'DOWN' && beats && beats.count >= 10) {
+      // The interval this host's runner was told to beat at, and the silence that declares it DOWN.
+      const { heartbeatSeconds, hostDownSeconds } = silenceFor(h);
+      const downMs = hostDownSeconds * 1000;
+      if (beats.maxGapMs >= downMs * BEAT_GAP_SHARE) {
+        out.push({ severity: 'WARNING', check: 'host.heartbeat-jitter', subject, message: `a gap of ${seconds(beats.maxGapMs)} s between two heartbeats at ${beats.maxGapAt} (it beats every ${heartbeatSeconds} s; ${hostDownSeconds} s without one declare it DOWN and move its instances): its runner or its link to the API stalls — look at the host's load, swap and network, and the runner's log at that time` });
+      } else if (beats.jitterMs >= heartbeatSeconds * 1000 * BEAT_JITTER_SHARE) {
+        out.push({ severity: 'INFO', check: 'host.heartbeat-jitter', subject, message: `its heartbeats arrive every ${seconds(beats.gapMs)} s ± ${seconds(beats.jitterMs)} s (it beats every ${heartbeatSeconds} s): the runner or its link is irregular — look at the host's load and network` });
+      }
+    }
     const skew = h.clockSkewSeconds ?? 0;
     if (h.status !== 'DOWN' && Math.abs(skew) >= CLOCK_SKEW_SECONDS) {
       out.push({ severity: 'WARNING', check: 'host.clock-skew', subject, message: `its clock is ${Math.abs(Math.round(skew))} s ${skew > 0 ? 'ahead of' : 'behind'} the API's: heartbeats are judged by the API's clock, but logs, certificates and the middleware's own timeouts are not (run NTP on the host)` });
@@ -91,7 +111,7 @@ function inspectHosts({ hosts, pollSeconds, certificateWarningSeconds = 7 * 86_4
   return out;
 }
 
-function inspectInstances({ instances, containers, releases }: FleetView, now: Date): Finding[] {
+function inspectInstances({ instances, containers, releases, healthFlaps }: FleetView, now: Date): Finding[] {
   const out: Finding[] = [];
   const byInstance = new Map(containers.map((c) => [c.instanceId, c]));
   const upgrading = new Set(releases.filter((r) => r.upgrade && !r.upgrade.finishedAt).map((r) => r.id));
@@ -105,6 +125,13 @@ function inspectInstances({ instances, containers, releases }: FleetView, now: D
     if (c.restartCount >= 3) out.push({ severity: 'WARNING', check: 'instance.restarts', subject, message: `restarted ${c.restartCount} times` });
     if (c.specHash !== i.specHash && !upgrading.has(i.releaseId)) {
       out.push({ severity: 'WARNING', check: 'instance.spec-drift', subject, message: 'the container does not run the spec (image, env, config files) the release asks for' });
+    }
+    const flaps = healthFlaps?.get(i.id) ?? 0;
+    if (flaps >= HEALTH_FLAPS) {
+      out.push({ severity: 'WARNING', check: 'instance.health-flaps', subject, message: `its container turned unhealthy ${flaps} times in 24 h: its healthcheck passes and fails by turns (a timeout too tight for the load, a dependency that comes and goes, a resource limit); read its events and logs` });
+    }
+    if (c.configDrift?.length && c.specHash === i.specHash) {
+      out.push({ severity: 'WARNING', check: 'instance.config-drift', subject, message: `config files in the container differ from the release's rendered config: ${c.configDrift.join(', ')} (edited inside the container, or rewritten by the product); the release's files are in configFiles — change the release's config instead, and restartInstance re-creates the container with them` });
     }
     if (c.stats && pct(c.stats.memoryBytes, i.spec.memoryMb * MB) >= 90) {
       out.push({ severity: 'WARNING', check: 'instance.memory', subject, message: `uses ${Math.round(c.stats.memoryBytes / MB)} MB of its ${i.spec.memoryMb} MB limit` });
@@ -177,15 +204,36 @@ export const score = (findings: Finding[]) =>
 
 const causeOf = (f: Finding) => `${f.check}#${f.subject}`;
 
-async function fleetView(store: Store, pollSeconds: number): Promise<FleetView> {
+async function fleetView(store: Store, pollSeconds: number, now: Date): Promise<FleetView> {
   const [hosts, releases, containers, ledgerDrift] = await Promise.all([listHosts(store), listReleases(store), listContainers(store), checkLedger(store, false)]);
   const instances = (await Promise.all(releases.map((r) => instancesOfRelease(store, r.id)))).flat();
-  return { hosts, releases, instances, containers, pollSeconds, ledgerDrift, certificateWarningSeconds: config().ca.warningSeconds };
+  const healthFlaps = await countHealthFlaps(store, releases.map((r) => r.id), now);
+  return { hosts, releases, instances, containers, pollSeconds, ledgerDrift, healthFlaps, certificateWarningSeconds: config().ca.warningSeconds };
+}
+
+/** Most container events of one release read for the flap count: a bounded read per release. */
+const FLAP_EVENTS = 5000;
+
+/**
+ * Per instance, how often its container turned unhealthy in the 24 h before `now`: the container status events of
+ * each release in that time (a Query on the release's time-ordered index, from the cutoff on).
+ */
+async function countHealthFlaps(store: Store, releaseIds: string[], now: Date): Promise<Map<string, number>> {
+  const cutoff = new Date(now.getTime() - 86_400_000).toISOString();
+  const flaps = new Map<string, number>();
+  for (const releaseId of releaseIds) {
+    const events = await store.queryRange<PlatformEvent>('events', 'byRelease', releaseId, { above: cutoff, limit: FLAP_EVENTS, where: { kind: 'CONTAINER_STATUS' } });
+    for (const e of events) {
+      if (!e.instanceId || e.health?.after !== 'UNHEALTHY' || e.health.before === 'UNHEALTHY') continue;
+      flaps.set(e.instanceId, (flaps.get(e.instanceId) ?? 0) + 1);
+    }
+  }
+  return flaps;
 }
 
 export async function runInspection(store: Store, trigger: Inspection['trigger'], pollSeconds: number, now = new Date()): Promise<Inspection> {
   const previous = (await listInspections(store, 1)).nodes[0];
-  const findings = inspect(await fleetView(store, pollSeconds), now);
+  const findings = inspect(await fleetView(store, pollSeconds, now), now);
   const id = newId('insp');
   const inspection = (await store.create<Omit<Inspection, 'seq'>>('inspections', {
     id, trigger, startedAt: now.toISOString(), finishedAt: new Date().toISOString(), score: score(findings), findings,

@@ -35,7 +35,7 @@ async function react(store: Store, hostId: string, { instanceId, releaseId, befo
   await recordEvent(store, {
     kind: 'CONTAINER_STATUS', message: `${name}: ${describe(after)} (was ${describe(before)})`,
     severity: after && (after.health === 'UNHEALTHY' || after.state === 'EXITED' || after.state === 'DEAD') ? 'WARNING' : 'INFO',
-    ...subject, topics: ['container'],
+    ...subject, topics: ['container'], health: { before: before?.health ?? null, after: after?.health ?? null },
   }, now);
   const cause = `instance:${instanceId}`;
   const resolve = (kind: AlarmKind) => resolveAlarm(store, kind, cause, now);

@@ -3,9 +3,9 @@ import { log } from '../../lib/log';
 import type { Store } from '../../lib/store';
 import {
   forgetHost, getContainer, getHost, getInstance, instancesOfHost, isServing, listHosts, markDown, migrateInstance, recordProbe, removeInstance,
-  revokeHost, setCordoned, watchingSince, type Host, type Instance,
+  revokeHost, setCordoned, silenceFor, watchingSince, type Host, type Instance,
 } from '../ark';
-import { constraintsOf, getRelease } from '../panama';
+import { constraintsOf, getRelease, specAfterMove } from '../panama';
 import { raise, resolveAlarm } from './alarms';
 import { recordEvent } from './events';
 
@@ -21,7 +21,8 @@ const probeTimeoutMs = () => Math.max(2, 2 * config().tickSeconds) * 1000;
 
 /**
  * The watchdog tick. A host is marked DOWN (HOST_DOWN alarm) only on evidence that holds up:
- * - its runner's heartbeats have been missing for `hostDownSeconds`, by the API's clock (a host's own clock is never
+ * - its runner's heartbeats have been missing for its host-down time (`hostDownSeconds`, stretched for a large fleet
+ *   as its heartbeat interval is: subgraphs/ark/cadence.ts), by the API's clock (a host's own clock is never
  *   asked, so a skewed one harms nothing), and
  * - the watchdog itself has been ticking all that time (after an API outage or a stalled tick the clock restarts:
  *   silence nobody watched is no evidence), and
@@ -34,13 +35,14 @@ const probeTimeoutMs = () => Math.max(2, 2 * config().tickSeconds) * 1000;
  * could not move this time is tried again at the next tick.
  */
 export async function watchHosts(store: Store, probe: SocketProbe | null = null, now = new Date()): Promise<void> {
-  const { hostDownSeconds, heartbeatSeconds } = config();
   const watching = await watchingSince(store, config().tickSeconds, now);
   const ago = (seconds: number) => new Date(now.getTime() - seconds * 1000).toISOString();
-  const staleBefore = { closed: ago(Math.min(hostDownSeconds, 3 * heartbeatSeconds)), unanswered: ago(hostDownSeconds) };
-  // Ask the socket early, so that its answer is in by the time the heartbeats count as missing.
-  const silentBefore = ago(Math.min(Math.max(hostDownSeconds / 2, 2 * heartbeatSeconds), 3 * heartbeatSeconds));
   for (const host of await listHosts(store)) {
+    // Judged by the interval its runner was told (a large fleet beats less often, subgraphs/ark/cadence.ts).
+    const { hostDownSeconds, heartbeatSeconds } = silenceFor(host);
+    const staleBefore = { closed: ago(Math.min(hostDownSeconds, 3 * heartbeatSeconds)), unanswered: ago(hostDownSeconds) };
+    // Ask the socket early, so that its answer is in by the time the heartbeats count as missing.
+    const silentBefore = ago(Math.min(Math.max(hostDownSeconds / 2, 2 * heartbeatSeconds), 3 * heartbeatSeconds));
     try {
       if (host.status !== 'DOWN' && (host.lastHeartbeatAt ?? '') < silentBefore) {
         const socket = probe ? await askSocket(store, host, probe, now) : 'unanswered';
@@ -119,7 +121,7 @@ export async function move(store: Store, from: Host, instance: Instance, now: Da
   if (!release) return false;
   let to: string;
   try {
-    to = await migrateInstance(store, instance, constraintsOf(release));
+    to = await migrateInstance(store, instance, constraintsOf(release), (moved) => specAfterMove(store, moved), now);
   } catch (err) {
     await recordEvent(store, {
       kind: 'MIGRATION_BLOCKED', message: err instanceof Error ? err.message : String(err), severity: 'WARNING',

@@ -13,6 +13,7 @@
  */
 import { stringify } from 'yaml';
 import { AppError, badInput } from '../../lib/errors';
+import { replaceSecrets, secretsIn } from '../../lib/secrets';
 import { LABELS, type HealthcheckSpec } from '../../lib/runner-protocol';
 import { NETWORK } from '../../runner/plan';
 import { containerName, specHash, type ContainerSpec } from '../ark';
@@ -194,6 +195,21 @@ export function shellScript(release: ArtefactRelease, instances: ArtefactInstanc
       '  fi',
       '}',
       '',
+      '# Puts the values of the named secrets (from your environment) in place of their tokens in $FZ_CONFIG_DIR/<path>,',
+      '# keeping whether the file ends with a newline.',
+      'fz_fill_secrets() {',
+      '  fz_f=$FZ_CONFIG_DIR/$1',
+      '  shift',
+      '  if [ -z "$(tail -c 1 -- "$fz_f")" ]; then fz_e=1; else fz_e=0; fi',
+      '  for fz_s in "$@"; do',
+      '    fz_filled=$(FZ_S="$fz_s" awk -v e="$fz_e" \'BEGIN { t = "\u27e6secret:" ENVIRON["FZ_S"] "\u27e7"; v = ENVIRON[ENVIRON["FZ_S"]] }',
+      '      { out = ""; while ((i = index($0, t)) > 0) { out = out substr($0, 1, i - 1) v; $0 = substr($0, i + length(t)) }',
+      '        printf "%s%s", (NR > 1 ? "\\n" : ""), out $0 }',
+      '      END { if (NR && e) printf "\\n" }\' "$fz_f"; printf x)',
+      '    printf \'%s\' "${fz_filled%x}" > "$fz_f"',
+      '  done',
+      '}',
+      '',
       'fz_dir=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)',
       'FZ_CONFIG_DIR=${FZ_CONFIG_DIR:-$fz_dir/fangzhou-config}',
       'mkdir -p -- "$FZ_CONFIG_DIR"',
@@ -235,6 +251,8 @@ export function shellScript(release: ArtefactRelease, instances: ArtefactInstanc
       const delimiter = delimiterFor(f.content);
       const body = f.content.endsWith('\n') ? f.content : `${f.content}\n`;
       out.push(`fz_file ${shellQuote(relative)}${trim} <<'${delimiter}'\n${body}${delimiter}`);
+      const secrets = secretsIn(f.content);
+      if (secrets.length) out.push(`fz_fill_secrets ${shellQuote(relative)} ${secrets.join(' ')}`);
       mounts.push(`--mount "type=bind,source=$FZ_CONFIG_DIR/"${shellQuote(`${relative},target=${f.path},readonly`)}`);
     }
     const flags = [
@@ -263,7 +281,9 @@ const NOT_REPRODUCED = [
   'Not reproduced: the fleet network. Every instance runs on this one host, on an address Docker picks (not its fixed',
   'address on the cluster network), with no routes to other hosts and no fz.internal DNS server: instances find each',
   "other by the same names through Docker's embedded DNS (network aliases), on this host only; release names",
-  '(<release>.fz.internal) and SRV names do not resolve. Data volumes and lifecycle hooks are not reproduced either.',
+  '(<release>.fz.internal) and SRV names do not resolve. Config files rendered with addresses (a template\'s ip)',
+  'name the fleet addresses, which these containers do not have: use domain names in templates for such copies.',
+  'Data volumes and lifecycle hooks are not reproduced either.',
 ];
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -301,7 +321,8 @@ export function composeFile(release: ArtefactRelease, instances: ArtefactInstanc
       const base = `${p.name}${f.path.replace(/[^A-Za-z0-9._-]/g, '_')}`;
       let key = base;
       for (let n = 2; configs[key]; n++) key = `${base}_${n}`;
-      configs[key] = { content: literal(f.content) };
+      // A secret's token becomes an interpolation from the caller's environment: its value is never in the file.
+      configs[key] = { content: replaceSecrets(literal(f.content), (n) => `\${${n}:?set ${n}: a secret of this release}`) };
       return { source: key, target: f.path };
     });
     services[p.name] = {

@@ -10,7 +10,7 @@ export { panamaHooks, type PanamaListeners } from './hooks';
 export { panamaSchema } from './schema';
 export { reconcileReleases } from './reconcile';
 export { getProduct, mustGetProduct, type Product } from './products';
-export { constraintsOf, getRelease, listReleases, mustGetRelease, type Release } from './releases';
+export { constraintsOf, getRelease, listReleases, mustGetRelease, specAfterMove, type Release } from './releases';
 export { isActive } from './upgrades';
 export { allChannels, channelsFor, mustGetChannel, scrubTarget, type AlertChannel } from './channels';
 

@@ -167,6 +167,8 @@ export interface VersionUse {
   name: string;
   product: string;
   versions: string[];
+  /** The secrets the release has (its secretEnv's names), which its config templates may use. */
+  secretNames: string[];
 }
 
 /**
@@ -182,10 +184,21 @@ export async function defineProduct(store: Store, input: ProductInput, inUse: (p
     throw conflict(`cannot remove version${gone.length > 1 ? 's' : ''} ${gone.join(', ')} of ${product.name}: in use by release${users.length > 1 ? 's' : ''} `
       + `${[...new Set(users.map((u) => `"${u.name}" (${u.version})`))].slice(0, 10).join(', ')}; upgrade or delete them first`);
   }
+  // Templates that use a secret a release does not have could not be rendered for its instances any more.
+  const needed = secretsUsedBy(product.configTemplates);
+  const lacking = (await inUse(product.name)).map((u) => ({ ...u, missing: needed.filter((n) => !u.secretNames.includes(n)) })).filter((u) => u.missing.length);
+  if (lacking.length) {
+    throw conflict(`the config templates of ${product.name} use secrets that release${lacking.length > 1 ? 's' : ''} `
+      + `${lacking.slice(0, 10).map((u) => `"${u.name}" (${u.missing.join(', ')})`).join(', ')} do${lacking.length > 1 ? '' : 'es'} not have; delete and deploy them again with those secrets, or leave the secrets out of the templates`);
+  }
   const keepSecrets = input.defaults?.secretEnv == null;
   return (await store.mutate<Product>('products', product.name, (current) =>
     keepSecrets && current?.defaults.secretEnv ? { ...product, defaults: { ...product.defaults, secretEnv: current.defaults.secretEnv } } : product))!;
 }
+
+/** The names of the secrets that templates write with {{secret "NAME"}}. */
+const secretsUsedBy = (templates: { template: string }[]) =>
+  [...new Set(templates.flatMap((t) => [...t.template.matchAll(/\{\{~?\s*secret\s+"([A-Za-z_][A-Za-z0-9_]*)"/g)].map((m) => m[1])))];
 
 /** Removes a product; refused while a release uses it or another product depends on it, naming them. */
 export async function deleteProduct(store: Store, name: string, inUse: (product: string) => Promise<VersionUse[]>): Promise<Product> {

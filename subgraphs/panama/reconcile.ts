@@ -1,10 +1,15 @@
 import { log } from '../../lib/log';
 import type { Store } from '../../lib/store';
-import { checkLedger, forgetLostContainers, instancesOfRelease, listInstances, placeInstances, removeInstance, respecInstance, type Instance } from '../ark';
+import {
+  checkLedger, containersOfRelease, forgetLostContainers, instancesOfRelease, isServing, listInstances, placeInstances, removeInstance, respecInstance,
+  specHash, type Instance,
+} from '../ark';
+import { panamaHooks } from './hooks';
 import { mustGetProduct, type Product } from './products';
 import { advanceUpgrade, isActive } from './upgrades';
 import {
-  constraintsOf, desiredSpec, finishDeletions, getRelease, listReleases, statusOf, unplacedInstances, type Release,
+  addressesOf, constraintsOf, desiredSpec, finishDeletions, getRelease, listReleases, renderAtPlacement, rendered, statusOf, unplacedInstances,
+  type Addresses, type Release,
 } from './releases';
 
 /**
@@ -68,7 +73,7 @@ async function converge(store: Store, release: Release, product: Product, instan
   let placementError: string | null = null;
   if (missing.length) {
     try {
-      await placeInstances(store, unplacedInstances(release, product, missing, now), constraintsOf(release), now);
+      await placeInstances(store, unplacedInstances(release, product, missing, now), constraintsOf(release), now, renderAtPlacement(release, product));
     } catch (err) {
       placementError = `cannot be placed yet: ${err instanceof Error ? err.message : String(err)}`;
     }
@@ -80,9 +85,9 @@ async function converge(store: Store, release: Release, product: Product, instan
     }
   }
   if (!isActive(release.upgrade)) {
-    for (const instance of instances.filter((i) => i.ordinal < release.replicas)) {
-      await respecInstance(store, instance.id, desiredSpec(release, product, instance));
-    }
+    // Read again when some were placed: the others' files may name the new ones' addresses.
+    const current = missing.length ? await instancesOfRelease(store, release.id) : instances;
+    await respec(store, release, product, current.filter((i) => i.ordinal < release.replicas), now);
   }
   await advanceUpgrade(store, (await getRelease(store, release.id)) ?? release, now);
   if (placementError) return void await note(store, release, placementError);
@@ -90,6 +95,43 @@ async function converge(store: Store, release: Release, product: Product, instan
     await store.mutate<Release>('releases', release.id, (r) => r && r.phase !== 'DELETING' ? { ...r, phase: 'ACTIVE', placementError: null } : undefined);
   }
 }
+
+/**
+ * Gives the instances the spec the release implies now. A change of the release (env, replicas, product) reaches
+ * every instance at once, as it always has. A change that comes only from a peer's new address (it moved to
+ * another host) is rolled out like an upgrade batch of one: an instance is re-created only while every instance of
+ * the release serves at its spec, so at most one is away at a time, the member that moved included (its peers
+ * wait until it serves on its new host). Files that never write `ip` do not change, so nothing is re-created.
+ */
+async function respec(store: Store, release: Release, product: Product, instances: Instance[], now: Date): Promise<void> {
+  const addresses = addressesOf(instances);
+  const stale = instances.map((i) => ({ i, spec: desiredSpec(release, product, i, addresses) })).filter(({ i, spec }) => specHash(spec) !== i.specHash);
+  const peerMoved = stale.filter(({ i }) => onlyPeersMoved(release, product, i));
+  for (const { i, spec } of stale) if (!peerMoved.some((p) => p.i === i)) await respecInstance(store, i.id, rendered(spec, addresses));
+  if (!peerMoved.length) return;
+  const containers = new Map((await containersOfRelease(store, release.id)).map((c) => [c.instanceId, c]));
+  const serving = (i: Instance) => { const c = containers.get(i.id); return Boolean(c && c.specHash === i.specHash && isServing(c)); };
+  const away = instances.filter((i) => !serving(i));
+  if (away.length) return;
+  const { i, spec } = peerMoved[0];
+  await respecInstance(store, i.id, rendered(spec, addresses));
+  await panamaHooks.emit('event', store, {
+    kind: 'PEER_ADDRESS_CHANGED', severity: 'INFO', releaseId: release.id, instanceId: i.id, topics: [`release:${release.id}`],
+    message: `${i.releaseName}-${i.ordinal} re-created: its config files name ${movedPeers(i, addresses).join(', ')} at a new address`
+      + `${peerMoved.length > 1 ? ` (${peerMoved.length - 1} more to follow, one at a time)` : ''}`,
+  }, now);
+}
+
+/** Whether the instance's spec differs from what it should be only by the addresses of its peers. */
+function onlyPeersMoved(release: Release, product: Product, instance: Instance): boolean {
+  if (!instance.renderedIps) return false;
+  const before: Addresses = new Map([...Object.entries(instance.renderedIps), [instance.id, instance.ip ?? null]]);
+  return specHash(desiredSpec(release, product, instance, before)) === instance.specHash;
+}
+
+const movedPeers = (instance: Instance, addresses: Addresses) => [...addresses]
+  .filter(([id, ip]) => id !== instance.id && (instance.renderedIps?.[id] ?? null) !== ip)
+  .map(([id, ip]) => `${instance.releaseName}-${id.slice(id.lastIndexOf('-') + 1)} (${ip ?? 'no address'})`);
 
 async function firstBlockingDependency(store: Store, release: Release): Promise<string | null> {
   for (const id of release.dependsOn) {

@@ -9,7 +9,7 @@ import * as check from '../../lib/validate';
 import { mergeSealed, sealAll, type SealedVar } from '../../lib/secrets';
 import {
   checkPlacement, containersOfRelease, instanceId, instancesOfRelease, isFailing, isServing, pinImage, placeInstances, removeInstance,
-  type ContainerRecord, type ContainerSpec, type Instance, type PinnedImage, type PlacementConstraints, type UnplacedInstance,
+  type ContainerRecord, type ContainerSpec, type Instance, type PinnedImage, type PlacementConstraints, type RenderedSpec, type RenderSpec, type UnplacedInstance,
 } from '../ark';
 import { resolveDependencies } from './dependencies';
 import { panamaHooks } from './hooks';
@@ -133,12 +133,24 @@ export function releaseFromInput(input: DeployInput, product: Product, id: strin
 
 export const domainName = (releaseName: string, ordinal: number) => `${releaseName}-${ordinal}.${releaseName}.${config().dnsZone}`;
 
-/** The container of one instance; its config files are rendered for its ordinal and the release's peers. */
-export function instanceSpec(release: Pick<Release, 'id' | 'name' | 'version' | 'replicas' | 'resources' | 'env' | 'secretEnv' | 'imageDigests'>, product: Product, ordinal: number): ContainerSpec {
+/** The fixed address of each instance of a release that has one (instance id → ip). */
+export type Addresses = ReadonlyMap<string, string | null>;
+export const addressesOf = (instances: Pick<Instance, 'id' | 'ip'>[]): Addresses => new Map(instances.map((i) => [i.id, i.ip ?? null]));
+
+/**
+ * The container of one instance; its config files are rendered for its ordinal and the release's peers, with the
+ * addresses of those placed (`ip` is null for the others: see subgraphs/panama/templates.ts).
+ */
+export function instanceSpec(
+  release: Pick<Release, 'id' | 'name' | 'version' | 'replicas' | 'resources' | 'env' | 'secretEnv' | 'imageDigests'>, product: Product, ordinal: number,
+  addresses: Addresses = new Map(),
+): ContainerSpec {
   const image = product.versions.find((v) => v.version === release.version)!.image;
   const imageDigest = release.imageDigests?.[release.version];
-  const peers = ordinalsUpTo(Math.max(release.replicas, ordinal + 1))
-    .map((n) => ({ id: instanceId(release.id, n), ordinal: n, domainName: domainName(release.name, n) }));
+  const peers = ordinalsUpTo(Math.max(release.replicas, ordinal + 1)).map((n) => {
+    const id = instanceId(release.id, n);
+    return { id, ordinal: n, domainName: domainName(release.name, n), ip: addresses.get(id) ?? null };
+  });
   return {
     image,
     // Absent rather than null when unpinned, so that specs written before pinning keep their hash.
@@ -150,7 +162,7 @@ export function instanceSpec(release: Pick<Release, 'id' | 'name' | 'version' | 
     memoryMb: release.resources.memoryMb,
     healthcheck: product.defaults.healthcheck,
     ...declaredStop(product),
-    configFiles: product.configTemplates.length ? renderTemplates(product.configTemplates, templateContext(release, product, peers, ordinal)) : [],
+    configFiles: product.configTemplates.length ? renderTemplates(product.configTemplates, templateContext(release, product, peers, ordinal), (release.secretEnv ?? []).map((v) => v.name)) : [],
     ...(product.defaults.dataPath ? { dataPath: product.defaults.dataPath } : {}),
     ...(product.defaults.lifecycle ? { lifecycle: product.defaults.lifecycle } : {}),
   };
@@ -181,13 +193,32 @@ export function unplacedInstances(release: Omit<Release, 'seq'>, product: Produc
  * instance runs (only an upgrade or a rollback moves an instance to another version, batch by batch), keeping the
  * generation a restart gave it.
  */
-export function desiredSpec(release: Release, product: Product, instance: Pick<Instance, 'ordinal' | 'spec'>): ContainerSpec {
+export function desiredSpec(release: Release, product: Product, instance: Pick<Instance, 'ordinal' | 'spec'>, addresses: Addresses = new Map()): ContainerSpec {
   const version = product.versions.find((v) => v.image === instance.spec.image)?.version ?? release.version;
   return {
-    ...instanceSpec({ ...release, version }, product, instance.ordinal),
+    ...instanceSpec({ ...release, version }, product, instance.ordinal, addresses),
     image: instance.spec.image,
     ...(instance.spec.generation ? { generation: instance.spec.generation } : {}),
   };
+}
+
+/** A spec with the addresses it was rendered with, as Ark keeps them on the instance (`renderedIps`). */
+export const rendered = (spec: ContainerSpec, addresses: Addresses): RenderedSpec => ({ spec, renderedIps: Object.fromEntries(addresses) });
+
+/** How Ark renders the specs of the instances it places once their addresses are claimed. */
+export const renderAtPlacement = (release: Release | Omit<Release, 'seq'>, product: Product): RenderSpec =>
+  (instance, addresses) => rendered(instanceSpec(release, product, instance.ordinal, addresses), addresses);
+
+/**
+ * The spec of an instance that is moving to another host, rendered with its new address (and its peers' current
+ * ones), so that its container there starts with the right files at once. Butler passes it to Ark's migrateInstance.
+ */
+export async function specAfterMove(store: Store, moved: Instance): Promise<RenderedSpec> {
+  const release = await mustGetRelease(store, moved.releaseId);
+  const product = await mustGetProduct(store, release.product);
+  const addresses = new Map(addressesOf(await instancesOfRelease(store, moved.releaseId)));
+  addresses.set(moved.id, moved.ip ?? null);
+  return rendered(desiredSpec(release, product, moved, addresses), addresses);
 }
 
 export const constraintsOf = (release: Pick<Release, 'placement'>): PlacementConstraints => release.placement;
@@ -223,7 +254,7 @@ export async function deploy(store: Store, input: DeployInput, now = new Date())
       const item = await store.create<Omit<Release, 'seq'>>('releases', release) as Release | undefined;
       if (release.id === main.id) created = item;
       if (release.phase === 'ACTIVE') {
-        await placeInstances(store, unplacedInstances(release, p, ordinalsUpTo(release.replicas), now), constraintsOf(release), now);
+        await placeInstances(store, unplacedInstances(release, p, ordinalsUpTo(release.replicas), now), constraintsOf(release), now, renderAtPlacement(release, p));
       }
     }
   } catch (err) {
@@ -333,7 +364,7 @@ async function planDependencies(store: Store, main: Omit<Release, 'seq'>, withDe
 export async function versionsInUse(store: Store, product: string): Promise<VersionUse[]> {
   return (await listReleases(store)).filter((r) => r.product === product && r.phase !== 'DELETING').map((r) => {
     const moving = r.upgrade && !['SUCCEEDED', 'ROLLED_BACK'].includes(r.upgrade.state) ? [r.upgrade.fromVersion, r.upgrade.toVersion] : [];
-    return { name: r.name, product, versions: [...new Set([r.version, ...moving])] };
+    return { name: r.name, product, versions: [...new Set([r.version, ...moving])], secretNames: (r.secretEnv ?? []).map((v) => v.name) };
   });
 }
 

@@ -10,9 +10,18 @@
  * What a template can read (see TemplateContext):
  *   {{product.name}}
  *   {{release.id}} {{release.name}} {{release.version}} {{release.replicas}}
- *   {{instance.id}} {{instance.ordinal}} {{instance.number}} {{instance.domainName}}   (number = ordinal + 1)
- *   {{#each peers}}server.{{number}}={{domainName}}:2888:3888{{/each}}                   (all instances, itself too)
+ *   {{instance.id}} {{instance.ordinal}} {{instance.number}} {{instance.domainName}} {{instance.ip}}
+ *                                                                                   (number = ordinal + 1)
+ *   {{#each peers}}server.{{number}}={{domainName}}:2888:3888 # {{ip}}{{/each}}        (all instances, itself too)
  *   {{env.NAME}}  the release's env (the product's defaults.env merged with the deploy's env)
+ *
+ * Names and addresses: `domainName` is the stable contract (it never changes; DNS follows a member that moves).
+ * `ip` is the member's fixed address on the cluster network, for software that needs literal addresses: Ark gives
+ * it when the member is placed on a host, it stays while the member stays there, and a member that moves to
+ * another host gets a new one. Then every member whose rendered files mention it is re-created with the new
+ * address, one at a time behind the health gate (subgraphs/panama/reconcile.ts); files that never write `ip` do
+ * not change, so their containers are not touched. Before a member is placed its `ip` is null, which renders as
+ * nothing (never a made-up address): `{{#if ip}}...{{/if}}` tests it, `{{default ip "unplaced"}}` names it.
  *
  * Strictness: a value written out ({{release.nmae}}) must exist, or rendering fails. A helper argument that reads a
  * missing env variable is allowed, so optional settings work: {{#if env.TLS}}...{{/if}}, {{default env.PORT "6379"}}.
@@ -23,10 +32,15 @@
  *   {{join (pluck peers "domainName") ","}}
  *   (pluck list "field")               the field of every item of a list of objects
  *   {{default value "fallback"}}       the value, or the fallback when the value is missing or ""
+ *   {{secret "DB_PASSWORD"}}           a secret of the release (its secretEnv): the file holds a token in its place
+ *                                      (⟦secret:DB_PASSWORD⟧) wherever it is stored or shown, and only the runner
+ *                                      of the instance's host writes the value into the container. A release
+ *                                      without that secret is refused when it is deployed.
  * Partials and decorators are not available. A literal "{{" is written as "\{{".
  */
 import Handlebars from 'handlebars';
 import { AppError } from '../../lib/errors';
+import { secretToken } from '../../lib/secrets';
 import type { ConfigFileSpec } from '../../lib/runner-protocol';
 
 export interface ConfigTemplate {
@@ -41,6 +55,8 @@ export interface TemplateInstance {
   /** ordinal + 1: ZooKeeper's myid, etcd member numbers and the like start at 1. */
   number: number;
   domainName: string;
+  /** Its fixed address on the cluster network; null until it is placed on a host (see the comment at the top). */
+  ip: string | null;
 }
 
 export interface TemplateContext {
@@ -67,6 +83,8 @@ export interface TemplatePeer {
   id: string;
   ordinal: number;
   domainName: string;
+  /** Absent or null: not placed yet. */
+  ip?: string | null;
 }
 
 /**
@@ -78,7 +96,7 @@ export function templateContext(
 ): TemplateContext {
   const peers = [...instances]
     .sort((a, b) => a.ordinal - b.ordinal)
-    .map((i) => ({ id: i.id, ordinal: i.ordinal, number: i.ordinal + 1, domainName: i.domainName }));
+    .map((i) => ({ id: i.id, ordinal: i.ordinal, number: i.ordinal + 1, domainName: i.domainName, ip: i.ip ?? null }));
   const instance = peers.find((p) => p.ordinal === ordinal);
   if (!instance) throw new AppError('INTERNAL', `templateContext: release ${release.id} has no instance with ordinal ${ordinal}`);
   return {
@@ -90,11 +108,15 @@ export function templateContext(
   };
 }
 
-/** Renders every template for one instance; the error of a template that fails names its path, line and variable. */
-export function renderTemplates(templates: ConfigTemplate[], ctx: TemplateContext): ConfigFileSpec[] {
+/**
+ * Renders every template for one instance; the error of a template that fails names its path, line and variable.
+ * `secrets`: the names of the release's secrets, which {{secret "NAME"}} may use (null: any name, for a product's
+ * sample render before any release has secrets).
+ */
+export function renderTemplates(templates: ConfigTemplate[], ctx: TemplateContext, secrets: string[] | null = []): ConfigFileSpec[] {
   return templates.map((t, index) => {
     try {
-      return { path: t.path, content: compiled(t.template)(ctx) };
+      return { path: t.path, content: compiled(t.template)(ctx, { data: { secrets } }) };
     } catch (err) {
       // Our own check explains a missing variable better than Handlebars does ("name" not defined in undefined).
       const precise = problemIn(t.template, ctx);
@@ -116,7 +138,8 @@ const PATH = /^(\/[A-Za-z0-9._@+=-]+)+$/;
 
 /**
  * Checks templates when a product is defined: paths (absolute, plain characters, no "." or ".." segments, each path
- * once), syntax, every variable against a sample 3-instance release with the product's default env, and one render.
+ * once), syntax, every variable against a sample 3-instance release with the product's default env, and a render
+ * with addresses and one without (as before placement), so a template that writes `ip` works both ways.
  * Throws BAD_USER_INPUT with `extensions.field` = `configTemplates[i].path` or `configTemplates[i].template`.
  */
 export function checkTemplates(templates: ConfigTemplate[], sample: SampleInput = {}): void {
@@ -134,14 +157,18 @@ export function checkTemplates(templates: ConfigTemplate[], sample: SampleInput 
     const problem = problemIn(t.template, ctx);
     if (problem) throw toAppError(t, index, problem);
   });
-  renderTemplates(templates, ctx);
+  renderTemplates(templates, ctx, null);
+  renderTemplates(templates, sampleContext(sample, false), null);
 }
 
-/** The context checkTemplates renders with: release "sample" with 3 instances. */
-export function sampleContext(sample: SampleInput = {}): TemplateContext {
+/**
+ * The context checkTemplates renders with: release "sample" with 3 instances, placed (addresses from the
+ * documentation range 192.0.2.0/24, so a sample never looks like a real member) or not yet (`ip` null).
+ */
+export function sampleContext(sample: SampleInput = {}, placed = true): TemplateContext {
   const release = { id: 'r-sample', name: 'sample', version: sample.version ?? '1.0.0', replicas: 3, env: sample.env ?? [] };
   const instances = [0, 1, 2].map((ordinal) => ({
-    id: `r-sample-${ordinal}`, ordinal, domainName: `sample-${ordinal}.sample.fz.internal`,
+    id: `r-sample-${ordinal}`, ordinal, domainName: `sample-${ordinal}.sample.fz.internal`, ip: placed ? `192.0.2.${10 + ordinal}` : null,
   }));
   return templateContext(release, { name: sample.product ?? 'sample' }, instances, 0);
 }
@@ -161,6 +188,7 @@ class HelperError extends Error {
 interface CallOptions {
   name: string;
   loc?: { start: Loc };
+  data?: { secrets?: string[] | null };
 }
 
 const hb = Handlebars.create();
@@ -197,9 +225,20 @@ helper('pluck', ([list, field], o) => {
 
 helper('default', ([value, fallback]) => (value === undefined || value === null || value === '' ? fallback : value));
 
+helper('secret', ([name, ...rest], o) => {
+  if (typeof name !== 'string' || rest.length || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
+    return fail(o, 'secret expects one secret name in quotes, e.g. {{secret "DB_PASSWORD"}}');
+  }
+  const secrets = o.data?.secrets;
+  if (secrets && !secrets.includes(name)) {
+    return fail(o, `the secret ${name} is not among the release's secrets (${secrets.length ? secrets.join(', ') : 'it has none'}): deploy it with secretEnv ${name}, or give the product a default secret ${name}`);
+  }
+  return secretToken(name);
+});
+
 const BLOCK_HELPERS = new Set(['if', 'unless', 'each', 'with']);
-const HELPERS = new Set([...BLOCK_HELPERS, 'lookup', 'join', 'pluck', 'default']);
-const HELPER_LIST = 'join, pluck, default, lookup, if, unless, each, with';
+const HELPERS = new Set([...BLOCK_HELPERS, 'lookup', 'join', 'pluck', 'default', 'secret']);
+const HELPER_LIST = 'join, pluck, default, secret, lookup, if, unless, each, with';
 
 const cache = new Map<string, Handlebars.TemplateDelegate>();
 

@@ -8,7 +8,9 @@ import { panamaHooks } from './hooks';
 import { mustGetProduct, type Product } from './products';
 import { getRevision, withNewRevision } from './revisions';
 import type { PinnedImage } from '../ark';
-import { changeBlocked, changeRelease, getRelease, releaseCause, instanceSpec, mustGetRelease, pinVersion, writeRelease, type Release } from './releases';
+import {
+  addressesOf, changeBlocked, changeRelease, getRelease, releaseCause, instanceSpec, mustGetRelease, pinVersion, rendered, writeRelease, type Release,
+} from './releases';
 
 /**
  * Rolling upgrades and rollbacks as state in the release item, advanced one step per reconcile tick: killing any
@@ -135,8 +137,9 @@ async function step(store: Store, release: Release, now: Date): Promise<boolean>
   const [instances, containers] = await Promise.all([instancesOfRelease(store, release.id), containersOfRelease(store, release.id)]);
   const byInstance = new Map(containers.map((c) => [c.instanceId, c]));
   const targetVersion = u.state === 'ROLLING_BACK' ? u.fromVersion : u.toVersion;
-  const target = (i: Instance) => instanceSpec({ ...release, version: targetVersion }, product, i.ordinal);
-  const onTarget = (i: Instance) => i.specHash === specHash(target(i));
+  const addresses = addressesOf(instances);
+  const target = (i: Instance) => rendered(instanceSpec({ ...release, version: targetVersion }, product, i.ordinal, addresses), addresses);
+  const onTarget = (i: Instance) => i.specHash === specHash(target(i).spec);
   const serving = (i: Instance) => { const c = byInstance.get(i.id); return Boolean(c && c.specHash === i.specHash && isServing(c)); };
   const save = (next: Partial<UpgradeRecord>, extra: Partial<Release> = {}) =>
     writeRelease(store, release, { ...release, ...extra, upgrade: { ...u, ...next } });

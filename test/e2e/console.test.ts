@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
+import { createClient as createDbClient, Store } from '../../lib/store';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
 import { startStack, type Stack } from '../../scripts/stack';
 import { launchBrowser, type TestBrowser } from '../support/browser';
@@ -95,6 +96,15 @@ test('an operator reads an instance\'s container output, fetched through its run
   const before = await count();
   await page.getByLabel('Follow').check();
   await waitUntil('newer healthcheck requests on screen while following', async () => (await count()) > before, 60_000);
+  // Follow is the instanceLogTail subscription: a line printed now reaches the screen without a reload.
+  const db = new Store(createDbClient(stack.env.DYNAMODB_ENDPOINT, 'local'), stack.env.FZ_TABLE_PREFIX);
+  const subscriptions = await db.scan<{ kind: string; field?: string }>('subscriptions');
+  db.client.destroy();
+  expect(subscriptions.filter((s) => s.kind === 'subscription' && s.field === 'instanceLogTail')).toHaveLength(1);
+  const [container] = await docker.listContainers({ filters: { label: [`fangzhou.release=${await releaseId()}`], name: [`fz-${RELEASE}-0`] } });
+  const exec = await docker.getContainer(container.Id).exec({ Cmd: ['sh', '-c', 'echo console-follow-marker > /proc/1/fd/1'] });
+  await exec.start({ Detach: true });
+  await lines.getByText('console-follow-marker').waitFor({ timeout: 30_000 });
   await web.shot(page, 'instance-logs');
   await page.getByRole('button', { name: 'Close' }).click();
   await page.getByRole('link', { name: 'Topology' }).click();

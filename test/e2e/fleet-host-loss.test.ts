@@ -10,7 +10,7 @@ import { waitUntil } from '../support/wait';
  * The fleet proof on three hosts (network namespaces, each with its own empty engine and runner; the control plane
  * and the platform registry on the bridge): the demo product ×3 spreads one per host, each host pulls and runs its
  * own; a host that loses power (runner, engine and containers killed) has its instance run elsewhere; when it comes
- * back, its stale copy is removed and every instance runs exactly once.
+ * back, its stale copy is removed and every instance runs exactly once. The same for a host whose link is cut.
  */
 let fleet: Fleet;
 let stack: Stack;
@@ -78,4 +78,33 @@ test('a lost host’s instance runs elsewhere; back, its stale copy is removed a
     '{ alarms { nodes { kind host { name } } } }');
   // Only the lost host was ever declared DOWN.
   expect(alarms.data!.alarms.nodes.filter((a) => a.kind === 'HOST_DOWN').map((a) => a.host?.name)).toEqual([lost.name]);
+}, 600_000);
+
+test('a host cut off by its link (its notification socket left half-open) is DOWN and its instances run elsewhere; linked again, it keeps no stale copy', async () => {
+  const id = (await stack.graphql<{ releases: { id: string; name: string }[] }>('{ releases { id name } }')).data!.releases.find((r) => r.name === 'spread')!.id;
+  const counts = await Promise.all(fleet.hosts.map((h) => running(h, id)));
+  const cut = fleet.hosts[counts.findIndex((list) => list.length > 0)];
+  const cutInstances = await running(cut, id);
+  const cutId = (await hosts()).find((h) => h.name === cut.name)!.id;
+  const others = fleet.hosts.filter((h) => h !== cut);
+  const cutAt = Date.now();
+  // No FIN, no RST: the API's end of the runner's socket stays open; only the probe going unanswered tells.
+  cut.linkDown();
+  try {
+    const down = waitUntil('the cut host DOWN', async () => (await hosts()).find((h) => h.id === cutId)?.status === 'DOWN', 120_000, 100)
+      .then(() => Date.now() - cutAt);
+    await waitUntil(`${cutInstances.join(', ')} running on the hosts still linked`, async () => {
+      const elsewhere = (await Promise.all(others.map((h) => running(h, id)))).flat();
+      return cutInstances.every((i) => elsewhere.includes(i));
+    }, 120_000, 100);
+    process.stdout.write(`fleet link cut: DOWN after ${await down} ms, ${cutInstances.join(', ')} running elsewhere after ${Date.now() - cutAt} ms\n`);
+  } finally {
+    cut.linkUp();
+  }
+  // Linked again: the runner is heard again and removes the copies that moved away while it could not be told.
+  await waitUntil('the cut host READY again', async () => (await hosts()).find((h) => h.id === cutId)?.status === 'READY', 120_000);
+  await waitUntil('no stale copy on the host that was cut off', async () => (await running(cut, id)).length === 0, 120_000);
+  expect(await everywhere(id)).toEqual([`${id}-0`, `${id}-1`, `${id}-2`]);
+  const alarms = await stack.graphql<{ alarms: { nodes: { kind: string; host: { name: string } | null }[] } }>('{ alarms { nodes { kind host { name } } } }');
+  expect(alarms.data!.alarms.nodes.filter((a) => a.kind === 'HOST_DOWN').map((a) => a.host?.name).sort()).toEqual([...new Set([fleet.hosts[0].name, cut.name])].sort());
 }, 600_000);

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import type Docker from 'dockerode';
 import { LABELS } from '../../lib/runner-protocol';
+import { newSecretKey, sealAll } from '../../lib/secrets';
 import { DEFAULT_DOCKER_SOCKET, connectEngine } from '../../runner/engine';
 import { NETWORK, createOptions } from '../../runner/plan';
 import { DEMO_PRODUCT } from '../../scripts/demo-product';
@@ -190,6 +191,40 @@ test('the script creates the containers a runner would, with config files inside
   expect(third.stdout).toContain(`removed fz-${release.name}-1`);
   const left = await containersOf(release.id);
   expect(left.map((c) => c.Names[0])).toEqual([`/fz-${release.name}-0`]);
+});
+
+test('a config file that holds a secret gets its value from the caller\'s environment, as the runner gets it from the API', async () => {
+  process.env.FZ_SECRET_KEY ??= newSecretKey();
+  const secret = `pa$$ "w0rd" & \\1 \`id\``;
+  const keeper = { ...product, configTemplates: [{ path: '/etc/fangzhou/auth.conf', template: 'user=app\npassword={{secret "DB_PASSWORD"}}\nagain={{secret "DB_PASSWORD"}}' }] } as Product;
+  const name = `ds-${run}-secret`;
+  const release = {
+    id: `r-ds-${run}-secret`, name, product: 'demo', version: '1.0.0', replicas: 1, revision: 1,
+    resources: DEMO_PRODUCT.defaults.resources, env: [], secretEnv: sealAll([{ name: 'DB_PASSWORD', value: secret }]),
+  };
+  releaseIds.push(release.id);
+  const spec = instanceSpec(release, keeper, 0);
+  const instance: Instance = {
+    id: `${release.id}-0`, ordinal: 0, domainName: `${name}-0.${name}.fz.internal`, releaseId: release.id, releaseName: name, product: 'demo',
+    hostId: 'none', desiredState: 'RUNNING', spec, specHash: specHash(spec), createdAt: new Date().toISOString(), seq: 1,
+  };
+  const text = deploymentScript('SHELL', release, [instance] as ArtefactInstance[]);
+  expect(text).not.toContain(secret);
+  const script = writeScript('deploy-secret.sh', text);
+
+  const without = await runScript(script, { DB_PASSWORD: '' });
+  expect(without.code).not.toBe(0);
+  expect(without.stderr).toContain('set DB_PASSWORD: a secret of this release');
+  expect(await containersOf(release.id)).toEqual([]);
+
+  const ran = await runScript(script, { DB_PASSWORD: secret });
+  expect(ran.stderr).toBe('');
+  expect(ran.code).toBe(0);
+  const [c] = await containersOf(release.id);
+  // What the runner of the instance's host is handed, and what the script wrote: the same bytes.
+  const runnerFile = toDesired(instance).configFiles[0].content;
+  expect(runnerFile).toBe(`user=app\npassword=${secret}\nagain=${secret}`);
+  expect(await exec(docker.getContainer(c.Id), ['cat', '/etc/fangzhou/auth.conf'])).toEqual({ exitCode: 0, stdout: runnerFile });
 });
 
 test('the script refuses to replace a container a host runner manages and changes nothing', async () => {

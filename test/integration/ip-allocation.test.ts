@@ -1,10 +1,12 @@
 import { store } from '../../lib/store';
 import { getInstance, migrateInstance } from '../../subgraphs/ark/instances';
+import { specAfterMove } from '../../subgraphs/panama/releases';
+import { reconcileRelease } from '../../subgraphs/panama/reconcile';
 import { anonymous, asHost, startInProcess } from '../support/inprocess';
 
 /**
  * The cluster network through the API (in-process gateway, dynalite): subnets claimed at registration, fixed
- * instance addresses given at the host's sync, kept across re-creation, new after a move, service discovery over the
+ * instance addresses given at placement, kept across re-creation, new after a move, service discovery over the
  * same names the runners' DNS servers answer. Runner syncs are sent as a runner would send them.
  */
 let api: Awaited<ReturnType<typeof startInProcess>>;
@@ -105,6 +107,39 @@ test('an instance gets a fixed address from its host\'s subnet, keeps it when re
   const endpoints = await api.run('{ resolveName(name: "kv-0.kv.fz.internal") { instance { id } host { id } ip ports { name containerPort } health } }');
   expect(endpoints.data!.resolveName).toEqual([{ instance: { id: placed.id }, host: { id: to }, ip: second, ports: [{ name: 'client', containerPort: 8080 }], health: null }]);
   void a; void b;
+});
+
+test('config files name every member\'s address from placement on, before any runner syncs; a moved member\'s at once, its peers\' only once all serve', async () => {
+  const template = 'self={{instance.ip}}\n{{#each peers}}{{domainName}}={{ip}}\n{{/each}}';
+  const defined = await api.run('mutation($input: ProductInput!) { defineProduct(input: $input) { name } }', {
+    input: { name: 'peers', versions: [{ version: '1.0.0', image: 'fangzhou/demo:1' }], configTemplates: [{ path: '/etc/peers.conf', template }],
+      defaults: { replicas: 3, resources: { cpuMillis: 100, memoryMb: 32 } } },
+  });
+  expect(defined.errors).toBeUndefined();
+  const deployed = await api.run('mutation { deploy(input: {name: "pe", product: "peers", placement: {requiredLabels: [{key: "zone", value: "ip"}]}}) { id instances { id ordinal ip } } }');
+  expect(deployed.errors).toBeUndefined();
+  const releaseId = deployed.data!.deploy.id as string;
+  const files = async () => {
+    const res = await api.run(`{ configFiles(releaseId: "${releaseId}") { instanceId ordinal files { content } } release(id: "${releaseId}") { instances { id ordinal ip } } }`);
+    const ips = (res.data!.release.instances as { ordinal: number; ip: string }[]).sort((x, y) => x.ordinal - y.ordinal).map((i) => i.ip);
+    const byOrdinal = (res.data!.configFiles as { ordinal: number; files: { content: string }[] }[]).sort((x, y) => x.ordinal - y.ordinal).map((f) => f.files[0].content);
+    return { ips, byOrdinal };
+  };
+  const expected = (ips: string[], self: number) => [`self=${ips[self]}`, ...ips.map((ip, n) => `pe-${n}.pe.fz.internal=${ip}`), ''].join('\n');
+  const first = await files();
+  expect(new Set(first.ips).size).toBe(3);
+  for (const ip of first.ips) expect(ip).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+  expect(first.byOrdinal).toEqual([0, 1, 2].map((n) => expected(first.ips, n)));
+
+  const instance = (await getInstance(store(), `${releaseId}-1`))!;
+  await migrateInstance(store(), instance, { requiredLabels: [{ key: 'zone', value: 'ip' }], exclusive: false, spreadBy: null, strategy: 'SPREAD' },
+    (moved) => specAfterMove(store(), moved));
+  await reconcileRelease(store(), releaseId);
+  const moved = await files();
+  expect(moved.ips[1]).not.toBe(first.ips[1]);
+  expect(moved.byOrdinal[1]).toBe(expected(moved.ips, 1));
+  // No runner reports a serving container here: the peers wait, rendered with the address they knew.
+  expect([moved.byOrdinal[0], moved.byOrdinal[2]]).toEqual([expected(first.ips, 0), expected(first.ips, 2)]);
 });
 
 test('resolveName: a release that does not exist has no endpoints; a name outside the zone is refused', async () => {

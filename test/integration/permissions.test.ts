@@ -18,13 +18,13 @@ const EXPECTED: Record<string, string> = {
   deleteProduct: 'ADMIN', createAlertChannel: 'ADMIN', deleteAlertChannel: 'ADMIN', testAlertChannel: 'ADMIN', removeHost: 'ADMIN', repairLedger: 'ADMIN', createApiKey: 'ADMIN', revokeApiKey: 'ADMIN', revealSecretEnv: 'ADMIN',
   // Ark
   createJoinToken: 'ADMIN', registerHost: 'ANYONE', labelHost: 'ADMIN', setHostExclusive: 'ADMIN', drainHost: 'ADMIN',
-  cordonHost: 'ADMIN', uncordonHost: 'ADMIN', revokeHost: 'ADMIN', runnerSync: 'HOST', runnerHeartbeat: 'HOST', runnerLogs: 'HOST', runnerRenewCertificate: 'HOST',
+  cordonHost: 'ADMIN', uncordonHost: 'ADMIN', revokeHost: 'ADMIN', runnerSync: 'HOST', runnerHeartbeat: 'HOST', runnerLogs: 'HOST', runnerLogTail: 'HOST', runnerRenewCertificate: 'HOST',
   // Butler
   acknowledgeAlarm: 'OPERATOR', restartInstance: 'OPERATOR', runInspection: 'OPERATOR',
 };
 const SAMPLE_QUERIES: Record<string, string> = {
   products: 'VIEWER', releases: 'VIEWER', hosts: 'VIEWER', alarms: 'VIEWER', events: 'VIEWER', configSummary: 'VIEWER',
-  apiKeys: 'ADMIN', auditLog: 'ADMIN', hostDesiredStateChange: 'HOST', instanceLogs: 'OPERATOR',
+  apiKeys: 'ADMIN', auditLog: 'ADMIN', hostDesiredStateChange: 'HOST', instanceLogs: 'OPERATOR', logTail: 'OPERATOR',
 };
 
 const PRINCIPALS: [string, Context][] = [

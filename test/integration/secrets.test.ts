@@ -75,3 +75,47 @@ test('a product redefined without secretEnv keeps its secrets; the audit log has
   const log = await api.run('{ auditLog(filter: {operation: "defineProduct"}) { nodes { input } } }');
   expect(log.data!.auditLog.nodes[1].input).toContain('"secretEnv":[{"name":"API_TOKEN","value":"[redacted]"}]');
 });
+
+test('config templates may use secrets: files hold a token everywhere but in the runner\'s answer; a release without the secret is refused and nothing is written', async () => {
+  const TEMPLATE_SECRET = 'tmpl-s3cret-a1b2c3';
+  const defined = await api.run('mutation($i: ProductInput!) { defineProduct(input: $i) { name } }', {
+    i: { ...DEMO_PRODUCT, name: 'keeper', configTemplates: [{ path: '/etc/keeper/auth.conf', template: 'user=keeper\npassword={{secret "STORE_PASSWORD"}}\n' }] },
+  });
+  expect(defined.errors).toBeUndefined();
+  const host = await api.registerHost('secret-tmpl', { cpuMillis: 4000, memoryMb: 4096 });
+  const before = (await api.run('{ releases { id } }')).data!.releases.length;
+
+  const refused = await api.run('mutation { deploy(input: {name: "keeper0", product: "keeper", replicas: 1}) { id } }');
+  expect(refused.errors?.[0].extensions?.code).toBe('BAD_USER_INPUT');
+  expect(refused.errors?.[0].message).toContain('the secret STORE_PASSWORD is not among the release\'s secrets (it has none): deploy it with secretEnv STORE_PASSWORD, or give the product a default secret STORE_PASSWORD');
+  expect((await api.run('{ releases { id } }')).data!.releases).toHaveLength(before);
+
+  const deployed = await api.run(`mutation { deploy(input: {name: "keeper1", product: "keeper", replicas: 1, secretEnv: [{name: "STORE_PASSWORD", value: "${TEMPLATE_SECRET}"}]}) { id } }`);
+  expect(deployed.errors).toBeUndefined();
+  const id = deployed.data!.deploy.id;
+
+  const sync = await api.run('mutation { runnerSync(input: {observed: []}) { desired { releaseId configFiles { path content } } } }', {}, asHost(host));
+  const mine = sync.data!.runnerSync.desired.find((d: { releaseId: string }) => d.releaseId === id);
+  expect(mine.configFiles).toEqual([{ path: '/etc/keeper/auth.conf', content: `user=keeper\npassword=${TEMPLATE_SECRET}\n` }]);
+
+  const files = await api.run(`{ configFiles(releaseId: "${id}") { files { path content } } }`);
+  expect(files.data!.configFiles[0].files).toEqual([{ path: '/etc/keeper/auth.conf', content: 'user=keeper\npassword=⟦secret:STORE_PASSWORD⟧\n' }]);
+  const scripts = (await api.run(`{ shell: deploymentScript(releaseId: "${id}", format: SHELL) compose: deploymentScript(releaseId: "${id}", format: COMPOSE) }`)).data!;
+  expect(scripts.shell).toContain('password=⟦secret:STORE_PASSWORD⟧');
+  expect(scripts.shell).toContain("fz_fill_secrets 'fz-keeper1-0/etc/keeper/auth.conf' STORE_PASSWORD");
+  expect(scripts.compose).toContain('password=${STORE_PASSWORD:?set STORE_PASSWORD: a secret of this release}');
+  expect(JSON.stringify([files, scripts])).not.toContain(TEMPLATE_SECRET);
+
+  const { store } = await import('../../lib/store');
+  for (const table of Object.keys(tables) as Table[]) {
+    expect([table, JSON.stringify(await store().scan(table)).includes(TEMPLATE_SECRET)]).toEqual([table, false]);
+  }
+
+  // A redefinition whose templates need a secret the running release lacks is refused and changes nothing.
+  const redefined = await api.run('mutation($i: ProductInput!) { defineProduct(input: $i) { name } }', {
+    i: { ...DEMO_PRODUCT, name: 'keeper', configTemplates: [{ path: '/etc/keeper/auth.conf', template: '{{secret "STORE_PASSWORD"}} {{secret "TLS_KEY"}}' }] },
+  });
+  expect(redefined.errors?.[0].extensions?.code).toBe('CONFLICT');
+  expect(redefined.errors?.[0].message).toContain('the config templates of keeper use secrets that release "keeper1" (TLS_KEY) does not have');
+  expect((await api.run('{ product(name: "keeper") { configTemplates { template } } }')).data!.product.configTemplates[0].template).toContain('user=keeper');
+});

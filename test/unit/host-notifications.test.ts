@@ -148,7 +148,7 @@ describe('HOST_DESIRED_CHANGED events', () => {
       await action();
       const fresh = (await notices()).filter((e) => !seen.has(e.id));
       seen = new Set([...seen, ...fresh.map((e) => e.id)]);
-      return fresh.map((e) => ({ hostId: e.hostId, topics: e.topics, message: e.message })).sort((a, b) => a.message.localeCompare(b.message));
+      return fresh.map((e) => ({ hostId: e.hostId, topics: e.topics, message: e.message })).sort((a, b) => a.message.localeCompare(b.message) || a.hostId!.localeCompare(b.hostId!));
     };
     let instance!: Instance;
     expect(await step(async () => ([instance] = await placeInstances(store, unplaced('r-1', [0]), SPREAD)))).toHaveLength(1);
@@ -165,8 +165,10 @@ describe('HOST_DESIRED_CHANGED events', () => {
     expect(await step(() => respecInstance(store, instance.id, { ...current.spec, generation: 1 }))).toEqual([
       { hostId: to, topics: [`host:${to}`], message: expect.stringMatching(/^desired containers changed: web-0 changed \(spec [0-9a-f]{8}\)$/) },
     ]);
+    // Its address (given at placement) leaves the zone too: every live host hears of the DNS change.
     expect(await step(async () => removeInstance(store, (await memory.get<Instance>('instances', instance.id))!))).toEqual([
       { hostId: to, topics: [`host:${to}`], message: 'desired containers changed: removed web-0' },
+      ...['h-a', 'h-b'].map((h) => ({ hostId: h, topics: [`host:${h}`], message: 'desired containers changed: web-0 removed' })),
     ]);
   });
 

@@ -1,4 +1,5 @@
 import { AppError } from '../../lib/errors';
+import { fillSecrets, secretsIn } from '../../lib/secrets';
 import { checkTemplates, renderTemplates, sampleContext, templateContext, type TemplateContext } from '../../subgraphs/panama/templates';
 
 const release = { id: 'r-1', name: 'zk', version: '3.8.4', replicas: 3, env: [{ name: 'CLIENT_PORT', value: '2181' }, { name: 'TICK', value: '2000' }] };
@@ -24,8 +25,8 @@ describe('templateContext', () => {
     expect(ctx(1)).toEqual({
       product: { name: 'zookeeper' },
       release: { id: 'r-1', name: 'zk', version: '3.8.4', replicas: 3 },
-      instance: { id: 'r-1-1', ordinal: 1, number: 2, domainName: 'zk-1.zk.fz.internal' },
-      peers: [0, 1, 2].map((o) => ({ id: `r-1-${o}`, ordinal: o, number: o + 1, domainName: `zk-${o}.zk.fz.internal` })),
+      instance: { id: 'r-1-1', ordinal: 1, number: 2, domainName: 'zk-1.zk.fz.internal', ip: null },
+      peers: [0, 1, 2].map((o) => ({ id: `r-1-${o}`, ordinal: o, number: o + 1, domainName: `zk-${o}.zk.fz.internal`, ip: null })),
       env: { CLIENT_PORT: '2181', TICK: '2000' },
     });
   });
@@ -68,6 +69,31 @@ describe('renderTemplates', () => {
         + ' {{#if env.MISSING}}no{{else}}optional{{/if}} {{#each peers as |p i|}}{{i}}={{p.number}}{{#unless @last}};{{/unless}}{{/each}}',
     }], ctx());
     expect(file.content).toBe('zk-0.zk.fz.internal,zk-1.zk.fz.internal,zk-2.zk.fz.internal <zk&> dflt 2000 optional 0=1;1=2;2=3');
+  });
+
+  test('each peer\'s ip is written beside its domain name, in #each and through pluck', () => {
+    const placed = instances.map((i) => ({ ...i, ip: `10.240.${i.ordinal}.2` }));
+    const templates = [
+      { path: '/conf/zoo.cfg', template: '{{#each peers}}server.{{number}}={{domainName}}:2888:3888 # {{ip}}\n{{/each}}' },
+      { path: '/conf/hosts', template: 'self={{instance.ip}} all={{join (pluck peers "ip") ","}}' },
+    ];
+    expect(renderTemplates(templates, templateContext(release, { name: 'zookeeper' }, placed, 1))).toEqual([
+      {
+        path: '/conf/zoo.cfg',
+        content: 'server.1=zk-0.zk.fz.internal:2888:3888 # 10.240.0.2\n'
+          + 'server.2=zk-1.zk.fz.internal:2888:3888 # 10.240.1.2\nserver.3=zk-2.zk.fz.internal:2888:3888 # 10.240.2.2\n',
+      },
+      { path: '/conf/hosts', content: 'self=10.240.1.2 all=10.240.0.2,10.240.1.2,10.240.2.2' },
+    ]);
+  });
+
+  test('a peer not placed yet has no ip: it renders as nothing, #if tests it and default names it, never a made-up address', () => {
+    const partly = instances.map((i) => ({ ...i, ip: i.ordinal === 2 ? null : `10.240.0.${i.ordinal + 2}` }));
+    const [file] = renderTemplates([{
+      path: '/x',
+      template: '{{#each peers}}{{number}}:[{{ip}}] {{#if ip}}{{ip}}{{else}}{{domainName}}{{/if}} {{default ip "unplaced"}};{{/each}} {{join (pluck peers "ip") ","}}',
+    }], templateContext(release, { name: 'zookeeper' }, partly, 0));
+    expect(file.content).toBe('1:[10.240.0.2] 10.240.0.2 10.240.0.2;2:[10.240.0.3] 10.240.0.3 10.240.0.3;3:[] zk-2.zk.fz.internal unplaced; 10.240.0.2,10.240.0.3,');
   });
 
   test('a variable missing at deploy time fails with the path, line and variable', () => {
@@ -150,10 +176,40 @@ describe('checkTemplates', () => {
     expect(check('x', '/etc/ok.conf').message).toBe('configTemplates lists the path /etc/ok.conf twice');
   });
 
-  test('the sample context has three peers and the default env', () => {
+  test('ip is known to the check: instance.ip and the peers\' ip pass, a misspelling lists ip among the fields', () => {
+    expect(() => checkTemplates([{ path: '/etc/peers', template: '{{instance.ip}} {{#each peers}}{{ip}}{{/each}} {{join (pluck peers "ip") ","}}' }])).not.toThrow();
+    expect(check('{{#each peers}}{{ipp}}{{/each}}').message).toBe('config template /etc/redis.conf, line 1, column 18: "{{ipp}}" — "ipp" is not defined on an item of peers; '
+      + 'available: id, ordinal, number, domainName, ip');
+  });
+
+  test('the sample context has three peers with documentation-range addresses and the default env; unplaced, none', () => {
     const sample = sampleContext({ product: 'redis', env: [{ name: 'PORT', value: '6379' }] });
+    expect(sample.peers.map((p) => p.ip)).toEqual(['192.0.2.10', '192.0.2.11', '192.0.2.12']);
+    expect(sample.instance.ip).toBe('192.0.2.10');
+    expect(sampleContext({}, false).peers.map((p) => p.ip)).toEqual([null, null, null]);
     expect(sample.peers).toHaveLength(3);
     expect(sample.env).toEqual({ PORT: '6379' });
     expect(sample.release.replicas).toBe(3);
+  });
+});
+
+describe('secrets in templates', () => {
+  const template = [{ path: '/etc/app.conf', template: 'user=app\npassword={{secret "DB_PASSWORD"}}\n' }];
+
+  test('{{secret "NAME"}} renders a token, never a value; fillSecrets puts the value in its place', () => {
+    const [file] = renderTemplates(template, ctx(), ['DB_PASSWORD']);
+    expect(file.content).toBe('user=app\npassword=⟦secret:DB_PASSWORD⟧\n');
+    expect(secretsIn(file.content)).toEqual(['DB_PASSWORD']);
+    expect(fillSecrets(file.content, new Map([['DB_PASSWORD', 's3cr$t&\\1']]))).toBe('user=app\npassword=s3cr$t&\\1\n');
+    expect(() => fillSecrets(file.content, new Map())).toThrow('a config file uses the secret DB_PASSWORD, which the release does not have');
+  });
+
+  test('a release without the secret is refused with what to do; a product is checked without knowing its releases', () => {
+    const err = errorOf(() => renderTemplates(template, ctx(), ['OTHER']));
+    expect(err.message).toBe('config template /etc/app.conf, line 2, column 10: the secret DB_PASSWORD is not among the release\'s secrets (OTHER): deploy it with secretEnv DB_PASSWORD, or give the product a default secret DB_PASSWORD');
+    expect(err.extensions.code).toBe('BAD_USER_INPUT');
+    expect(() => checkTemplates(template, { product: 'app' })).not.toThrow();
+    expect(check('{{secret env.PORT}}').message).toMatch(/secret expects one secret name in quotes, e\.g\. \{\{secret "DB_PASSWORD"\}\}/);
+    expect(check('{{secret "NOT-A-NAME"}}').message).toMatch(/secret expects one secret name in quotes/);
   });
 });

@@ -24,6 +24,7 @@ const ROLLBACK = gql`mutation Rollback($id: ID!, $revision: Int!) { rollbackRele
 const PAUSE = gql`mutation Pause($id: ID!) { pauseUpgrade(id: $id) { id status } }`;
 const RESUME = gql`mutation Resume($id: ID!) { resumeUpgrade(id: $id) { id status } }`;
 const RESTART = gql`mutation Restart($id: ID!) { restartInstance(id: $id) { id } }`;
+const LOG_TAIL = gql`subscription InstanceLogTail($id: ID!) { instanceLogTail(instanceId: $id) { lines { at stream text } dropped ended } }`;
 const LOGS = gql`query InstanceLogs($id: ID!, $tail: Int, $since: String) { instanceLogs(id: $id, tail: $tail, since: $since) { truncated lines { at stream text } } }`;
 
 type Upgrade = { kind: string; state: string; fromVersion: string; toVersion: string; maxUnavailable: number; done: number; total: number; batch: string[]; startedAt: string; finishedAt: string | null; message: string | null };
@@ -168,53 +169,77 @@ function Instances({ release }: { release: Release }) {
 }
 
 type LogLine = { at: string; stream: string; text: string };
-const FOLLOW_MS = 2000;
+type LogTail = { lines: LogLine[]; dropped: number; ended: string | null };
 
 /**
- * The last lines of an instance's container, read on demand by the runner of its host; "Follow" asks again every
- * 2 s for the lines after the last one shown (a live tail), keeping at most 1,000 lines on screen.
+ * The last lines of an instance's container, read on demand by the runner of its host. "Follow" subscribes to
+ * instanceLogTail (graphql-ws): the runner streams new lines as the container prints them; one read of the lines since
+ * the last one shown closes the gap before the subscription began. At most 1,000 lines stay on screen.
  */
 function Logs({ id, name, onClose }: { id: string; name: string; onClose: () => void }) {
   const client = useClient();
   const [lines, setLines] = useState<LogLine[]>([]);
   const [state, setState] = useState<{ loading: boolean; error: string | null; truncated: boolean }>({ loading: true, error: null, truncated: false });
   const [follow, setFollow] = useState(false);
+  const [dropped, setDropped] = useState(0);
+  const [ended, setEnded] = useState<string | null>(null);
   const lastAt = useRef<string | null>(null);
+  // Engine times have a fixed width (nanoseconds), so later lines sort after earlier ones as strings.
+  const append = (fresh: LogLine[]) => {
+    const later = fresh.filter((l) => !lastAt.current || l.at > lastAt.current);
+    if (!later.length) return;
+    lastAt.current = later[later.length - 1].at;
+    setLines((old) => [...old, ...later].slice(-1000));
+  };
   const fetchLogs = async (since: string | null) => {
     const res = await client.query<{ instanceLogs: { truncated: boolean; lines: LogLine[] } }>(LOGS, { id, tail: since ? 1000 : 200, since }, { requestPolicy: 'network-only' }).toPromise();
     if (res.error || !res.data) {
       setState((s) => ({ ...s, loading: false, error: res.error?.message ?? 'no answer' }));
       return;
     }
-    const fresh = res.data.instanceLogs.lines;
-    if (fresh.length) lastAt.current = fresh[fresh.length - 1].at;
-    else if (!since) lastAt.current = null;
-    setLines((old) => (since ? [...old, ...fresh] : fresh).slice(-1000));
+    if (!since) {
+      lastAt.current = null;
+      setLines([]);
+    }
+    append(res.data.instanceLogs.lines);
     setState((s) => ({ loading: false, error: null, truncated: s.truncated || res.data!.instanceLogs.truncated }));
   };
   useEffect(() => { void fetchLogs(null); }, [id]);
   useEffect(() => {
     if (!follow) return undefined;
-    let stopped = false;
-    const tick = async () => {
-      if (stopped) return;
-      await fetchLogs(lastAt.current);
-      if (!stopped) timer = setTimeout(tick, FOLLOW_MS);
-    };
-    let timer = setTimeout(tick, FOLLOW_MS);
-    return () => { stopped = true; clearTimeout(timer); };
+    setEnded(null);
+    const { unsubscribe } = client.subscription<{ instanceLogTail: LogTail }>(LOG_TAIL, { id }).subscribe((res) => {
+      if (res.error) {
+        setState((s) => ({ ...s, error: res.error!.message }));
+        setFollow(false);
+        return;
+      }
+      const tail = res.data?.instanceLogTail;
+      if (!tail) return;
+      append(tail.lines);
+      if (tail.dropped) setDropped((d) => d + tail.dropped);
+      if (tail.ended) {
+        setEnded(tail.ended);
+        setFollow(false);
+      }
+    });
+    void fetchLogs(lastAt.current);
+    return unsubscribe;
   }, [follow, id]);
   return (
     <div className="panel" data-testid="logs" aria-live="polite">
       <h2>Logs of {name}</h2>
       <p>
         <label><input type="checkbox" checked={follow} onChange={(e) => setFollow(e.target.checked)} /> Follow</label>{' '}
-        <button onClick={() => { setLines([]); void fetchLogs(null); }}>Reload</button>{' '}
+        <button onClick={() => { void fetchLogs(null); }}>Reload</button>{' '}
         <button onClick={onClose}>Close</button>
       </p>
       {state.loading && <p className="muted" role="status">Asking the runner of its host…</p>}
       {state.error && <ErrorBox error={state.error} />}
       {!state.loading && !state.error && lines.length === 0 && <p className="muted">The container printed nothing{follow ? ' yet' : ''}.</p>}
+      {follow && <p className="muted" role="status" data-testid="following">Following: new lines appear as the container prints them.</p>}
+      {ended && <p className="muted" role="status">{ended}</p>}
+      {dropped > 0 && <p className="muted">{dropped} lines were dropped: the container printed more than 50 a second.</p>}
       {state.truncated && <p className="muted">Long lines were cut at 4 KiB.</p>}
       <pre className="logs" data-testid="log-lines">{lines.map((l) => `${l.at.slice(11, 23)} ${l.stream === 'STDERR' ? 'err' : 'out'} ${l.text}`).join('\n')}</pre>
     </div>

@@ -1,0 +1,43 @@
+import { config } from '../../lib/config';
+import type { Store } from '../../lib/store';
+import type { Host } from './hosts';
+
+/**
+ * How often runners beat and poll, and how long a silent host is given, for a fleet of a given size. Up to a budget
+ * of heartbeats and polls a second (FZ_MAX_HEARTBEATS_PER_SECOND, FZ_MAX_POLLS_PER_SECOND) the configured figures
+ * hold; beyond it every interval stretches with the fleet, as Nomad stretches its heartbeat TTL past
+ * `max_heartbeats_per_second`, so the control plane's load stays flat while the fleet grows and a slow answer at
+ * scale is never taken for a dead host. Host-down keeps its ratio to the heartbeat (5 beats by default).
+ */
+export interface Cadence {
+  heartbeatSeconds: number;
+  pollSeconds: number;
+  hostDownSeconds: number;
+}
+
+export function cadenceFor(hosts: number, c: ReturnType<typeof config> = config()): Cadence {
+  const heartbeatSeconds = Math.max(c.heartbeatSeconds, Math.ceil(hosts / c.maxHeartbeatsPerSecond));
+  return {
+    heartbeatSeconds,
+    pollSeconds: Math.max(c.runnerPollSeconds, Math.ceil(hosts / c.maxPollsPerSecond)),
+    hostDownSeconds: c.hostDownSeconds * (heartbeatSeconds / c.heartbeatSeconds),
+  };
+}
+
+/**
+ * The silence a host is judged by: the heartbeat interval its runner was last told (recorded with each beat), so a
+ * host is never held to a shorter interval than it was given while the fleet shrinks.
+ */
+export function silenceFor(host: Pick<Host, 'heartbeatSeconds'>, c: ReturnType<typeof config> = config()): Cadence {
+  const heartbeatSeconds = Math.max(c.heartbeatSeconds, host.heartbeatSeconds ?? 0);
+  return { heartbeatSeconds, pollSeconds: c.runnerPollSeconds, hostDownSeconds: c.hostDownSeconds * (heartbeatSeconds / c.heartbeatSeconds) };
+}
+
+/** The fleet's size as this process last counted it: counted again at most every 30 s (a Scan of `hosts`). */
+const COUNT_TTL_MS = 30_000;
+let counted: { hosts: number; at: number; store: Store } | null = null;
+
+export async function fleetCadence(store: Store, count: () => Promise<number>, now = Date.now()): Promise<Cadence> {
+  if (!counted || counted.store !== store || now - counted.at > COUNT_TTL_MS) counted = { hosts: await count(), at: now, store };
+  return cadenceFor(counted.hosts);
+}
