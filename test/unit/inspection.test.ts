@@ -132,3 +132,36 @@ test('finds a host whose disk is filling up or full, and one short of memory', (
     ['WARNING', 'host.memory-pressure', 'host/b'],
   ]);
 });
+
+test('a near miss between heartbeats and irregular beats are reported per host, by the interval its runner was told', () => {
+  const view = fleet();
+  const beats = (extra: Record<string, unknown>) => ({ count: 100, gapMs: 1000, jitterMs: 40, maxGapMs: 1200, maxGapAt: ago(60), ...extra });
+  view.hosts = [
+    host('steady', { beats: beats({}) }),
+    host('stalled', { beats: beats({ maxGapMs: 3400, maxGapAt: ago(3600) }) }),
+    host('wobbly', { beats: beats({ jitterMs: 700 }) }),
+    // A host told to beat every 4 s (a large fleet) is judged by 20 s of silence: a 3.4 s gap is nothing.
+    host('slow', { heartbeatSeconds: 4, beats: beats({ gapMs: 4000, maxGapMs: 4400 }) }),
+    host('new', { beats: beats({ count: 3, maxGapMs: 4000 }) }),
+  ];
+  const findings = inspect(view, now).filter((f) => f.check === 'host.heartbeat-jitter');
+  expect(findings.map((f) => [f.severity, f.subject])).toEqual([['WARNING', 'host/stalled'], ['INFO', 'host/wobbly']]);
+  expect(findings[0].message).toContain(`a gap of 3.4 s between two heartbeats at ${ago(3600)}`);
+  expect(findings[1].message).toContain('every 1.0 s ± 0.7 s');
+});
+
+test('an instance whose health flapped 3 times in 24 h, and config files changed in its container, are reported', () => {
+  const view = fleet();
+  view.healthFlaps = new Map([[view.instances[0].id, 3], [view.instances[1].id, 2]]);
+  view.containers[1] = container(view.instances[1], { configDrift: ['/etc/app.conf', '/etc/users (missing)'] });
+  const findings = inspect(view, now);
+  expect(findings.map((f) => [f.severity, f.check, f.subject])).toEqual([
+    ['WARNING', 'instance.health-flaps', 'instance/web-0.web.fz.internal'],
+    ['WARNING', 'instance.config-drift', 'instance/web-1.web.fz.internal'],
+  ]);
+  expect(findings[0].message).toContain('turned unhealthy 3 times in 24 h');
+  expect(findings[1].message).toContain('/etc/app.conf, /etc/users (missing)');
+  // A container of an older spec is the spec-drift check's business, not this one's.
+  view.containers[1] = container(view.instances[1], { specHash: 'spec0', configDrift: ['/etc/app.conf'] });
+  expect(inspect(view, now).map((f) => f.check)).not.toContain('instance.config-drift');
+});

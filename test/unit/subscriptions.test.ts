@@ -4,7 +4,7 @@ import { parse, validate, type GraphQLSchema } from 'graphql';
 import { createGateway } from '../../gateway/gateway';
 import { groupDeliveries, publishEvent, publishPending, type Execute } from '../../gateway/publisher';
 import {
-  CloseCode, connect, handleMessage, matches, parseClientMessage, prepareSubscription, topicsOfEvent,
+  CloseCode, connect, handleMessage, LOG_TAIL, matches, parseClientMessage, prepareSubscription, topicsOfEvent,
   type Connections, type PreparedSubscription, type ProtocolContext, type SubscriptionRecord,
 } from '../../gateway/subscriptions';
 import { hashSecret } from '../../lib/ids';
@@ -201,6 +201,17 @@ describe('prepareSubscription', () => {
     for (const q of [c.query, r.query]) expect(validate(schema, parse(q))).toEqual([]);
   });
 
+  test('instanceLogTail: a lookup of the chunk on the instance\'s own topic, for an operator and above only', () => {
+    const t = prepare('subscription T($i: ID!) { instanceLogTail(instanceId: $i) { lines { text } dropped ended } }', { i: 'r-1-0' });
+    expect(t).toMatchObject({ field: 'instanceLogTail', topic: 'logs:r-1-0', filter: { instanceId: 'r-1-0' } });
+    expect(t.query).toContain('instanceLogTail: logTail(id: $fzLookupId)');
+    expect(validate(schema, parse(t.query))).toEqual([]);
+    const query = 'subscription { instanceLogTail(instanceId: "r-1-0") { lines { text } } }';
+    const viewer = prepareSubscription(schema, { query }, { kind: 'operator', id: 'k-view', role: 'VIEWER' }) as { errors: { message: string; extensions?: Record<string, unknown> }[] };
+    expect(viewer.errors[0]).toMatchObject({ message: 'instanceLogTail needs the OPERATOR role; k-view has VIEWER', extensions: { code: 'FORBIDDEN' } });
+    expect(prepareSubscription(schema, { query }, { kind: 'operator', id: 'k-op', role: 'OPERATOR' })).toMatchObject({ topic: 'logs:r-1-0' });
+  });
+
   test('invalid documents, variables and operations are refused with GraphQL errors', () => {
     expect(errorsOf('subscription { alarmRaised { nosuch } }')[0]).toMatchObject({
       message: 'Cannot query field "nosuch" on type "Alarm".', extensions: { code: 'BAD_USER_INPUT', reason: 'GRAPHQL_VALIDATION_FAILED' },
@@ -248,6 +259,14 @@ describe('matching', () => {
     const progress = record('5', 'c', 'subscription { releaseProgress(releaseId: "r-1") { id } }');
     expect(matches(progress, event({ topics: ['release:r-1'] }))).toBe(true);
     expect(matches(progress, event({ topics: ['release:r-10'] }))).toBe(false);
+  });
+
+  test('a log tail subscription gets only the chunks of its own instance, never an event of the same topic', () => {
+    const sub = { field: 'instanceLogTail' as const, topic: 'logs:r-1-0', filter: { instanceId: 'r-1-0' }, createdAt: '2026-12-02T00:00:00Z' };
+    const chunk = { id: 'tail#1', at: '2026-12-02T00:00:01Z', kind: LOG_TAIL, severity: 'INFO' as const, topics: ['logs:r-1-0'], alarmId: null, instanceId: 'r-1-0', releaseId: 'r-1', hostId: null };
+    expect(matches(sub, chunk)).toBe(true);
+    expect(matches(sub, { ...chunk, kind: 'CONTAINER_STATUS' })).toBe(false);
+    expect(matches(sub, { ...chunk, instanceId: 'r-1-1', topics: ['logs:r-1-1'] })).toBe(false);
   });
 
   test('an event from before the subscription existed is not replayed to it', () => {
