@@ -2,14 +2,18 @@ import {
   ApiGatewayManagementApiClient, DeleteConnectionCommand, PostToConnectionCommand,
 } from '@aws-sdk/client-apigatewaymanagementapi';
 import { createHmac } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { Agent } from 'node:https';
 import {
   GraphQLError, Kind, getArgumentValues, getOperationAST, getVariableValues, parse, print, validate, visit,
   type DocumentNode, type FieldNode, type FragmentDefinitionNode, type GraphQLFormattedError, type GraphQLSchema,
   type OperationDefinitionNode, type SelectionSetNode, type VariableDefinitionNode,
 } from 'graphql';
 import { authenticate, BOOTSTRAP_ADMIN, roleAllows, type Principal } from '../lib/auth';
+import { config } from '../lib/config';
 import { AppError } from '../lib/errors';
 import { log } from '../lib/log';
+import { caCertFile } from '../lib/pca';
 import type { Store } from '../lib/store';
 import { followLogs, unfollowLogs } from '../subgraphs/ark';
 
@@ -455,7 +459,10 @@ export function apiGatewayConnections(): Connections {
   const client = (endpoint: string) => {
     let c = clients.get(endpoint);
     if (!c) {
-      c = new ApiGatewayManagementApiClient({ endpoint, region: connectionsRegion(), ...connectionsCredentials() });
+      // Server mode with the platform CA on serves the connections API over HTTPS with a certificate of that CA.
+      const caDir = config().ca.dir;
+      const requestHandler = caDir && endpoint.startsWith('https:') ? { requestHandler: { httpsAgent: new Agent({ ca: readFileSync(caCertFile(caDir)), keepAlive: true }) } } : {};
+      c = new ApiGatewayManagementApiClient({ endpoint, region: connectionsRegion(), ...connectionsCredentials(), ...requestHandler });
       clients.set(endpoint, c);
     }
     return c;
@@ -490,8 +497,8 @@ export interface ProtocolContext {
   schema: () => Promise<GraphQLSchema>;
   /** Checks that filter arguments name things that exist; returns an error message or null. */
   checkFilter?: (filter: SubscriptionFilter, field: SubscriptionField, principal: Principal) => Promise<GraphQLFormattedError | null>;
-  /** Who a credential is (lib/auth's `authenticate` unless a test gives its own). */
-  authenticate?: (authorization: string) => Promise<Principal>;
+  /** Who a credential is, with the connection's client certificate (lib/auth's `authenticate` unless a test gives its own). */
+  authenticate?: (authorization: string, clientCert?: string | null) => Promise<Principal>;
   /** A host runner answered the watchdog's probe (probeHost) on this socket: record that it lives. */
   probeAnswered?: (hostId: string) => Promise<void>;
   now?: () => Date;
@@ -596,7 +603,10 @@ const FORBIDDEN_REASON = 'Forbidden: only an operator may subscribe';
  * Closes with 4401 (no or an invalid credential) or 4403 (a credential that may not subscribe). Operators and host
  * runners are acknowledged; what a host runner may subscribe to is decided at subscribe.
  */
-async function principalFrom(payload: Record<string, unknown> | null | undefined, authenticateWith: (authorization: string) => Promise<Principal> = authenticate): Promise<{ principal: Principal } | { code: number; reason: string }> {
+async function principalFrom(
+  payload: Record<string, unknown> | null | undefined, clientCert: string | null | undefined,
+  authenticateWith: (authorization: string, clientCert?: string | null) => Promise<Principal> = authenticate,
+): Promise<{ principal: Principal } | { code: number; reason: string }> {
   const authorization = payload?.authorization ?? payload?.Authorization;
   if (authorization !== undefined && typeof authorization !== 'string') {
     return { code: CloseCode.BadRequest, reason: 'connection_init payload.authorization must be a string "Bearer <token>"' };
@@ -604,7 +614,7 @@ async function principalFrom(payload: Record<string, unknown> | null | undefined
   if (!authorization) return { code: CloseCode.Unauthorized, reason: 'Unauthorized: connection_init needs payload {authorization: "Bearer <operator token>"}' };
   let principal: Principal;
   try {
-    principal = await authenticateWith(authorization);
+    principal = await authenticateWith(authorization, clientCert);
   } catch (err) {
     return { code: CloseCode.Unauthorized, reason: `Unauthorized: ${(err as Error).message}`.slice(0, 120) };
   }
@@ -612,8 +622,11 @@ async function principalFrom(payload: Record<string, unknown> | null | undefined
   return { principal };
 }
 
-/** $default: one graphql-ws message from the client. */
-export async function handleMessage(ctx: ProtocolContext, connectionId: string, endpoint: string, body: string | undefined | null): Promise<void> {
+/**
+ * $default: one graphql-ws message from the client. `clientCert`: the client certificate of the connection (server
+ * mode with the platform CA on), which a host runner's connection_init must come with.
+ */
+export async function handleMessage(ctx: ProtocolContext, connectionId: string, endpoint: string, body: string | undefined | null, clientCert?: string | null): Promise<void> {
   const { store, connections } = ctx;
   const now = () => (ctx.now ?? (() => new Date()))().toISOString();
   const close = (code: number, reason: string) => closeConnection(ctx, endpoint, connectionId, code, reason);
@@ -644,7 +657,7 @@ export async function handleMessage(ctx: ProtocolContext, connectionId: string, 
             : { id: connectionKey(connectionId), kind: 'connection', connectionId, endpoint, initialised: true, principal: null, connectedAt: now(), acknowledgedAt: null };
         });
         if (repeated) return await close(CloseCode.TooManyInitialisationRequests, 'Too many initialisation requests');
-        const auth = await principalFrom(message.payload, ctx.authenticate);
+        const auth = await principalFrom(message.payload, clientCert, ctx.authenticate);
         if ('code' in auth) return await close(auth.code, auth.reason);
         await store.mutate<ConnectionRecord>(SUBSCRIPTIONS_TABLE, connectionKey(connectionId), (current) =>
           current && { ...current, principal: auth.principal, acknowledgedAt: now() });

@@ -9,7 +9,11 @@ import { recordSocketAnswer } from '../subgraphs/ark';
 
 /** The WebSocket API's routes ($connect, $disconnect, $default) in one function: graphql-ws over API Gateway. */
 export interface WebSocketEvent {
-  requestContext: { routeKey: string; connectionId: string; apiId?: string; domainName?: string; stage?: string };
+  requestContext: {
+    routeKey: string; connectionId: string; apiId?: string; domainName?: string; stage?: string;
+    /** The connection's verified client certificate (server mode with the platform CA on). */
+    authentication?: { clientCert?: { clientCertPem?: string } };
+  };
   headers?: Record<string, string | undefined>;
   body?: string | null;
   isBase64Encoded?: boolean;
@@ -50,7 +54,7 @@ export const handler = async (event: WebSocketEvent) => {
       return { statusCode: 200 };
     }
     const body = event.isBase64Encoded && event.body ? Buffer.from(event.body, 'base64').toString('utf8') : event.body;
-    await handleMessage(context(), connectionId, endpoint, body);
+    await handleMessage(context(), connectionId, endpoint, body, event.requestContext.authentication?.clientCert?.clientCertPem);
     return { statusCode: 200 };
   } catch (err) {
     log.error({ err, routeKey, connectionId }, 'websocket route failed');

@@ -5,6 +5,7 @@ import { AppError } from './errors';
 import { hashSecret, matchesHash } from './ids';
 import { config } from './config';
 import { looksLikeJwt, verifyJwt } from './jwt';
+import { CertificateError, checkHostCertificate, platformCa } from './pca';
 import { store } from './store';
 
 export type { Role, Scope } from './apikeys';
@@ -33,7 +34,26 @@ export const BOOTSTRAP_ADMIN: OperatorPrincipal = { kind: 'operator', id: 'admin
 const unauthenticated = (message: string) =>
   new GraphQLError(message, { extensions: { code: 'UNAUTHENTICATED', http: { status: 401 } } });
 
-export async function authenticate(authorization: string | undefined): Promise<Principal> {
+/**
+ * With the platform CA on, a host token is accepted only with the host's client certificate (mutual TLS): issued by
+ * the CA, valid, naming this host, and the one its host record names now (or the one it replaced) — so a revoked
+ * host's certificate stops working at once, whatever its expiry.
+ */
+async function checkClientCertificate(hostId: string, clientCert: string | null | undefined): Promise<void> {
+  const ca = platformCa();
+  if (!ca) return;
+  const host = await store().get<{ tokenRevokedAt?: string | null; certificate?: { serial: string } | null; previousCertificate?: { serial: string } | null }>('hosts', hostId);
+  if (!host || host.tokenRevokedAt) throw unauthenticated(`host ${hostId} was revoked or removed`);
+  try {
+    await checkHostCertificate(await ca, clientCert, hostId, [host.certificate?.serial, host.previousCertificate?.serial]);
+  } catch (err) {
+    if (err instanceof CertificateError) throw unauthenticated(err.message);
+    throw err;
+  }
+}
+
+/** `clientCert`: the PEM client certificate the TLS connection presented (and the server verified), if any. */
+export async function authenticate(authorization: string | undefined, clientCert?: string | null): Promise<Principal> {
   if (!authorization) return { kind: 'anonymous' };
   const match = /^Bearer\s+(\S+)$/i.exec(authorization.trim());
   if (!match) throw unauthenticated('the Authorization header must be "Bearer <token>"');
@@ -51,7 +71,10 @@ export async function authenticate(authorization: string | undefined): Promise<P
   if (token.startsWith('fzh_')) {
     // Looked up by its hash: the store compares keys, no secret is compared in this process.
     const claim = await store().get<{ hostId: string }>('claims', `host-token#${hashSecret(token)}`);
-    if (claim) return { kind: 'host', hostId: claim.hostId };
+    if (claim) {
+      await checkClientCertificate(claim.hostId, clientCert);
+      return { kind: 'host', hostId: claim.hostId };
+    }
     throw unauthenticated('the host token is not valid: the host was removed or revoked, or the token was replaced; register the runner again with a new join token');
   }
   if (looksLikeJwt(token)) {

@@ -78,6 +78,17 @@ export const config = () => ({
   clusterCidr: process.env.FZ_CLUSTER_CIDR || '10.240.0.0/16',
   /** Size of each host's subnet in the cluster range (24: up to 253 instances per host). */
   hostSubnetPrefix: num('FZ_HOST_SUBNET_PREFIX', 24),
+  /**
+   * The platform CA (lib/pca.ts): on when FZ_CA_DIR names its folder (ca.crt, ca.key 0600). Server mode then serves
+   * HTTPS and WSS with a certificate of its own, hosts get a client certificate at registration and use it (mTLS).
+   */
+  ca: {
+    dir: process.env.FZ_CA_DIR || null,
+    /** Lifetime of the certificates it issues (hosts' and servers'); each is renewed at two thirds of it. */
+    lifetimeSeconds: num('FZ_CERT_LIFETIME_SECONDS', 30 * 86_400),
+    /** A certificate this close to its expiry raises CERTIFICATE_EXPIRING (renewal failed); resolved once renewed. */
+    warningSeconds: num('FZ_CERT_WARNING_SECONDS', 7 * 86_400),
+  },
   /** The platform registry (`host:port`) releases pin their images in and hosts pull from; unset: hosts use their own images. */
   registry: process.env.FZ_REGISTRY || null,
 });

@@ -97,7 +97,8 @@ async function admit(event: APIGatewayProxyEventV2): Promise<Context> {
     throw new Refusal('BAD_USER_INPUT', `the request body is ${bytes} bytes; at most ${limits.maxBodyBytes} are accepted`, 413, { reason: 'BODY_LIMIT' });
   }
   const authorization = header(event, 'authorization');
-  const principal = await authenticate(authorization);
+  // API Gateway's mutual TLS puts the verified client certificate here, and so does server mode (server/lambda.ts).
+  const principal = await authenticate(authorization, event.requestContext?.authentication?.clientCert?.clientCertPem);
   if (principal.kind === 'anonymous' && bytes > limits.maxAnonymousBodyBytes) {
     throw new Refusal('UNAUTHENTICATED', 'a request this large needs a credential: send "Authorization: Bearer <API key>"', 401);
   }

@@ -12,6 +12,7 @@ import { createHash, webcrypto } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import * as x509 from '@peculiar/x509';
+import { config } from './config';
 
 type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
@@ -21,7 +22,10 @@ x509.cryptoProvider.set(webcrypto as never);
 const KEY_ALGORITHM = { name: 'ECDSA', namedCurve: 'P-256' } as const;
 const SIGNING = { name: 'ECDSA', hash: 'SHA-256' } as const;
 const HOST_URI_PREFIX = 'urn:fangzhou:host:';
-/** Issued certificates start this far in the past, so a host whose clock is a little behind accepts them at once. */
+/**
+ * Issued certificates start this far in the past (at most a twentieth of their lifetime), so a host whose clock is a
+ * little behind accepts them at once.
+ */
 const BACKDATE_MS = 5 * 60_000;
 
 export interface Ca {
@@ -97,6 +101,8 @@ export async function loadCa(certPem: string, keyPem: string): Promise<Ca> {
 
 const CA_CERT = 'ca.crt';
 const CA_KEY = 'ca.key';
+/** The CA certificate of a CA folder: what clients trust the API by. */
+export const caCertFile = (dir: string) => path.join(dir, CA_CERT);
 
 /**
  * The CA of a folder, created there on first use (`ca.key` 0600, `ca.crt`). A key file others may read is refused:
@@ -119,6 +125,19 @@ export async function openCaDir(dir: string, commonName = 'Fangzhou platform CA'
   const mode = fs.statSync(keyFile).mode & 0o777;
   if (mode & 0o077) throw new CertificateError(`${keyFile} may be read by others (mode ${mode.toString(8)}): chmod 600 it`);
   return loadCa(fs.readFileSync(certFile, 'utf8'), fs.readFileSync(keyFile, 'utf8'));
+}
+
+const opened = new Map<string, Promise<Ca>>();
+/** The CA of FZ_CA_DIR (opened once per process), or null when the CA is off. */
+export function platformCa(dir = config().ca.dir): Promise<Ca> | null {
+  if (!dir) return null;
+  let ca = opened.get(dir);
+  if (!ca) {
+    ca = openCaDir(dir);
+    ca.catch(() => opened.delete(dir));
+    opened.set(dir, ca);
+  }
+  return ca;
 }
 
 /** A key pair and a request for a certificate of it (the request is signed by the key: proof the requester holds it). */
@@ -168,7 +187,7 @@ export async function issueCertificate(ca: Ca, request: IssueRequest): Promise<s
     serialNumber: randomSerial(),
     subject: `CN=${escapeDn(request.commonName)}`,
     issuer: ca.cert.subject,
-    notBefore: new Date(Math.max(now.getTime() - BACKDATE_MS, ca.cert.notBefore.getTime())),
+    notBefore: new Date(Math.max(now.getTime() - Math.min(BACKDATE_MS, request.lifetimeSeconds * 50), ca.cert.notBefore.getTime())),
     notAfter: new Date(Math.min(now.getTime() + request.lifetimeSeconds * 1000, ca.cert.notAfter.getTime())),
     signingAlgorithm: SIGNING,
     publicKey,

@@ -7,7 +7,8 @@
 import type Docker from 'dockerode';
 import { log } from '../lib/log';
 import type { KeyValue } from '../lib/runner-protocol';
-import { ApiError, ApiMismatchError, ApiUnreachableError, createApi, type Api, type RegisterHostResult } from './api';
+import { createKeyAndCsr, describeCertificate, renewalDue } from '../lib/pca';
+import { ApiError, ApiMismatchError, ApiUnreachableError, createApi, type Api, type RegisterHostResult, type TlsMaterial } from './api';
 import { startHeartbeat, type Heartbeat } from './heartbeat';
 import { StatsSampler } from './stats';
 import { ImagePuller } from './images';
@@ -42,6 +43,11 @@ export interface RunnerConfig {
   dnsPort?: number;
   /** How long a URL that answers, but never with GraphQL, is retried before the runner gives up (default 120 s). */
   giveUpAfterSeconds?: number;
+  /**
+   * The platform CA's certificate (PEM), to trust an https API by before registration (FZ_CA_CERT); afterwards the
+   * one the API sent with the host's certificate is used.
+   */
+  caCert?: string;
 }
 
 /** The runner cannot go on (bad join token, revoked host token, unregistered without a join token). */
@@ -92,6 +98,12 @@ export async function ensureRegistered(api: Api, config: RunnerConfig, facts: En
   if (!config.joinToken) {
     throw new RunnerFatalError(`host ${config.name} is not registered with ${api.url} (no ${file}); set FZ_JOIN_TOKEN to register it`);
   }
+  const overTls = api.url.startsWith('https:');
+  if (overTls && !config.caCert) {
+    throw new RunnerFatalError(`${api.url} is https: set FZ_CA_CERT (or --ca-cert) to the platform CA's certificate (ca.crt in the API's FZ_CA_DIR) so this runner can trust it`);
+  }
+  // Over TLS the host asks for a client certificate of the platform CA; its key never leaves this host.
+  const request = overTls ? await createKeyAndCsr(config.name) : null;
   let result: RegisterHostResult;
   try {
     result = await api.registerHost({
@@ -101,6 +113,7 @@ export async function ensureRegistered(api: Api, config: RunnerConfig, facts: En
       labels: config.labels,
       capacity: { cpuMillis: config.cpuMillis ?? facts.cpuMillis, memoryMb: config.memoryMb ?? facts.memoryMb },
       networks: hostNetworks(),
+      ...(request ? { csr: request.csrPem } : {}),
     });
   } catch (err) {
     if (err instanceof ApiError && err.code !== 'INTERNAL') {
@@ -108,10 +121,29 @@ export async function ensureRegistered(api: Api, config: RunnerConfig, facts: En
     }
     throw err;
   }
-  const state = { hostId: result.host.id, hostToken: result.hostToken, apiUrl: api.url };
+  const tls = request && result.certificate ? { key: request.keyPem, cert: result.certificate.certificate, ca: result.certificate.caCertificate } : null;
+  const state: RunnerState = { hostId: result.host.id, hostToken: result.hostToken, apiUrl: api.url, ...(tls ? { tls } : {}) };
   saveState(file, state);
-  log.info({ hostId: state.hostId, name: config.name, stateFile: file }, 'registered host');
+  log.info({ hostId: state.hostId, name: config.name, stateFile: file, certificateExpiresAt: result.certificate?.notAfter }, 'registered host');
   return state;
+}
+
+/** How long after a failed renewal the runner tries again (the expiry alarm tells the operator if it keeps failing). */
+const RENEWAL_RETRY_MS = 10_000;
+
+/**
+ * Renews the host's client certificate once two thirds of its lifetime have passed: a new key made here, its request
+ * sent over mutual TLS with the current certificate (the proof that this runner holds it), key and certificate saved
+ * together. A failure is logged and tried again later; the current certificate keeps working until it expires.
+ */
+export async function renewCertificateIfDue(api: Api, config: RunnerConfig, state: RunnerState, now = new Date()): Promise<RunnerState> {
+  if (!state.tls?.cert || now < renewalDue(describeCertificate(state.tls.cert))) return state;
+  const { keyPem, csrPem } = await createKeyAndCsr(config.name);
+  const renewed = await api.runnerRenewCertificate(state.hostToken, csrPem);
+  const next = { ...state, tls: { key: keyPem, cert: renewed.certificate, ca: renewed.caCertificate } };
+  saveState(stateFile(config.stateDir, config.name), next);
+  log.info({ hostId: state.hostId, notAfter: renewed.notAfter }, 'client certificate renewed');
+  return next;
 }
 
 async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal): Promise<void> {
@@ -120,7 +152,11 @@ async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal)
   const ender = new AbortController();
   const signal = AbortSignal.any([outerSignal, ender.signal]);
   let heartbeat: Heartbeat | null = null;
-  const api = createApi(config.apiUrl, config.giveUpAfterSeconds);
+  let registration: RunnerState | null = null;
+  // Before registration the API is trusted by the configured CA certificate; afterwards by the one saved with the
+  // host's own certificate, which is presented too.
+  const api = createApi(config.apiUrl, config.giveUpAfterSeconds, () => registration?.tls ?? (config.caCert ? { ca: config.caCert } : null));
+  let renewalTryAfter = 0;
   const docker = connectEngine(config.dockerTarget);
   const backoff = new Backoff();
   const stats = new StatsSampler(docker);
@@ -128,7 +164,6 @@ async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal)
   const networking = new HostNetworking({ dnsPort: config.dnsPort });
   const images = new ImagePuller(docker, () => waker.wake());
   let facts: EngineFacts | null = null;
-  let registration: RunnerState | null = null;
   let logs: LogServer | null = null;
   let errors: InstanceError[] = [];
   let quickResyncs = 0;
@@ -153,7 +188,14 @@ async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal)
           await Promise.race([heartbeat.accepted, new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }))]);
           if (signal.aborted) break;
           void watchEvents(docker, config.dockerTarget, registration.hostId, waker, signal);
-          notifications.current = startNotifications(config, registration, waker);
+          notifications.current = startNotifications(config, registration, waker, () => registration?.tls ?? null);
+        }
+        if (Date.now() >= renewalTryAfter) {
+          registration = await renewCertificateIfDue(api, config, registration).catch((err) => {
+            renewalTryAfter = Date.now() + RENEWAL_RETRY_MS;
+            log.warn({ err: (err as Error).message }, 'client certificate renewal failed; trying again');
+            return registration!;
+          });
         }
         const { hostId, hostToken } = registration;
         const observed = configs.attach(stats.attach(await observe(docker, hostId, errors, images.pulling())));
@@ -191,6 +233,7 @@ async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal)
     logs?.close();
     await notifications.current?.stop();
     await networking.close();
+    api.close();
   }
   if (fatal) throw new RunnerFatalError(fatal);
   log.info({ name: config.name }, 'runner stopped; containers keep running');
@@ -204,7 +247,7 @@ export function notificationUrl(config: Pick<RunnerConfig, 'apiUrl' | 'wsUrl'>):
 }
 
 /** Push notices wake the loop; a URL that cannot work is reported once and the runner polls. */
-function startNotifications(config: RunnerConfig, registration: RunnerState, waker: Waker): Notifications | null {
+function startNotifications(config: RunnerConfig, registration: RunnerState, waker: Waker, tls: () => TlsMaterial | null): Notifications | null {
   let url: string | null;
   try {
     url = notificationUrl(config);
@@ -221,7 +264,7 @@ function startNotifications(config: RunnerConfig, registration: RunnerState, wak
     log.warn(`WebSocket URL ${problem}; polling only`);
     return null;
   }
-  return followNotifications({ url, hostToken: registration.hostToken, hostId: registration.hostId, onChange: () => waker.wake() });
+  return followNotifications({ url, hostToken: registration.hostToken, hostId: registration.hostId, onChange: () => waker.wake(), tls });
 }
 
 /** The log line for a failed step, or a RunnerFatalError when retrying cannot help. */
@@ -233,7 +276,7 @@ function failure(err: unknown, config: RunnerConfig, registration: RunnerState |
   }
   if (err instanceof ApiError && err.code === 'UNAUTHENTICATED') {
     throw new RunnerFatalError(
-      `the API at ${config.apiUrl} refused the host token of ${config.name} (host ${registration?.hostId} deleted or token revoked): ` +
+      `the API at ${config.apiUrl} refused the host token of ${config.name} (host ${registration?.hostId} deleted or token revoked: ${err.message}): ` +
         `remove ${stateFile(config.stateDir, config.name)} and register again with FZ_JOIN_TOKEN`,
     );
   }

@@ -1,4 +1,9 @@
-/** The runner's GraphQL calls to Ark, over the global fetch. */
+/**
+ * The runner's GraphQL calls to Ark, over node:http, or node:https with the platform CA: the API's certificate is
+ * trusted by the CA's, and the host's client certificate is presented (mutual TLS) once the host has one.
+ */
+import http from 'node:http';
+import https from 'node:https';
 import type { KeyValue, LogLine, SyncRequest, SyncResponse } from '../lib/runner-protocol';
 
 const REQUEST_TIMEOUT_MS = 30_000;
@@ -41,16 +46,37 @@ export interface RegisterHostInput {
   capacity: { cpuMillis: number; memoryMb: number };
   /** CIDRs of the host's own interfaces; the API refuses a cluster network that overlaps them. */
   networks: string[];
+  /** Over TLS: a certificate request for a key this runner keeps (the API's CA signs it, if it has one). */
+  csr?: string;
+}
+
+/** A client certificate of the platform CA, PEM. */
+export interface HostCertificate {
+  certificate: string;
+  caCertificate: string;
+  notAfter: string;
 }
 
 export interface RegisterHostResult {
   host: { id: string; name: string };
   hostToken: string;
+  certificate: HostCertificate | null;
 }
 
-const REGISTER_HOST = `mutation($input: RegisterHostInput!) {
-  registerHost(input: $input) { host { id name } hostToken }
+const REGISTER_HOST = (withCertificate: boolean) => `mutation($input: RegisterHostInput!) {
+  registerHost(input: $input) { host { id name } hostToken ${withCertificate ? 'certificate { certificate caCertificate notAfter }' : ''} }
 }`;
+
+const RUNNER_RENEW_CERTIFICATE = `mutation($input: RunnerRenewCertificateInput!) {
+  runnerRenewCertificate(input: $input) { certificate caCertificate notAfter }
+}`;
+
+/** What the runner trusts the API by (the CA's certificate) and presents to it (its key and certificate), PEM. */
+export interface TlsMaterial {
+  ca: string;
+  cert?: string;
+  key?: string;
+}
 
 const RUNNER_SYNC = `mutation($input: RunnerSyncInput!) {
   runnerSync(input: $input) {
@@ -97,6 +123,9 @@ export interface Api {
   runnerHeartbeat(hostToken: string, input: { session: string; sentAt: string }, timeoutMs: number): Promise<HeartbeatResult>;
   runnerLogs(hostToken: string, input: LogChunk): Promise<boolean>;
   runnerLogTail(hostToken: string, input: LogTailChunk): Promise<boolean>;
+  runnerRenewCertificate(hostToken: string, csr: string): Promise<HostCertificate>;
+  /** Closes kept-alive connections (at the runner's stop). */
+  close(): void;
 }
 
 /** New lines of a followed container (runner/logs.ts). */
@@ -122,12 +151,13 @@ export interface LogChunk {
  * got in. Connection failures and timeouts do not count (the API may be starting), and an API that answered once is
  * retried through any outage.
  */
-export function createApi(url: string, giveUpAfterSeconds = 120): Api {
+export function createApi(url: string, giveUpAfterSeconds = 120, tls: () => TlsMaterial | null = () => null): Api {
+  const agents = new TlsAgents(tls);
   let answered = false;
   let firstBadAnswer: { at: number; count: number } | null = null;
   const tracked = async <T>(query: string, variables: Record<string, unknown>, token?: string, timeoutMs?: number): Promise<T> => {
     try {
-      const data = await call<T>(url, query, variables, token, timeoutMs);
+      const data = await call<T>(url, agents.current(url), query, variables, token, timeoutMs);
       answered = true;
       return data;
     } catch (err) {
@@ -141,8 +171,10 @@ export function createApi(url: string, giveUpAfterSeconds = 120): Api {
   };
   return {
     url,
-    registerHost: async (input) =>
-      (await tracked<{ registerHost: RegisterHostResult }>(REGISTER_HOST, { input })).registerHost,
+    registerHost: async (input) => {
+      const { registerHost } = await tracked<{ registerHost: RegisterHostResult }>(REGISTER_HOST(Boolean(input.csr)), { input });
+      return { ...registerHost, certificate: registerHost.certificate ?? null };
+    },
     runnerSync: async (hostToken, input) =>
       (await tracked<{ runnerSync: SyncResponse }>(RUNNER_SYNC, { input }, hostToken)).runnerSync,
     runnerHeartbeat: async (hostToken, input, timeoutMs) =>
@@ -151,7 +183,49 @@ export function createApi(url: string, giveUpAfterSeconds = 120): Api {
       (await tracked<{ runnerLogs: boolean }>(RUNNER_LOGS, { input }, hostToken)).runnerLogs,
     runnerLogTail: async (hostToken, input) =>
       (await tracked<{ runnerLogTail: boolean }>(RUNNER_LOG_TAIL, { input }, hostToken)).runnerLogTail,
+    runnerRenewCertificate: async (hostToken, csr) =>
+      (await tracked<{ runnerRenewCertificate: HostCertificate }>(RUNNER_RENEW_CERTIFICATE, { input: { csr } }, hostToken)).runnerRenewCertificate,
+    close: () => agents.close(),
   };
+}
+
+/**
+ * One keep-alive agent per TLS material: after a renewal new connections present the new certificate, and the old
+ * agent's connections are closed a little later (requests in flight on them finish; the API accepts the replaced
+ * certificate until it expires).
+ */
+class TlsAgents {
+  private agent: https.Agent | null = null;
+  private material: TlsMaterial | null = null;
+  private readonly retiring = new Set<NodeJS.Timeout>();
+
+  constructor(private readonly tls: () => TlsMaterial | null) {}
+
+  current(url: string): http.Agent | undefined {
+    if (!url.startsWith('https:')) return undefined;
+    const material = this.tls();
+    if (!material) return undefined;
+    if (this.agent && this.material?.cert === material.cert && this.material?.ca === material.ca) return this.agent;
+    const old = this.agent;
+    if (old) {
+      const timer = setTimeout(() => {
+        old.destroy();
+        this.retiring.delete(timer);
+      }, 10_000);
+      timer.unref();
+      this.retiring.add(timer);
+    }
+    this.material = material;
+    this.agent = new https.Agent({ keepAlive: true, ca: material.ca, cert: material.cert, key: material.key });
+    return this.agent;
+  }
+
+  close(): void {
+    this.agent?.destroy();
+    this.agent = null;
+    for (const timer of this.retiring) clearTimeout(timer);
+    this.retiring.clear();
+  }
 }
 
 interface GraphQLBody<T> {
@@ -159,30 +233,41 @@ interface GraphQLBody<T> {
   errors?: { message: string; extensions?: { code?: string } }[];
 }
 
-/** Node's fetch says only "fetch failed"; the cause says why (ECONNREFUSED, ENOTFOUND, ...). */
+/** What went wrong on the way (ECONNREFUSED, ENOTFOUND, a TLS error, …). */
 function reason(err: unknown): string {
-  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-  return cause?.code ?? cause?.message ?? (err as Error).message;
+  return (err as { code?: string }).code ?? (err as Error).message;
 }
 
-async function call<T>(url: string, query: string, variables: Record<string, unknown>, token?: string, timeoutMs = REQUEST_TIMEOUT_MS): Promise<T> {
+/** One POST; its status and body text, or the error of the connection. */
+function post(url: string, agent: http.Agent | undefined, headers: Record<string, string>, body: string, timeoutMs: number): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const request = (url.startsWith('https:') ? https : http).request(url, {
+      method: 'POST', headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) }, agent, timeout: timeoutMs,
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    request.on('timeout', () => request.destroy(Object.assign(new Error(`no answer within ${timeoutMs} ms`), { code: 'ETIMEDOUT' })));
+    request.on('error', reject);
+    request.end(body);
+  });
+}
+
+async function call<T>(url: string, agent: http.Agent | undefined, query: string, variables: Record<string, unknown>, token?: string, timeoutMs = REQUEST_TIMEOUT_MS): Promise<T> {
   const headers: Record<string, string> = { 'content-type': 'application/json' };
   if (token) headers.authorization = `Bearer ${token}`;
-  let res: Response;
+  let res: { status: number; text: string };
   try {
-    res = await fetch(url, {
-      method: 'POST',
-      headers,
-      body: JSON.stringify({ query, variables }),
-      signal: AbortSignal.timeout(timeoutMs),
-    });
+    res = await post(url, agent, headers, JSON.stringify({ query, variables }), timeoutMs);
   } catch (err) {
     throw new ApiUnreachableError(reason(err));
   }
   if (res.status >= 500) throw new ApiUnreachableError(`HTTP ${res.status}`, res.status);
   let body: GraphQLBody<T>;
   try {
-    body = (await res.json()) as GraphQLBody<T>;
+    body = JSON.parse(res.text) as GraphQLBody<T>;
   } catch {
     if (res.status === 401) throw new ApiError('UNAUTHENTICATED', 'HTTP 401');
     if (res.status >= 400) throw new ApiMismatchError(url, `HTTP ${res.status}, not JSON`);

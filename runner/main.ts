@@ -1,4 +1,5 @@
 /** `npm run runner -- --name h1 --labels zone=a,disk=ssd`: the host runner's command line. */
+import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { log } from '../lib/log';
 import type { KeyValue } from '../lib/runner-protocol';
@@ -20,11 +21,13 @@ options:
   --docker-socket PATH   Docker engine socket or tcp://host:port (default: $DOCKER_HOST or ${DEFAULT_DOCKER_SOCKET})
   --ws-url URL           where desired-state notices come from (default: $FZ_WS_URL, or the API's port + 1; off: poll only)
   --state-dir DIR        where the registration is saved (default: .fangzhou/runners)
+  --ca-cert FILE         the platform CA's certificate, to trust an https API by (default: $FZ_CA_CERT)
   --help                 show this text
 
 environment:
   FZ_API_URL      GraphQL endpoint (default: http://localhost:3000/graphql)
   FZ_JOIN_TOKEN   join token, needed only for the first registration
+  FZ_CA_CERT      the platform CA's certificate (ca.crt of the API's FZ_CA_DIR), for an https API
   DOCKER_HOST     Docker engine address, unless --docker-socket is given
 `;
 
@@ -48,6 +51,15 @@ function positiveInt(option: string, text: string | undefined): number | undefin
   return n;
 }
 
+function readCaCert(file: string | undefined): string | undefined {
+  if (!file) return undefined;
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read the CA certificate ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
 function parseConfig(argv: string[]): RunnerConfig | null {
   const { values } = parseArgs({
     args: argv,
@@ -60,6 +72,7 @@ function parseConfig(argv: string[]): RunnerConfig | null {
       'docker-socket': { type: 'string' },
       'ws-url': { type: 'string' },
       'state-dir': { type: 'string', default: '.fangzhou/runners' },
+      'ca-cert': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
     strict: true,
@@ -80,6 +93,7 @@ function parseConfig(argv: string[]): RunnerConfig | null {
     dockerTarget: values['docker-socket'] ?? process.env.DOCKER_HOST ?? DEFAULT_DOCKER_SOCKET,
     wsUrl: values['ws-url'] ?? (process.env.FZ_WS_URL || undefined),
     stateDir: values['state-dir'],
+    caCert: readCaCert(values['ca-cert'] ?? (process.env.FZ_CA_CERT || undefined)),
   };
 }
 

@@ -11,6 +11,7 @@
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
 import { log } from '../lib/log';
+import type { TlsMaterial } from './api';
 import { pause } from './pause';
 
 /** The subscription the runner holds. */
@@ -26,6 +27,8 @@ export interface NotificationOptions {
   hostId: string;
   /** Called for every notice and after every (re)connect (changes may have been missed while disconnected). */
   onChange: () => void;
+  /** For wss://: the CA to trust and the host's client certificate, as they are at each (re)connect. */
+  tls?: () => TlsMaterial | null;
   /** Tuning, for tests. */
   keepAliveMs?: number;
   pongTimeoutMs?: number;
@@ -110,9 +113,20 @@ export function followNotifications(options: NotificationOptions): Notifications
     return ms + Math.floor(Math.random() * Math.min(1000, ms / 2));
   };
 
+  const tls = options.tls;
+  // Each (re)connect presents the certificate the runner holds then (it renews them).
+  const webSocketImpl = tls
+    ? class extends WebSocket {
+      constructor(address: string, protocols?: string | string[]) {
+        const material = tls!();
+        super(address, protocols, material ? { ca: material.ca, cert: material.cert, key: material.key } : {});
+      }
+    }
+    : WebSocket;
+
   const connection = (): Client => createClient({
     url,
-    webSocketImpl: WebSocket,
+    webSocketImpl,
     connectionParams: { authorization: `Bearer ${hostToken}` },
     lazy: true,
     retryAttempts: Infinity,

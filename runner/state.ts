@@ -7,6 +7,11 @@ export interface RunnerState {
   hostToken: string;
   /** The API the host registered with; a saved registration is only valid there. */
   apiUrl: string;
+  /**
+   * With the platform CA: the host's key (made here, never sent), its client certificate and the CA's certificate,
+   * PEM; in this one file so that a renewal replaces key and certificate together.
+   */
+  tls?: { key: string; cert: string; ca: string } | null;
 }
 
 export const stateFile = (stateDir: string, name: string) => path.join(stateDir, `${name}.json`);
@@ -24,7 +29,7 @@ export function loadState(file: string): RunnerState | null {
   return state as RunnerState;
 }
 
-/** Owner-only (0600): the file holds the host token. Written to a temp file and renamed so it is never half-written. */
+/** Owner-only (0600): the file holds the host token (and the host's key). Written to a temp file and renamed so it is never half-written. */
 export function saveState(file: string, state: RunnerState): void {
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
   const tmp = `${file}.${process.pid}.tmp`;

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context as LambdaContext } from 'aws-lambda';
+import type { TLSSocket } from 'node:tls';
+import type { APIGatewayEventClientCertificate, APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context as LambdaContext } from 'aws-lambda';
 
 /**
  * Node's HTTP request and response as API Gateway's HTTP API (payload format 2.0) hands them to a Lambda function
@@ -25,6 +26,23 @@ export async function readBody(req: IncomingMessage): Promise<Buffer> {
     chunks.push(chunk as Buffer);
   }
   return Buffer.concat(chunks);
+}
+
+/**
+ * The client certificate of a TLS connection whose chain the server verified (against the platform CA), in the shape
+ * API Gateway's mutual TLS gives it to a function; undefined for plain HTTP and for clients that presented none.
+ */
+export function clientAuthentication(req: IncomingMessage): { clientCert: APIGatewayEventClientCertificate } | undefined {
+  const socket = req.socket as TLSSocket;
+  if (!socket.encrypted || !socket.authorized) return undefined;
+  const cert = socket.getPeerX509Certificate();
+  if (!cert) return undefined;
+  return {
+    clientCert: {
+      clientCertPem: cert.toString(), serialNumber: cert.serialNumber, subjectDN: cert.subject, issuerDN: cert.issuer,
+      validity: { notBefore: cert.validFrom, notAfter: cert.validTo },
+    },
+  };
 }
 
 const TEXT = /^(text\/|application\/(json|graphql|javascript|x-www-form-urlencoded|xml))/;
@@ -59,6 +77,7 @@ export function httpEvent(req: IncomingMessage, body: Buffer, route: { method: s
         userAgent: headers['user-agent'] ?? '',
       },
       requestId: randomUUID(),
+      ...(clientAuthentication(req) ? { authentication: clientAuthentication(req) } : {}),
       routeKey: `${route.method} ${route.path}`,
       stage: '$default',
       time: new Date(now).toISOString(),

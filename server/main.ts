@@ -1,5 +1,10 @@
 import { log } from '../lib/log';
+import { config } from '../lib/config';
+import { platformCa } from '../lib/pca';
+import { store } from '../lib/store';
+import { ark } from '../subgraphs';
 import { startServer } from './server';
+import { serverNames, startServerTls } from './tls';
 
 /**
  * `node --import tsx server/main.ts`: one server-mode replica, configured by the environment (README,
@@ -12,6 +17,23 @@ const num = (name: string, fallback: number) => {
   return value;
 };
 
+/** With FZ_CA_DIR set: the platform CA (created there on first start) and this replica's certificate from it. */
+async function serverTls(host: string, httpPort: number) {
+  const { ca } = config();
+  const opened = platformCa();
+  if (!opened) return undefined;
+  if (process.env.FZ_SUBGRAPH_TRANSPORT === 'http') {
+    throw new Error('FZ_CA_DIR needs the gateway to run the subgraphs in this process: unset FZ_SUBGRAPH_TRANSPORT (server mode runs them in-process)');
+  }
+  const server = `${host}:${httpPort}`;
+  return startServerTls({
+    ca: await opened,
+    names: serverNames(host, process.env.FZ_TLS_NAMES),
+    lifetimeSeconds: ca.lifetimeSeconds,
+    record: (info) => ark.recordServerCertificate(store(), server, info),
+  });
+}
+
 async function main() {
   if (!process.env.FZ_ADMIN_TOKEN_HASH) throw new Error('FZ_ADMIN_TOKEN_HASH is not set: without it no operator can sign in and replicas cannot sign their connections API (npm start sets it)');
   const host = process.env.FZ_LISTEN_HOST || '127.0.0.1';
@@ -21,7 +43,9 @@ async function main() {
   // stop needs no listener). With FZ_SUBGRAPH_TRANSPORT=http it calls the subgraph routes, by default this replica's.
   process.env.FZ_SUBGRAPH_TRANSPORT ||= 'inprocess';
   process.env.FZ_SUBGRAPH_URL_BASE ||= `http://${host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host}:${httpPort}/subgraphs`;
+  const tls = await serverTls(host, httpPort);
   const server = await startServer({
+    tls,
     host,
     httpPort,
     wsPort: num('FZ_WS_PORT', 3001),

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { invokeInProcess } from '../lib/kick';
 import { log } from '../lib/log';
@@ -10,6 +11,7 @@ import { httpRoutes, type Route } from './http';
 import { BodyTooLarge, lambdaContext, readBody } from './lambda';
 import { LEASES_TABLE } from './lease';
 import { startTicks, type Ticks } from './ticks';
+import type { ServerTls } from './tls';
 import { webSockets } from './websocket';
 
 /**
@@ -32,6 +34,8 @@ export interface ServerOptions {
   leaseMs: number;
   /** Run the scheduled functions (under the lease); off for a replica that should only serve requests. */
   ticks?: boolean;
+  /** With the platform CA on: HTTPS and WSS on both ports, with this certificate (server/tls.ts). */
+  tls?: ServerTls;
 }
 
 export interface RunningServer {
@@ -138,7 +142,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   };
 
   const listen = (port: number) => new Promise<Server>((resolve, reject) => {
-    const server = createServer((req, res) => void track(serve(req, res)));
+    const handle = (req: IncomingMessage, res: ServerResponse) => void track(serve(req, res));
+    const server: Server = options.tls ? createHttpsServer(options.tls.context(), handle) : createServer(handle);
     server.on('upgrade', (req, socket, head) => ws.upgrade(req, socket, head));
     server.once('error', reject);
     server.listen(port, options.host, () => {
@@ -155,9 +160,12 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       throw err;
     }
   }
+  const tls = options.tls;
+  tls?.onRenew(() => servers.forEach((s) => (s as HttpsServer).setSecureContext(tls.context())));
   const portOf = (s: Server) => (s.address() as AddressInfo).port;
   const host = hostForUrl(options.host);
-  const endpoint = options.endpoint ?? `http://${host}:${portOf(servers[servers.length - 1])}`;
+  const [httpScheme, wsScheme] = tls ? ['https', 'wss'] : ['http', 'ws'];
+  const endpoint = options.endpoint ?? `${httpScheme}://${host}:${portOf(servers[servers.length - 1])}`;
   // What handlers/ws.ts writes into connection records, and how gateway/subscriptions.ts signs its posts.
   process.env.FZ_WS_MANAGEMENT_ENDPOINT = endpoint;
   process.env.FZ_RUNTIME = 'server';
@@ -171,13 +179,13 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     leaseMs: options.leaseMs,
   });
 
-  const httpUrl = `http://${host}:${portOf(servers[0])}`;
+  const httpUrl = `${httpScheme}://${host}:${portOf(servers[0])}`;
   log.info({ replica, http: httpUrl, endpoint, routes: functions.http.length, ticks: ticks ? functions.schedules : [] }, 'server mode up');
 
   let closed: Promise<void> | undefined;
   return {
     httpUrl,
-    wsUrl: `ws://${host}:${portOf(servers[servers.length - 1])}`,
+    wsUrl: `${wsScheme}://${host}:${portOf(servers[servers.length - 1])}`,
     endpoint,
     close: () => (closed ??= (async () => {
       draining = true;
@@ -186,6 +194,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       servers.forEach((s) => s.closeIdleConnections());
       await ws.closeAll(1001, 'server shutting down');
       await ticks?.stop();
+      await tls?.stop();
       const cutOff = setTimeout(() => servers.forEach((s) => s.closeAllConnections()), DRAIN_MS);
       while (inFlight.size) await Promise.allSettled([...inFlight]);
       await Promise.all(stopped);

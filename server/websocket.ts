@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { log } from '../lib/log';
 import type { HeldSocket } from './connections';
+import { clientAuthentication } from './lambda';
 
 /**
  * Real WebSockets in front of the WebSocket function of serverless.yml (handlers/ws.ts), called as API Gateway
@@ -18,7 +19,11 @@ import type { HeldSocket } from './connections';
 const MAX_MESSAGE_BYTES = 128 * 1024;
 
 export type RouteCall = (event: {
-  requestContext: { routeKey: string; connectionId: string; domainName?: string; stage?: string };
+  requestContext: {
+    routeKey: string; connectionId: string; domainName?: string; stage?: string;
+    /** The connection's verified client certificate (server/lambda.ts), with every route of it. */
+    authentication?: ReturnType<typeof clientAuthentication>;
+  };
   headers?: Record<string, string>;
   body?: string;
   isBase64Encoded?: boolean;
@@ -54,7 +59,7 @@ export function webSockets(call: RouteCall): WebSockets {
   let closing = false;
 
   const route = (connectionId: string, req: IncomingMessage, routeKey: string, body?: string) =>
-    call({ requestContext: { routeKey, connectionId, domainName: req.headers.host, stage: '$default' }, headers: flatHeaders(req), body, isBase64Encoded: false });
+    call({ requestContext: { routeKey, connectionId, domainName: req.headers.host, stage: '$default', authentication: clientAuthentication(req) }, headers: flatHeaders(req), body, isBase64Encoded: false });
 
   const enqueue = (connectionId: string, step: () => Promise<unknown>) => {
     const next = (chains.get(connectionId) ?? Promise.resolve()).then(step).then(() => undefined, (err) => {
@@ -89,11 +94,12 @@ export function webSockets(call: RouteCall): WebSockets {
       },
     };
     sockets.set(connectionId, held);
+    const authentication = clientAuthentication(req);
     ws.on('message', (data, isBinary) => {
       held.lastActiveAt = new Date();
       const body = Buffer.isBuffer(data) ? data : Buffer.concat(Array.isArray(data) ? data : [Buffer.from(data)]);
       void enqueue(connectionId, () => call({
-        requestContext: { routeKey: '$default', connectionId, domainName: req.headers.host, stage: '$default' },
+        requestContext: { routeKey: '$default', connectionId, domainName: req.headers.host, stage: '$default', authentication },
         body: body.toString(isBinary ? 'base64' : 'utf8'),
         isBase64Encoded: isBinary,
       }));

@@ -1,9 +1,12 @@
+import { config } from '../../lib/config';
 import { AppError, conflict, notFound } from '../../lib/errors';
+import { platformCa, type CertificateInfo } from '../../lib/pca';
 import { hashSecret, newId, newSecret } from '../../lib/ids';
 import type { EngineInfo } from '../../lib/runner-protocol';
 import { dropClaim } from '../../lib/claims';
 import { ConditionFailed, type Store, type Versioned } from '../../lib/store';
 import * as check from '../../lib/validate';
+import { checkHostCsr, issueHostCertificate } from './certificates';
 import { silenceFor } from './cadence';
 import { forgetContainer } from './containers';
 import { bumpNetworkSerial, checkHostNetworks, claimHostAddress, claimSubnet, clusterNetwork, freeHostNetwork } from './network';
@@ -47,6 +50,9 @@ export interface Host extends Versioned {
   tokenHash?: string | null;
   /** Set by revokeHost: the host token stopped working then. */
   tokenRevokedAt?: string | null;
+  /** The host's client certificate (CA on), and the one it replaced; see certificates.ts. */
+  certificate?: CertificateInfo | null;
+  previousCertificate?: CertificateInfo | null;
 }
 
 interface JoinClaim {
@@ -70,6 +76,8 @@ export interface RegisterHostInput {
   capacity: check.Resources;
   /** The CIDRs of the host's own interfaces, which the cluster network must not overlap. */
   networks?: string[] | null;
+  /** With the CA on: the runner's certificate request (PEM); its key stays on the host. */
+  csr?: string | null;
 }
 
 const ADDRESS = /^[A-Za-z0-9.:-]{1,253}$/;
@@ -90,6 +98,7 @@ export async function registerHost(store: Store, input: RegisterHostInput, now =
   const capacity = check.resources(input.capacity, 'capacity');
   const net = clusterNetwork();
   checkHostNetworks(net, input.networks ?? []);
+  await checkHostCsr(input.csr);
   // Single use: the token is spent by a conditional delete, so of two runners racing with it exactly one goes on.
   try {
     await store.remove('claims', joinKey, join.seq);
@@ -121,10 +130,14 @@ export async function registerHost(store: Store, input: RegisterHostInput, now =
   });
   await bumpNetworkSerial(store);
   await store.create('claims', { key: `host-token#${tokenHash}`, hostId: id });
-  return { host: host as Host, hostToken };
+  const certificate = input.csr && platformCa() ? await issueHostCertificate(store, id, input.csr, config().ca.lifetimeSeconds, now) : null;
+  return { host: host as Host, hostToken, certificate };
 }
 
-/** The host token stops working at once (its claim is removed); the host and its instances stay until removed. */
+/**
+ * The host token stops working at once (its claim is removed), and so does its certificate (lib/auth checks the
+ * record); the host and its instances stay until removed.
+ */
 export async function revokeHost(store: Store, id: string, now = new Date()): Promise<Host> {
   const host = await mustGetHost(store, id);
   if (host.tokenHash) await store.remove('claims', `host-token#${host.tokenHash}`);

@@ -5,6 +5,7 @@
  */
 export { arkHooks, type ArkListeners } from './hooks';
 export { arkSchema } from './schema';
+export { listCertificates, recordServerCertificate, type TrackedCertificate } from './certificates';
 export {
   forgetHost, getHost, listHosts, markDown, mustGetHost, recordProbe, recordSocketAnswer, revokeHost, setCordoned, setHostExclusive, watchingSince,
   type Host, type HostStatus,

@@ -9,7 +9,8 @@ import type { Label } from '../../lib/validate';
 import { getContainer } from './containers';
 import { resolveName, type Endpoint } from './discovery';
 import { runnerHeartbeat, runnerSync, type HeartbeatRequest } from './dispatch';
-import { createJoinToken, drainHost, getHost, labelHost, listHosts, registerHost, revokeHost, setCordoned, type RegisterHostInput } from './hosts';
+import { issueHostCertificate } from './certificates';
+import { createJoinToken, drainHost, getHost, labelHost, listHosts, registerHost, revokeHost, setCordoned, type Host, type RegisterHostInput } from './hosts';
 import { checkLedger, type LedgerDrift } from './ledger';
 import { instanceLogs, recordLogChunk, type LogChunkInput } from './logs';
 import { getLogTail, recordLogTail, type LogTail, type LogTailInput } from './logtail';
@@ -52,6 +53,8 @@ const resolvers = {
     repairLedger: () => checkLedger(store(), true),
     runnerLogs: (_: unknown, { input }: { input: LogChunkInput }, ctx: Context) => recordLogChunk(store(), requireHost(ctx), input),
     runnerLogTail: (_: unknown, { input }: { input: LogTailInput }, ctx: Context) => recordLogTail(store(), requireHost(ctx), input),
+    runnerRenewCertificate: (_: unknown, { input }: { input: { csr: string } }, ctx: Context) =>
+      issueHostCertificate(store(), requireHost(ctx), input.csr, config().ca.lifetimeSeconds),
   },
   LedgerDrift: {
     host: (d: LedgerDrift) => getHost(store(), d.hostId),
@@ -59,6 +62,7 @@ const resolvers = {
   Host: {
     __resolveReference: ({ id }: { id: string }) => getHost(store(), id),
     instances: ({ id }: { id: string }) => instancesOfHost(store(), id),
+    certificateExpiresAt: (h: Host) => h.certificate?.notAfter ?? null,
   },
   Instance: {
     __resolveReference: ({ id }: { id: string }) => getInstance(store(), id),
@@ -111,6 +115,7 @@ export const arkAccess: AccessRules = {
     runnerLogTail: 'HOST',
     runnerSync: 'HOST',
     runnerHeartbeat: 'HOST',
+    runnerRenewCertificate: 'HOST',
   },
 };
 

@@ -6,7 +6,7 @@ import { channelsFor, getRelease } from '../panama';
 import { pageOf, pageSize, recordEvent, SEVERITY_RANK, type Page, type Severity } from './events';
 
 export type AlarmKind = 'HOST_DOWN' | 'CONTAINER_UNHEALTHY' | 'CONTAINER_RESTARTED' | 'CONTAINER_OOM' | 'CONTAINER_CRASH_LOOP'
-  | 'INSTANCE_MIGRATED' | 'DEPLOY_FAILED' | 'UPGRADE_ROLLED_BACK' | 'INSPECTION_CRITICAL' | 'MEMORY_HIGH' | 'TEST';
+  | 'INSTANCE_MIGRATED' | 'DEPLOY_FAILED' | 'UPGRADE_ROLLED_BACK' | 'INSPECTION_CRITICAL' | 'MEMORY_HIGH' | 'CERTIFICATE_EXPIRING' | 'TEST';
 
 export interface Notification {
   channelId: string;
@@ -176,6 +176,16 @@ export async function resolveAlarmsOfDeletedReleases(store: Store, now = new Dat
   for (const a of open) {
     if (!exists.has(a.releaseId!)) exists.set(a.releaseId!, Boolean(await getRelease(store, a.releaseId!)));
     if (exists.get(a.releaseId!)) continue;
+    if (await resolveById(store, a.id, a.kind, a.cause, now)) resolved++;
+  }
+  return resolved;
+}
+
+/** Resolves every open alarm of this kind whose cause is not in `standing` (their causes cleared). */
+export async function resolveAlarmsOfKindExcept(store: Store, kind: AlarmKind, standing: Set<string>, now = new Date()): Promise<number> {
+  let resolved = 0;
+  for (const a of await openAlarms(store)) {
+    if (a.kind !== kind || standing.has(a.cause)) continue;
     if (await resolveById(store, a.id, a.kind, a.cause, now)) resolved++;
   }
   return resolved;

@@ -18,6 +18,7 @@ export { watchHosts } from './watchdog';
 export { deliverPending } from './notify';
 export { inspectIfDue } from './inspection';
 export { checkMemory } from './thresholds';
+export { checkCertificates } from './certificates';
 export { collectFleetMetrics } from './metrics';
 
 const record = async (...args: Parameters<typeof recordEvent>) => { await recordEvent(...args); };

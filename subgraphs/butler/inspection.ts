@@ -1,3 +1,4 @@
+import { config } from '../../lib/config';
 import type { Store, Versioned } from '../../lib/store';
 import { newId } from '../../lib/ids';
 import { checkLedger, instancesOfRelease, isServing, listContainers, listHosts, silenceFor, type ContainerRecord, type Host, type Instance, type LedgerDrift } from '../ark';
@@ -39,6 +40,8 @@ export interface FleetView {
   ledgerDrift?: LedgerDrift[];
   /** Per instance: how often its container turned unhealthy in the last 24 h (from the events). */
   healthFlaps?: Map<string, number>;
+  /** A host certificate this close to its expiry is a finding (FZ_CERT_WARNING_SECONDS). */
+  certificateWarningSeconds?: number;
 }
 
 /** A host clock this far off the API's is worth a warning (NTP keeps hosts within milliseconds). */
@@ -58,7 +61,7 @@ const seconds = (ms: number) => (ms / 1000).toFixed(1);
 const pct = (part: number, whole: number) => (whole > 0 ? Math.round((part / whole) * 100) : 0);
 const MB = 1024 * 1024;
 
-function inspectHosts({ hosts, pollSeconds }: FleetView, now: Date): Finding[] {
+function inspectHosts({ hosts, pollSeconds, certificateWarningSeconds = 7 * 86_400 }: FleetView, now: Date): Finding[] {
   const out: Finding[] = [];
   const engines = new Map<string, number>();
   for (const h of hosts) if (h.engine) engines.set(h.engine.version, (engines.get(h.engine.version) ?? 0) + 1);
@@ -93,6 +96,10 @@ function inspectHosts({ hosts, pollSeconds }: FleetView, now: Date): Finding[] {
     const skew = h.clockSkewSeconds ?? 0;
     if (h.status !== 'DOWN' && Math.abs(skew) >= CLOCK_SKEW_SECONDS) {
       out.push({ severity: 'WARNING', check: 'host.clock-skew', subject, message: `its clock is ${Math.abs(Math.round(skew))} s ${skew > 0 ? 'ahead of' : 'behind'} the API's: heartbeats are judged by the API's clock, but logs, certificates and the middleware's own timeouts are not (run NTP on the host)` });
+    }
+    const certificateLeft = h.certificate && !h.tokenRevokedAt ? Date.parse(h.certificate.notAfter) - now.getTime() : Infinity;
+    if (certificateLeft < certificateWarningSeconds * 1000) {
+      out.push({ severity: certificateLeft <= 0 ? 'CRITICAL' : 'WARNING', check: 'host.certificate', subject, message: `its client certificate ${certificateLeft <= 0 ? 'expired' : 'expires'} at ${h.certificate!.notAfter} and was not renewed (its runner renews it at 2/3 of its lifetime)` });
     }
     if (h.engine && usual && h.engine.version !== usual) {
       out.push({ severity: 'WARNING', check: 'host.engine-drift', subject, message: `Docker ${h.engine.version} while most hosts run ${usual}` });
@@ -201,7 +208,7 @@ async function fleetView(store: Store, pollSeconds: number, now: Date): Promise<
   const [hosts, releases, containers, ledgerDrift] = await Promise.all([listHosts(store), listReleases(store), listContainers(store), checkLedger(store, false)]);
   const instances = (await Promise.all(releases.map((r) => instancesOfRelease(store, r.id)))).flat();
   const healthFlaps = await countHealthFlaps(store, releases.map((r) => r.id), now);
-  return { hosts, releases, instances, containers, pollSeconds, ledgerDrift, healthFlaps };
+  return { hosts, releases, instances, containers, pollSeconds, ledgerDrift, healthFlaps, certificateWarningSeconds: config().ca.warningSeconds };
 }
 
 /** Most container events of one release read for the flap count: a bounded read per release. */

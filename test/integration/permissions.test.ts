@@ -18,7 +18,7 @@ const EXPECTED: Record<string, string> = {
   deleteProduct: 'ADMIN', createAlertChannel: 'ADMIN', deleteAlertChannel: 'ADMIN', testAlertChannel: 'ADMIN', removeHost: 'ADMIN', repairLedger: 'ADMIN', createApiKey: 'ADMIN', revokeApiKey: 'ADMIN', revealSecretEnv: 'ADMIN',
   // Ark
   createJoinToken: 'ADMIN', registerHost: 'ANYONE', labelHost: 'ADMIN', setHostExclusive: 'ADMIN', drainHost: 'ADMIN',
-  cordonHost: 'ADMIN', uncordonHost: 'ADMIN', revokeHost: 'ADMIN', runnerSync: 'HOST', runnerHeartbeat: 'HOST', runnerLogs: 'HOST', runnerLogTail: 'HOST',
+  cordonHost: 'ADMIN', uncordonHost: 'ADMIN', revokeHost: 'ADMIN', runnerSync: 'HOST', runnerHeartbeat: 'HOST', runnerLogs: 'HOST', runnerLogTail: 'HOST', runnerRenewCertificate: 'HOST',
   // Butler
   acknowledgeAlarm: 'OPERATOR', restartInstance: 'OPERATOR', runInspection: 'OPERATOR',
 };

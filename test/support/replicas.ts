@@ -1,5 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { openSync, readFileSync } from 'node:fs';
+import { get as httpGet } from 'node:http';
+import { get as httpsGet } from 'node:https';
 import { join, resolve } from 'node:path';
 import { waitUntil } from './wait';
 
@@ -36,6 +38,17 @@ export interface Replica {
   kill(): Promise<void>;
 }
 
+/** GET over http, or https trusting the platform CA of `caDir` (a replica with FZ_CA_DIR serves HTTPS only). */
+function status(url: string, caDir: string | undefined): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const get = url.startsWith('https:') ? httpsGet : httpGet;
+    get(url, { ...(caDir ? { ca: readFileSync(join(caDir, 'ca.crt')) } : {}), agent: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    }).on('error', reject);
+  });
+}
+
 export async function startReplica(options: ReplicaOptions): Promise<Replica> {
   const out = openSync(options.logFile, 'a');
   const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'server/main.ts')], {
@@ -54,13 +67,15 @@ export async function startReplica(options: ReplicaOptions): Promise<Replica> {
     },
   });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  const httpUrl = `http://127.0.0.1:${options.httpPort}`;
+  const caDir = options.env?.FZ_CA_DIR;
+  const [http, ws] = caDir ? ['https', 'wss'] : ['http', 'ws'];
+  const httpUrl = `${http}://127.0.0.1:${options.httpPort}`;
   const replica: Replica = {
     name: options.name,
     process: child,
     httpUrl,
-    wsUrl: `ws://127.0.0.1:${options.wsPort}`,
-    endpoint: `http://127.0.0.1:${options.wsPort}`,
+    wsUrl: `${ws}://127.0.0.1:${options.wsPort}`,
+    endpoint: `${http}://127.0.0.1:${options.wsPort}`,
     exited,
     logLines: () => readFileSync(options.logFile, 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => {
       try {
@@ -76,7 +91,7 @@ export async function startReplica(options: ReplicaOptions): Promise<Replica> {
   };
   try {
     await Promise.race([
-      waitUntil(`replica ${options.name} to be ready`, async () => (await fetch(`${httpUrl}/readyz`)).status === 200, 120_000, 200),
+      waitUntil(`replica ${options.name} to be ready`, async () => (await status(`${httpUrl}/readyz`, caDir)) === 200, 120_000, 200),
       exited.then((code) => {
         throw new Error(`replica ${options.name} exited with ${code}; see ${options.logFile}`);
       }),

@@ -49,6 +49,16 @@ test('finds a down host, a late heartbeat, engine drift and a nearly full host',
   ]);
 });
 
+test('finds a host certificate close to its expiry, and an expired one', () => {
+  const view = { ...fleet(), certificateWarningSeconds: 7 * 86_400 };
+  const cert = (notAfter: string) => ({ certificate: { serial: '01', subject: 'CN=h', notBefore: ago(86_400), notAfter, fingerprint: 'f', hostId: 'h' } });
+  view.hosts.push(host('c', cert(ago(-3 * 86_400))), host('d', cert(ago(60))), host('e', cert(ago(-20 * 86_400))), host('f', { ...cert(ago(60)), tokenRevokedAt: ago(10) }));
+  expect(inspect(view, now).map((f) => [f.severity, f.check, f.subject])).toEqual([
+    ['CRITICAL', 'host.certificate', 'host/d'],
+    ['WARNING', 'host.certificate', 'host/c'],
+  ]);
+});
+
 test('finds a failing, OOM-killed, often restarted instance and the release short of healthy replicas', () => {
   const view = fleet();
   view.containers[0] = container(view.instances[0], { state: 'EXITED', health: 'NONE', oomKilled: true, restartCount: 4, exitCode: 137 });
