@@ -1,7 +1,7 @@
 import {
   ConditionalCheckFailedException, CreateTableCommand, DescribeTableCommand, DynamoDBClient, ResourceInUseException, UpdateTableCommand,
 } from '@aws-sdk/client-dynamodb';
-import { DeleteCommand, DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, ScanCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, ScanCommand, UpdateCommand, type QueryCommandInput } from '@aws-sdk/lib-dynamodb';
 import tables from './tables.json';
 import { createTableInputs } from './tables';
 import { config } from './config';
@@ -195,20 +195,21 @@ export class Store {
   async query<T>(table: Table, index: string, value: string): Promise<T[]> {
     const attribute = indexOf(table, index).hash;
     if (!storable(value)) return [];
+    return this.queryPages<T>({
+      TableName: this.tableName(table), IndexName: index, KeyConditionExpression: '#a = :v',
+      ExpressionAttributeNames: { '#a': attribute }, ExpressionAttributeValues: { ':v': value },
+    });
+  }
+
+  /** Query pages one after another until the index has no more, or `limit` says how many more to read is 0. */
+  private async queryPages<T>(input: Omit<QueryCommandInput, 'ExclusiveStartKey' | 'Limit'>, limit?: (read: number) => number): Promise<T[]> {
     const items: T[] = [];
     let start: Record<string, unknown> | undefined;
     do {
-      const out = await this.doc.send(new QueryCommand({
-        TableName: this.tableName(table),
-        IndexName: index,
-        KeyConditionExpression: '#a = :v',
-        ExpressionAttributeNames: { '#a': attribute },
-        ExpressionAttributeValues: { ':v': value },
-        ExclusiveStartKey: start,
-      }));
+      const out = await this.doc.send(new QueryCommand({ ...input, ...(limit ? { Limit: limit(items.length) } : {}), ExclusiveStartKey: start }));
       items.push(...((out.Items ?? []) as T[]));
       start = out.LastEvaluatedKey;
-    } while (start);
+    } while (start && (!limit || limit(items.length) > 0));
     return items;
   }
 
@@ -238,24 +239,16 @@ export class Store {
       values[`:w${n}`] = v;
       return `#w${n} = :w${n}`;
     });
-    const items: T[] = [];
-    let start: Record<string, unknown> | undefined;
-    do {
-      const out = await this.doc.send(new QueryCommand({
-        TableName: this.tableName(table),
-        IndexName: index,
-        KeyConditionExpression: conditions.join(' AND '),
-        ...(filters.length ? { FilterExpression: filters.join(' AND ') } : {}),
-        ExpressionAttributeNames: names,
-        ExpressionAttributeValues: values,
-        ScanIndexForward: !q.descending,
-        // Without a filter every item read is kept: read no more than the page.
-        Limit: Math.min(filters.length ? Math.max(q.limit - items.length, 100) : q.limit - items.length, 1000),
-        ExclusiveStartKey: start,
-      }));
-      items.push(...((out.Items ?? []) as T[]));
-      start = out.LastEvaluatedKey;
-    } while (start && items.length < q.limit);
+    const items = await this.queryPages<T>({
+      TableName: this.tableName(table),
+      IndexName: index,
+      KeyConditionExpression: conditions.join(' AND '),
+      ...(filters.length ? { FilterExpression: filters.join(' AND ') } : {}),
+      ExpressionAttributeNames: names,
+      ExpressionAttributeValues: values,
+      ScanIndexForward: !q.descending,
+      // Without a filter every item read is kept: read no more than the page.
+    }, (read) => (read >= q.limit ? 0 : Math.min(filters.length ? Math.max(q.limit - read, 100) : q.limit - read, 1000)));
     // BETWEEN includes its bounds; the bounds asked for are exclusive.
     const kept = q.below !== undefined && q.above !== undefined
       ? items.filter((i) => { const r = (i as Record<string, unknown>)[key.range!]; return r !== q.below && r !== q.above; })

@@ -26,8 +26,8 @@ import { MAX_CHUNK_LINES, MAX_LINE_CHARS } from './logs';
 
 /** Lines a followed container may print per second before the runner drops (and counts) the rest. */
 export const TAIL_LINES_PER_SECOND = 50;
-/** A follow's `since` and activity are written at most this often (not at every chunk). */
-const FOLLOW_WRITE_MS = 5000;
+/** A follow's `since` and activity are written at most this often (not at every chunk), and well within its idle time. */
+const followWriteMs = () => Math.min(5000, (config().logFollowIdleSeconds * 1000) / 4);
 const PENDING = 'tail';
 
 interface FollowItem extends Versioned {
@@ -173,7 +173,7 @@ export async function recordLogTail(store: Store, hostId: string, input: LogTail
   if (!input.lines.length && !dropped) return true;
   const lines = input.lines.map((l) => ({ at: l.at, stream: l.stream, text: l.text.slice(0, MAX_LINE_CHARS) }));
   await writeTail(store, follow, lines, dropped, null, now);
-  if (now.getTime() - Date.parse(follow.activeAt) >= FOLLOW_WRITE_MS) {
+  if (now.getTime() - Date.parse(follow.activeAt) >= followWriteMs()) {
     const since = lines.length ? lines[lines.length - 1].at : follow.since;
     await store.replace('logs', { ...follow, since, activeAt: now.toISOString() }).catch((err) => {
       if (!(err instanceof ConditionFailed)) throw err;

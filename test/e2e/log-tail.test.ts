@@ -23,6 +23,7 @@ let dir: string;
 let db: Store;
 let releaseId: string;
 let instanceId: string;
+let quietReleaseId: string | undefined;
 const clients: Client[] = [];
 
 type Tail = { instanceLogTail: { instance: { domainName: string }; lines: { at: string; stream: string; text: string }[]; dropped: number; ended: string | null } };
@@ -30,8 +31,10 @@ const TAIL = 'subscription($id: ID!) { instanceLogTail(instanceId: $id) { instan
 
 beforeAll(async () => {
   await clearReleaseNames(docker, 'tail');
+  await clearReleaseNames(docker, 'quiet');
   dir = mkdtempSync(join(tmpdir(), 'fz-tail-'));
-  stack = await startStack({ dataDir: dir, httpPort: 3470, wsPort: 3471, lambdaPort: 3472, storePort: 4970, output: join(dir, 'stack.log') });
+  // A follow without a line for 4 s ends (300 s by default): the demo's healthcheck prints a line every 2 s.
+  stack = await startStack({ dataDir: dir, httpPort: 3470, wsPort: 3471, lambdaPort: 3472, storePort: 4970, output: join(dir, 'stack.log'), env: { FZ_LOG_FOLLOW_IDLE_SECONDS: '4' } });
   db = new Store(createDbClient(stack.env.DYNAMODB_ENDPOINT, 'local'), stack.env.FZ_TABLE_PREFIX);
   expect((await stack.graphql(DEFINE_PRODUCT, { input: DEMO_PRODUCT })).errors).toBeUndefined();
   await stack.startRunner(`tail-${process.pid}`, ['--labels', 'zone=tail']);
@@ -46,9 +49,10 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const c of clients) await c.dispose();
-  if (releaseId) {
-    await stack?.graphql('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id: releaseId });
-    await waitUntil('containers removed', async () => (await docker.listContainers({ all: true, filters: { label: [`fangzhou.release=${releaseId}`] } })).length === 0, 60_000).catch(() => undefined);
+  for (const id of [releaseId, quietReleaseId]) {
+    if (!id) continue;
+    await stack?.graphql('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id });
+    await waitUntil('containers removed', async () => (await docker.listContainers({ all: true, filters: { label: [`fangzhou.release=${id}`] } })).length === 0, 60_000).catch(() => undefined);
   }
   db?.client.destroy();
   await stack?.stop();
@@ -68,9 +72,9 @@ interface Sub {
   dispose: () => void;
 }
 
-function follow(client: Client): Sub {
+function follow(client: Client, id = instanceId): Sub {
   const sub: Sub = { results: [], completed: false, dispose: () => undefined };
-  sub.dispose = client.subscribe({ query: TAIL, variables: { id: instanceId } }, {
+  sub.dispose = client.subscribe({ query: TAIL, variables: { id } }, {
     next: (value) => sub.results.push(value as Sub['results'][number]),
     error: (err) => { sub.error = err as Sub['error']; },
     complete: () => { sub.completed = true; },
@@ -153,3 +157,21 @@ test('a viewer, and a key scoped to another product, may not follow a container'
   expect(await logItems()).toEqual([]);
   expect(await logSubscriptions()).toEqual([]);
 }, 60_000);
+
+test('a follow of a container that prints nothing ends after the idle time: the last message says why, then the subscription completes', async () => {
+  // The demo without a healthcheck: its httpd prints a line only per request, and none comes.
+  expect((await stack.graphql(DEFINE_PRODUCT, { input: { ...DEMO_PRODUCT, name: 'demo-quiet', defaults: { ...DEMO_PRODUCT.defaults, healthcheck: null } } })).errors).toBeUndefined();
+  const deployed = await stack.graphql<{ deploy: { id: string; instances: { id: string }[] } }>(
+    'mutation { deploy(input: {name: "quiet", product: "demo-quiet", version: "1.0.0", replicas: 1}) { id instances { id } } }');
+  expect(deployed.errors).toBeUndefined();
+  quietReleaseId = deployed.data!.deploy.id;
+  await waitUntil('RUNNING', async () => (await stack.graphql<{ release: { status: string } }>('query($id: ID!) { release(id: $id) { status } }', { id: quietReleaseId })).data!.release.status === 'RUNNING', 90_000);
+
+  const sub = follow(connect(stack.adminToken), deployed.data!.deploy.instances[0].id);
+  await waitUntil('the follow to end for want of lines', async () => sub.completed, 30_000, 100);
+  expect(sub.error).toBeUndefined();
+  const last = sub.results[sub.results.length - 1].data!.instanceLogTail;
+  expect(last.lines).toEqual([]);
+  expect(last.ended).toBe('nothing was printed for 4 s: the follow ended; follow again to go on');
+  await waitUntil('nothing of the follow left', async () => (await logItems()).length === 0 && (await logSubscriptions()).length === 0, 20_000, 100);
+}, 120_000);
