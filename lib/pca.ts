@@ -235,22 +235,34 @@ export function renewalDue(info: Pick<CertificateInfo, 'notBefore' | 'notAfter'>
   return new Date(from + ((Date.parse(info.notAfter) - from) * 2) / 3);
 }
 
+/** Certificates whose signature this process checked, per CA: a host presents the same one on every request. */
+const verified = new WeakMap<Ca, Map<string, CertificateInfo>>();
+const VERIFIED_MAX = 10_000;
+
 /**
  * A certificate the CA signed and that is valid now; its description, else CertificateError saying what is wrong
- * (another CA, expired, not yet valid).
+ * (another CA, expired, not yet valid). The signature is checked once per certificate and process; validity each time.
  */
 export async function verifyCertificate(ca: Ca, pem: string, now = new Date()): Promise<CertificateInfo> {
-  let cert: x509.X509Certificate;
-  try {
-    cert = new x509.X509Certificate(pem);
-  } catch {
-    throw new CertificateError('the client certificate is not a PEM certificate');
+  let known = verified.get(ca);
+  if (!known) verified.set(ca, (known = new Map()));
+  let info = known.get(pem);
+  if (!info) {
+    let cert: x509.X509Certificate;
+    try {
+      cert = new x509.X509Certificate(pem);
+    } catch {
+      throw new CertificateError('the client certificate is not a PEM certificate');
+    }
+    const signed = cert.issuer === ca.cert.subject && await cert.verify({ publicKey: ca.cert.publicKey, signatureOnly: true }).catch(() => false);
+    if (!signed) throw new CertificateError(`the client certificate (issuer ${cert.issuer}) was not issued by this platform's CA`);
+    info = describeCertificate(pem);
+    if (known.size >= VERIFIED_MAX) known.delete(known.keys().next().value!);
+    known.set(pem, info);
   }
-  const signed = cert.issuer === ca.cert.subject && await cert.verify({ publicKey: ca.cert.publicKey, signatureOnly: true }).catch(() => false);
-  if (!signed) throw new CertificateError(`the client certificate (issuer ${cert.issuer}) was not issued by this platform's CA`);
-  if (cert.notAfter.getTime() <= now.getTime()) throw new CertificateError(`the client certificate expired at ${cert.notAfter.toISOString()}`);
-  if (cert.notBefore.getTime() > now.getTime()) throw new CertificateError(`the client certificate is not valid before ${cert.notBefore.toISOString()}`);
-  return describeCertificate(pem);
+  if (Date.parse(info.notAfter) <= now.getTime()) throw new CertificateError(`the client certificate expired at ${info.notAfter}`);
+  if (Date.parse(info.notBefore) > now.getTime()) throw new CertificateError(`the client certificate is not valid before ${info.notBefore}`);
+  return info;
 }
 
 /**

@@ -155,7 +155,8 @@ async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal)
   let registration: RunnerState | null = null;
   // Before registration the API is trusted by the configured CA certificate; afterwards by the one saved with the
   // host's own certificate, which is presented too.
-  const api = createApi(config.apiUrl, config.giveUpAfterSeconds, () => registration?.tls ?? (config.caCert ? { ca: config.caCert } : null));
+  const tls = (): TlsMaterial | null => registration?.tls ?? (config.caCert ? { ca: config.caCert } : null);
+  const api = createApi(config.apiUrl, config.giveUpAfterSeconds, tls);
   let renewalTryAfter = 0;
   const docker = connectEngine(config.dockerTarget);
   const backoff = new Backoff();
@@ -188,7 +189,7 @@ async function run(config: RunnerConfig, waker: Waker, outerSignal: AbortSignal)
           await Promise.race([heartbeat.accepted, new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }))]);
           if (signal.aborted) break;
           void watchEvents(docker, config.dockerTarget, registration.hostId, waker, signal);
-          notifications.current = startNotifications(config, registration, waker, () => registration?.tls ?? null);
+          notifications.current = startNotifications(config, registration, waker, tls);
         }
         if (Date.now() >= renewalTryAfter) {
           registration = await renewCertificateIfDue(api, config, registration).catch((err) => {
