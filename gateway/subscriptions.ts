@@ -36,7 +36,8 @@ import { followLogs, unfollowLogs } from '../subgraphs/ark';
  * with `container:<releaseId>:<hostId>` reaches topic `container`), then the subscription's filter decides (alarm
  * severity ≥ minSeverity; container releaseId/hostId when given; the host of a desired-state change).
  *
- * Who may subscribe: an operator to everything but `hostDesiredStateChanged`; a host runner (host token) only to
+ * Who may subscribe: an operator to everything but `hostDesiredStateChanged` (`instanceLogTail` needs the OPERATOR role
+ * and, for a scoped key, the instance's product or release: FORBIDDEN otherwise); a host runner (host token) only to
  * `hostDesiredStateChanged`, which always means its own host (anything else closes the connection with 4403).
  *
  * Close codes: API Gateway cannot close a socket with a status code of our choosing (DeleteConnection has no code;
