@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { log } from '../lib/log';
 import { config } from '../lib/config';
 import { platformCa } from '../lib/pca';
@@ -25,7 +26,9 @@ async function serverTls(host: string, httpPort: number) {
   if (process.env.FZ_SUBGRAPH_TRANSPORT === 'http') {
     throw new Error('FZ_CA_DIR needs the gateway to run the subgraphs in this process: unset FZ_SUBGRAPH_TRANSPORT (server mode runs them in-process)');
   }
-  const server = `${host}:${httpPort}`;
+  // Names this replica's certificate record: its connections endpoint when set (unique per replica), else its address.
+  const wildcard = host === '0.0.0.0' || host === '::';
+  const server = process.env.FZ_WS_MANAGEMENT_ENDPOINT || `${wildcard ? hostname() : host}:${httpPort}`;
   return startServerTls({
     ca: await opened,
     names: serverNames(host, process.env.FZ_TLS_NAMES),

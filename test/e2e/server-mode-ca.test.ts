@@ -170,10 +170,25 @@ test('a runner registers over TLS, gets its certificate and syncs over mutual TL
 test('a certificate close to its expiry raises CERTIFICATE_EXPIRING, and the renewal at 2/3 of its life resolves it', async () => {
   const h1 = (await gql('{ hosts { id name } }')).data.hosts.find((h: { name: string }) => h.name === 'ca-h1').id;
   const before = (await gql(HOST, { id: h1 })).data.host.certificateExpiresAt;
+  // An operator watching over WSS: the publisher reaches the socket through the connections API, over HTTPS too.
+  const TlsSocket = class extends WebSocket {
+    constructor(address: string, protocols?: string | string[]) {
+      super(address, protocols, { ca });
+    }
+  };
+  const watcher = createClient({ url: replica.wsUrl, webSocketImpl: TlsSocket, retryAttempts: 0, connectionParams: { authorization: `Bearer ${adminToken}` } });
+  const raised: { kind: string; host: { id: string } | null }[] = [];
+  const unsubscribe = watcher.subscribe<{ alarmRaised: { kind: string; host: { id: string } | null } }>(
+    { query: 'subscription { alarmRaised { kind host { id } } }' },
+    { next: (r) => r.data && raised.push(r.data.alarmRaised), error: () => undefined, complete: () => undefined },
+  );
   const ALARMS = 'query($f: AlarmFilter) { alarms(filter: $f) { nodes { id kind state severity message host { id } } } }';
   const firing = await waitFor('the expiry alarm of the host', async () =>
     (await gql(ALARMS, { f: { hostId: h1 } })).data.alarms.nodes.find((a: any) => a.kind === 'CERTIFICATE_EXPIRING' && a.state === 'FIRING'), 30_000, 250);
   expect(firing.message).toMatch(new RegExp(`the certificate of host ca-h1 \\(${h1}\\) expires at .* and was not renewed`));
+  await waitFor('the alarm delivered to the subscriber', async () => raised.find((a) => a.kind === 'CERTIFICATE_EXPIRING' && a.host?.id === h1), 30_000, 100);
+  unsubscribe();
+  await watcher.dispose();
   const resolved = await waitFor('the renewal to resolve it', async () => {
     const alarm = (await gql(ALARMS, { f: { hostId: h1 } })).data.alarms.nodes.find((a: any) => a.id === firing.id);
     return alarm.state === 'RESOLVED' ? alarm : undefined;
