@@ -28,10 +28,12 @@ export const config = () => ({
   hostDownSeconds: num('FZ_HOST_DOWN_SECONDS', 5),
   /**
    * Beyond this many heartbeats (polls) a second the fleet would send at the intervals above, the intervals and
-   * host-down stretch with the fleet's size (subgraphs/ark/cadence.ts): 100 hosts beat each second, 1,000 every 10 s.
+   * host-down stretch with the fleet's size (subgraphs/ark/cadence.ts): 50 hosts beat each second, 1,000 every 20 s
+   * (Nomad's default budget is 50 heartbeats a second too). One server-mode process on one core answered about 150
+   * runner calls a second in bench/fleet-sim.ts, so the defaults keep a fleet's own traffic near half of that.
    */
-  maxHeartbeatsPerSecond: num('FZ_MAX_HEARTBEATS_PER_SECOND', 100),
-  maxPollsPerSecond: num('FZ_MAX_POLLS_PER_SECOND', 50),
+  maxHeartbeatsPerSecond: num('FZ_MAX_HEARTBEATS_PER_SECOND', 50),
+  maxPollsPerSecond: num('FZ_MAX_POLLS_PER_SECOND', 25),
   /** How often the ticks (watchdog, reconcile, publish) run; the watchdog counts silence only while it was ticking. */
   tickSeconds: num('FZ_TICK_SECONDS', 1),
   /**
