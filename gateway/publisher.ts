@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { FormattedExecutionResult } from 'graphql';
 import type { Principal } from '../lib/auth';
+import { eachLimit } from '../lib/concurrency';
 import { hashJson } from '../lib/ids';
 import { kick } from '../lib/kick';
 import { log } from '../lib/log';
@@ -67,15 +68,6 @@ export function groupDeliveries(subscriptions: SubscriptionRecord[], event: Matc
     group.targets.push({ connectionId: sub.connectionId, subscriptionId: sub.subscriptionId, endpoint: sub.endpoint });
   }
   return [...groups.values()];
-}
-
-/** Runs `fn` over `items` with at most `limit` at a time. */
-async function eachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>) {
-  let next = 0;
-  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) await fn(items[next++]);
-  });
-  await Promise.all(workers);
 }
 
 export interface EventReport {

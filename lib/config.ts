@@ -34,6 +34,7 @@ export const config = () => ({
    */
   maxHeartbeatsPerSecond: num('FZ_MAX_HEARTBEATS_PER_SECOND', 50),
   maxPollsPerSecond: num('FZ_MAX_POLLS_PER_SECOND', 25),
+  maxNoticesPerSecond: num('FZ_MAX_NOTICES_PER_SECOND', 50),
   /** How often the ticks (watchdog, reconcile, publish) run; the watchdog counts silence only while it was ticking. */
   tickSeconds: num('FZ_TICK_SECONDS', 1),
   /**

@@ -177,6 +177,18 @@ export class Store {
     return items;
   }
 
+  /** How many items the table holds, counted by the store (a Scan that returns no items). */
+  async count(table: Table): Promise<number> {
+    let total = 0;
+    let start: Record<string, unknown> | undefined;
+    do {
+      const out = await this.doc.send(new ScanCommand({ TableName: this.tableName(table), ExclusiveStartKey: start, Select: 'COUNT' }));
+      total += out.Count ?? 0;
+      start = out.LastEvaluatedKey;
+    } while (start);
+    return total;
+  }
+
   /**
    * One page of a Scan, for maintenance that must visit a whole table once (never a request path); with `missing`,
    * only the items that lack that attribute come back. `next` continues where this page stopped.

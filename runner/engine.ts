@@ -4,6 +4,7 @@
  * by the next pass and several runners can share one engine.
  */
 import Docker from 'dockerode';
+import { eachLimit } from '../lib/concurrency';
 import { readFile, statfs } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { pack } from 'tar-stream';
@@ -63,14 +64,6 @@ async function tolerate(op: Promise<unknown>, ...statuses: number[]): Promise<vo
   }
 }
 
-async function forEachLimit<T>(items: T[], fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) await fn(items[next++]);
-  };
-  await Promise.all(Array.from({ length: Math.min(CONCURRENCY, items.length) }, worker));
-}
-
 export interface EngineFacts {
   engine: EngineInfo;
   cpuMillis: number;
@@ -125,7 +118,7 @@ export async function listOwn(docker: Docker, hostId: string): Promise<OwnContai
 export async function observe(docker: Docker, hostId: string, errors: InstanceError[] = [], pulling: PullingInstance[] = []): Promise<ObservedContainer[]> {
   const own = await listOwn(docker, hostId);
   const observed: ObservedContainer[] = [];
-  await forEachLimit(own, async (c) => {
+  await eachLimit(own, CONCURRENCY, async (c) => {
     try {
       observed.push(toObserved(await docker.getContainer(c.id).inspect()));
     } catch (err) {
@@ -160,7 +153,7 @@ export async function converge(docker: Docker, hostId: string, desired: DesiredC
   if (await removeStrayVolumes(docker, hostId, desired, stopping)) changed = true;
 
   const errors: InstanceError[] = [];
-  await forEachLimit(desired, async (d) => {
+  await eachLimit(desired, CONCURRENCY, async (d) => {
     try {
       const mine = own.filter((c) => c.instanceId === d.instanceId);
       if (await convergeInstance(docker, hostId, d, mine, images, bridge?.gateway ?? null)) changed = true;

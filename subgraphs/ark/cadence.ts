@@ -13,6 +13,12 @@ export interface Cadence {
   heartbeatSeconds: number;
   pollSeconds: number;
   hostDownSeconds: number;
+  /**
+   * The least time between two rounds of network notices (every live runner told to sync because routes or DNS
+   * records changed): a round is one notice and one sync per host, so a large fleet has them less often
+   * (FZ_MAX_NOTICES_PER_SECOND); changes in between go out together with the next round, and polls see them anyway.
+   */
+  noticeSeconds: number;
 }
 
 export function cadenceFor(hosts: number, c: ReturnType<typeof config> = config()): Cadence {
@@ -21,6 +27,7 @@ export function cadenceFor(hosts: number, c: ReturnType<typeof config> = config(
     heartbeatSeconds,
     pollSeconds: Math.max(c.runnerPollSeconds, Math.ceil(hosts / c.maxPollsPerSecond)),
     hostDownSeconds: c.hostDownSeconds * (heartbeatSeconds / c.heartbeatSeconds),
+    noticeSeconds: Math.max(1, Math.ceil(hosts / c.maxNoticesPerSecond)),
   };
 }
 
@@ -28,16 +35,16 @@ export function cadenceFor(hosts: number, c: ReturnType<typeof config> = config(
  * The silence a host is judged by: the heartbeat interval its runner was last told (recorded with each beat), so a
  * host is never held to a shorter interval than it was given while the fleet shrinks.
  */
-export function silenceFor(host: Pick<Host, 'heartbeatSeconds'>, c: ReturnType<typeof config> = config()): Cadence {
+export function silenceFor(host: Pick<Host, 'heartbeatSeconds'>, c: ReturnType<typeof config> = config()): Omit<Cadence, 'noticeSeconds'> {
   const heartbeatSeconds = Math.max(c.heartbeatSeconds, host.heartbeatSeconds ?? 0);
   return { heartbeatSeconds, pollSeconds: c.runnerPollSeconds, hostDownSeconds: c.hostDownSeconds * (heartbeatSeconds / c.heartbeatSeconds) };
 }
 
-/** The fleet's size as this process last counted it: counted again at most every 30 s (a Scan of `hosts`). */
+/** The fleet's size as this process last counted it: counted again at most every 30 s (a count-only Scan of `hosts`). */
 const COUNT_TTL_MS = 30_000;
 let counted: { hosts: number; at: number; store: Store } | null = null;
 
-export async function fleetCadence(store: Store, count: () => Promise<number>, now = Date.now()): Promise<Cadence> {
-  if (!counted || counted.store !== store || now - counted.at > COUNT_TTL_MS) counted = { hosts: await count(), at: now, store };
+export async function fleetCadence(store: Store, now = Date.now()): Promise<Cadence> {
+  if (!counted || counted.store !== store || now - counted.at > COUNT_TTL_MS) counted = { hosts: await store.count('hosts'), at: now, store };
   return cadenceFor(counted.hosts);
 }

@@ -6,7 +6,7 @@ import { fleetCadence } from './cadence';
 import { isServing, recordObservations, type StatusChange } from './containers';
 import { networkFor } from './discovery';
 import { arkHooks } from './hooks';
-import { checkSession, ensureSubnet, heartbeat, listHosts, mustGetHost, recordEngine } from './hosts';
+import { checkSession, ensureSubnet, heartbeat, mustGetHost, recordEngine } from './hosts';
 import { instancesOfHost, networkChanged, toDesired } from './instances';
 import { logRequestsFor } from './logs';
 import { logFollowsFor } from './logtail';
@@ -18,7 +18,7 @@ import { logFollowsFor } from './logtail';
  * proves it lives with runnerHeartbeat; the sync of one without (an older runner) is its heartbeat.
  */
 export async function runnerSync(store: Store, hostId: string, request: SyncRequest, now = new Date()): Promise<SyncResponse> {
-  const cadence = await cadenceOf(store);
+  const cadence = await fleetCadence(store);
   let beat;
   if (request.session) {
     beat = await mustGetHost(store, hostId);
@@ -63,11 +63,8 @@ export interface HeartbeatResponse {
 
 /** The runner's own liveness signal, independent of its container work (runner/heartbeat.ts). */
 export async function runnerHeartbeat(store: Store, hostId: string, request: HeartbeatRequest, now = new Date()): Promise<HeartbeatResponse> {
-  const { heartbeatSeconds } = await cadenceOf(store);
+  const { heartbeatSeconds } = await fleetCadence(store);
   const { host, cameBack } = await heartbeat(store, hostId, request, heartbeatSeconds, now);
   if (cameBack) await arkHooks.emit('hostCameBack', store, host, now);
   return { hostId, serverTime: now.toISOString(), intervalSeconds: heartbeatSeconds, clockSkewSeconds: host.clockSkewSeconds ?? 0 };
 }
-
-/** The fleet's cadence; its size is counted again at most every 30 s. */
-const cadenceOf = (store: Store) => fleetCadence(store, async () => (await listHosts(store)).length);

@@ -10,6 +10,8 @@ import type { Label } from '../../lib/validate';
 import { containersOfRelease, forgetContainer } from './containers';
 import { arkHooks } from './hooks';
 import { ensureSubnet, getHost, listHosts, reserve, unreserve } from './hosts';
+import { eachLimit } from '../../lib/concurrency';
+import { fleetCadence } from './cadence';
 import { bumpNetworkSerial, claimInstanceIp, freeInstanceIp, inSubnet } from './network';
 import { schedule, type SchedulableHost } from './scheduler';
 
@@ -161,6 +163,9 @@ export interface RenderedSpec {
   renderedIps?: Record<string, string | null>;
 }
 
+/** Hosts a placement writes to at once. */
+const PLACING_AT_ONCE = 8;
+
 /** Addresses on each host's subnet as this call knows them: those of the host's instances, plus what it claimed. */
 type TakenAddresses = Map<string, Set<string>>;
 
@@ -195,59 +200,72 @@ export async function placeInstances(
   store: Store, unplaced: UnplacedInstance[], constraints: PlacementConstraints, now = new Date(), render?: RenderSpec,
 ): Promise<Instance[]> {
   const placed: Instance[] = [];
+  /** Written by this call, by instance id. */
+  const written = new Map<string, Instance>();
   /** Held on a host (resources and an address) and not written yet. */
   const held: { u: UnplacedInstance; hostId: string; ip: string }[] = [];
   const taken: TakenAddresses = new Map();
+  const order = new Map(unplaced.map((u, n) => [u.id, n]));
   let pending = unplaced;
   try {
     for (let round = 0; round < 5 && pending.length; round++) {
       const placements = await plan(store, pending, constraints);
       const byId = new Map(pending.map((u) => [u.id, u]));
-      const lost: UnplacedInstance[] = [];
-      for (const { instanceId: id, hostId } of placements) {
-        const u = byId.get(id)!;
-        if (!(await reserve(store, hostId, id, { cpuMillis: u.spec.cpuMillis, memoryMb: u.spec.memoryMb }))) {
-          lost.push(u);
-          continue;
-        }
-        try {
-          held.push({ u, hostId, ip: await claimAddressOn(store, hostId, id, taken, now) });
-        } catch (err) {
-          await unreserve(store, hostId, id);
-          throw err;
-        }
+      const byHost = new Map<string, string[]>();
+      for (const { instanceId, hostId } of placements) {
+        if (!byHost.has(hostId)) byHost.set(hostId, []);
+        byHost.get(hostId)!.push(instanceId);
       }
-      pending = lost;
+      const lost: UnplacedInstance[] = [];
+      // Hosts at once (each host item is its own conditional write), one host's instances one after another.
+      await eachLimit([...byHost], PLACING_AT_ONCE, async ([hostId, ids]) => {
+        for (const id of ids) {
+          const u = byId.get(id)!;
+          if (!(await reserve(store, hostId, id, { cpuMillis: u.spec.cpuMillis, memoryMb: u.spec.memoryMb }))) {
+            lost.push(u);
+            continue;
+          }
+          try {
+            held.push({ u, hostId, ip: await claimAddressOn(store, hostId, id, taken, now) });
+          } catch (err) {
+            await unreserve(store, hostId, id);
+            throw err;
+          }
+        }
+      });
+      pending = lost.sort((a, b) => order.get(a.id)! - order.get(b.id)!);
     }
     if (pending.length) throw new AppError('UNSCHEDULABLE', 'hosts kept filling up while placing; retry the request');
+    held.sort((a, b) => order.get(a.u.id)! - order.get(b.u.id)!);
     const releaseIds = [...new Set(held.map((h) => h.u.releaseId))];
     const siblings = render ? (await Promise.all(releaseIds.map((r) => instancesOfRelease(store, r)))).flat() : [];
     const addresses = new Map<string, string | null>([...siblings.map((i) => [i.id, i.ip ?? null] as const), ...held.map((h) => [h.u.id, h.ip] as const)]);
-    while (held.length) {
-      const { u, hostId, ip } = held[0];
+    await eachLimit([...held], PLACING_AT_ONCE, async (h) => {
+      const { u, hostId, ip } = h;
       const rendered = render ? render(u, addresses) : { spec: u.spec };
       const instance = {
         ...u, hostId, ip, spec: rendered.spec, specHash: specHash(rendered.spec), createdAt: u.createdAt ?? now.toISOString(),
         ...(rendered.renderedIps ? { renderedIps: rendered.renderedIps } : {}),
       };
       const created = await store.create<Omit<Instance, 'seq'>>('instances', instance);
-      held.shift();
+      held.splice(held.indexOf(h), 1);
       if (created) {
-        placed.push(created as Instance);
-        continue;
+        written.set(u.id, created as Instance);
+        return;
       }
       // Placed by someone else meanwhile: what they hold stands; ours is freed unless it is the same.
       const winner = await getInstance(store, u.id);
       if (winner?.hostId !== hostId) await unreserve(store, hostId, u.id);
       if (winner?.ip !== ip) await freeInstanceIp(store, { id: u.id, ip });
-    }
+    });
+    placed.push(...[...written.values()].sort((a, b) => order.get(a.id)! - order.get(b.id)!));
   } catch (err) {
     // Undone before any runner was told: a refused request announces nothing.
     for (const { u, hostId, ip } of held) {
       await unreserve(store, hostId, u.id);
       await freeInstanceIp(store, { id: u.id, ip });
     }
-    await Promise.all(placed.map((i) => dropInstance(store, i)));
+    await Promise.all([...written.values()].map((i) => dropInstance(store, i)));
     throw err;
   }
   await announce(store, placed.reduce((changes, i) => addChange(changes, i.hostId, `placed ${displayName(i)}`), new Map() as HostChanges));
@@ -373,7 +391,6 @@ async function dropInstance(store: Store, instance: Pick<Instance, 'id'>): Promi
 }
 
 /** At most one network notice to every host per this many ms; changes in between go out together after it. */
-const NETWORK_NOTICE_GAP_MS = 1000;
 const NETWORK_NOTICE_KEY = 'network#notice';
 
 interface NetworkNotice {
@@ -390,14 +407,16 @@ interface NetworkNotice {
  * serving): the serial moves on and every live runner is told to sync, so it serves the new records at once.
  * A notice to every host is one event per host, and every notified runner syncs: telling all hosts of each change
  * would cost hosts × changes (a release of 100 instances coming up on 100 hosts: 10,000 notices and syncs). So at
- * most one such round goes out a second; changes within that second are noted and go out together at the next tick
- * (announcePendingNetwork), and a runner's poll picks up the serial anyway.
+ * most one such round goes out a second, or on a large fleet every `noticeSeconds` of its cadence (cadence.ts);
+ * changes in between are noted and go out together at a later tick (announcePendingNetwork), and a runner's poll
+ * picks up the serial anyway.
  */
 export async function networkChanged(store: Store, what: string, now = new Date()): Promise<void> {
   await bumpNetworkSerial(store);
+  const gapMs = (await fleetCadence(store)).noticeSeconds * 1000;
   let due = false;
   await store.mutate<NetworkNotice>('claims', NETWORK_NOTICE_KEY, (c) => {
-    due = !c || Date.parse(c.at) <= now.getTime() - NETWORK_NOTICE_GAP_MS;
+    due = !c || Date.parse(c.at) <= now.getTime() - gapMs;
     if (due) return { key: NETWORK_NOTICE_KEY, at: now.toISOString(), pending: [] };
     return c!.pending.includes(what) ? undefined : { ...c!, pending: [...c!.pending, what].slice(-20) };
   }).catch((err) => {
@@ -410,10 +429,11 @@ export async function networkChanged(store: Store, what: string, now = new Date(
 
 /** The network changes noted since the last notice, told to every live host once the gap has passed (a tick). */
 export async function announcePendingNetwork(store: Store, now = new Date()): Promise<void> {
+  const gapMs = (await fleetCadence(store)).noticeSeconds * 1000;
   let what: string[] = [];
   await store.mutate<NetworkNotice>('claims', NETWORK_NOTICE_KEY, (c) => {
     what = [];
-    if (!c?.pending.length || Date.parse(c.at) > now.getTime() - NETWORK_NOTICE_GAP_MS) return undefined;
+    if (!c?.pending.length || Date.parse(c.at) > now.getTime() - gapMs) return undefined;
     what = c.pending;
     return { key: NETWORK_NOTICE_KEY, at: now.toISOString(), pending: [] };
   });
