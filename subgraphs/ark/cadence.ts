@@ -40,11 +40,19 @@ export function silenceFor(host: Pick<Host, 'heartbeatSeconds'>, c: ReturnType<t
   return { heartbeatSeconds, pollSeconds: c.runnerPollSeconds, hostDownSeconds: c.hostDownSeconds * (heartbeatSeconds / c.heartbeatSeconds) };
 }
 
-/** The fleet's size as this process last counted it: counted again at most every 30 s (a count-only Scan of `hosts`). */
+/**
+ * The fleet's size as this process last counted it: counted again at most every 30 s (a count-only Scan of `hosts`),
+ * or at once after this process registered or removed a host.
+ */
 const COUNT_TTL_MS = 30_000;
 let counted: { hosts: number; at: number; store: Store } | null = null;
 
 export async function fleetCadence(store: Store, now = Date.now()): Promise<Cadence> {
   if (!counted || counted.store !== store || now - counted.at > COUNT_TTL_MS) counted = { hosts: await store.count('hosts'), at: now, store };
   return cadenceFor(counted.hosts);
+}
+
+/** A host joined or left through this process: the next cadence counts the fleet again. */
+export function fleetChanged(store: Store): void {
+  if (counted?.store === store) counted = null;
 }

@@ -7,7 +7,7 @@ import { dropClaim } from '../../lib/claims';
 import { ConditionFailed, type Store, type Versioned } from '../../lib/store';
 import * as check from '../../lib/validate';
 import { checkHostCsr, issueHostCertificate } from './certificates';
-import { silenceFor } from './cadence';
+import { fleetChanged, silenceFor } from './cadence';
 import { forgetContainer } from './containers';
 import { bumpNetworkSerial, checkHostNetworks, claimHostAddress, claimSubnet, clusterNetwork, freeHostNetwork } from './network';
 
@@ -128,6 +128,7 @@ export async function registerHost(store: Store, input: RegisterHostInput, now =
     reservations: {}, allocated: { cpuMillis: 0, memoryMb: 0 },
     status: 'READY', lastHeartbeatAt: now.toISOString(), engine: null, subnet, createdAt: now.toISOString(), tokenHash,
   });
+  fleetChanged(store);
   await bumpNetworkSerial(store);
   await store.create('claims', { key: `host-token#${tokenHash}`, hostId: id });
   const certificate = input.csr && platformCa() ? await issueHostCertificate(store, id, input.csr, config().ca.lifetimeSeconds, now) : null;
@@ -158,6 +159,7 @@ export async function forgetHost(store: Store, id: string): Promise<Host> {
   await dropClaim<{ hostId: string }>(store, 'claims', `host-name#${host.name}`, (c) => c.hostId === id);
   await freeHostNetwork(store, host);
   await store.remove('hosts', id);
+  fleetChanged(store);
   return host;
 }
 
