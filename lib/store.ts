@@ -148,6 +148,47 @@ export class Store {
     return Number(out.Attributes?.[attribute]);
   }
 
+  /**
+   * Counts one call against a fixed-window limit: a counter item (`windowStart`, `count`, no `seq`) whose window
+   * opens at the first call and lasts `windowMs`. While the window is open and under `limit` that is one conditional
+   * write; a new window is one more read and write. Returns null when counted, else when the window closes (a
+   * refused call writes nothing). A counter so contended that every attempt lost its race counts as counted.
+   */
+  async countInWindow(table: Table, key: string, limit: number, windowMs: number, now = Date.now()): Promise<number | null> {
+    const keyName = defs[table].key;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      try {
+        await this.doc.send(new UpdateCommand({
+          TableName: this.tableName(table), Key: { [keyName]: key },
+          UpdateExpression: 'SET #c = #c + :one',
+          ConditionExpression: '#w > :opened AND #c < :limit',
+          ExpressionAttributeNames: { '#c': 'count', '#w': 'windowStart' },
+          ExpressionAttributeValues: { ':one': 1, ':opened': now - windowMs, ':limit': limit },
+        }));
+        return null;
+      } catch (err) {
+        if (!isConditionFailure(err)) throw err;
+      }
+      const current = await this.get<{ windowStart: number; count: number }>(table, key);
+      if (current && current.windowStart > now - windowMs) {
+        if (current.count >= limit) return current.windowStart + windowMs;
+        continue;
+      }
+      try {
+        await this.doc.send(new PutCommand({
+          TableName: this.tableName(table), Item: { [keyName]: key, windowStart: now, count: 1 },
+          ConditionExpression: 'attribute_not_exists(#k) OR #w <= :opened',
+          ExpressionAttributeNames: { '#k': keyName, '#w': 'windowStart' },
+          ExpressionAttributeValues: { ':opened': now - windowMs },
+        }));
+        return null;
+      } catch (err) {
+        if (!isConditionFailure(err)) throw err;
+      }
+    }
+    return null;
+  }
+
   /** Removes the item; with `seq`, only if it is still at that write (then an absent item fails too). */
   async remove(table: Table, key: string, seq?: number): Promise<void> {
     try {

@@ -118,6 +118,28 @@ describe.each([
     });
   });
 
+  describe('countInWindow', () => {
+    it('counts up to the limit in a window that opens at the first call, refuses past it without a write, and opens a new window once it closed', async () => {
+      const name = key('rate');
+      const t0 = 1_000_000;
+      for (let i = 0; i < 3; i++) expect(await store.countInWindow('ratelimits', name, 3, 60_000, t0 + i)).toBeNull();
+      expect(await store.countInWindow('ratelimits', name, 3, 60_000, t0 + 10)).toBe(t0 + 60_000);
+      expect(await store.get('ratelimits', name)).toEqual({ key: name, windowStart: t0, count: 3 });
+      expect(await store.countInWindow('ratelimits', name, 3, 60_000, t0 + 60_000)).toBeNull();
+      expect(await store.get('ratelimits', name)).toEqual({ key: name, windowStart: t0 + 60_000, count: 1 });
+    });
+
+    it('lets exactly the limit through when 30 callers on two clients race for a fresh counter', async () => {
+      const name = key('rate-race');
+      const other = new Store(connect(), prefix);
+      const now = Date.now();
+      const outcomes = await Promise.all(Array.from({ length: 30 }, (_, i) => (i % 2 ? other : store).countInWindow('ratelimits', name, 10, 60_000, now)));
+      expect(outcomes.filter((o) => o === null)).toHaveLength(10);
+      expect(outcomes.filter((o) => o === now + 60_000)).toHaveLength(20);
+      expect(await store.get('ratelimits', name)).toMatchObject({ count: 10 });
+    });
+  });
+
   describe('create', () => {
     it('writes a new item at seq 1 and returns it', async () => {
       const name = key('redis');
