@@ -253,7 +253,10 @@ export async function runInspection(store: Store, trigger: Inspection['trigger']
     ...inspectionKeys({ id, startedAt: now.toISOString() }),
   })) as Inspection;
   const critical = findings.filter((f) => f.severity === 'CRITICAL');
-  for (const f of critical) await raise(store, { kind: 'INSPECTION_CRITICAL', severity: 'CRITICAL', message: `inspection: ${f.subject}: ${f.message}`, cause: causeOf(f) });
+  // A release's finding raises an alarm of that release: its team (a scoped key) sees it.
+  for (const f of critical) {
+    await raise(store, { kind: 'INSPECTION_CRITICAL', severity: 'CRITICAL', message: `inspection: ${f.subject}: ${f.message}`, cause: causeOf(f), ...(f.releaseId ? { releaseId: f.releaseId } : {}) });
+  }
   const still = new Set(critical.map(causeOf));
   for (const f of previous?.findings ?? []) if (f.severity === 'CRITICAL' && !still.has(causeOf(f))) await resolveAlarm(store, 'INSPECTION_CRITICAL', causeOf(f));
   return inspection;
