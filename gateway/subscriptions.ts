@@ -9,7 +9,7 @@ import {
   type DocumentNode, type FieldNode, type FragmentDefinitionNode, type GraphQLFormattedError, type GraphQLSchema,
   type OperationDefinitionNode, type SelectionSetNode, type VariableDefinitionNode,
 } from 'graphql';
-import { authenticate, BOOTSTRAP_ADMIN, inScope, OUT_OF_SCOPE, principalName, readScope, roleAllows, type Principal } from '../lib/auth';
+import { authenticate, BOOTSTRAP_ADMIN, inScope, OUT_OF_SCOPE, principalName, scopeOf, roleAllows, type Principal } from '../lib/auth';
 import { config } from '../lib/config';
 import { AppError } from '../lib/errors';
 import { log } from '../lib/log';
@@ -573,7 +573,7 @@ export async function probeHost(store: SubscriptionStore, connections: Connectio
 export const checkFilterTargets = (store: SubscriptionStore) => async (filter: SubscriptionFilter, _field?: SubscriptionField, principal?: Principal): Promise<GraphQLFormattedError | null> => {
   const release = filter.releaseId ? await store.get<{ id: string; product: string }>('releases', filter.releaseId) : undefined;
   if (filter.releaseId && !release) return userError(`release "${filter.releaseId}" does not exist`, 'NOT_FOUND');
-  const scope = principal && readScope(principal);
+  const scope = principal && scopeOf(principal);
   if (release && scope && !inScope(scope, { releaseId: release.id, product: release.product })) {
     return { message: `${principalName(principal!)} is scoped to products [${scope.products.join(', ')}] and releases [${scope.releases.join(', ')}]: release ${release.id} is outside it`, extensions: { code: 'FORBIDDEN', reason: OUT_OF_SCOPE } };
   }

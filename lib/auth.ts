@@ -116,7 +116,7 @@ export const principalName = (p: Principal) => (p.kind === 'operator' ? p.id : p
  * Who may call a root field: a minimum role (VIEWER < OPERATOR < ADMIN), `HOST` (host runners only) or `ANYONE`
  * (also without a credential; the field checks its own secret, like registerHost's join token). A key scoped to some
  * products or releases may change only those and read only what belongs to them: a mutation names what it changes
- * with `target`; a query names what it reads with `visible` (or `target`), and a list filters itself (readScope).
+ * with `target`; a query names what it reads with `visible` (or `target`), and a list filters itself (scopeOf).
  */
 export type Rule = Role | 'HOST' | 'ANYONE';
 export interface Target { product?: string | null; releaseId?: string | null }
@@ -163,7 +163,7 @@ export function roleAllows(principal: Principal, rule: Rule): boolean {
  * The scope that limits what the principal reads and changes: an API key's, or null (unscoped keys, the admin token,
  * JWTs and host runners are not limited by one).
  */
-export const readScope = (principal: Principal): Scope | null => (principal.kind === 'operator' && principal.scope) || null;
+export const scopeOf = (principal: Principal): Scope | null => (principal.kind === 'operator' && principal.scope) || null;
 
 /** Whether a product or release lies in the scope: its product, or the release itself, is named there. */
 export const inScope = (scope: Scope, target: Target | null | undefined): boolean =>
@@ -191,10 +191,10 @@ const asked = (name: string, args: unknown) => {
   return text.length > 160 ? `${text.slice(0, 157)}...` : text;
 };
 
-const check = (ctx: Context, name: string, fieldRule: FieldRule, args: unknown, access: Access = 'change') => authorize(ctx.principal, name, fieldRule, args, access);
-
 /** A mutation changes; a query, an entity reference or a subscription's lookup reads. */
 export type Access = 'change' | 'read';
+
+const check = (ctx: Context, name: string, fieldRule: FieldRule, args: unknown, access: Access = 'change') => authorize(ctx.principal, name, fieldRule, args, access);
 
 /**
  * Throws UNAUTHENTICATED or FORBIDDEN unless the principal may use `name` with these arguments: its role passes the
@@ -208,7 +208,7 @@ export async function authorize(principal: Principal, name: string, fieldRule: F
     if (principal.kind === 'host') throw new AppError('FORBIDDEN', `${name} is not allowed for a host runner`);
     throw new AppError('FORBIDDEN', `${name} needs the ${fieldRule.rule} role; ${principal.id} has ${principal.role}`);
   }
-  const scope = readScope(principal);
+  const scope = scopeOf(principal);
   if (!scope || principal.kind !== 'operator') return;
   if (access === 'read') {
     const visible = fieldRule.visible ?? (fieldRule.target && targetVisible(fieldRule.target));
@@ -246,8 +246,8 @@ function audited(name: string, ctx: Context, args: unknown, outcome: Outcome, co
 /**
  * Wraps every root field and every entity reference resolver with its access rule, in the subgraph that owns the
  * field, so nothing is reachable without a credential even when a subgraph is called directly. Entity lookups come
- * from the gateway on behalf of a caller's query and need VIEWER (and, for a scoped key, an entity in its scope). Every mutation but a runner's reports (sync, heartbeat, logs) is audited, refusals
- * included.
+ * from the gateway on behalf of a caller's query and need VIEWER (and, for a scoped key, an entity in its scope).
+ * Every mutation but a runner's reports (sync, heartbeat, logs) is audited, refusals included.
  */
 export function secure<T extends ResolverMap>(resolvers: T, rules: AccessRules = {}): T {
   const out: ResolverMap = {};

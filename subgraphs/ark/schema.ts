@@ -1,6 +1,6 @@
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import gql from 'graphql-tag';
-import { inScope, readScope, requireHost, secure, targetVisible, type AccessRules, type Context, type Scope } from '../../lib/auth';
+import { inScope, scopeOf, requireHost, secure, targetVisible, type AccessRules, type Context, type Scope } from '../../lib/auth';
 import { config } from '../../lib/config';
 import type { SyncRequest } from '../../lib/runner-protocol';
 import { readSchemaFile } from '../../lib/schema-files';
@@ -26,7 +26,7 @@ async function instancePorts(i: Instance) {
 
 /** The instances a principal may read: a scoped key's are those of its products and releases. */
 const readable = <T>(ctx: Context, items: T[], instanceOf: (item: T) => Pick<Instance, 'releaseId' | 'product'>) => {
-  const scope = readScope(ctx.principal);
+  const scope = scopeOf(ctx.principal);
   return scope ? items.filter((item) => inScope(scope, instanceOf(item))) : items;
 };
 
@@ -35,7 +35,7 @@ const releaseOfInstanceId = (id: string) => id.replace(/-\d+$/, '');
 
 /** Drift naming an instance is the instance's release's business; a host's total is the host's. */
 async function readableDrift(ctx: Context, drift: LedgerDrift[]) {
-  const scope = readScope(ctx.principal);
+  const scope = scopeOf(ctx.principal);
   if (!scope) return drift;
   const kept = await Promise.all(drift.map(async (d) => {
     if (!d.instanceId) return true;

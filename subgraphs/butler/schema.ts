@@ -1,6 +1,6 @@
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import gql from 'graphql-tag';
-import { callerOf, inScope, readScope, secure, type AccessRules, type Context, type Scope } from '../../lib/auth';
+import { callerOf, inScope, scopeOf, secure, type AccessRules, type Context, type Scope } from '../../lib/auth';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
 import { acknowledgeAlarm, getAlarm, listAlarms, type Alarm, type AlarmFilter } from './alarms';
@@ -33,7 +33,7 @@ async function hostDesiredStateChange(eventId: string, ctx: Context) {
  * those of its products); null for every one.
  */
 const readableReleases = (ctx: Context) => {
-  const scope = readScope(ctx.principal);
+  const scope = scopeOf(ctx.principal);
   return scope ? releasesInScope(store(), scope) : null;
 };
 

@@ -1,6 +1,6 @@
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import gql from 'graphql-tag';
-import { actor, OUT_OF_SCOPE, readScope, secure, type AccessRules, type Context, type Scope } from '../../lib/auth';
+import { actor, OUT_OF_SCOPE, scopeOf, secure, type AccessRules, type Context, type Scope } from '../../lib/auth';
 import { createApiKey, listApiKeys, revokeApiKey, type ApiKeyInput } from '../../lib/apikeys';
 import { auditHead, listAudit, type AuditFilter } from '../../lib/audit';
 import { kick } from '../../lib/kick';
@@ -46,20 +46,20 @@ async function converging(change: Promise<Release>): Promise<Release> {
 const resolvers = {
   Query: {
     products: async (_: unknown, __: unknown, ctx: Context) => {
-      const [products, scope] = [await listProducts(store()), readScope(ctx.principal)];
+      const [products, scope] = [await listProducts(store()), scopeOf(ctx.principal)];
       if (!scope) return products;
       const seen = await productsInScope(store(), scope);
       return products.filter((p) => seen.has(p.name));
     },
     product: (_: unknown, { name }: { name: string }) => getProduct(store(), name),
     releases: async (_: unknown, __: unknown, ctx: Context) => {
-      const [releases, scope] = [await listReleases(store()), readScope(ctx.principal)];
+      const [releases, scope] = [await listReleases(store()), scopeOf(ctx.principal)];
       return scope ? releases.filter((r) => releaseVisible(scope, r)) : releases;
     },
     release: (_: unknown, { id }: { id: string }) => getRelease(store(), id),
     resolveDependencies: async (_: unknown, { products }: { products: string[] }, ctx: Context) => {
       const resolved = resolveDependencies(products, new Map((await listProducts(store())).map((p) => [p.name, p])));
-      const scope = readScope(ctx.principal);
+      const scope = scopeOf(ctx.principal);
       if (scope) {
         const seen = await productsInScope(store(), scope);
         const outside = resolved.filter((r) => !seen.has(r.product.name)).map((r) => r.product.name);
@@ -87,7 +87,7 @@ const resolvers = {
         listReleases(store()), listInstances(store()), listHosts(store()), listContainers(store()),
       ]);
       // The rows are the releases' (and their instances'): a scoped key's table has its releases only.
-      const scope = readScope(ctx.principal);
+      const scope = scopeOf(ctx.principal);
       const releases = scope ? all.filter((r) => releaseVisible(scope, r)) : all;
       return configSummary(format, summaryRows({ releases, instances, hosts, containers }));
     },
