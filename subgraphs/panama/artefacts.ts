@@ -13,7 +13,7 @@
  */
 import { stringify } from 'yaml';
 import { AppError, badInput } from '../../lib/errors';
-import { replaceSecrets, secretsIn } from '../../lib/secrets';
+import { replaceSecrets, secretToken, secretsIn } from '../../lib/secrets';
 import { LABELS, type HealthcheckSpec } from '../../lib/runner-protocol';
 import { NETWORK } from '../../runner/plan';
 import { containerName, specHash, type ContainerSpec } from '../ark';
@@ -134,6 +134,32 @@ function delimiterFor(content: string): string {
   return delimiter;
 }
 
+/** A secret's token (lib/secrets.ts) is these two around its name. */
+const [TOKEN_OPEN, TOKEN_CLOSE] = secretToken('\n').split('\n');
+
+/**
+ * The awk program of the script's `fz_fill_secrets`: in one file, puts the value of one secret in place of each of its
+ * tokens, as lib/secrets.ts fillSecrets does for a runner. The caller sets FZ_S to the secret's name (its value is in
+ * the environment variable of that name) and `e` to 1 when the file ends with a newline.
+ * - index() and substr(), not gsub(): the value goes in as it is (gsub would read & and \ in it, and the token as a
+ *   regular expression), and the search goes on after it, so a value that holds the token is not filled again.
+ * - awk reads lines without their newline: it writes one back between lines, and after the last only when `e` says
+ *   the file had one, so the file keeps its ending.
+ * It stands single-quoted in the script: no ' in it.
+ */
+const FILL_SECRET_AWK = [
+  `BEGIN { token = "${TOKEN_OPEN}" ENVIRON["FZ_S"] "${TOKEN_CLOSE}"; value = ENVIRON[ENVIRON["FZ_S"]] }`,
+  '{',
+  '  filled = ""; rest = $0',
+  '  while ((at = index(rest, token)) > 0) {',
+  '    filled = filled substr(rest, 1, at - 1) value',
+  '    rest = substr(rest, at + length(token))',
+  '  }',
+  '  printf "%s%s", (NR > 1 ? "\\n" : ""), filled rest',
+  '}',
+  'END { if (NR && e) printf "\\n" }',
+];
+
 /**
  * A POSIX sh script (`set -eu`) that creates the network if missing and removes and recreates each instance's
  * container. Config files go to `${FZ_CONFIG_DIR:-<script dir>/fangzhou-config}/<container>/<path>` via quoted
@@ -202,10 +228,10 @@ export function shellScript(release: ArtefactRelease, instances: ArtefactInstanc
       '  shift',
       '  if [ -z "$(tail -c 1 -- "$fz_f")" ]; then fz_e=1; else fz_e=0; fi',
       '  for fz_s in "$@"; do',
-      '    fz_filled=$(FZ_S="$fz_s" awk -v e="$fz_e" \'BEGIN { t = "\u27e6secret:" ENVIRON["FZ_S"] "\u27e7"; v = ENVIRON[ENVIRON["FZ_S"]] }',
-      '      { out = ""; while ((i = index($0, t)) > 0) { out = out substr($0, 1, i - 1) v; $0 = substr($0, i + length(t)) }',
-      '        printf "%s%s", (NR > 1 ? "\\n" : ""), out $0 }',
-      '      END { if (NR && e) printf "\\n" }\' "$fz_f"; printf x)',
+      '    # The x after the output keeps its newlines at the end, which $(...) would drop.',
+      `    fz_filled=$(FZ_S="$fz_s" awk -v e="$fz_e" '`,
+      ...FILL_SECRET_AWK.map((line) => `      ${line}`),
+      `    ' "$fz_f"; printf x)`,
       '    printf \'%s\' "${fz_filled%x}" > "$fz_f"',
       '  done',
       '}',

@@ -1,9 +1,7 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { loadProductFile } from '../../cli/product-file';
-import { startStack, type Stack } from '../../scripts/stack';
-import { controlPlaneOf, pushImages, startFleet, type Fleet, type FleetHost } from '../support/fleet';
+import type { Stack } from '../../scripts/stack';
+import { startFleetStack, type Fleet, type FleetHost } from '../support/fleet';
 import { waitFor, waitUntil } from '../support/wait';
 
 /**
@@ -16,7 +14,7 @@ const ROOT = resolve(__dirname, '../..');
 const IMAGES = ['fangzhou/etcd:3.4.23', 'fangzhou/redis:7.0.15', 'fangzhou/zookeeper:3.8.0'];
 let fleet: Fleet;
 let stack: Stack;
-let dir: string;
+let stop: (() => Promise<void>) | undefined;
 const graphql: Stack['graphql'] = (query, variables) => stack.graphql(query, variables);
 
 interface InstanceView { id: string; ordinal: number; ip: string | null; host: { id: string; name: string } | null; status: { state: string; health: string } | null }
@@ -51,26 +49,14 @@ async function deploy(file: string, name: string, replicas: number) {
 }
 
 beforeAll(async () => {
-  fleet = await startFleet({ hosts: 3, prefix: 'net', registryPort: 5070 });
-  dir = mkdtempSync(join(tmpdir(), 'fz-fleet-net-'));
-  stack = await startStack({
-    dataDir: dir, listenHost: fleet.bridgeAddress, httpPort: 3370, wsPort: 3371, lambdaPort: 3372, storePort: 4870,
-    registry: { port: 5070 }, output: join(dir, 'stack.log'),
-  });
-  fleet.attach(controlPlaneOf(stack));
-  await pushImages(stack.registry!, IMAGES);
-  for (const host of fleet.hosts) await host.startRunner();
-  await waitUntil('three hosts READY', async () => {
-    const res = await graphql<{ hosts: { status: string; subnet: string }[] }>('{ hosts { status subnet } }');
-    return res.data?.hosts.length === 3 && res.data.hosts.every((h) => h.status === 'READY');
-  }, 240_000);
+  ({ fleet, stack, stop } = await startFleetStack({
+    hosts: 3, prefix: 'net', registryPort: 5070, ports: { httpPort: 3370, wsPort: 3371, lambdaPort: 3372, storePort: 4870 }, images: IMAGES,
+  }));
   for (const host of fleet.hosts) expect(await host.docker.listImages()).toEqual([]);
 }, 600_000);
 
 afterAll(async () => {
-  await fleet?.stop();
-  await stack?.stop();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await stop?.();
 }, 120_000);
 
 let etcd: { instances: InstanceView[] };

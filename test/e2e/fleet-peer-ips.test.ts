@@ -1,9 +1,6 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { startStack, type Stack } from '../../scripts/stack';
+import type { Stack } from '../../scripts/stack';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
-import { controlPlaneOf, pushImages, startFleet, type Fleet, type FleetHost } from '../support/fleet';
+import { startFleetStack, type Fleet, type FleetHost } from '../support/fleet';
 import { waitFor, waitUntil } from '../support/wait';
 
 /**
@@ -15,7 +12,7 @@ import { waitFor, waitUntil } from '../support/wait';
  */
 let fleet: Fleet;
 let stack: Stack;
-let dir: string;
+let stop: (() => Promise<void>) | undefined;
 
 const PEERS_CONF = '/etc/fz/peers.conf';
 const product = (name: string, template: string) => ({
@@ -75,24 +72,14 @@ async function engineEvents(releaseId: string, since: number, until: number) {
 }
 
 beforeAll(async () => {
-  fleet = await startFleet({ hosts: 3, prefix: 'pip', registryPort: 5074 });
-  dir = mkdtempSync(join(tmpdir(), 'fz-fleet-peerips-'));
-  stack = await startStack({
-    dataDir: dir, listenHost: fleet.bridgeAddress, httpPort: 3480, wsPort: 3481, lambdaPort: 3482, storePort: 4980,
-    registry: { host: fleet.bridgeAddress, port: 5074 }, output: join(dir, 'stack.log'),
-  });
-  await pushImages(stack.registry!, ['fangzhou/demo:1']);
+  ({ fleet, stack, stop } = await startFleetStack({
+    hosts: 3, prefix: 'pip', registryPort: 5074, ports: { httpPort: 3480, wsPort: 3481, lambdaPort: 3482, storePort: 4980 }, images: ['fangzhou/demo:1'],
+  }));
   for (const p of [WITH_IP, WITHOUT_IP]) expect((await stack.graphql(DEFINE_PRODUCT, { input: p })).errors).toBeUndefined();
-  fleet.attach(controlPlaneOf(stack));
-  for (const host of fleet.hosts) await host.startRunner();
-  await waitUntil('three hosts READY', async () =>
-    (await stack.graphql<{ hosts: { status: string }[] }>('{ hosts { status } }')).data?.hosts.filter((h) => h.status === 'READY').length === 3, 120_000);
 }, 400_000);
 
 afterAll(async () => {
-  await fleet?.stop();
-  await stack?.stop();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await stop?.();
 }, 120_000);
 
 let withIp: ReleaseView;

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
 import { startStack, type Stack } from '../../scripts/stack';
+import { deployOne, removeRelease } from '../support/deploy';
 import { clearReleaseNames } from '../support/docker';
 import { waitUntil } from '../support/wait';
 
@@ -44,22 +45,14 @@ beforeAll(async () => {
   stack = await startStack({ dataDir: dir, httpPort: 3480, wsPort: 3481, lambdaPort: 3482, storePort: 4980, output: join(dir, 'stack.log') });
   expect((await stack.graphql(DEFINE_PRODUCT, { input: PRODUCT })).errors).toBeUndefined();
   // The runner reads config files back every second here (every minute by default).
-  runner = await stack.startRunner(`insp-${process.pid}`, ['--labels', 'zone=insp'], { FZ_CONFIG_CHECK_SECONDS: '1' });
-  await waitUntil('the runner', async () => ((await stack.graphql<{ hosts: unknown[] }>('{ hosts { id } }')).data?.hosts.length ?? 0) > 0);
-  const deployed = await stack.graphql<{ deploy: { id: string; instances: { id: string }[] } }>(
-    `mutation { deploy(input: {name: "${RELEASE}", product: "demo-conf", version: "1.0.0", replicas: 1}) { id instances { id } } }`);
-  expect(deployed.errors).toBeUndefined();
-  releaseId = deployed.data!.deploy.id;
-  instanceId = deployed.data!.deploy.instances[0].id;
-  await waitUntil('RUNNING', async () => (await stack.graphql<{ release: { status: string } }>('query($id: ID!) { release(id: $id) { status } }', { id: releaseId })).data!.release.status === 'RUNNING', 90_000);
+  ({ runner, releaseId, instanceId } = await deployOne(stack, {
+    host: `insp-${process.pid}`, labels: 'zone=insp', runnerEnv: { FZ_CONFIG_CHECK_SECONDS: '1' }, release: RELEASE, product: 'demo-conf', version: '1.0.0',
+  }));
 }, 240_000);
 
 afterAll(async () => {
   if (runner?.pid) process.kill(runner.pid, 'SIGCONT');
-  if (releaseId) {
-    await stack?.graphql('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id: releaseId });
-    await waitUntil('containers removed', async () => (await docker.listContainers({ all: true, filters: { label: [`fangzhou.release=${releaseId}`] } })).length === 0, 60_000).catch(() => undefined);
-  }
+  if (releaseId) await removeRelease(stack, releaseId);
   await stack?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });

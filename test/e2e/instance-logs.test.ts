@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { loadProductFile } from '../../cli/product-file';
 import { startStack, type Stack } from '../../scripts/stack';
+import { deployOne, removeRelease } from '../support/deploy';
 import { clearReleaseNames } from '../support/docker';
-import { waitUntil } from '../support/wait';
 
 /**
  * Container logs on demand, through the runner of the instance's host: a Redis of the catalog is deployed on the real
@@ -30,21 +30,11 @@ beforeAll(async () => {
   stack = await startStack({ dataDir: dir, httpPort: 3400, wsPort: 3401, lambdaPort: 3402, storePort: 4900, output: join(dir, 'stack.log') });
   const [redis] = loadProductFile(join(ROOT, 'catalog', 'redis.yaml')).products;
   expect((await stack.graphql('mutation($input: ProductInput!) { defineProduct(input: $input) { name } }', { input: redis.input })).errors).toBeUndefined();
-  await stack.startRunner(hostName, ['--labels', 'zone=logs']);
-  await waitUntil('the runner', async () => ((await stack.graphql<{ hosts: unknown[] }>('{ hosts { id } }')).data?.hosts.length ?? 0) > 0);
-  const deployed = await stack.graphql<{ deploy: { id: string; instances: { id: string }[] } }>(
-    `mutation { deploy(input: {name: "logs", product: "${redis.input.name}", replicas: 1}) { id instances { id } } }`);
-  expect(deployed.errors).toBeUndefined();
-  releaseId = deployed.data!.deploy.id;
-  instanceId = deployed.data!.deploy.instances[0].id;
-  await waitUntil('RUNNING', async () => (await stack.graphql<{ release: { status: string } }>('query($id: ID!) { release(id: $id) { status } }', { id: releaseId })).data!.release.status === 'RUNNING', 90_000);
+  ({ releaseId, instanceId } = await deployOne(stack, { host: hostName, labels: 'zone=logs', release: 'logs', product: String(redis.input.name) }));
 }, 240_000);
 
 afterAll(async () => {
-  if (releaseId) {
-    await stack?.graphql('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id: releaseId });
-    await waitUntil('containers removed', async () => (await docker.listContainers({ all: true, filters: { label: [`fangzhou.release=${releaseId}`] } })).length === 0, 60_000).catch(() => undefined);
-  }
+  if (releaseId) await removeRelease(stack, releaseId);
   await stack?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });

@@ -7,6 +7,7 @@ import WebSocket from 'ws';
 import { createClient as createDbClient, Store } from '../../lib/store';
 import { DEFINE_PRODUCT, DEMO_PRODUCT } from '../../scripts/demo-product';
 import { startStack, type Stack } from '../../scripts/stack';
+import { deployOne, deployRunning, removeRelease } from '../support/deploy';
 import { clearReleaseNames } from '../support/docker';
 import { waitUntil } from '../support/wait';
 
@@ -37,23 +38,12 @@ beforeAll(async () => {
   stack = await startStack({ dataDir: dir, httpPort: 3470, wsPort: 3471, lambdaPort: 3472, storePort: 4970, output: join(dir, 'stack.log'), env: { FZ_LOG_FOLLOW_IDLE_SECONDS: '4' } });
   db = new Store(createDbClient(stack.env.DYNAMODB_ENDPOINT, 'local'), stack.env.FZ_TABLE_PREFIX);
   expect((await stack.graphql(DEFINE_PRODUCT, { input: DEMO_PRODUCT })).errors).toBeUndefined();
-  await stack.startRunner(`tail-${process.pid}`, ['--labels', 'zone=tail']);
-  await waitUntil('the runner', async () => ((await stack.graphql<{ hosts: unknown[] }>('{ hosts { id } }')).data?.hosts.length ?? 0) > 0);
-  const deployed = await stack.graphql<{ deploy: { id: string; instances: { id: string }[] } }>(
-    'mutation { deploy(input: {name: "tail", product: "demo", version: "1.0.0", replicas: 1}) { id instances { id } } }');
-  expect(deployed.errors).toBeUndefined();
-  releaseId = deployed.data!.deploy.id;
-  instanceId = deployed.data!.deploy.instances[0].id;
-  await waitUntil('RUNNING', async () => (await stack.graphql<{ release: { status: string } }>('query($id: ID!) { release(id: $id) { status } }', { id: releaseId })).data!.release.status === 'RUNNING', 90_000);
+  ({ releaseId, instanceId } = await deployOne(stack, { host: `tail-${process.pid}`, labels: 'zone=tail', release: 'tail', product: 'demo', version: '1.0.0' }));
 }, 240_000);
 
 afterAll(async () => {
   for (const c of clients) await c.dispose();
-  for (const id of [releaseId, quietReleaseId]) {
-    if (!id) continue;
-    await stack?.graphql('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id });
-    await waitUntil('containers removed', async () => (await docker.listContainers({ all: true, filters: { label: [`fangzhou.release=${id}`] } })).length === 0, 60_000).catch(() => undefined);
-  }
+  for (const id of [releaseId, quietReleaseId]) if (id) await removeRelease(stack, id);
   db?.client.destroy();
   await stack?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
@@ -161,13 +151,10 @@ test('a viewer, and a key scoped to another product, may not follow a container'
 test('a follow of a container that prints nothing ends after the idle time: the last message says why, then the subscription completes', async () => {
   // The demo without a healthcheck: its httpd prints a line only per request, and none comes.
   expect((await stack.graphql(DEFINE_PRODUCT, { input: { ...DEMO_PRODUCT, name: 'demo-quiet', defaults: { ...DEMO_PRODUCT.defaults, healthcheck: null } } })).errors).toBeUndefined();
-  const deployed = await stack.graphql<{ deploy: { id: string; instances: { id: string }[] } }>(
-    'mutation { deploy(input: {name: "quiet", product: "demo-quiet", version: "1.0.0", replicas: 1}) { id instances { id } } }');
-  expect(deployed.errors).toBeUndefined();
-  quietReleaseId = deployed.data!.deploy.id;
-  await waitUntil('RUNNING', async () => (await stack.graphql<{ release: { status: string } }>('query($id: ID!) { release(id: $id) { status } }', { id: quietReleaseId })).data!.release.status === 'RUNNING', 90_000);
+  const quiet = await deployRunning(stack, { name: 'quiet', product: 'demo-quiet', version: '1.0.0', replicas: 1 });
+  quietReleaseId = quiet.releaseId;
 
-  const sub = follow(connect(stack.adminToken), deployed.data!.deploy.instances[0].id);
+  const sub = follow(connect(stack.adminToken), quiet.instanceIds[0]);
   await waitUntil('the follow to end for want of lines', async () => sub.completed, 30_000, 100);
   expect(sub.error).toBeUndefined();
   const last = sub.results[sub.results.length - 1].data!.instanceLogTail;

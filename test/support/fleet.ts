@@ -4,6 +4,7 @@ import { connect, createServer, type AddressInfo } from 'node:net';
 import { mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { startStack, type Stack, type StackOptions } from '../../scripts/stack';
 import { waitUntil } from './wait';
 
 /**
@@ -355,5 +356,57 @@ export async function pushImages(registry: string, images: string[]): Promise<vo
     // The engine may keep its connections alive: end them, or close() would wait for them.
     open.forEach((socket) => socket.destroy());
     await new Promise((resolve) => forwarder.close(resolve));
+  }
+}
+
+export interface FleetStackOptions {
+  hosts: number;
+  /** Host names are `<prefix>-<i>`; the stack's data dir is named after it too. */
+  prefix: string;
+  /** Where the platform registry listens on the bridge (every engine trusts it). */
+  registryPort: number;
+  ports: Pick<StackOptions, 'httpPort' | 'wsPort' | 'lambdaPort' | 'storePort'>;
+  /** Images of this machine's engine to push into the platform registry: the hosts' engines start empty. */
+  images: string[];
+}
+
+export interface FleetStack {
+  fleet: Fleet;
+  stack: Stack;
+  /** Stops the fleet, then the stack, and removes the stack's data dir. Safe to call twice. */
+  stop(): Promise<void>;
+}
+
+/**
+ * A fleet and its control plane, ready for a test to deploy: the stack listens on the bridge with the platform
+ * registry, the images are pushed, and every host's runner has joined and is READY. When any step fails, what was
+ * started is stopped before it throws.
+ */
+export async function startFleetStack(options: FleetStackOptions): Promise<FleetStack> {
+  const fleet = await startFleet({ hosts: options.hosts, prefix: options.prefix, registryPort: options.registryPort });
+  const dir = mkdtempSync(join(tmpdir(), `fz-fleet-${options.prefix}-`));
+  let stopStack = async (): Promise<void> => undefined;
+  const stop = async () => {
+    await fleet.stop();
+    await stopStack();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    const stack = await startStack({
+      dataDir: dir, listenHost: fleet.bridgeAddress, ...options.ports,
+      registry: { host: fleet.bridgeAddress, port: options.registryPort }, output: join(dir, 'stack.log'),
+    });
+    stopStack = () => stack.stop();
+    await pushImages(stack.registry!, options.images);
+    fleet.attach(controlPlaneOf(stack));
+    for (const host of fleet.hosts) await host.startRunner();
+    await waitUntil(`${options.hosts} hosts READY`, async () => {
+      const res = await stack.graphql<{ hosts: { status: string }[] }>('{ hosts { status } }');
+      return res.data?.hosts.length === options.hosts && res.data.hosts.every((h) => h.status === 'READY');
+    }, 240_000);
+    return { fleet, stack, stop };
+  } catch (err) {
+    await stop();
+    throw err;
   }
 }

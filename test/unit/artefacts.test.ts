@@ -8,6 +8,7 @@ import {
   SUMMARY_COLUMNS, composeFile, configSummary, deploymentScript, shellQuote, shellScript, summaryRows, type SummaryRow,
 } from '../../subgraphs/panama/artefacts';
 import { NETWORK } from '../../runner/plan';
+import { fillSecrets, secretToken } from '../../lib/secrets';
 
 const NASTY = `it's "quoted" $HOME \${PATH} \`id\` \\ back; slash | pipe & amp\nsecond line\ttab *`;
 
@@ -137,6 +138,25 @@ describe('shell script', () => {
       for (const f of spec().configFiles) {
         expect(readFileSync(path.join(configDir, 'fz-demo-1', f.path), 'utf8')).toBe(f.content);
       }
+    });
+
+    test('fills secret tokens in config files from the caller\'s environment, byte for byte as the runner gets them', () => {
+      const files = [
+        { path: '/etc/demo/auth.conf', content: `a=${secretToken('A')}${secretToken('A')} and ${secretToken('B')}\n\nend ${secretToken('A')}` },
+        { path: '/etc/demo/one', content: `x=${secretToken('B')}\n` },
+        { path: '/etc/demo/blank-end', content: `${secretToken('A')}\n\n` },
+      ];
+      // Characters sed, gsub, printf or the shell would read: the value is put in as it is, its own token not filled again.
+      const values = new Map([['A', `pa$$ "w0rd" & \\1 \`id\` %s ${secretToken('A')} ünï`], ['B', 'two\nlines\n']]);
+      const secretEnv = [...values.keys()].map((name) => ({ name, sealed: 'not read by the script' }));
+      const script = shellScript(release, [{ ...instances[1], spec: spec({ configFiles: files, secretEnv }) }]);
+      expect(script).not.toContain(values.get('A'));
+
+      const configDir = path.join(dir, 'config');
+      const { status, stderr } = run(script, { FZ_CONFIG_DIR: configDir, ...Object.fromEntries(values) });
+      expect(stderr).toBe('');
+      expect(status).toBe(0);
+      for (const f of files) expect(readFileSync(path.join(configDir, 'fz-demo-0', f.path), 'utf8')).toBe(fillSecrets(f.content, values));
     });
 
     test('refuses to replace a container a host runner manages, before changing anything', () => {
