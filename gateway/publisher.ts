@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { FormattedExecutionResult } from 'graphql';
-import type { Principal } from '../lib/auth';
+import { OUT_OF_SCOPE, type Principal } from '../lib/auth';
 import { eachLimit } from '../lib/concurrency';
 import { hashJson } from '../lib/ids';
 import { kick } from '../lib/kick';
@@ -23,6 +23,9 @@ import {
  * Chunks of followed container output (Ark's `pendingLogTails`) go the same way to the `instanceLogTail`
  * subscribers of their instance, and are removed once sent; the last chunk of an ended follow completes them.
  */
+
+/** A refusal because the event is about something outside a scoped subscriber's scope (lib/auth.ts). */
+const isOutOfScope = (error: { extensions?: Record<string, unknown> }) => error.extensions?.reason === OUT_OF_SCOPE;
 
 /** Runs one query through the gateway as the given principal. */
 export type Execute = (query: string, variables: Record<string, unknown>, principal: Principal) => Promise<FormattedExecutionResult>;
@@ -99,8 +102,8 @@ export async function publishEvent(deps: PublisherDeps, event: MatchableEvent): 
       log.error({ err, eventId: event.id, query: group.query }, 'subscription query failed');
       return;
     }
-    // The thing the event is about is gone (e.g. deleted since): nothing to tell.
-    if (result.data?.[group.responseKey] == null && !result.errors?.length) return;
+    // The thing the event is about is gone (e.g. deleted since), or outside the subscriber's scope: nothing to tell.
+    if (result.data?.[group.responseKey] == null && (!result.errors?.length || result.errors.every(isOutOfScope))) return;
     await eachLimit(group.targets, 16, async (target) => {
       if (goneConnections.has(target.connectionId)) return;
       try {

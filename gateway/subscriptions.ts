@@ -9,7 +9,7 @@ import {
   type DocumentNode, type FieldNode, type FragmentDefinitionNode, type GraphQLFormattedError, type GraphQLSchema,
   type OperationDefinitionNode, type SelectionSetNode, type VariableDefinitionNode,
 } from 'graphql';
-import { authenticate, BOOTSTRAP_ADMIN, roleAllows, type Principal } from '../lib/auth';
+import { authenticate, BOOTSTRAP_ADMIN, inScope, OUT_OF_SCOPE, principalName, scopeOf, roleAllows, type Principal } from '../lib/auth';
 import { config } from '../lib/config';
 import { AppError } from '../lib/errors';
 import { log } from '../lib/log';
@@ -39,6 +39,10 @@ import { followLogs, unfollowLogs } from '../subgraphs/ark';
  * Who may subscribe: an operator to everything but `hostDesiredStateChanged` (`instanceLogTail` needs the OPERATOR role
  * and, for a scoped key, the instance's product or release: FORBIDDEN otherwise); a host runner (host token) only to
  * `hostDesiredStateChanged`, which always means its own host (anything else closes the connection with 4403).
+ * A key scoped to some products or releases receives only what is theirs: a release filter outside its scope is
+ * FORBIDDEN at subscribe, and each delivery's lookup, run as the subscriber, is refused by the owning subgraph with
+ * `extensions.reason` OUT_OF_SCOPE for an event about anything else (another release, a host, the platform), which
+ * the publisher then does not send.
  *
  * Close codes: API Gateway cannot close a socket with a status code of our choosing (DeleteConnection has no code;
  * clients see 1000, serverless-offline gives 1005). So a close is a protocol-valid `ping` whose payload carries the
@@ -562,9 +566,17 @@ export async function probeHost(store: SubscriptionStore, connections: Connectio
   return sent ? 'sent' : 'closed';
 }
 
-/** Filter arguments must name a release and a host that exist (NOT_FOUND otherwise). */
-export const checkFilterTargets = (store: SubscriptionStore) => async (filter: SubscriptionFilter): Promise<GraphQLFormattedError | null> => {
-  if (filter.releaseId && !(await store.get('releases', filter.releaseId))) return userError(`release "${filter.releaseId}" does not exist`, 'NOT_FOUND');
+/**
+ * Filter arguments must name a release and a host that exist (NOT_FOUND otherwise), and a scoped key's release must
+ * be in its scope (FORBIDDEN otherwise: it would receive nothing, as every delivery is checked again).
+ */
+export const checkFilterTargets = (store: SubscriptionStore) => async (filter: SubscriptionFilter, _field?: SubscriptionField, principal?: Principal): Promise<GraphQLFormattedError | null> => {
+  const release = filter.releaseId ? await store.get<{ id: string; product: string }>('releases', filter.releaseId) : undefined;
+  if (filter.releaseId && !release) return userError(`release "${filter.releaseId}" does not exist`, 'NOT_FOUND');
+  const scope = principal && scopeOf(principal);
+  if (release && scope && !inScope(scope, { releaseId: release.id, product: release.product })) {
+    return { message: `${principalName(principal!)} is scoped to products [${scope.products.join(', ')}] and releases [${scope.releases.join(', ')}]: release ${release.id} is outside it`, extensions: { code: 'FORBIDDEN', reason: OUT_OF_SCOPE } };
+  }
   if (filter.hostId && !(await store.get('hosts', filter.hostId))) return userError(`host "${filter.hostId}" does not exist`, 'NOT_FOUND');
   return null;
 };

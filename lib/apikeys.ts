@@ -6,7 +6,7 @@ import type { Store, Versioned } from './store';
 export type Role = 'VIEWER' | 'OPERATOR' | 'ADMIN';
 export const ROLES: readonly Role[] = ['VIEWER', 'OPERATOR', 'ADMIN'];
 
-/** Limits a key to some products and releases: it may then change only those (reads stay global). */
+/** Limits a key to some products and releases: it may then change and read only those (lib/auth.ts, scopeOf). */
 export interface Scope {
   products: string[];
   releases: string[];

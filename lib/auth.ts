@@ -114,20 +114,29 @@ export const principalName = (p: Principal) => (p.kind === 'operator' ? p.id : p
 
 /**
  * Who may call a root field: a minimum role (VIEWER < OPERATOR < ADMIN), `HOST` (host runners only) or `ANYONE`
- * (also without a credential; the field checks its own secret, like registerHost's join token). A field that acts on
- * a product or release names it with `target`, so keys scoped to some products or releases are checked too.
+ * (also without a credential; the field checks its own secret, like registerHost's join token). A key scoped to some
+ * products or releases may change only those and read only what belongs to them: a mutation names what it changes
+ * with `target`; a query names what it reads with `visible` (or `target`), and a list filters itself (scopeOf).
  */
 export type Rule = Role | 'HOST' | 'ANYONE';
 export interface Target { product?: string | null; releaseId?: string | null }
+/** For a read by a scoped key: whether what it asks for is in the scope; null when it does not exist (answered as for anyone). */
+export type Visible = (args: any, scope: Scope) => Promise<boolean | null> | boolean | null;
 export interface FieldRule {
   rule: Rule;
   target?: (args: any) => Promise<Target | null> | Target | null;
+  visible?: Visible;
 }
 export interface AccessRules {
   /** Query fields not listed need VIEWER. */
   Query?: Record<string, Rule | FieldRule>;
   /** Every mutation must be listed; one that is not needs ADMIN (and the permission matrix test fails). */
   Mutation?: Record<string, Rule | FieldRule>;
+  /**
+   * Entities whose reference (the gateway's lookup on behalf of a caller, or a direct `_entities` call) belongs to a
+   * product or release: one outside a scoped key's scope is FORBIDDEN, so a subgraph called directly leaks nothing.
+   */
+  entities?: Record<string, Visible>;
 }
 
 /**
@@ -150,26 +159,69 @@ export function roleAllows(principal: Principal, rule: Rule): boolean {
   return principal.kind === 'operator' && ROLES.indexOf(principal.role) >= ROLES.indexOf(rule);
 }
 
-const check = (ctx: Context, name: string, fieldRule: FieldRule, args: unknown) => authorize(ctx.principal, name, fieldRule, args);
+/**
+ * The scope that limits what the principal reads and changes: an API key's, or null (unscoped keys, the admin token,
+ * JWTs and host runners are not limited by one).
+ */
+export const scopeOf = (principal: Principal): Scope | null => (principal.kind === 'operator' && principal.scope) || null;
+
+/** Whether a product or release lies in the scope: its product, or the release itself, is named there. */
+export const inScope = (scope: Scope, target: Target | null | undefined): boolean =>
+  !!target && ((!!target.product && scope.products.includes(target.product)) || (!!target.releaseId && scope.releases.includes(target.releaseId)));
+
+/** A visibility check from a target function: in the scope, or null when the target does not exist. */
+export const targetVisible = (target: NonNullable<FieldRule['target']>): Visible => async (args, scope) => {
+  const t = await target(args);
+  return t ? inScope(scope, t) : null;
+};
+
+/**
+ * `extensions.reason` of a refusal for being outside a scoped key's scope. The publisher delivers nothing for an event
+ * whose lookup is refused with it: the event is about something the subscriber may not see.
+ */
+export const OUT_OF_SCOPE = 'OUT_OF_SCOPE';
+
+const scopeText = (principal: OperatorPrincipal, scope: Scope) =>
+  `${principal.id} is scoped to products [${scope.products.join(', ')}] and releases [${scope.releases.join(', ')}]`;
+
+/** How a refusal names what was asked for: the field and its arguments' values. */
+const asked = (name: string, args: unknown) => {
+  const values = Object.values((args ?? {}) as Record<string, unknown>).filter((v) => v !== undefined && v !== null).map((v) => JSON.stringify(v));
+  const text = values.length ? `${name}(${values.join(', ')})` : name;
+  return text.length > 160 ? `${text.slice(0, 157)}...` : text;
+};
+
+/** A mutation changes; a query, an entity reference or a subscription's lookup reads. */
+export type Access = 'change' | 'read';
+
+const check = (ctx: Context, name: string, fieldRule: FieldRule, args: unknown, access: Access = 'change') => authorize(ctx.principal, name, fieldRule, args, access);
 
 /**
  * Throws UNAUTHENTICATED or FORBIDDEN unless the principal may use `name` with these arguments: its role passes the
- * rule and, for a scoped key, the target is one of its products or releases. Also used outside a resolver, e.g. when
- * a subscription is made (gateway/subscriptions.ts).
+ * rule and, for a scoped key, what it changes (`target`) or reads (`visible`, else `target`) is one of its products or
+ * releases. A read of something that does not exist passes, and is answered as for anyone (null or NOT_FOUND). Also
+ * used outside a resolver, e.g. when a subscription is made (gateway/subscriptions.ts).
  */
-export async function authorize(principal: Principal, name: string, fieldRule: FieldRule, args: unknown): Promise<void> {
+export async function authorize(principal: Principal, name: string, fieldRule: FieldRule, args: unknown, access: Access = 'change'): Promise<void> {
   if (!roleAllows(principal, fieldRule.rule)) {
     if (principal.kind === 'anonymous') throw new AppError('UNAUTHENTICATED', `${name} needs a credential: send "Authorization: Bearer <API key>"`);
     if (principal.kind === 'host') throw new AppError('FORBIDDEN', `${name} is not allowed for a host runner`);
     throw new AppError('FORBIDDEN', `${name} needs the ${fieldRule.rule} role; ${principal.id} has ${principal.role}`);
   }
-  if (principal.kind !== 'operator' || !principal.scope || fieldRule.rule === 'VIEWER') return;
+  const scope = scopeOf(principal);
+  if (!scope || principal.kind !== 'operator') return;
+  if (access === 'read') {
+    const visible = fieldRule.visible ?? (fieldRule.target && targetVisible(fieldRule.target));
+    if (visible && (await visible(args, scope)) === false) {
+      throw new AppError('FORBIDDEN', `${scopeText(principal, scope)}: ${asked(name, args)} is outside it`, { reason: OUT_OF_SCOPE });
+    }
+    return;
+  }
+  if (fieldRule.rule === 'VIEWER') return;
   const target = fieldRule.target ? await fieldRule.target(args) : null;
-  const { products, releases } = principal.scope;
-  const inScope = target && ((target.product && products.includes(target.product)) || (target.releaseId && releases.includes(target.releaseId)));
-  if (!inScope) {
+  if (!inScope(scope, target)) {
     const what = target ? `${target.releaseId ? `release ${target.releaseId}` : ''}${target.product ? ` of product ${target.product}` : ''}`.trim() : 'this change (it acts on no single product or release)';
-    throw new AppError('FORBIDDEN', `${principal.id} is scoped to products [${products.join(', ')}] and releases [${releases.join(', ')}]: ${name} on ${what} is outside it`);
+    throw new AppError('FORBIDDEN', `${scopeText(principal, scope)}: ${name} on ${what} is outside it`, { reason: OUT_OF_SCOPE });
   }
 }
 
@@ -194,8 +246,8 @@ function audited(name: string, ctx: Context, args: unknown, outcome: Outcome, co
 /**
  * Wraps every root field and every entity reference resolver with its access rule, in the subgraph that owns the
  * field, so nothing is reachable without a credential even when a subgraph is called directly. Entity lookups come
- * from the gateway on behalf of a caller's query and need VIEWER. Every mutation but a runner's reports (sync, heartbeat, logs) is audited, refusals
- * included.
+ * from the gateway on behalf of a caller's query and need VIEWER (and, for a scoped key, an entity in its scope).
+ * Every mutation but a runner's reports (sync, heartbeat, logs) is audited, refusals included.
  */
 export function secure<T extends ResolverMap>(resolvers: T, rules: AccessRules = {}): T {
   const out: ResolverMap = {};
@@ -207,10 +259,10 @@ export function secure<T extends ResolverMap>(resolvers: T, rules: AccessRules =
       if (!root && field !== '__resolveReference') continue;
       if (!root) {
         const name = `${typeName}.__resolveReference`;
-        const rule: FieldRule = { rule: 'VIEWER' };
+        const rule: FieldRule = { rule: 'VIEWER', visible: rules.entities?.[typeName] };
         // Apollo calls reference resolvers as (reference, context, info).
         out[typeName][field] = async (reference: unknown, ctx: Context, info: unknown) => {
-          await check(ctx, name, rule, reference);
+          await check(ctx, name, rule, reference, 'read');
           return (resolver as (r: unknown, c: Context, i: unknown) => unknown)(reference, ctx, info);
         };
         continue;
@@ -219,7 +271,7 @@ export function secure<T extends ResolverMap>(resolvers: T, rules: AccessRules =
       const auditing = typeName === 'Mutation' && !NOT_AUDITED.has(field);
       out[typeName][field] = async (parent: unknown, args: unknown, ctx: Context, info: unknown) => {
         try {
-          await check(ctx, field, rule, args);
+          await check(ctx, field, rule, args, typeName === 'Query' ? 'read' : 'change');
         } catch (err) {
           // Callers without a credential are refused before any work, and not written down (no log flooding).
           if (auditing && ctx.principal.kind !== 'anonymous') await audited(field, ctx, args, 'DENIED', codeOf(err));

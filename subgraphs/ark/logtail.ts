@@ -79,7 +79,7 @@ const followKey = (instanceId: string) => `follow#${instanceId}`;
  */
 export async function checkFollow(store: Store, principal: Principal, instanceId: string) {
   const instance = await getInstance(store, instanceId);
-  await authorize(principal, 'instanceLogTail', { rule: 'OPERATOR', target: () => (instance ? { releaseId: instance.releaseId, product: instance.product } : null) }, {});
+  await authorize(principal, 'instanceLogTail', { rule: 'OPERATOR', target: () => (instance ? { releaseId: instance.releaseId, product: instance.product } : null) }, { instanceId }, 'read');
   if (!instance) throw new AppError('NOT_FOUND', `no instance ${instanceId}`);
   const host = instance.hostId ? await getHost(store, instance.hostId) : undefined;
   if (!host) throw new AppError('CONFLICT', `instance ${instance.domainName} is not placed on a host yet: it has no container to follow`);

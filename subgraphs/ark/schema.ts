@@ -1,6 +1,6 @@
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import gql from 'graphql-tag';
-import { requireHost, secure, type AccessRules, type Context } from '../../lib/auth';
+import { inScope, scopeOf, requireHost, secure, targetVisible, type AccessRules, type Context, type Scope } from '../../lib/auth';
 import { config } from '../../lib/config';
 import type { SyncRequest } from '../../lib/runner-protocol';
 import { readSchemaFile } from '../../lib/schema-files';
@@ -24,13 +24,35 @@ async function instancePorts(i: Instance) {
   }));
 }
 
+/** The instances a principal may read: a scoped key's are those of its products and releases. */
+const readable = <T>(ctx: Context, items: T[], instanceOf: (item: T) => Pick<Instance, 'releaseId' | 'product'>) => {
+  const scope = scopeOf(ctx.principal);
+  return scope ? items.filter((item) => inScope(scope, instanceOf(item))) : items;
+};
+
+/** An instance's id is `<releaseId>-<ordinal>`: its release, when the instance itself is gone. */
+const releaseOfInstanceId = (id: string) => id.replace(/-\d+$/, '');
+
+/** Drift naming an instance is the instance's release's business; a host's total is the host's. */
+async function readableDrift(ctx: Context, drift: LedgerDrift[]) {
+  const scope = scopeOf(ctx.principal);
+  if (!scope) return drift;
+  const kept = await Promise.all(drift.map(async (d) => {
+    if (!d.instanceId) return true;
+    const instance = await getInstance(store(), d.instanceId);
+    return inScope(scope, instance ?? { releaseId: releaseOfInstanceId(d.instanceId) });
+  }));
+  return drift.filter((_, n) => kept[n]);
+}
+
 const resolvers = {
   Query: {
     hosts: () => listHosts(store()),
     host: (_: unknown, { id }: { id: string }) => getHost(store(), id),
     instance: (_: unknown, { id }: { id: string }) => getInstance(store(), id),
-    resolveName: (_: unknown, { name }: { name: string }) => resolveName(store(), name),
-    ledgerDrift: () => checkLedger(store(), false),
+    // A name of a release outside a scoped key's scope resolves to nothing, as a name of no release does.
+    resolveName: async (_: unknown, { name }: { name: string }, ctx: Context) => readable(ctx, await resolveName(store(), name), (e) => e.instance),
+    ledgerDrift: async (_: unknown, __: unknown, ctx: Context) => readableDrift(ctx, await checkLedger(store(), false)),
     instanceLogs: (_: unknown, { id, tail, since }: { id: string; tail?: number | null; since?: string | null }) =>
       instanceLogs(store(), id, tail ?? 100, since),
     logTail: (_: unknown, { id }: { id: string }) => getLogTail(store(), id),
@@ -61,7 +83,8 @@ const resolvers = {
   },
   Host: {
     __resolveReference: ({ id }: { id: string }) => getHost(store(), id),
-    instances: ({ id }: { id: string }) => instancesOfHost(store(), id),
+    // Hosts are shared; the instances on them are their releases'.
+    instances: async ({ id }: { id: string }, _: unknown, ctx: Context) => readable(ctx, await instancesOfHost(store(), id), (i) => i),
     certificateExpiresAt: (h: Host) => h.certificate?.notAfter ?? null,
   },
   Instance: {
@@ -77,7 +100,7 @@ const resolvers = {
     ports: (e: Endpoint) => instancePorts(e.instance),
   },
   Release: {
-    instances: ({ id }: { id: string }) => instancesOfRelease(store(), id),
+    instances: async ({ id }: { id: string }, _: unknown, ctx: Context) => readable(ctx, await instancesOfRelease(store(), id), (i) => i),
   },
   LogTail: {
     instance: (t: LogTail) => getInstance(store(), t.instanceId),
@@ -90,9 +113,13 @@ const instanceTarget = async ({ id }: { id: string }) => {
   return instance ? { releaseId: instance.releaseId, product: instance.product } : null;
 };
 
-/** Who may call what (lib/auth.ts): hosts are an admin's business; a runner syncs only with its own host token. */
+/**
+ * Who may call what (lib/auth.ts): hosts are an admin's business; a runner syncs only with its own host token. Hosts
+ * are shared: a scoped key reads them, but only the instances of its products and releases on them.
+ */
 export const arkAccess: AccessRules = {
   Query: {
+    instance: { rule: 'VIEWER', target: instanceTarget },
     // Container output may hold what the product prints of its configuration: an operator's business.
     instanceLogs: { rule: 'OPERATOR', target: instanceTarget },
     // Checked again at each delivery of instanceLogTail: the publisher runs this lookup as the subscriber.
@@ -116,6 +143,15 @@ export const arkAccess: AccessRules = {
     runnerSync: 'HOST',
     runnerHeartbeat: 'HOST',
     runnerRenewCertificate: 'HOST',
+  },
+  entities: {
+    Instance: targetVisible(instanceTarget),
+    // Ark knows a release by its instances (Panama is above it): a release of none has nothing here to show.
+    Release: async ({ id }: { id: string }, scope: Scope) => {
+      if (scope.releases.includes(id)) return true;
+      const [instance] = await instancesOfRelease(store(), id);
+      return instance ? inScope(scope, instance) : null;
+    },
   },
 };
 

@@ -3,7 +3,7 @@ import { claim, dropClaim, olderThanLease } from '../../lib/claims';
 import { newId } from '../../lib/ids';
 import type { Store, Versioned } from '../../lib/store';
 import { channelsFor, getRelease } from '../panama';
-import { pageOf, pageSize, recordEvent, SEVERITY_RANK, type Page, type Severity } from './events';
+import { mergedPage, pageOf, pageSize, recordEvent, SEVERITY_RANK, type Page, type Severity } from './events';
 
 export type AlarmKind = 'HOST_DOWN' | 'CONTAINER_UNHEALTHY' | 'CONTAINER_RESTARTED' | 'CONTAINER_OOM' | 'CONTAINER_CRASH_LOOP'
   | 'INSTANCE_MIGRATED' | 'DEPLOY_FAILED' | 'UPGRADE_ROLLED_BACK' | 'INSPECTION_CRITICAL' | 'MEMORY_HIGH' | 'CERTIFICATE_EXPIRING' | 'TEST';
@@ -137,10 +137,18 @@ export interface AlarmFilter {
 /**
  * Alarms sort newest first by raise time; ids are not time-ordered, so the cursor is `<raisedAt>~<id>`. The narrowest
  * index the filter allows is queried (release, host, state, else all); the rest of the filter applies to what it yields.
+ * `releases`: only the alarms of these (a scoped key's), read from each release's index.
  */
-export async function listAlarms(store: Store, filter: AlarmFilter = {}, first = 50, after?: string | null): Promise<Page<Alarm>> {
+export async function listAlarms(store: Store, filter: AlarmFilter = {}, first = 50, after?: string | null, releases?: Set<string> | null): Promise<Page<Alarm>> {
   const where: Record<string, string> = {};
   if (filter.severity) where.severity = filter.severity;
+  const cursor = (a: Alarm) => `${a.raisedAt}~${a.id}`;
+  if (releases) {
+    if (filter.hostId) where.hostId = filter.hostId;
+    if (filter.state) where.state = filter.state;
+    const ids = filter.releaseId ? [filter.releaseId].filter((r) => releases.has(r)) : [...releases];
+    return mergedPage(ids.map((id) => store.queryRange<Alarm>('alarms', 'byRelease', id, { descending: true, below: after ?? undefined, limit: pageSize(first) + 1, where })), first, cursor);
+  }
   let index: string, value: string;
   if (filter.releaseId) {
     [index, value] = ['byRelease', filter.releaseId];
@@ -155,7 +163,7 @@ export async function listAlarms(store: Store, filter: AlarmFilter = {}, first =
     [index, value] = ['byTime', STREAM];
   }
   const items = await store.queryRange<Alarm>('alarms', index, value, { descending: true, below: after ?? undefined, limit: pageSize(first) + 1, where });
-  return pageOf(items, first, (a) => `${a.raisedAt}~${a.id}`);
+  return pageOf(items, first, cursor);
 }
 
 /** Open (FIRING or ACKNOWLEDGED) alarms, oldest first, up to `limit` per state: a Query on the state index. */

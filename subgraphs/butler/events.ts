@@ -98,18 +98,34 @@ export function pageOf<T>(items: T[], first: number, cursor: (item: T) => string
   return { nodes, pageInfo: { endCursor: nodes.length ? cursor(nodes[nodes.length - 1]) : null, hasNextPage: items.length > nodes.length } };
 }
 
+/**
+ * A page out of several partitions of an index read newest first (e.g. one per release a scoped key reads), each read
+ * up to a page: merged by the range key the cursor names.
+ */
+export async function mergedPage<T>(partitions: Promise<T[]>[], first: number, cursor: (item: T) => string): Promise<Page<T>> {
+  const items = (await Promise.all(partitions)).flat().sort((a, b) => (cursor(a) < cursor(b) ? 1 : cursor(a) > cursor(b) ? -1 : 0));
+  return pageOf(items.slice(0, pageSize(first) + 1), first, cursor);
+}
+
 /** An instance's id is `<releaseId>-<ordinal>` (ark's instanceId): its events are among its release's. */
-const releaseOfInstance = (instanceId: string) => instanceId.replace(/-\d+$/, '');
+export const releaseOfInstance = (instanceId: string) => instanceId.replace(/-\d+$/, '');
 
 /**
  * Newest first; `after` is the id of the last event of the previous page. The narrowest index the filter allows is
- * queried; the rest of the filter applies to what it yields.
+ * queried; the rest of the filter applies to what it yields. `releases`: only the events of these (a scoped key's),
+ * read from each release's index.
  */
-export async function listEvents(store: Store, filter: EventFilter = {}, first = 50, after?: string | null): Promise<Page<PlatformEvent>> {
+export async function listEvents(store: Store, filter: EventFilter = {}, first = 50, after?: string | null, releases?: Set<string> | null): Promise<Page<PlatformEvent>> {
   const where: Record<string, string> = {};
   if (filter.kind) where.kind = filter.kind;
   if (filter.instanceId) where.instanceId = filter.instanceId;
   const release = filter.releaseId ?? (filter.instanceId ? releaseOfInstance(filter.instanceId) : null);
+  if (releases) {
+    if (filter.hostId) where.hostId = filter.hostId;
+    const ids = release ? [release].filter((r) => releases.has(r)) : [...releases];
+    return mergedPage(ids.map((id) => store.queryRange<PlatformEvent>('events', 'byRelease', id, { descending: true, below: after ?? undefined, limit: pageSize(first) + 1, where })),
+      first, (e) => e.id);
+  }
   let index: string, value: string;
   if (release) {
     [index, value] = ['byRelease', release];

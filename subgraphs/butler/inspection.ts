@@ -18,6 +18,8 @@ export interface Finding {
   /** What it is about: `host/<name>`, `instance/<domain name>`, `release/<name>`. */
   subject: string;
   message: string;
+  /** The release an instance's or a release's finding belongs to (what a scoped key's view keeps). */
+  releaseId?: string;
 }
 
 export interface Inspection extends Versioned {
@@ -118,26 +120,27 @@ function inspectInstances({ instances, containers, releases, healthFlaps }: Flee
   for (const i of instances) {
     if (i.desiredState !== 'RUNNING') continue;
     const subject = `instance/${i.domainName}`;
+    const about = { subject, releaseId: i.releaseId };
     const c = byInstance.get(i.id);
-    if (!c) { out.push({ severity: 'WARNING', check: 'instance.reported', subject, message: 'no runner has reported its container' }); continue; }
-    if (!isServing(c)) out.push({ severity: 'CRITICAL', check: 'instance.health', subject, message: `the container is ${c.state.toLowerCase()}, health ${c.health.toLowerCase()}${c.error ? `: ${c.error}` : ''}` });
-    if (c.oomKilled) out.push({ severity: 'CRITICAL', check: 'instance.oom', subject, message: 'the container was killed for running out of memory' });
-    if (c.restartCount >= 3) out.push({ severity: 'WARNING', check: 'instance.restarts', subject, message: `restarted ${c.restartCount} times` });
+    if (!c) { out.push({ severity: 'WARNING', check: 'instance.reported', ...about, message: 'no runner has reported its container' }); continue; }
+    if (!isServing(c)) out.push({ severity: 'CRITICAL', check: 'instance.health', ...about, message: `the container is ${c.state.toLowerCase()}, health ${c.health.toLowerCase()}${c.error ? `: ${c.error}` : ''}` });
+    if (c.oomKilled) out.push({ severity: 'CRITICAL', check: 'instance.oom', ...about, message: 'the container was killed for running out of memory' });
+    if (c.restartCount >= 3) out.push({ severity: 'WARNING', check: 'instance.restarts', ...about, message: `restarted ${c.restartCount} times` });
     if (c.specHash !== i.specHash && !upgrading.has(i.releaseId)) {
-      out.push({ severity: 'WARNING', check: 'instance.spec-drift', subject, message: 'the container does not run the spec (image, env, config files) the release asks for' });
+      out.push({ severity: 'WARNING', check: 'instance.spec-drift', ...about, message: 'the container does not run the spec (image, env, config files) the release asks for' });
     }
     const flaps = healthFlaps?.get(i.id) ?? 0;
     if (flaps >= HEALTH_FLAPS) {
-      out.push({ severity: 'WARNING', check: 'instance.health-flaps', subject, message: `its container turned unhealthy ${flaps} times in 24 h: its healthcheck passes and fails by turns (a timeout too tight for the load, a dependency that comes and goes, a resource limit); read its events and logs` });
+      out.push({ severity: 'WARNING', check: 'instance.health-flaps', ...about, message: `its container turned unhealthy ${flaps} times in 24 h: its healthcheck passes and fails by turns (a timeout too tight for the load, a dependency that comes and goes, a resource limit); read its events and logs` });
     }
     if (c.configDrift?.length && c.specHash === i.specHash) {
-      out.push({ severity: 'WARNING', check: 'instance.config-drift', subject, message: `config files in the container differ from the release's rendered config: ${c.configDrift.join(', ')} (edited inside the container, or rewritten by the product); the release's files are in configFiles — change the release's config instead, and restartInstance re-creates the container with them` });
+      out.push({ severity: 'WARNING', check: 'instance.config-drift', ...about, message: `config files in the container differ from the release's rendered config: ${c.configDrift.join(', ')} (edited inside the container, or rewritten by the product); the release's files are in configFiles — change the release's config instead, and restartInstance re-creates the container with them` });
     }
     if (c.stats && pct(c.stats.memoryBytes, i.spec.memoryMb * MB) >= 90) {
-      out.push({ severity: 'WARNING', check: 'instance.memory', subject, message: `uses ${Math.round(c.stats.memoryBytes / MB)} MB of its ${i.spec.memoryMb} MB limit` });
+      out.push({ severity: 'WARNING', check: 'instance.memory', ...about, message: `uses ${Math.round(c.stats.memoryBytes / MB)} MB of its ${i.spec.memoryMb} MB limit` });
     }
     if (c.startedAt && now.getTime() - Date.parse(c.startedAt) < 10 * 60_000 && Date.parse(i.createdAt) < Date.parse(c.startedAt) - 60_000) {
-      out.push({ severity: 'INFO', check: 'instance.uptime', subject, message: `up only since ${c.startedAt}: it was restarted recently` });
+      out.push({ severity: 'INFO', check: 'instance.uptime', ...about, message: `up only since ${c.startedAt}: it was restarted recently` });
     }
   }
   return out;
@@ -154,25 +157,26 @@ function inspectReleases({ releases, instances, containers, hosts }: FleetView):
   for (const r of releases) {
     if (r.phase === 'DELETING') continue;
     const subject = `release/${r.name}`;
+    const about = { subject, releaseId: r.id };
     const own = instances.filter((i) => i.releaseId === r.id);
     const ok = healthy(r);
     if (r.phase === 'ACTIVE' && ok < r.replicas) {
-      out.push({ severity: ok === 0 ? 'CRITICAL' : 'WARNING', check: 'release.replicas', subject, message: `${ok} of ${r.replicas} replicas are healthy` });
+      out.push({ severity: ok === 0 ? 'CRITICAL' : 'WARNING', check: 'release.replicas', ...about, message: `${ok} of ${r.replicas} replicas are healthy` });
     }
     const onHosts = new Set(own.map((i) => i.hostId));
     if (own.length > 1 && onHosts.size === 1 && hosts.length > 1) {
-      out.push({ severity: 'WARNING', check: 'release.spread', subject, message: `all ${own.length} instances run on one host: losing it loses the release` });
+      out.push({ severity: 'WARNING', check: 'release.spread', ...about, message: `all ${own.length} instances run on one host: losing it loses the release` });
     } else if (own.length > 1 && zones.size > 1) {
       const inZones = new Set(own.map((i) => zoneOf.get(i.hostId ?? '') ?? null));
       const [only] = [...inZones];
-      if (inZones.size === 1 && only) out.push({ severity: 'WARNING', check: 'release.zone-spread', subject, message: `all ${own.length} instances run in zone ${only} while the fleet has ${zones.size} zones: losing it loses the release (deploy with spreadBy: "zone")` });
+      if (inZones.size === 1 && only) out.push({ severity: 'WARNING', check: 'release.zone-spread', ...about, message: `all ${own.length} instances run in zone ${only} while the fleet has ${zones.size} zones: losing it loses the release (deploy with spreadBy: "zone")` });
     }
     for (const depId of r.dependsOn) {
       const dep = byId.get(depId);
-      if (dep && healthy(dep) < dep.replicas) out.push({ severity: 'WARNING', check: 'release.dependency', subject, message: `depends on ${dep.name}, which has ${healthy(dep)} of ${dep.replicas} replicas healthy` });
+      if (dep && healthy(dep) < dep.replicas) out.push({ severity: 'WARNING', check: 'release.dependency', ...about, message: `depends on ${dep.name}, which has ${healthy(dep)} of ${dep.replicas} replicas healthy` });
     }
     if (r.upgrade?.state === 'ROLLED_BACK' || r.upgrade?.state === 'FAILED') {
-      out.push({ severity: 'INFO', check: 'release.upgrade', subject, message: `the last ${r.upgrade.kind.toLowerCase()} to ${r.upgrade.toVersion} ended ${r.upgrade.state.toLowerCase().replace('_', ' ')}` });
+      out.push({ severity: 'INFO', check: 'release.upgrade', ...about, message: `the last ${r.upgrade.kind.toLowerCase()} to ${r.upgrade.toVersion} ended ${r.upgrade.state.toLowerCase().replace('_', ' ')}` });
     }
   }
   return out;
@@ -201,6 +205,15 @@ export function inspect(view: FleetView, now = new Date()): Finding[] {
 /** 100 for a clean fleet; each critical finding costs 20, each warning 5, notes nothing. */
 export const score = (findings: Finding[]) =>
   Math.max(0, 100 - findings.reduce((s, f) => s + (f.severity === 'CRITICAL' ? 20 : f.severity === 'WARNING' ? 5 : 0), 0));
+
+/**
+ * The inspection as a key scoped to some releases sees it: the findings of those releases and their instances, and
+ * those of the (shared) hosts but their books, which name every instance on them; scored on what is left.
+ */
+export function inspectionOf(i: Inspection, releases: Set<string>): Inspection {
+  const findings = i.findings.filter((f) => (f.releaseId ? releases.has(f.releaseId) : f.subject.startsWith('host/') && f.check !== 'host.ledger'));
+  return { ...i, findings, score: score(findings) };
+}
 
 const causeOf = (f: Finding) => `${f.check}#${f.subject}`;
 
@@ -240,7 +253,10 @@ export async function runInspection(store: Store, trigger: Inspection['trigger']
     ...inspectionKeys({ id, startedAt: now.toISOString() }),
   })) as Inspection;
   const critical = findings.filter((f) => f.severity === 'CRITICAL');
-  for (const f of critical) await raise(store, { kind: 'INSPECTION_CRITICAL', severity: 'CRITICAL', message: `inspection: ${f.subject}: ${f.message}`, cause: causeOf(f) });
+  // A release's finding raises an alarm of that release: its team (a scoped key) sees it.
+  for (const f of critical) {
+    await raise(store, { kind: 'INSPECTION_CRITICAL', severity: 'CRITICAL', message: `inspection: ${f.subject}: ${f.message}`, cause: causeOf(f), ...(f.releaseId ? { releaseId: f.releaseId } : {}) });
+  }
   const still = new Set(critical.map(causeOf));
   for (const f of previous?.findings ?? []) if (f.severity === 'CRITICAL' && !still.has(causeOf(f))) await resolveAlarm(store, 'INSPECTION_CRITICAL', causeOf(f));
   return inspection;

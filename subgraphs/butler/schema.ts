@@ -1,14 +1,14 @@
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import gql from 'graphql-tag';
-import { callerOf, secure, type AccessRules, type Context } from '../../lib/auth';
+import { callerOf, inScope, scopeOf, secure, type AccessRules, type Context, type Scope } from '../../lib/auth';
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
 import { acknowledgeAlarm, getAlarm, listAlarms, type Alarm, type AlarmFilter } from './alarms';
-import { listEvents, type EventFilter, type PlatformEvent } from './events';
+import { listEvents, releaseOfInstance, type EventFilter, type PlatformEvent } from './events';
 import { restart } from './watch';
 import { AppError, notFound } from '../../lib/errors';
 import { config } from '../../lib/config';
-import { getInspection, listInspections, runInspection, type Inspection } from './inspection';
+import { getInspection, inspectionOf, listInspections, runInspection, type Inspection } from './inspection';
 import { findingCounts, reportHtml, reportMarkdown } from './inspection-report';
 import {
   containersOfHost, containersOfRelease, generationStatus, getContainer, getInstance, HOST_DESIRED_CHANGED, instancesOfRelease, isFailing, isServing,
@@ -16,6 +16,7 @@ import {
 } from '../ark';
 import { testChannel } from './notify';
 import { removeHost } from './watchdog';
+import { releaseInScope, releasesInScope } from '../panama';
 
 /** The change a HOST_DESIRED_CHANGED event announced; a host runner may read only those of its own host. */
 async function hostDesiredStateChange(eventId: string, ctx: Context) {
@@ -27,22 +28,44 @@ async function hostDesiredStateChange(eventId: string, ctx: Context) {
   return { hostId: event.hostId, at: event.at };
 }
 
+/**
+ * The releases whose alarms, events, containers and findings the principal reads: a scoped key's (those it names and
+ * those of its products); null for every one.
+ */
+const readableReleases = (ctx: Context) => {
+  const scope = scopeOf(ctx.principal);
+  return scope ? releasesInScope(store(), scope) : null;
+};
+
+const readableContainers = async (ctx: Context, containers: ContainerRecord[]) => {
+  const releases = await readableReleases(ctx);
+  return releases ? containers.filter((c) => releases.has(c.releaseId)) : containers;
+};
+
+const readableInspection = async (ctx: Context, inspection: Inspection | undefined) => {
+  const releases = inspection && (await readableReleases(ctx));
+  return releases ? inspectionOf(inspection, releases) : inspection;
+};
+
 const resolvers = {
   Query: {
-    unhealthyContainers: async () => (await listContainers(store())).filter(isFailing),
-    alarms: (_: unknown, { filter, first, after }: { filter?: AlarmFilter | null; first: number; after?: string | null }) =>
-      listAlarms(store(), filter ?? {}, first, after),
+    unhealthyContainers: async (_: unknown, __: unknown, ctx: Context) => readableContainers(ctx, (await listContainers(store())).filter(isFailing)),
+    alarms: async (_: unknown, { filter, first, after }: { filter?: AlarmFilter | null; first: number; after?: string | null }, ctx: Context) =>
+      listAlarms(store(), filter ?? {}, first, after, await readableReleases(ctx)),
     alarm: (_: unknown, { id }: { id: string }) => getAlarm(store(), id),
-    events: (_: unknown, { filter, first, after }: { filter?: EventFilter | null; first: number; after?: string | null }) =>
-      listEvents(store(), filter ?? {}, first, after),
+    events: async (_: unknown, { filter, first, after }: { filter?: EventFilter | null; first: number; after?: string | null }, ctx: Context) =>
+      listEvents(store(), filter ?? {}, first, after, await readableReleases(ctx)),
     event: (_: unknown, { id }: { id: string }) => store().get<PlatformEvent>('events', id),
     containerStatus: async (_: unknown, { instanceId }: { instanceId: string }) => {
       const [instance, record] = await Promise.all([getInstance(store(), instanceId), getContainer(store(), instanceId)]);
       return instance ? generationStatus(record, instance.specHash) : null;
     },
     hostDesiredStateChange: (_: unknown, { eventId }: { eventId: string }, ctx: Context) => hostDesiredStateChange(eventId, ctx),
-    inspections: (_: unknown, { first, after }: { first: number; after?: string | null }) => listInspections(store(), first, after),
-    inspection: (_: unknown, { id }: { id: string }) => getInspection(store(), id),
+    inspections: async (_: unknown, { first, after }: { first: number; after?: string | null }, ctx: Context) => {
+      const page = await listInspections(store(), first, after);
+      return { ...page, nodes: await Promise.all(page.nodes.map((i) => readableInspection(ctx, i))) };
+    },
+    inspection: async (_: unknown, { id }: { id: string }, ctx: Context) => readableInspection(ctx, await getInspection(store(), id)),
     me: (_: unknown, __: unknown, { principal }: Context) => callerOf(principal),
   },
   Mutation: {
@@ -58,7 +81,7 @@ const resolvers = {
     removeHost: (_: unknown, { id }: { id: string }) => removeHost(store(), id),
   },
   Inspection: {
-    __resolveReference: ({ id }: { id: string }) => getInspection(store(), id),
+    __resolveReference: async ({ id }: { id: string }, ctx: Context) => readableInspection(ctx, await getInspection(store(), id)),
     counts: findingCounts,
     report: (i: Inspection, { format }: { format: 'MARKDOWN' | 'HTML' }) => (format === 'HTML' ? reportHtml(i) : reportMarkdown(i)),
   },
@@ -85,7 +108,8 @@ const resolvers = {
     },
   },
   Host: {
-    containers: ({ id }: { id: string }) => containersOfHost(store(), id),
+    // Hosts are shared; the containers on them are their releases'.
+    containers: async ({ id }: { id: string }, _: unknown, ctx: Context) => readableContainers(ctx, await containersOfHost(store(), id)),
   },
   Release: {
     health: async ({ id }: { id: string }) => {
@@ -109,9 +133,43 @@ const resolvers = {
   },
 } satisfies Record<string, Record<string, unknown>>;
 
-/** Who may call what (lib/auth.ts): operators acknowledge alarms, restart instances and run inspections. */
+/** Whether what names this release lies in the scope: what names no release (a host's, the platform's) does not. */
+const ofRelease = async (releaseId: string | null | undefined, scope: Scope) => (releaseId ? (await releaseInScope(store(), scope, releaseId)) ?? false : false);
+
+const alarmVisible = async ({ id }: { id: string }, scope: Scope) => {
+  const alarm = await getAlarm(store(), id);
+  return alarm ? ofRelease(alarm.releaseId, scope) : null;
+};
+
+const eventVisible = async ({ id }: { id: string }, scope: Scope) => {
+  const event = await store().get<PlatformEvent>('events', id);
+  return event ? ofRelease(event.releaseId, scope) : null;
+};
+
+const instanceVisible = async (id: string, scope: Scope) => {
+  const instance = await getInstance(store(), id);
+  return instance ? inScope(scope, instance) : null;
+};
+
+/**
+ * Who may call what (lib/auth.ts): operators acknowledge alarms, restart instances and run inspections. A scoped key
+ * reads the alarms, events and containers of its releases (lists are filtered, other direct reads are FORBIDDEN).
+ */
 export const butlerAccess: AccessRules = {
-  Query: { hostDesiredStateChange: 'HOST' },
+  Query: {
+    hostDesiredStateChange: 'HOST',
+    alarm: { rule: 'VIEWER', visible: alarmVisible },
+    event: { rule: 'VIEWER', visible: eventVisible },
+    containerStatus: { rule: 'VIEWER', visible: ({ instanceId }: { instanceId: string }, scope) => instanceVisible(instanceId, scope) },
+    alarms: { rule: 'VIEWER', visible: ({ filter }: { filter?: AlarmFilter | null }, scope) => (filter?.releaseId ? releaseInScope(store(), scope, filter.releaseId) : true) },
+    events: {
+      rule: 'VIEWER',
+      visible: ({ filter }: { filter?: EventFilter | null }, scope) => {
+        const releaseId = filter?.releaseId ?? (filter?.instanceId ? releaseOfInstance(filter.instanceId) : null);
+        return releaseId ? releaseInScope(store(), scope, releaseId) : true;
+      },
+    },
+  },
   Mutation: {
     runInspection: 'OPERATOR',
     testAlertChannel: 'ADMIN',
@@ -131,6 +189,12 @@ export const butlerAccess: AccessRules = {
         return instance ? { releaseId: instance.releaseId, product: instance.product } : null;
       },
     },
+  },
+  entities: {
+    Alarm: alarmVisible,
+    Event: eventVisible,
+    Instance: ({ id }: { id: string }, scope) => instanceVisible(id, scope),
+    Release: ({ id }: { id: string }, scope) => releaseInScope(store(), scope, id),
   },
 };
 

@@ -12,6 +12,7 @@ export { reconcileReleases } from './reconcile';
 export { getProduct, mustGetProduct, type Product } from './products';
 export { constraintsOf, getRelease, listReleases, mustGetRelease, specAfterMove, type Release } from './releases';
 export { isActive } from './upgrades';
+export { releaseInScope, releasesInScope } from './scope';
 export { allChannels, channelsFor, mustGetChannel, scrubTarget, type AlertChannel } from './channels';
 
 // A release being deleted disappears once the runners report its last container gone.

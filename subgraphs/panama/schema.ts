@@ -1,6 +1,6 @@
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import gql from 'graphql-tag';
-import { actor, secure, type AccessRules, type Context } from '../../lib/auth';
+import { actor, OUT_OF_SCOPE, scopeOf, secure, type AccessRules, type Context, type Scope } from '../../lib/auth';
 import { createApiKey, listApiKeys, revokeApiKey, type ApiKeyInput } from '../../lib/apikeys';
 import { auditHead, listAudit, type AuditFilter } from '../../lib/audit';
 import { kick } from '../../lib/kick';
@@ -18,7 +18,8 @@ import { rollbackRelease, setPaused, startUpgrade, type UpgradeStrategy } from '
 import { configureRelease, deleteRelease, deploy, getRelease, listReleases, mustGetRelease, scaleRelease, statusOf, versionsInUse, type DeployInput, type Release } from './releases';
 import { createAlertChannel, deleteAlertChannel, displayTarget, getChannel, listChannels, type AlertChannel, type AlertChannelInput } from './channels';
 import { listRevisions } from './revisions';
-import { badInput } from '../../lib/errors';
+import { AppError, badInput } from '../../lib/errors';
+import { productsInScope, releaseInScope, releaseVisible } from './scope';
 
 // status and statusMessage come from one look at the instances, shared by both fields of the same release object.
 const statuses = new WeakMap<Release, ReturnType<typeof statusOf>>();
@@ -44,12 +45,30 @@ async function converging(change: Promise<Release>): Promise<Release> {
 
 const resolvers = {
   Query: {
-    products: () => listProducts(store()),
+    products: async (_: unknown, __: unknown, ctx: Context) => {
+      const [products, scope] = [await listProducts(store()), scopeOf(ctx.principal)];
+      if (!scope) return products;
+      const seen = await productsInScope(store(), scope);
+      return products.filter((p) => seen.has(p.name));
+    },
     product: (_: unknown, { name }: { name: string }) => getProduct(store(), name),
-    releases: () => listReleases(store()),
+    releases: async (_: unknown, __: unknown, ctx: Context) => {
+      const [releases, scope] = [await listReleases(store()), scopeOf(ctx.principal)];
+      return scope ? releases.filter((r) => releaseVisible(scope, r)) : releases;
+    },
     release: (_: unknown, { id }: { id: string }) => getRelease(store(), id),
-    resolveDependencies: async (_: unknown, { products }: { products: string[] }) =>
-      resolveDependencies(products, new Map((await listProducts(store())).map((p) => [p.name, p]))),
+    resolveDependencies: async (_: unknown, { products }: { products: string[] }, ctx: Context) => {
+      const resolved = resolveDependencies(products, new Map((await listProducts(store())).map((p) => [p.name, p])));
+      const scope = scopeOf(ctx.principal);
+      if (scope) {
+        const seen = await productsInScope(store(), scope);
+        const outside = resolved.filter((r) => !seen.has(r.product.name)).map((r) => r.product.name);
+        if (outside.length) {
+          throw new AppError('FORBIDDEN', `the dependencies of ${products.join(', ')} include ${outside.join(', ')}, outside the scope of ${actor(ctx)}`, { reason: OUT_OF_SCOPE });
+        }
+      }
+      return resolved;
+    },
     alertChannels: () => listChannels(store()),
     apiKeys: () => listApiKeys(store()),
     auditLog: (_: unknown, { filter, first, after }: { filter?: AuditFilter | null; first: number; after?: string | null }) =>
@@ -63,10 +82,13 @@ const resolvers = {
       await mustGetRelease(store(), releaseId);
       return (await instancesOfRelease(store(), releaseId)).map((i) => ({ instanceId: i.id, ordinal: i.ordinal, domainName: i.domainName, files: i.spec.configFiles }));
     },
-    configSummary: async (_: unknown, { format }: { format: 'CSV' | 'MARKDOWN' }) => {
-      const [releases, instances, hosts, containers] = await Promise.all([
+    configSummary: async (_: unknown, { format }: { format: 'CSV' | 'MARKDOWN' }, ctx: Context) => {
+      const [all, instances, hosts, containers] = await Promise.all([
         listReleases(store()), listInstances(store()), listHosts(store()), listContainers(store()),
       ]);
+      // The rows are the releases' (and their instances'): a scoped key's table has its releases only.
+      const scope = scopeOf(ctx.principal);
+      const releases = scope ? all.filter((r) => releaseVisible(scope, r)) : all;
       return configSummary(format, summaryRows({ releases, instances, hosts, containers }));
     },
   },
@@ -129,9 +151,36 @@ const resolvers = {
 /** A change to one release, for keys scoped to some products or releases. */
 const releaseTarget = async ({ id }: { id: string }) => ({ releaseId: id, product: (await getRelease(store(), id))?.product ?? null });
 
-/** Who may call what (lib/auth.ts): operators run releases, admins define products and channels and manage keys. */
+/** A read of one release or of what it renders, for keys scoped to some products or releases. */
+const releaseRead = (arg: 'id' | 'releaseId') => (args: Record<string, string>, scope: Scope) => releaseInScope(store(), scope, args[arg]);
+
+const productVisible = async (name: string, scope: Scope) =>
+  (await productsInScope(store(), scope)).has(name) || ((await getProduct(store(), name)) ? false : null);
+
+/** Keys and the audit log span every product: no scoped key reads them. */
+const unscopedOnly = () => false;
+
+/**
+ * Who may call what (lib/auth.ts): operators run releases, admins define products and channels and manage keys. A
+ * scoped key reads the products and releases of its scope (lists are filtered, other direct reads are FORBIDDEN).
+ */
 export const panamaAccess: AccessRules = {
-  Query: { apiKeys: 'ADMIN', auditLog: 'ADMIN', auditHead: 'ADMIN' },
+  Query: {
+    apiKeys: { rule: 'ADMIN', visible: unscopedOnly },
+    auditLog: { rule: 'ADMIN', visible: unscopedOnly },
+    auditHead: { rule: 'ADMIN', visible: unscopedOnly },
+    product: { rule: 'VIEWER', visible: ({ name }: { name: string }, scope) => productVisible(name, scope) },
+    release: { rule: 'VIEWER', visible: releaseRead('id') },
+    deploymentScript: { rule: 'VIEWER', visible: releaseRead('releaseId') },
+    configFiles: { rule: 'VIEWER', visible: releaseRead('releaseId') },
+    resolveDependencies: {
+      rule: 'VIEWER',
+      visible: async ({ products }: { products: string[] }, scope) => {
+        const seen = await productsInScope(store(), scope);
+        return products.every((p) => seen.has(p));
+      },
+    },
+  },
   Mutation: {
     defineProduct: { rule: 'ADMIN', target: ({ input }: { input: { name: string } }) => ({ product: input?.name }) },
     deleteProduct: { rule: 'ADMIN', target: ({ name }: { name: string }) => ({ product: name }) },
@@ -149,6 +198,10 @@ export const panamaAccess: AccessRules = {
     createApiKey: 'ADMIN',
     revokeApiKey: 'ADMIN',
     revealSecretEnv: { rule: 'ADMIN', target: ({ releaseId }: { releaseId: string }) => releaseTarget({ id: releaseId }) },
+  },
+  entities: {
+    Product: ({ name }: { name: string }, scope) => productVisible(name, scope),
+    Release: ({ id }: { id: string }, scope) => releaseInScope(store(), scope, id),
   },
 };
 

@@ -1,3 +1,4 @@
+import { createClient as createWsClient, type Client } from 'graphql-ws';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
@@ -5,6 +6,8 @@ import { hashSecret } from '../../lib/ids';
 import { createClient, ensureTables, Store } from '../../lib/store';
 import { startDynalite, type DynamoDbServer } from '../support/dynamodb';
 import { httpClient } from '../support/lambda';
+import { waitFor, waitUntil } from '../support/wait';
+import WebSocket from 'ws';
 
 /**
  * Principals, roles, limits and rate limits at the edge: the real gateway Lambda handler (subgraphs in-process) on the
@@ -211,4 +214,188 @@ test('a host that declared more capacity than its engine reports is capped at th
   expect(synced.body.errors).toBeUndefined();
   const seen = await gql({ query: `{ host(id: "${host.id}") { capacity { cpuMillis memoryMb } } }` }, ADMIN);
   expect(seen.body.data!.host.capacity).toEqual({ cpuMillis: 2000, memoryMb: 3900 });
+});
+
+describe('a key scoped to a product or a release reads only what belongs to it', () => {
+  /**
+   * Two teams' products on one shared host: "alpha" and "beta", a release of each, reported by the host's runner
+   * (container events, and an unhealthy container raising an alarm for each release).
+   */
+  let hostId: string;
+  let hostToken: string;
+  const rel = { alpha: '', beta: '' };
+  const inst = { alpha: '', beta: '' };
+  const alarmOf = { alpha: '', beta: '' };
+  let viewer: string;
+  let operator: string;
+  let unscoped: string;
+  let desired: { instanceId: string; specHash: string; name: string }[] = [];
+  const observed = new Map<string, Record<string, unknown>>();
+
+  /** The host's runner reports its containers (as last told, with these changes) and learns what it should run. */
+  const report = async (changes: Record<string, Record<string, unknown>> = {}) => {
+    for (const [id, change] of Object.entries(changes)) observed.set(id, { ...observed.get(id), ...change });
+    const containers = desired.map((d, n) => ({
+      containerId: `c-${d.instanceId}`, instanceId: d.instanceId, specHash: d.specHash, name: d.name, state: 'RUNNING', health: 'HEALTHY',
+      restartCount: 0, oomKilled: false, ports: [{ containerPort: 8080, protocol: 'tcp', hostPort: 41000 + n }], ...observed.get(d.instanceId),
+    }));
+    const res = await gql({ query: 'mutation($o: [ObservedContainerInput!]!) { runnerSync(input: {observed: $o}) { desired { instanceId specHash name } } }', variables: { o: containers } }, hostToken);
+    expect(res.body.errors).toBeUndefined();
+    desired = res.body.data!.runnerSync.desired;
+  };
+
+  const read = async (query: string, token: string, variables: Record<string, unknown> = {}) => {
+    const res = await gql({ query, variables }, token);
+    expect([query, res.body.errors]).toEqual([query, undefined]);
+    return res.body.data!;
+  };
+
+  const refused = async (query: string, token: string, variables: Record<string, unknown> = {}) => {
+    const res = await gql({ query, variables }, token);
+    expect([query, codeOf(res)]).toEqual([query, 'FORBIDDEN']);
+    expect(res.body.errors![0].message).toMatch(/is scoped to products \[.*\] and releases \[.*\]: .* is outside it/);
+    return res;
+  };
+
+  beforeAll(async () => {
+    for (const name of ['alpha', 'beta']) {
+      const defined = await gql({ query: `mutation { defineProduct(input: {name: "${name}", description: "${name} team", versions: [{version: "1.0.0", image: "fangzhou/demo:1"}], defaults: {replicas: 1, resources: {cpuMillis: 100, memoryMb: 64}}}) { name } }` }, ADMIN);
+      expect(defined.body.errors).toBeUndefined();
+    }
+    const token = (await gql({ query: 'mutation { createJoinToken { token } }' }, ADMIN)).body.data!.createJoinToken.token;
+    const registered = await gql({
+      query: 'mutation($i: RegisterHostInput!) { registerHost(input: $i) { host { id } hostToken } }',
+      variables: { i: { joinToken: token, name: 'shared-host', address: '127.0.0.9', labels: [{ key: 'pool', value: 'scoped' }], capacity: { cpuMillis: 2000, memoryMb: 2048 } } },
+    });
+    ({ hostToken } = registered.body.data!.registerHost);
+    hostId = registered.body.data!.registerHost.host.id;
+    for (const name of ['alpha', 'beta'] as const) {
+      const deployed = await gql({ query: `mutation { deploy(input: {name: "${name}-rel", product: "${name}", replicas: 1, placement: {requiredLabels: [{key: "pool", value: "scoped"}]}}) { id instances { id } } }` }, ADMIN);
+      expect(deployed.body.errors).toBeUndefined();
+      rel[name] = deployed.body.data!.deploy.id;
+      inst[name] = deployed.body.data!.deploy.instances[0].id;
+    }
+    await report();
+    await report();
+    await report({ [inst.alpha]: { health: 'UNHEALTHY' }, [inst.beta]: { health: 'UNHEALTHY' } });
+    const alarms = (await read('{ alarms { nodes { id release { id } } } }', ADMIN)).alarms.nodes as { id: string; release: { id: string } | null }[];
+    for (const name of ['alpha', 'beta'] as const) alarmOf[name] = alarms.find((a) => a.release?.id === rel[name])!.id;
+    expect(alarmOf.alpha && alarmOf.beta).toBeTruthy();
+
+    viewer = (await createKey('alpha-dashboard', 'VIEWER', { products: ['alpha'] })).secret;
+    operator = (await createKey('alpha-release-bot', 'OPERATOR', { releases: [rel.alpha] })).secret;
+    unscoped = (await createKey('fleet-dashboard', 'VIEWER')).secret;
+  });
+
+  test('lists hold only the releases, instances, events, alarms and containers of the scope', async () => {
+    const LISTS = `query($host: ID!) {
+      products { name } releases { id name }
+      host(id: $host) { name instances { id } containers { instance { id } } }
+      events(first: 500) { nodes { release { id } instance { id } } }
+      alarms { nodes { id release { id } } }
+      unhealthyContainers { instance { id } }
+    }`;
+    for (const token of [viewer, operator]) {
+      const seen = await read(LISTS, token, { host: hostId });
+      expect(seen.products).toEqual([{ name: 'alpha' }]);
+      expect(seen.releases).toEqual([{ id: rel.alpha, name: 'alpha-rel' }]);
+      // The shared host itself is readable; only the scope's instance is on it.
+      expect(seen.host).toEqual({ name: 'shared-host', instances: [{ id: inst.alpha }], containers: [{ instance: { id: inst.alpha } }] });
+      expect(seen.events.nodes.length).toBeGreaterThan(0);
+      expect(new Set(seen.events.nodes.map((e: { release: { id: string } }) => e.release.id))).toEqual(new Set([rel.alpha]));
+      expect(seen.alarms.nodes).toEqual([{ id: alarmOf.alpha, release: { id: rel.alpha } }]);
+      expect(seen.unhealthyContainers).toEqual([{ instance: { id: inst.alpha } }]);
+    }
+    // Unchanged for a key without a scope: both teams' releases and instances.
+    const all = await read(LISTS, unscoped, { host: hostId });
+    expect(all.releases.map((r: { name: string }) => r.name)).toEqual(expect.arrayContaining(['alpha-rel', 'beta-rel']));
+    expect(all.host.instances.map((i: { id: string }) => i.id).sort()).toEqual([inst.alpha, inst.beta].sort());
+    expect(all.alarms.nodes.map((a: { id: string }) => a.id)).toEqual(expect.arrayContaining([alarmOf.alpha, alarmOf.beta]));
+    expect(all.events.nodes.some((e: { release: { id: string } | null }) => e.release?.id === rel.beta)).toBe(true);
+  });
+
+  test('a direct read of another product’s release, instance, alarm, event or artefact is FORBIDDEN', async () => {
+    const betaEvent = (await read(`{ events(filter: {releaseId: "${rel.beta}"}, first: 1) { nodes { id } } }`, ADMIN)).events.nodes[0].id;
+    for (const token of [viewer, operator]) {
+      expect(await read(`{ release(id: "${rel.alpha}") { name product { name } instances { id } health { desired } } }`, token))
+        .toEqual({ release: { name: 'alpha-rel', product: { name: 'alpha' }, instances: [{ id: inst.alpha }], health: { desired: 1 } } });
+      expect((await read(`{ instance(id: "${inst.alpha}") { id status { health } } }`, token)).instance.id).toBe(inst.alpha);
+      expect((await read(`{ alarm(id: "${alarmOf.alpha}") { id } }`, token)).alarm).toEqual({ id: alarmOf.alpha });
+
+      await refused(`{ release(id: "${rel.beta}") { name } }`, token);
+      await refused('{ product(name: "beta") { name } }', token);
+      await refused(`{ instance(id: "${inst.beta}") { id } }`, token);
+      await refused(`{ containerStatus(instanceId: "${inst.beta}") { state } }`, token);
+      await refused(`{ alarm(id: "${alarmOf.beta}") { id } }`, token);
+      await refused(`{ event(id: "${betaEvent}") { id } }`, token);
+      await refused(`{ events(filter: {releaseId: "${rel.beta}"}) { nodes { id } } }`, token);
+      await refused(`{ alarms(filter: {releaseId: "${rel.beta}"}) { nodes { id } } }`, token);
+      await refused(`{ configFiles(releaseId: "${rel.beta}") { instanceId } }`, token);
+      await refused(`{ deploymentScript(releaseId: "${rel.beta}", format: SHELL) }`, token);
+      // Service discovery answers a name of another team's release as it answers a name of no release.
+      expect(await read('{ resolveName(name: "beta-rel-0.beta-rel.fz.internal") { ip } }', token)).toEqual({ resolveName: [] });
+      const summary = (await read('{ configSummary(format: CSV) }', token)).configSummary as string;
+      expect(summary).toContain('alpha-rel');
+      expect(summary).not.toContain('beta-rel');
+    }
+    // An unknown id is answered as for anyone (null), not FORBIDDEN.
+    expect(await read('{ release(id: "r-nosuch") { id } }', viewer)).toEqual({ release: null });
+    expect((await read(`{ release(id: "${rel.beta}") { name } }`, unscoped)).release).toEqual({ name: 'beta-rel' });
+    expect((await read('{ resolveName(name: "beta-rel-0.beta-rel.fz.internal") { ip } }', unscoped)).resolveName).toHaveLength(1);
+  });
+
+  test('a subgraph called directly refuses an entity outside the scope (no gateway filter to rely on)', async () => {
+    const butler = httpClient((await import('../../handlers/butler')).handler as never, '/subgraphs/butler');
+    const entities = 'query($r: [_Any!]!) { _entities(representations: $r) { ... on Release { health { desired } } } }';
+    const own = await butler({ query: entities, variables: { r: [{ __typename: 'Release', id: rel.alpha }] } }, viewer);
+    expect(own.body.data).toEqual({ _entities: [{ health: { desired: 1 } }] });
+    const other = await butler({ query: entities, variables: { r: [{ __typename: 'Release', id: rel.beta }] } }, viewer);
+    expect(other.body.data).toEqual({ _entities: [null] });
+    expect(other.body.errors![0]).toMatchObject({ extensions: { code: 'FORBIDDEN', reason: 'OUT_OF_SCOPE' } });
+  });
+
+  test('subscriptions deliver a scoped subscriber only the events of its scope (real graphql-ws client, server mode)', async () => {
+    const { startServer } = await import('../../server/server');
+    const server = await startServer({ host: '127.0.0.1', httpPort: 0, wsPort: 0, tickMs: 60_000, leaseMs: 120_000, ticks: false });
+    const clients: Client[] = [];
+    try {
+      const subscribe = (token: string, query: string, variables?: Record<string, unknown>) => {
+        const client = createWsClient({ url: server.wsUrl, webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${token}` }, retryAttempts: 0 });
+        clients.push(client);
+        const sub = { results: [] as { data?: Record<string, any> | null; errors?: unknown[] }[], error: undefined as unknown };
+        client.subscribe({ query, variables }, { next: (v) => sub.results.push(v as never), error: (e) => { sub.error = e; }, complete: () => undefined });
+        return sub;
+      };
+      const ALARMS = 'subscription { alarmRaised { id kind release { name } } }';
+      const scopedAlarms = subscribe(viewer, ALARMS);
+      const scopedStatus = subscribe(operator, 'subscription { containerStatusChanged { instance { id } state } }');
+      const adminAlarms = subscribe(ADMIN, ALARMS);
+      const otherProgress = subscribe(viewer, 'subscription($r: ID!) { releaseProgress(releaseId: $r) { id } }', { r: rel.beta });
+      await waitUntil('the three subscriptions to be stored', async () =>
+        (await store.scan<{ kind: string }>('subscriptions')).filter((i) => i.kind === 'subscription').length === 3, 20_000, 100);
+      expect(otherProgress.error).toEqual([expect.objectContaining({ extensions: { code: 'FORBIDDEN', reason: 'OUT_OF_SCOPE' } })]);
+
+      const oom = { state: 'EXITED', health: 'NONE', oomKilled: true, exitCode: 137 };
+      await report({ [inst.beta]: oom });
+      const kindOf = (sub: typeof scopedAlarms, release: string) => sub.results.find((r) => r.data?.alarmRaised?.kind === 'CONTAINER_OOM' && r.data.alarmRaised.release.name === release);
+      await waitFor('the admin to receive beta’s alarm', async () => kindOf(adminAlarms, 'beta-rel'), 20_000, 100);
+      await report({ [inst.alpha]: oom });
+      await waitFor('the scoped subscriber to receive alpha’s alarm', async () => kindOf(scopedAlarms, 'alpha-rel'), 20_000, 100);
+      await waitFor('the admin to receive alpha’s alarm', async () => kindOf(adminAlarms, 'alpha-rel'), 20_000, 100);
+      await waitFor('the scoped operator to receive alpha’s container change', async () =>
+        scopedStatus.results.find((r) => r.data?.containerStatusChanged?.state === 'EXITED'), 20_000, 100);
+
+      // Beta's events went out first (oldest first, one publisher): had they leaked, they would be here by now.
+      // (Alarms raised moments before subscribing are delivered too: the publisher replays the last 2 s.)
+      expect(scopedAlarms.results.map((r) => r.data?.alarmRaised.release.name)).toEqual(scopedAlarms.results.map(() => 'alpha-rel'));
+      expect(adminAlarms.results.filter((r) => r.data?.alarmRaised.release.name === 'beta-rel').length).toBeGreaterThan(0);
+      expect(scopedAlarms.results.every((r) => !r.errors)).toBe(true);
+      expect(scopedStatus.results.length).toBeGreaterThan(0);
+      expect(scopedStatus.results.map((r) => r.data?.containerStatusChanged.instance.id)).toEqual(scopedStatus.results.map(() => inst.alpha));
+      expect(scopedAlarms.error ?? scopedStatus.error).toBeUndefined();
+    } finally {
+      for (const c of clients) await c.dispose();
+      await server.close();
+    }
+  });
 });

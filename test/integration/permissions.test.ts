@@ -1,15 +1,16 @@
 import {
-  getNamedType, isEnumType, isInputObjectType, isListType, isNonNullType, isScalarType,
-  type GraphQLField, type GraphQLInputType, type GraphQLSchema,
+  getNamedType, isEnumType, isInputObjectType, isListType, isNonNullType, isObjectType, isScalarType,
+  type GraphQLField, type GraphQLInputType, type GraphQLObjectType, type GraphQLSchema,
 } from 'graphql';
-import { roleAllows, ruleOf, type AccessRules, type Context } from '../../lib/auth';
+import { roleAllows, ruleOf, type AccessRules, type Context, type Role } from '../../lib/auth';
 import { anonymous, asHost, startInProcess, withRole } from '../support/inprocess';
 
 /**
  * The permission matrix, generated from the schema: every mutation of every subgraph and a sample of queries, called
  * as every kind of principal through the in-process gateway on the real store protocol. Each call must be refused
  * (FORBIDDEN, or UNAUTHENTICATED without a credential) exactly when the documented table says so. A mutation added
- * without a rule fails here.
+ * without a rule fails here. And every query field, called by keys scoped to another product with every id of a
+ * release outside their scope, answers nothing of that release (a query field added without its scope check fails).
  */
 const EXPECTED: Record<string, string> = {
   // Panama
@@ -108,4 +109,102 @@ test('a sample of queries: refused exactly when the rule says so', async () => {
       expect(`${field.name} ${who} ${refused ? 'refused' : 'allowed'}`).toBe(`${field.name} ${who} ${roleAllows(ctx.principal, rule) ? 'allowed' : 'refused'}`);
     }
   }
+});
+
+describe('every query field as a key scoped to another product', () => {
+  /** Two products on one host: "seen" in the keys' scope, "hidden" outside it, each with a release, events and an alarm. */
+  const hidden: Record<string, string> = {};
+  const shared: string[] = [];
+  let seenRelease: string;
+  let apiSchema: GraphQLSchema;
+  const scoped = (role: Role): Context => ({ principal: { kind: 'operator', id: `k-scoped-${role.toLowerCase()}`, role, scope: { products: ['seen-prod'], releases: [] } } });
+
+  beforeAll(async () => {
+    apiSchema = (await (await import('../../gateway/gateway')).createGateway('http').load()).schema;
+    const hostId = await api.registerHost('scope-host', { cpuMillis: 4000, memoryMb: 4096 }, [{ key: 'pool', value: 'scope-matrix' }]);
+    const ids: Record<string, string> = {};
+    for (const name of ['seen', 'hidden']) {
+      const defined = await api.run(`mutation { defineProduct(input: {name: "${name}-prod", versions: [{version: "1.0.0", image: "fangzhou/demo:1"}], defaults: {replicas: 1, resources: {cpuMillis: 100, memoryMb: 64}}}) { name } }`);
+      expect(defined.errors).toBeUndefined();
+      const deployed = await api.run(`mutation { deploy(input: {name: "${name}-rel", product: "${name}-prod", placement: {requiredLabels: [{key: "pool", value: "scope-matrix"}]}}) { id instances { id } } }`);
+      expect(deployed.errors).toBeUndefined();
+      ids[name] = deployed.data!.deploy.id;
+      if (name === 'hidden') hidden.instance = deployed.data!.deploy.instances[0].id;
+    }
+    seenRelease = ids.seen;
+    hidden.release = ids.hidden;
+    await api.reportAllRunning(hostId);
+    await api.reportAllRunning(hostId, (d) => (d.instanceId === hidden.instance ? { health: 'UNHEALTHY' } : {}));
+    const inspection = await api.run('mutation { runInspection { id } }');
+    expect(inspection.errors).toBeUndefined();
+    // Shared things whose lookups lead to the hidden release: the host it runs on, the inspection that found it.
+    shared.push(hostId, inspection.data!.runInspection.id);
+    const alarms = (await api.run(`{ alarms(filter: {releaseId: "${hidden.release}"}) { nodes { id } } }`)).data!.alarms.nodes;
+    const events = (await api.run(`{ events(filter: {releaseId: "${hidden.release}"}) { nodes { id } } }`)).data!.events.nodes;
+    expect(alarms.length && events.length).toBeTruthy();
+    Object.assign(hidden, { alarm: alarms[0].id, event: events[0].id, product: 'hidden-prod', domainName: 'hidden-rel-0.hidden-rel.fz.internal' });
+  });
+
+  /** Every field without required arguments, to depth 3: ids, names and messages wherever the type leads. */
+  function selection(type: GraphQLObjectType, depth: number): string {
+    const parts: string[] = [];
+    for (const f of Object.values(type.getFields())) {
+      if (f.args.some((a) => isNonNullType(a.type) && a.defaultValue === undefined)) continue;
+      const named = getNamedType(f.type);
+      if (isScalarType(named) || isEnumType(named)) parts.push(f.name);
+      else if (isObjectType(named) && depth < 3) parts.push(`${f.name} { ${selection(named, depth + 1) || '__typename'} }`);
+    }
+    return parts.join(' ');
+  }
+
+  /** The document for a query field, its string and ID arguments all given `value`. */
+  function document(field: GraphQLField<unknown, unknown>, value: string) {
+    const required = field.args.filter((a) => isNonNullType(a.type));
+    const variables = Object.fromEntries(required.map((a) => {
+      const named = getNamedType(a.type);
+      const leaf = named.name === 'ID' || named.name === 'String' ? value : sample(a.type);
+      return [a.name, isListType(isNonNullType(a.type) ? a.type.ofType : a.type) ? [leaf] : leaf];
+    }));
+    const vars = required.map((a) => `$${a.name}: ${a.type.toString()}`).join(', ');
+    const args = required.length ? `(${required.map((a) => `${a.name}: $${a.name}`).join(', ')})` : '';
+    const named = getNamedType(field.type);
+    const sel = isObjectType(named) ? ` { ${selection(named, 1) || '__typename'} }` : '';
+    return { doc: `query${vars ? `(${vars})` : ''} { ${field.name}${args}${sel} }`, variables };
+  }
+
+  const mentionsHidden = (data: unknown) => {
+    const text = JSON.stringify(data ?? null);
+    return text.includes(hidden.release) || text.includes('hidden-') || text.includes(hidden.alarm) || text.includes(hidden.event);
+  };
+
+  test('no query field answers anything of a release outside the scope; an unscoped admin sees it in the documented ones', async () => {
+    const queries = Object.values(apiSchema.getQueryType()!.getFields()).filter((f) => !f.name.startsWith('_'));
+    const values = [hidden.release, hidden.instance, hidden.alarm, hidden.event, hidden.product, hidden.domainName, ...shared];
+    const adminSees = new Set<string>();
+    const leaks: string[] = [];
+    const crashes: string[] = [];
+    for (const field of queries) {
+      for (const value of field.args.some((a) => isNonNullType(a.type)) ? values : ['']) {
+        const { doc, variables } = document(field, value);
+        if (mentionsHidden((await api.run(doc, variables)).data)) adminSees.add(field.name);
+        for (const role of ['VIEWER', 'OPERATOR'] as const) {
+          const res = await api.run(doc, variables, scoped(role));
+          if (mentionsHidden(res.data)) leaks.push(`${field.name}(${value}) as a scoped ${role}`);
+          for (const e of res.errors ?? []) if (e.extensions?.code === 'INTERNAL') crashes.push(`${field.name}(${value}) as a scoped ${role}: ${e.message}`);
+        }
+      }
+    }
+    expect(leaks).toEqual([]);
+    expect(crashes).toEqual([]);
+    // The check can see a leak: these fields answer the hidden release to an admin.
+    expect([...adminSees].sort()).toEqual(expect.arrayContaining([
+      'alarm', 'alarms', 'auditLog', 'configFiles', 'configSummary', 'containerStatus', 'deploymentScript', 'event', 'events', 'host', 'hosts',
+      'inspection', 'inspections', 'instance', 'product', 'products', 'release', 'releases', 'resolveDependencies', 'resolveName', 'unhealthyContainers',
+    ]));
+  });
+
+  test('the scope’s own release reads as for anyone', async () => {
+    const res = await api.run(`{ release(id: "${seenRelease}") { name product { name } instances { domainName } } }`, {}, scoped('VIEWER'));
+    expect(res).toEqual({ data: { release: { name: 'seen-rel', product: { name: 'seen-prod' }, instances: [{ domainName: 'seen-rel-0.seen-rel.fz.internal' }] } } });
+  });
 });
