@@ -84,6 +84,9 @@ class MemoryStore {
   async scan<T>(name: string) {
     return [...this.table(name).values()].map((i) => structuredClone(i) as T);
   }
+  async count(name: string) {
+    return this.table(name).size;
+  }
   async query<T>(name: string, index: string, value: string) {
     const attribute = (tables as unknown as Record<string, { indexes?: Record<string, string> }>)[name].indexes![index];
     return [...this.table(name).values()].filter((i) => i[attribute] === value).map((i) => structuredClone(i) as T);
