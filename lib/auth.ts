@@ -126,6 +126,12 @@ export interface FieldRule {
   rule: Rule;
   target?: (args: any) => Promise<Target | null> | Target | null;
   visible?: Visible;
+  /**
+   * For a change that reaches beyond its target (a deploy that creates or relies on releases of the products it
+   * depends on): what of it lies outside the scope, said only as the scope may see it, and what to do; null when
+   * nothing does. Asked once the target passed, before any work.
+   */
+  reach?: (args: any, scope: Scope) => Promise<string | null> | string | null;
 }
 export interface AccessRules {
   /** Query fields not listed need VIEWER. */
@@ -198,8 +204,8 @@ const check = (ctx: Context, name: string, fieldRule: FieldRule, args: unknown, 
 
 /**
  * Throws UNAUTHENTICATED or FORBIDDEN unless the principal may use `name` with these arguments: its role passes the
- * rule and, for a scoped key, what it changes (`target`) or reads (`visible`, else `target`) is one of its products or
- * releases. A read of something that does not exist passes, and is answered as for anyone (null or NOT_FOUND). Also
+ * rule and, for a scoped key, what it changes (`target`, and all a change `reach`es) or reads (`visible`, else
+ * `target`) is one of its products or releases. A read of something that does not exist passes, and is answered as for anyone (null or NOT_FOUND). Also
  * used outside a resolver, e.g. when a subscription is made (gateway/subscriptions.ts).
  */
 export async function authorize(principal: Principal, name: string, fieldRule: FieldRule, args: unknown, access: Access = 'change'): Promise<void> {
@@ -223,6 +229,8 @@ export async function authorize(principal: Principal, name: string, fieldRule: F
     const what = target ? `${target.releaseId ? `release ${target.releaseId}` : ''}${target.product ? ` of product ${target.product}` : ''}`.trim() : 'this change (it acts on no single product or release)';
     throw new AppError('FORBIDDEN', `${scopeText(principal, scope)}: ${name} on ${what} is outside it`, { reason: OUT_OF_SCOPE });
   }
+  const beyond = fieldRule.reach ? await fieldRule.reach(args, scope) : null;
+  if (beyond) throw new AppError('FORBIDDEN', `${scopeText(principal, scope)}: ${beyond}`, { reason: OUT_OF_SCOPE });
 }
 
 type Resolver = (parent: unknown, args: unknown, ctx: Context, info: unknown) => unknown;

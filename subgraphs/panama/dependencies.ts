@@ -56,3 +56,37 @@ export function resolveDependencies(requested: string[], catalog: Map<string, Pr
     return { product, version, requiredBy: [...new Set(wanted.map((w) => w.from))], ranges: wanted.map((w) => w.range) };
   });
 }
+
+/** An existing release a deploy may rely on for a dependency. */
+export interface ExistingRelease { id: string; product: string; version: string }
+
+export interface DependencyPlan {
+  /** Dependency product → the existing release that the new releases needing it depend on. */
+  uses: Map<string, string>;
+  /** The products to create a release of, dependencies first, the requested product last. */
+  creates: ResolvedProduct[];
+}
+
+/**
+ * What a deploy of `requested` takes, from its resolved dependencies: each dependency a new release needs is the
+ * first of `existing` whose version satisfies every range asked of it, or else a new release of its own, which needs
+ * its dependencies in turn. What an existing release provides needs nothing more (it has its own dependencies). Pure.
+ */
+export function dependencyPlan(requested: string, resolved: ResolvedProduct[], existing: ExistingRelease[]): DependencyPlan {
+  const byName = new Map(resolved.map((r) => [r.product.name, r]));
+  const uses = new Map<string, string>();
+  const creates: ResolvedProduct[] = [];
+  const seen = new Set<string>();
+  const need = (name: string) => {
+    if (seen.has(name)) return;
+    seen.add(name);
+    const wanted = byName.get(name)!;
+    const suitable = name === requested ? undefined
+      : existing.find((e) => e.product === name && wanted.ranges.every((range) => semver.satisfies(e.version, range)));
+    if (suitable) return void uses.set(name, suitable.id);
+    for (const d of wanted.product.dependencies) need(d.product);
+    creates.push(wanted);
+  };
+  need(requested);
+  return { uses, creates };
+}

@@ -1,5 +1,5 @@
-import semver from 'semver';
-import { badInput, conflict, notFound } from '../../lib/errors';
+import { inScope, OUT_OF_SCOPE, type Scope } from '../../lib/auth';
+import { AppError, badInput, conflict, notFound } from '../../lib/errors';
 import { claim, dropClaim, olderThanLease } from '../../lib/claims';
 import { hashJson, newId } from '../../lib/ids';
 import { ConditionFailed, type Store, type Versioned } from '../../lib/store';
@@ -11,12 +11,12 @@ import {
   checkPlacement, containersOfRelease, instanceId, instancesOfRelease, isFailing, isServing, pinImage, placeInstances, removeInstance,
   type ContainerRecord, type ContainerSpec, type Instance, type PinnedImage, type PlacementConstraints, type RenderedSpec, type RenderSpec, type UnplacedInstance,
 } from '../ark';
-import { resolveDependencies } from './dependencies';
+import { dependencyPlan, resolveDependencies, type DependencyPlan } from './dependencies';
 import { panamaHooks } from './hooks';
 import { renderTemplates, templateContext } from './templates';
 import { DEFAULT_STOP } from '../../lib/runner-protocol';
 import { isActive, type UpgradeRecord } from './upgrades';
-import { latestVersion, listProducts, mustGetProduct, type Product, type VersionUse } from './products';
+import { getProduct, latestVersion, listProducts, mustGetProduct, type Product, type VersionUse } from './products';
 import { dropRevisions, keepRevisions, newestRevision, withNewRevision } from './revisions';
 
 export type ReleaseStatus = 'PENDING' | 'DEPLOYING' | 'RUNNING' | 'DEGRADED' | 'UPGRADING' | 'ROLLING_BACK' | 'FAILED' | 'DELETING';
@@ -230,21 +230,21 @@ export const constraintsOf = (release: Pick<Release, 'placement'>): PlacementCon
  * places it. The idempotency key and then the names are claimed first (two deploys cannot both win either) and every
  * step is undone when one fails, so a rejected deploy leaves nothing behind. A retry with the same idempotency key
  * and the same input returns the first release, also while that one is still being written; other input is a
- * CONFLICT.
+ * CONFLICT. A key with a `scope` deploys only what its scope allows (planDependencies).
  */
-export async function deploy(store: Store, input: DeployInput, now = new Date()): Promise<Release> {
+export async function deploy(store: Store, input: DeployInput, now = new Date(), scope: Scope | null = null): Promise<Release> {
   const product = await mustGetProduct(store, input.product);
   const main = releaseFromInput(input, product, newId('r'), now);
   const fingerprint = hashJson({ ...desiredOf(main), withDependencies: Boolean(input.withDependencies) });
   if (main.idempotencyKey) {
-    const earlier = await claimDeployKey(store, main, fingerprint);
+    const earlier = await claimDeployKey(store, main, fingerprint, scope);
     if (earlier) return earlier;
   }
   const written: Omit<Release, 'seq'>[] = [];
   let created: Release | undefined;
   try {
     const plan = product.dependencies.length
-      ? await planDependencies(store, main, input.withDependencies ?? false, now)
+      ? await planDependencies(store, main, input.withDependencies ?? false, now, scope)
       : [{ release: main, product }];
     // Pinned before anything is written: an image the registry lacks refuses the deploy and leaves nothing behind.
     for (const entry of plan) entry.release = withPin(entry.release, await pinVersion(entry.product, entry.release.version));
@@ -292,7 +292,7 @@ const desiredOf = (r: Omit<Release, 'seq'>) =>
  * the key still in progress is waited for; one that crashed (its claim is older than the lease and no release came
  * of it) is taken over.
  */
-async function claimDeployKey(store: Store, main: Omit<Release, 'seq'>, fingerprint: string): Promise<Release | undefined> {
+async function claimDeployKey(store: Store, main: Omit<Release, 'seq'>, fingerprint: string, scope: Scope | null): Promise<Release | undefined> {
   const key = main.idempotencyKey!;
   const deadline = Date.now() + 15_000;
   for (;;) {
@@ -302,7 +302,9 @@ async function claimDeployKey(store: Store, main: Omit<Release, 'seq'>, fingerpr
     const holder = outcome.holder;
     if (holder.fingerprint !== fingerprint) {
       const earlier = await getRelease(store, holder.releaseId);
-      throw conflict(`idempotencyKey "${key}" was already used for a different deploy${earlier ? ` (release "${earlier.name}")` : ''}; use a new key for a new request`);
+      // Another team may have used the same key: its release is named only to those who may read it.
+      const named = earlier && (!scope || readable(scope, earlier)) ? ` (release "${earlier.name}")` : '';
+      throw conflict(`idempotencyKey "${key}" was already used for a different deploy${named}; use a new key for a new request`);
     }
     const earlier = await getRelease(store, holder.releaseId);
     if (earlier) return earlier;
@@ -326,32 +328,77 @@ async function discard(store: Store, release: Omit<Release, 'seq'>) {
   await dropClaim<NameClaim>(store, 'panamaClaims', nameKey(release.name), (c) => c.releaseId === release.id);
 }
 
+/** Whether a key with this scope reads the release (subgraphs/panama/scope.ts). */
+const readable = (scope: Scope, r: Pick<Release, 'id' | 'product'>) => inScope(scope, { product: r.product, releaseId: r.id });
+
+/**
+ * What a deploy of `product` takes of its dependencies (dependencyPlan), relying only on releases the scope reads, or
+ * on any without a scope; and the releases not being deleted, whose names a new release must avoid.
+ */
+async function planOf(store: Store, product: string, scope: Scope | null): Promise<{ plan: DependencyPlan; releases: Release[] }> {
+  const catalog = new Map((await listProducts(store)).map((p) => [p.name, p]));
+  const releases = (await listReleases(store)).filter((r) => r.phase !== 'DELETING');
+  const usable = scope ? releases.filter((r) => readable(scope, r)) : releases;
+  return { plan: dependencyPlan(product, resolveDependencies([product], catalog), usable), releases };
+}
+
+/**
+ * Why a key with this scope may not deploy `product`: the dependencies it would have to create or rely on outside the
+ * scope (no release it reads provides them and it does not name their product), and what to do; null when none. Said
+ * from the products' definitions and the scope's own releases only, so nothing of another team's releases shows,
+ * not even whether one exists.
+ */
+export function outsideScope(product: string, plan: DependencyPlan, scope: Scope): string | null {
+  const names = plan.creates.map((r) => r.product.name).filter((name) => name !== product && !scope.products.includes(name));
+  if (!names.length) return null;
+  const list = names.join(', ');
+  const one = names.length === 1;
+  return `deploy of ${product} needs ${one ? 'a release' : 'releases'} of ${list}, outside the scope: a scoped key creates releases only of the `
+    + `products it names and relies only on releases in its scope. To use ${one ? 'a release' : 'releases'} of ${list}, ask an admin to add `
+    + `${one ? 'it' : 'them'} to this key's scope (releases), deploying ${one ? 'it' : 'them'} first with a key that covers ${list} if there is none; `
+    + `or ask for a scope that includes the product${one ? '' : 's'} ${list}.`;
+}
+
+/**
+ * The access check of a deploy by a key with this scope (subgraphs/panama/schema.ts): what its dependencies would
+ * take outside the scope, before anything is written. A deploy that fails anyway (unknown product, a dependency
+ * cycle, no version fits) is let through to report that itself.
+ */
+export async function deployOutsideScope(store: Store, product: string | null | undefined, scope: Scope): Promise<string | null> {
+  const requested = product ? await getProduct(store, product) : undefined;
+  if (!requested?.dependencies.length) return null;
+  try {
+    return outsideScope(requested.name, (await planOf(store, requested.name, scope)).plan, scope);
+  } catch (err) {
+    if (err instanceof AppError) return null;
+    throw err;
+  }
+}
+
 /**
  * The releases to write for a product with dependencies: an existing release of a dependency is used when its
  * version satisfies every range asked of it; otherwise, with `withDependencies`, a new one named after the
- * dependency (or `<release>-<dependency>` when that name is taken) is deployed with the product's defaults.
+ * dependency (or `<release>-<dependency>` when that name is taken) is deployed with the product's defaults. With a
+ * scope, only releases it reads are used and only releases of products it names are created: anything else is
+ * FORBIDDEN (the access check refuses it up front; this holds it when releases changed in between).
  */
-async function planDependencies(store: Store, main: Omit<Release, 'seq'>, withDependencies: boolean, now: Date) {
-  const catalog = new Map((await listProducts(store)).map((p) => [p.name, p]));
-  const resolved = resolveDependencies([main.product], catalog);
-  const existing = (await listReleases(store)).filter((r) => r.phase !== 'DELETING');
-  const releaseOf = new Map<string, string>();
+async function planDependencies(store: Store, main: Omit<Release, 'seq'>, withDependencies: boolean, now: Date, scope: Scope | null) {
+  const { plan: needed, releases } = await planOf(store, main.product, scope);
+  const refusal = scope && outsideScope(main.product, needed, scope);
+  if (refusal) throw new AppError('FORBIDDEN', refusal, { reason: OUT_OF_SCOPE });
+  const missing = needed.creates.find((r) => r.product.name !== main.product);
+  if (missing && !withDependencies) {
+    throw badInput(`${main.product} needs ${missing.product.name} ${missing.ranges.join(' and ')}, which has no release; deploy it first or pass withDependencies: true`, 'withDependencies');
+  }
+  const releaseOf = new Map(needed.uses);
   const plan: { release: Omit<Release, 'seq'>; product: Product }[] = [];
-  for (const { product, version, ranges } of resolved) {
+  for (const { product, version } of needed.creates) {
     const dependsOn = product.dependencies.map((d) => releaseOf.get(d.product)!);
     if (product.name === main.product) {
       plan.push({ release: { ...main, dependsOn, phase: 'WAITING' }, product });
-      break;
-    }
-    const suitable = existing.find((r) => r.product === product.name && ranges.every((range) => semver.satisfies(r.version, range)));
-    if (suitable) {
-      releaseOf.set(product.name, suitable.id);
       continue;
     }
-    if (!withDependencies) {
-      throw badInput(`${main.product} needs ${product.name} ${ranges.join(' and ')}, which has no release; deploy it first or pass withDependencies: true`, 'withDependencies');
-    }
-    const taken = existing.some((r) => r.name === product.name) || (await store.get('panamaClaims', nameKey(product.name)));
+    const taken = releases.some((r) => r.name === product.name) || (await store.get('panamaClaims', nameKey(product.name)));
     const name = taken ? `${main.name}-${product.name}`.slice(0, 40).replace(/-+$/, '') : product.name;
     const release = releaseFromInput({ name, product: product.name, version }, product, newId('r'), now);
     plan.push({ release: { ...release, dependsOn, phase: dependsOn.length ? 'WAITING' : 'ACTIVE' }, product });

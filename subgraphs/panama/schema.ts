@@ -15,7 +15,7 @@ import { configSummary, deploymentScript, summaryRows } from './artefacts';
 import { resolveDependencies } from './dependencies';
 import { reconcileRelease } from './reconcile';
 import { rollbackRelease, setPaused, startUpgrade, type UpgradeStrategy } from './upgrades';
-import { configureRelease, deleteRelease, deploy, getRelease, listReleases, mustGetRelease, scaleRelease, statusOf, versionsInUse, type DeployInput, type Release } from './releases';
+import { configureRelease, deleteRelease, deploy, deployOutsideScope, getRelease, listReleases, mustGetRelease, scaleRelease, statusOf, versionsInUse, type DeployInput, type Release } from './releases';
 import { createAlertChannel, deleteAlertChannel, displayTarget, getChannel, listChannels, type AlertChannel, type AlertChannelInput } from './channels';
 import { listRevisions } from './revisions';
 import { AppError, badInput } from '../../lib/errors';
@@ -96,8 +96,8 @@ const resolvers = {
     defineProduct: (_: unknown, { input }: { input: ProductInput }) => defineProduct(store(), input, (name) => versionsInUse(store(), name)),
     deleteProduct: (_: unknown, { name }: { name: string }) => deleteProduct(store(), name, (product) => versionsInUse(store(), product)),
     // A deploy places its instances itself; a release waiting for dependencies is the reconciler's.
-    deploy: async (_: unknown, { input }: { input: DeployInput }) => {
-      const release = await deploy(store(), input);
+    deploy: async (_: unknown, { input }: { input: DeployInput }, ctx: Context) => {
+      const release = await deploy(store(), input, new Date(), scopeOf(ctx.principal));
       await kick('reconcile');
       return release;
     },
@@ -184,7 +184,12 @@ export const panamaAccess: AccessRules = {
   Mutation: {
     defineProduct: { rule: 'ADMIN', target: ({ input }: { input: { name: string } }) => ({ product: input?.name }) },
     deleteProduct: { rule: 'ADMIN', target: ({ name }: { name: string }) => ({ product: name }) },
-    deploy: { rule: 'OPERATOR', target: ({ input }: { input: { product: string } }) => ({ product: input?.product }) },
+    deploy: {
+      rule: 'OPERATOR',
+      target: ({ input }: { input: { product: string } }) => ({ product: input?.product }),
+      // The releases of its dependencies it would create or rely on must be in the scope too.
+      reach: ({ input }: { input: { product: string } }, scope) => deployOutsideScope(store(), input?.product, scope),
+    },
     scaleRelease: { rule: 'OPERATOR', target: releaseTarget },
     configureRelease: { rule: 'OPERATOR', target: releaseTarget },
     upgradeRelease: { rule: 'OPERATOR', target: releaseTarget },

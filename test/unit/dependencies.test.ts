@@ -1,4 +1,4 @@
-import { resolveDependencies } from '../../subgraphs/panama/dependencies';
+import { dependencyPlan, resolveDependencies } from '../../subgraphs/panama/dependencies';
 import type { Product } from '../../subgraphs/panama/products';
 
 const product = (name: string, versions: string[], deps: [string, string][] = []) => ({
@@ -42,4 +42,25 @@ test('an unsatisfiable range names who asked for what and what exists', () => {
 test('a missing dependency names the chain that needs it', () => {
   expect(errorOf(() => resolveDependencies(['app'], catalog(product('app', ['1.0.0'], [['kafka', '*']]), product('kafka', ['3.7.0'], [['zk', '*']])))))
     .toEqual({ code: 'NOT_FOUND', message: 'product "zk" does not exist (required by app → kafka)' });
+});
+
+describe('what a deploy takes of its dependencies', () => {
+  const kafkaOnZk = catalog(product('app', ['1.0.0'], [['kafka', '^3']]), product('kafka', ['3.7.0'], [['zk', '~3.8']]), product('zk', ['3.8.3']));
+  const plan = (existing: { id: string; product: string; version: string }[]) => {
+    const { uses, creates } = dependencyPlan('app', resolveDependencies(['app'], kafkaOnZk), existing);
+    return { uses: Object.fromEntries(uses), creates: creates.map((r) => r.product.name) };
+  };
+
+  test('creates what no existing release provides, dependencies first, the requested product last', () => {
+    expect(plan([])).toEqual({ uses: {}, creates: ['zk', 'kafka', 'app'] });
+  });
+
+  test('relies on an existing release whose version fits, and needs nothing of what that release depends on', () => {
+    expect(plan([{ id: 'r-kafka', product: 'kafka', version: '3.7.0' }])).toEqual({ uses: { kafka: 'r-kafka' }, creates: ['app'] });
+  });
+
+  test('passes over an existing release whose version does not fit', () => {
+    const existing = [{ id: 'r-old', product: 'kafka', version: '2.8.0' }, { id: 'r-zk', product: 'zk', version: '3.8.3' }];
+    expect(plan(existing)).toEqual({ uses: { zk: 'r-zk' }, creates: ['kafka', 'app'] });
+  });
 });
