@@ -205,8 +205,9 @@ const check = (ctx: Context, name: string, fieldRule: FieldRule, args: unknown, 
 /**
  * Throws UNAUTHENTICATED or FORBIDDEN unless the principal may use `name` with these arguments: its role passes the
  * rule and, for a scoped key, what it changes (`target`, and all a change `reach`es) or reads (`visible`, else
- * `target`) is one of its products or releases. A read of something that does not exist passes, and is answered as for anyone (null or NOT_FOUND). Also
- * used outside a resolver, e.g. when a subscription is made (gateway/subscriptions.ts).
+ * `target`) is one of its products or releases. A read of something that does not exist passes, and is answered as
+ * for anyone (null or NOT_FOUND). Also used outside a resolver, e.g. when a subscription is made
+ * (gateway/subscriptions.ts).
  */
 export async function authorize(principal: Principal, name: string, fieldRule: FieldRule, args: unknown, access: Access = 'change'): Promise<void> {
   if (!roleAllows(principal, fieldRule.rule)) {

@@ -223,6 +223,9 @@ export async function specAfterMove(store: Store, moved: Instance): Promise<Rend
 
 export const constraintsOf = (release: Pick<Release, 'placement'>): PlacementConstraints => release.placement;
 
+/** Whether a key with this scope reads the release: the scope names it or its product (subgraphs/panama/scope.ts). */
+export const releaseVisible = (scope: Scope, r: Pick<Release, 'id' | 'product'>) => inScope(scope, { product: r.product, releaseId: r.id });
+
 
 /**
  * Creates a release and places its instances. With dependencies, the ones without a suitable release are deployed
@@ -303,7 +306,7 @@ async function claimDeployKey(store: Store, main: Omit<Release, 'seq'>, fingerpr
     if (holder.fingerprint !== fingerprint) {
       const earlier = await getRelease(store, holder.releaseId);
       // Another team may have used the same key: its release is named only to those who may read it.
-      const named = earlier && (!scope || readable(scope, earlier)) ? ` (release "${earlier.name}")` : '';
+      const named = earlier && (!scope || releaseVisible(scope, earlier)) ? ` (release "${earlier.name}")` : '';
       throw conflict(`idempotencyKey "${key}" was already used for a different deploy${named}; use a new key for a new request`);
     }
     const earlier = await getRelease(store, holder.releaseId);
@@ -328,9 +331,6 @@ async function discard(store: Store, release: Omit<Release, 'seq'>) {
   await dropClaim<NameClaim>(store, 'panamaClaims', nameKey(release.name), (c) => c.releaseId === release.id);
 }
 
-/** Whether a key with this scope reads the release (subgraphs/panama/scope.ts). */
-const readable = (scope: Scope, r: Pick<Release, 'id' | 'product'>) => inScope(scope, { product: r.product, releaseId: r.id });
-
 /**
  * What a deploy of `product` takes of its dependencies (dependencyPlan), relying only on releases the scope reads, or
  * on any without a scope; and the releases not being deleted, whose names a new release must avoid.
@@ -338,7 +338,7 @@ const readable = (scope: Scope, r: Pick<Release, 'id' | 'product'>) => inScope(s
 async function planOf(store: Store, product: string, scope: Scope | null): Promise<{ plan: DependencyPlan; releases: Release[] }> {
   const catalog = new Map((await listProducts(store)).map((p) => [p.name, p]));
   const releases = (await listReleases(store)).filter((r) => r.phase !== 'DELETING');
-  const usable = scope ? releases.filter((r) => readable(scope, r)) : releases;
+  const usable = scope ? releases.filter((r) => releaseVisible(scope, r)) : releases;
   return { plan: dependencyPlan(product, resolveDependencies([product], catalog), usable), releases };
 }
 
@@ -516,13 +516,17 @@ export async function configureRelease(store: Store, id: string, env: { name: st
 /**
  * Marks the release DELETING; the reconciler removes its instances, each host runner then removes the containers,
  * and the release itself disappears once no container of it is reported (see finishDeletions). Calling it again is
- * fine; it stops an upgrade in progress. A release that others depend on stays until they are deleted.
+ * fine; it stops an upgrade in progress. A release that others depend on stays until they are deleted; a key with a
+ * scope is told the names of those it reads only, and how many others there are.
  */
-export async function deleteRelease(store: Store, id: string): Promise<Release> {
+export async function deleteRelease(store: Store, id: string, scope: Scope | null = null): Promise<Release> {
   const existing = await mustGetRelease(store, id);
   const dependants = (await listReleases(store)).filter((r) => (r.dependsOn ?? []).includes(id) && r.phase !== 'DELETING');
   if (dependants.length) {
-    throw conflict(`release "${existing.name}" is needed by ${dependants.map((d) => `"${d.name}"`).join(', ')}; delete those first`);
+    const named = dependants.filter((d) => !scope || releaseVisible(scope, d)).map((d) => `"${d.name}"`);
+    const others = dependants.length - named.length;
+    const outside = others ? [`${others} release${others > 1 ? 's' : ''} outside this key's scope`] : [];
+    throw conflict(`release "${existing.name}" is needed by ${[...named, ...outside].join(', ')}; delete those first${others ? ' (those outside the scope with a key that covers them)' : ''}`);
   }
   const release = await store.mutate<Release>('releases', id, (r) => r && r.phase !== 'DELETING' ? { ...r, phase: 'DELETING' } : undefined);
   if (!release) throw notFound('release', id);

@@ -1,6 +1,6 @@
 import type { Scope } from '../../lib/auth';
 import type { Store } from '../../lib/store';
-import { getRelease, listReleases, type Release } from './releases';
+import { getRelease, listReleases, releaseVisible } from './releases';
 
 /**
  * What a key scoped to some products and releases may read of Panama's: the releases it names, the releases of the
@@ -20,7 +20,7 @@ export async function releasesInScope(store: Store, scope: Scope): Promise<Set<s
   return new Set([...scope.releases, ...releases.filter((r) => scope.products.includes(r.product)).map((r) => r.id)]);
 }
 
-export const releaseVisible = (scope: Scope, r: Pick<Release, 'id' | 'product'>) => scope.releases.includes(r.id) || scope.products.includes(r.product);
+export { releaseVisible };
 
 /** The products the scope reads: those it names, and those its releases run. */
 export async function productsInScope(store: Store, scope: Scope): Promise<Set<string>> {

@@ -399,3 +399,81 @@ describe('a key scoped to a product or a release reads only what belongs to it',
     }
   });
 });
+
+describe('a scoped key deploys with dependencies only within its scope', () => {
+  /** "stream" is one team's product; it depends on "keeper", another team's. */
+  const STREAM_DEPLOY = 'mutation($i: DeployInput!) { deploy(input: $i) { id name } }';
+  const deployStream = (token: string, name: string, withDependencies = true) =>
+    gql({ query: STREAM_DEPLOY, variables: { i: { name, product: 'stream', withDependencies } } }, token);
+  /** Everything a deploy writes (releases, revisions, instances, host books, addresses, names, idempotency claims). */
+  const written = async () => Object.fromEntries(await Promise.all(
+    (['releases', 'revisions', 'instances', 'hosts', 'claims', 'panamaClaims', 'containers', 'events'] as const).map(async (t) => [t, await store.scan(t)] as const),
+  ));
+  const releasesOf = async () => (await store.scan<{ id: string; name: string; product: string; dependsOn: string[] }>('releases'));
+
+  beforeAll(async () => {
+    for (const [name, dependencies] of [['keeper', []], ['stream', [{ product: 'keeper', versionRange: '^1.0' }]]] as const) {
+      const defined = await gql({
+        query: 'mutation($i: ProductInput!) { defineProduct(input: $i) { name } }',
+        variables: { i: { name, versions: [{ version: '1.0.0', image: `fangzhou/${name}:1` }], dependencies, defaults: { replicas: 1, resources: { cpuMillis: 50, memoryMb: 32 } } } },
+      }, ADMIN);
+      expect(defined.body.errors).toBeUndefined();
+    }
+    const token = (await gql({ query: 'mutation { createJoinToken { token } }' }, ADMIN)).body.data!.createJoinToken.token;
+    const registered = await gql({
+      query: 'mutation($i: RegisterHostInput!) { registerHost(input: $i) { host { id } } }',
+      variables: { i: { joinToken: token, name: 'deps-host', address: '127.0.0.11', capacity: { cpuMillis: 4000, memoryMb: 4096 } } },
+    });
+    expect(registered.body.errors).toBeUndefined();
+  });
+
+  test('creating a release of a dependency outside the scope is FORBIDDEN and writes nothing; with the dependency in scope it deploys both', async () => {
+    const stream = await createKey('stream-team', 'OPERATOR', { products: ['stream'] });
+    const before = await written();
+    const refused = await deployStream(stream.secret, 'stream-a');
+    expect(refused.body.errors![0].extensions).toMatchObject({ code: 'FORBIDDEN', reason: 'OUT_OF_SCOPE' });
+    expect(refused.body.errors![0].message).toBe(`${stream.key.id} is scoped to products [stream] and releases []: deploy of stream needs a release of keeper, `
+      + 'outside the scope: a scoped key creates releases only of the products it names and relies only on releases in its scope. To use a release of '
+      + 'keeper, ask an admin to add it to this key\'s scope (releases), deploying it first with a key that covers keeper if there is none; or ask for '
+      + 'a scope that includes the product keeper.');
+    // Without withDependencies too: it would rely on a release outside the scope.
+    expect((await deployStream(stream.secret, 'stream-a', false)).body.errors![0].extensions).toMatchObject({ code: 'FORBIDDEN', reason: 'OUT_OF_SCOPE' });
+    expect(await written()).toEqual(before);
+    const audited = await gql({ query: `{ auditLog(filter: {principal: "${stream.key.id}", operation: "deploy"}) { nodes { outcome code } } }` }, ADMIN);
+    expect(audited.body.data!.auditLog.nodes).toEqual([{ outcome: 'DENIED', code: 'FORBIDDEN' }, { outcome: 'DENIED', code: 'FORBIDDEN' }]);
+
+    const both = await createKey('stream-and-keeper-team', 'OPERATOR', { products: ['stream', 'keeper'] });
+    const deployed = await deployStream(both.secret, 'stream-a');
+    expect(deployed.body.errors).toBeUndefined();
+    const releases = await releasesOf();
+    const keeper = releases.find((r) => r.product === 'keeper')!;
+    expect(keeper.name).toBe('keeper');
+    expect(releases.find((r) => r.name === 'stream-a')).toMatchObject({ product: 'stream', dependsOn: [keeper.id] });
+  });
+
+  test('another team’s existing release of the dependency is neither used nor revealed; named in the scope, it is used; its team learns no dependant’s name', async () => {
+    const keeper = (await releasesOf()).find((r) => r.product === 'keeper')!;
+    const stream = await createKey('stream-team-2', 'OPERATOR', { products: ['stream'] });
+    const before = await written();
+    const refused = await deployStream(stream.secret, 'stream-b');
+    expect(refused.body.errors![0].extensions).toMatchObject({ code: 'FORBIDDEN', reason: 'OUT_OF_SCOPE' });
+    // The very refusal of an empty platform: nothing says that a release of keeper exists, nor which.
+    expect(refused.body.errors![0].message).toMatch(/: deploy of stream needs a release of keeper, outside the scope: .* or ask for a scope that includes the product keeper\.$/);
+    expect(refused.body.errors![0].message).not.toContain(keeper.id);
+    expect(refused.body.errors![0].message).not.toMatch(/1\.0\.0|keeper"|exists/);
+    expect(await written()).toEqual(before);
+
+    const allowed = await createKey('stream-team-3', 'OPERATOR', { products: ['stream'], releases: [keeper.id] });
+    const deployed = await deployStream(allowed.secret, 'stream-c');
+    expect(deployed.body.errors).toBeUndefined();
+    const after = await releasesOf();
+    expect(after.length).toBe(before.releases.length + 1);
+    expect(after.find((r) => r.name === 'stream-c')).toMatchObject({ product: 'stream', dependsOn: [keeper.id] });
+
+    // The keeper team cannot delete its release while others need it, and learns no names of theirs.
+    const keeperTeam = await createKey('keeper-team', 'OPERATOR', { products: ['keeper'] });
+    const kept = await gql({ query: `mutation { deleteRelease(id: "${keeper.id}") { id } }` }, keeperTeam.secret);
+    expect(codeOf(kept)).toBe('CONFLICT');
+    expect(kept.body.errors![0].message).toBe('release "keeper" is needed by 2 releases outside this key\'s scope; delete those first (those outside the scope with a key that covers them)');
+  });
+});
