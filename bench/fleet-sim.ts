@@ -362,15 +362,22 @@ const f0 = (x: number | undefined) => (x === undefined || Number.isNaN(x) ? 'n/a
 
 async function main() {
   const results: Result[] = [];
+  // Ctrl-C or a kill: the size that runs stops as if out of time (everything of it is stopped), and no other starts.
+  let interrupted: AbortController | null = null;
+  let stopping = false;
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => { stopping = true; interrupted?.abort(); });
   console.log(`fleet-sim: node ${process.version}, ${SECONDS} s measured per size after 10 s of warm-up, at most ${values.limit} s per size`);
   for (const storeName of values.stores.split(',')) {
+    if (stopping) break;
     const store = await startStore(storeName);
     try {
       for (const n of values.sizes.split(',').map(Number)) {
+        if (stopping) break;
         const limit = new AbortController();
+        interrupted = limit;
         const timer = setTimeout(() => limit.abort(), Number(values.limit) * 1000);
         const r: Result = await runOne(store, n, limit.signal)
-          .catch((err: Error) => ({ store: storeName, n, failure: limit.signal.aborted ? `did not finish within ${values.limit} s` : err.message }))
+          .catch((err: Error) => ({ store: storeName, n, failure: stopping ? 'interrupted' : limit.signal.aborted ? `did not finish within ${values.limit} s` : err.message }))
           .finally(() => clearTimeout(timer));
         results.push(r);
         if (r.failure) {

@@ -8,7 +8,7 @@ import { networkFor } from './discovery';
 import { arkHooks } from './hooks';
 import { checkSession, ensureSubnet, heartbeat, mustGetHost, recordEngine } from './hosts';
 import { instancesOfHost, networkChanged, toDesired } from './instances';
-import { logRequestsFor } from './logs';
+import { hostLogItems, logRequestsFor } from './logs';
 import { logFollowsFor } from './logtail';
 
 /**
@@ -38,11 +38,12 @@ export async function runnerSync(store: Store, hostId: string, request: SyncRequ
   await arkHooks.emit('containersChanged', store, hostId, changes, now);
   // Subscribers hear of a change now rather than at the next tick.
   if (changes.length) await kick('publish');
+  const logItems = await hostLogItems(store, hostId);
   return {
     hostId, desired: instances.map(toDesired), pollSeconds: cadence.pollSeconds,
     network: await networkFor(store, host, request.networkSerial),
-    logRequests: await logRequestsFor(store, hostId, now),
-    logFollows: await logFollowsFor(store, hostId, now),
+    logRequests: await logRequestsFor(store, logItems, now),
+    logFollows: await logFollowsFor(store, logItems, now),
   };
 }
 

@@ -98,10 +98,13 @@ export async function instanceLogs(store: Store, id: string, tail = 100, since?:
 
 const chunksOf = (store: Store, requestId: string) => store.query<ChunkItem>('logs', 'byRequest', requestId);
 
+/** What waits for a host's runner in the logs table: its log requests and the follows of its containers (logtail.ts). */
+export type HostLogItem = { id: string; kind: string };
+export const hostLogItems = (store: Store, hostId: string) => store.query<HostLogItem>('logs', 'byHost', hostId);
+
 /** The requests waiting for this host's runner (sent with every runnerSync answer); stale ones are removed. */
-export async function logRequestsFor(store: Store, hostId: string, now = new Date()): Promise<LogRequest[]> {
-  // Follows of the host's containers (logtail.ts) share the index.
-  const items = (await store.query<RequestItem>('logs', 'byHost', hostId)).filter((r) => r.kind === 'request');
+export async function logRequestsFor(store: Store, hostItems: readonly HostLogItem[], now = new Date()): Promise<LogRequest[]> {
+  const items = hostItems.filter((r): r is RequestItem => r.kind === 'request');
   const live: LogRequest[] = [];
   for (const r of items) {
     if (now.getTime() - Date.parse(r.createdAt) > REQUEST_TTL_MS) await store.remove('logs', r.id).catch(() => undefined);

@@ -7,7 +7,7 @@ import type { LogFollow, LogLine } from '../../lib/runner-protocol';
 import { ConditionFailed, type Store, type Versioned } from '../../lib/store';
 import { getHost } from './hosts';
 import { getInstance, notifyHost } from './instances';
-import { MAX_CHUNK_LINES, MAX_LINE_CHARS } from './logs';
+import { MAX_CHUNK_LINES, MAX_LINE_CHARS, type HostLogItem } from './logs';
 
 /**
  * The live tail of a container's output (the subscription `instanceLogTail`). Nothing is streamed until someone
@@ -144,8 +144,8 @@ async function writeTail(store: Store, follow: FollowItem, lines: LogLine[], dro
 }
 
 /** The follows of this host's containers (sent with every runnerSync answer); idle ones end here. */
-export async function logFollowsFor(store: Store, hostId: string, now = new Date()): Promise<LogFollow[]> {
-  const items = (await store.query<FollowItem | { kind: string }>('logs', 'byHost', hostId)).filter((i): i is FollowItem => i.kind === 'follow');
+export async function logFollowsFor(store: Store, hostItems: readonly HostLogItem[], now = new Date()): Promise<LogFollow[]> {
+  const items = hostItems.filter((i): i is FollowItem => i.kind === 'follow');
   const live: LogFollow[] = [];
   const idleMs = config().logFollowIdleSeconds * 1000;
   for (const f of items) {

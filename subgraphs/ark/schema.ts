@@ -14,7 +14,7 @@ import { createJoinToken, drainHost, getHost, labelHost, listHosts, registerHost
 import { checkLedger, type LedgerDrift } from './ledger';
 import { instanceLogs, recordLogChunk, type LogChunkInput } from './logs';
 import { getLogTail, recordLogTail, type LogTail, type LogTailInput } from './logtail';
-import { getInstance, instancesOfHost, instancesOfRelease, networkChanged, type Instance } from './instances';
+import { getInstance, instancesOfHost, instancesOfRelease, type Instance } from './instances';
 
 async function instancePorts(i: Instance) {
   const observed = (await getContainer(store(), i.id))?.ports ?? [];
@@ -60,11 +60,9 @@ const resolvers = {
   Mutation: {
     createJoinToken: (_: unknown, { ttlSeconds }: { ttlSeconds?: number | null }) =>
       createJoinToken(store(), ttlSeconds ?? config().joinTokenTtlSeconds),
-    registerHost: async (_: unknown, { input }: { input: RegisterHostInput }) => {
-      const registered = await registerHost(store(), input);
-      await networkChanged(store(), `host ${registered.host.name} joined (${registered.host.subnet})`);
-      return registered;
-    },
+    // A joining host moves the network serial but tells no one at once: it runs nothing yet, and once something placed
+    // there starts serving, that change tells every host (routes and records together); every poll sees it before.
+    registerHost: (_: unknown, { input }: { input: RegisterHostInput }) => registerHost(store(), input),
     labelHost: (_: unknown, { id, labels }: { id: string; labels: Label[] }) => labelHost(store(), id, labels),
     drainHost: (_: unknown, { id }: { id: string }) => drainHost(store(), id),
     cordonHost: (_: unknown, { id }: { id: string }) => setCordoned(store(), id, true),
