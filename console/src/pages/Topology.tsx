@@ -1,3 +1,4 @@
+import { useEffect, useState } from 'react';
 import { gql, useQuery } from 'urql';
 import { Badge, healthClass, link, Result } from '../ui';
 import { useLive } from '../live';
@@ -16,10 +17,21 @@ type Release = {
   instances: { id: string; ordinal: number; domainName: string; host: { id: string; name: string } | null; status: { state: string; health: string; restartCount: number } | null }[];
 };
 
-/** Releases → instances → hosts, coloured by container health; every status change re-reads the picture. */
+type Change = { containerStatusChanged: { instance: { id: string } | null; state: string; health: string } };
+
+/**
+ * Releases → instances → hosts, coloured by container health; every status change re-reads the picture, and the
+ * status it pushed is shown until that answer comes (a red that lasts less than a re-read is still shown).
+ */
 export function Topology() {
   const [result, reexecute] = useQuery<{ releases: Release[] }>({ query: TOPOLOGY });
-  const liveError = useLive(CHANGES, {}, () => reexecute({ requestPolicy: 'network-only' }));
+  const [pushed, setPushed] = useState<Record<string, { state: string; health: string }>>({});
+  useEffect(() => setPushed({}), [result.data]);
+  const liveError = useLive<Change>(CHANGES, {}, () => reexecute({ requestPolicy: 'network-only' }), false, ({ containerStatusChanged: c }) => {
+    const id = c.instance?.id;
+    if (id) setPushed((p) => ({ ...p, [id]: { state: c.state, health: c.health } }));
+  });
+  const statusOf = (i: Release['instances'][number]) => (pushed[i.id] ? { restartCount: 0, ...i.status, ...pushed[i.id] } : i.status);
   return (
     <section>
       <h1>Topology</h1>
@@ -34,10 +46,10 @@ export function Topology() {
               <p className="muted">{r.health.healthy}/{r.health.desired} healthy</p>
               <ul className="instances">
                 {r.instances.map((i) => (
-                  <li key={i.id} className={`instance ${healthClass(i.status)}`} data-testid={`instance-${r.name}-${i.ordinal}`}
-                    data-health={healthClass(i.status)} title={i.domainName}>
+                  <li key={i.id} className={`instance ${healthClass(statusOf(i))}`} data-testid={`instance-${r.name}-${i.ordinal}`}
+                    data-health={healthClass(statusOf(i))} title={i.domainName}>
                     <strong>{r.name}-{i.ordinal}</strong>
-                    <span>{i.status ? `${i.status.state.toLowerCase()} · ${i.status.health.toLowerCase()}` : 'no report yet'}</span>
+                    <span>{statusOf(i) ? `${statusOf(i)!.state.toLowerCase()} · ${statusOf(i)!.health.toLowerCase()}` : 'no report yet'}</span>
                     <span className="muted">on {i.host?.name ?? 'unplaced'}</span>
                   </li>
                 ))}
