@@ -19,4 +19,6 @@ export interface NewEvent {
   progress?: { done: number; total: number } | null;
   /** Container status changes: the container's health before and after (the inspection counts flaps with it). */
   health?: { before: string | null; after: string | null } | null;
+  /** A host's desired-state notice sent to every host at once: the seconds its runner spreads its sync over. */
+  spreadSeconds?: number;
 }

@@ -15,7 +15,7 @@ import type { TlsMaterial } from './api';
 import { pause } from './pause';
 
 /** The subscription the runner holds. */
-export const HOST_DESIRED_STATE_CHANGED = 'subscription HostDesiredStateChanged { hostDesiredStateChanged { at } }';
+export const HOST_DESIRED_STATE_CHANGED = 'subscription HostDesiredStateChanged { hostDesiredStateChanged { at spreadSeconds } }';
 
 /** `FZ_WS_URL=off` (or `--ws-url off`): no WebSocket, polling only. */
 export const WS_OFF = 'off';
@@ -25,7 +25,11 @@ export interface NotificationOptions {
   url: string;
   hostToken: string;
   hostId: string;
-  /** Called for every notice and after every (re)connect (changes may have been missed while disconnected). */
+  /**
+   * Called for every notice and after every (re)connect (changes may have been missed while disconnected). A notice
+   * with `spreadSeconds` (a network change told to every host of a large fleet) calls it at a random moment within
+   * that time instead, unless an earlier call is due: the fleet's syncs reach the API spread out, not all at once.
+   */
   onChange: () => void;
   /** For wss://: the CA to trust and the host's client certificate, as they are at each (re)connect. */
   tls?: () => TlsMaterial | null;
@@ -47,6 +51,8 @@ const PONG_TIMEOUT_MS = 10_000;
 const MAX_BACKOFF_MS = 30_000;
 /** After 4401/4403 (token refused, subscription not allowed): retrying soon cannot help; the poll decides the rest. */
 const REFUSED_BACKOFF_MS = 5 * 60_000;
+/** A notice never delays the sync longer than this, whatever it asks (the poll comes anyway). */
+const MAX_SPREAD_SECONDS = 60;
 /** A connection that lasted this long counts as healthy: the next drop starts the back-off from 1 s again. */
 const STABLE_MS = 30_000;
 
@@ -101,6 +107,18 @@ export function followNotifications(options: NotificationOptions): Notifications
   let pongTimer: NodeJS.Timeout | undefined;
   let client: Client | undefined;
 
+  /** The spread-out call still to come, and when. */
+  let spread: { timer: NodeJS.Timeout; at: number } | null = null;
+  const change = (spreadSeconds = 0) => {
+    if (signal.aborted) return;
+    const at = Date.now() + (spreadSeconds > 0 ? Math.random() * spreadSeconds * 1000 : 0);
+    if (spread && spread.at <= at) return;
+    if (spread) clearTimeout(spread.timer);
+    spread = null;
+    if (at <= Date.now()) return onChange();
+    spread = { at, timer: setTimeout(() => { spread = null; onChange(); }, at - Date.now()) };
+  };
+
   const backoff = () => {
     const notice = refusal;
     refusal = null;
@@ -137,7 +155,7 @@ export function followNotifications(options: NotificationOptions): Notifications
       connected: () => {
         connectedAt = Date.now();
         log.info({ url, hostId }, 'notifications connected: desired-state changes are pushed');
-        onChange(); // whatever changed while we were not connected
+        change(); // whatever changed while we were not connected
       },
       ping: (received, payload) => {
         if (received) {
@@ -181,9 +199,10 @@ export function followNotifications(options: NotificationOptions): Notifications
       let onAbort = () => undefined as void;
       const outcome = await new Promise<{ error?: unknown }>((resolve) => {
         const unsubscribe = client!.subscribe({ query: HOST_DESIRED_STATE_CHANGED }, {
-          next: () => {
+          next: (message) => {
             failures = 0;
-            onChange();
+            const notice = (message.data as { hostDesiredStateChanged?: { spreadSeconds?: number } } | null | undefined)?.hostDesiredStateChanged;
+            change(Math.min(notice?.spreadSeconds ?? 0, MAX_SPREAD_SECONDS));
           },
           error: (error) => resolve({ error }),
           complete: () => resolve({}),
@@ -208,6 +227,7 @@ export function followNotifications(options: NotificationOptions): Notifications
   return {
     async stop() {
       stopper.abort();
+      if (spread) clearTimeout(spread.timer);
       await done;
     },
   };

@@ -19,15 +19,24 @@ export interface Cadence {
    * (FZ_MAX_NOTICES_PER_SECOND); changes in between go out together with the next round, and polls see them anyway.
    */
   noticeSeconds: number;
+  /**
+   * Over how many seconds the runners told in one such round spread their syncs, each waking at a random moment
+   * within it (runner/notifications.ts), so that a round of N notices is N syncs over this time rather than at once:
+   * 0 while the fleet is within FZ_MAX_NOTICES_PER_SECOND (a round is one burst the API takes), else the gap between
+   * rounds, so that syncs arrive at about that rate and one round is over before the next.
+   */
+  noticeSpreadSeconds: number;
 }
 
 export function cadenceFor(hosts: number, c: ReturnType<typeof config> = config()): Cadence {
   const heartbeatSeconds = Math.max(c.heartbeatSeconds, Math.ceil(hosts / c.maxHeartbeatsPerSecond));
+  const noticeSeconds = Math.max(1, Math.ceil(hosts / c.maxNoticesPerSecond));
   return {
     heartbeatSeconds,
     pollSeconds: Math.max(c.runnerPollSeconds, Math.ceil(hosts / c.maxPollsPerSecond)),
     hostDownSeconds: c.hostDownSeconds * (heartbeatSeconds / c.heartbeatSeconds),
-    noticeSeconds: Math.max(1, Math.ceil(hosts / c.maxNoticesPerSecond)),
+    noticeSeconds,
+    noticeSpreadSeconds: hosts > c.maxNoticesPerSecond ? noticeSeconds : 0,
   };
 }
 
@@ -35,7 +44,7 @@ export function cadenceFor(hosts: number, c: ReturnType<typeof config> = config(
  * The silence a host is judged by: the heartbeat interval its runner was last told (recorded with each beat), so a
  * host is never held to a shorter interval than it was given while the fleet shrinks.
  */
-export function silenceFor(host: Pick<Host, 'heartbeatSeconds'>, c: ReturnType<typeof config> = config()): Omit<Cadence, 'noticeSeconds'> {
+export function silenceFor(host: Pick<Host, 'heartbeatSeconds'>, c: ReturnType<typeof config> = config()): Omit<Cadence, 'noticeSeconds' | 'noticeSpreadSeconds'> {
   const heartbeatSeconds = Math.max(c.heartbeatSeconds, host.heartbeatSeconds ?? 0);
   return { heartbeatSeconds, pollSeconds: c.runnerPollSeconds, hostDownSeconds: c.hostDownSeconds * (heartbeatSeconds / c.heartbeatSeconds) };
 }

@@ -112,14 +112,15 @@ const addChange = (changes: HostChanges, hostId: string, what: string) => {
  * Tells the runners of these hosts that their desired containers changed: one HOST_DESIRED_CHANGED event per host
  * and operation (topic `host:<hostId>`, which its runner subscribes to through hostDesiredStateChanged), then the
  * publisher is kicked, so the runner syncs within a fraction of a second instead of at its next poll. Never throws:
- * the change itself is written already, and the runner's poll still picks it up if the notice is lost.
+ * the change itself is written already, and the runner's poll still picks it up if the notice is lost. A round told
+ * to every host asks the runners to spread their syncs over `spreadSeconds` (cadence.ts: noticeSpreadSeconds).
  */
-async function announce(store: Store, changes: HostChanges): Promise<void> {
+async function announce(store: Store, changes: HostChanges, spreadSeconds = 0): Promise<void> {
   if (!changes.size) return;
   // The time of writing, never a caller's `now`: the publisher sends no event older than a subscription.
   const now = new Date();
   const written = await Promise.allSettled([...changes].map(([hostId, what]) => arkHooks.emit('event', store, {
-    kind: HOST_DESIRED_CHANGED, severity: 'INFO', hostId, topics: [hostTopic(hostId)],
+    kind: HOST_DESIRED_CHANGED, severity: 'INFO', hostId, topics: [hostTopic(hostId)], ...(spreadSeconds ? { spreadSeconds } : {}),
     message: `desired containers changed: ${what.slice(0, 5).join(', ')}${what.length > 5 ? ` and ${what.length - 5} more` : ''}`,
   }, now)));
   const failed = written.filter((w): w is PromiseRejectedResult => w.status === 'rejected');
@@ -442,7 +443,7 @@ export async function announcePendingNetwork(store: Store, now = new Date()): Pr
 
 async function announceToLiveHosts(store: Store, what: string[]): Promise<void> {
   const hosts = (await listHosts(store)).filter((h) => h.status !== 'DOWN');
-  await announce(store, new Map(hosts.map((h) => [h.id, what])));
+  await announce(store, new Map(hosts.map((h) => [h.id, what])), (await fleetCadence(store)).noticeSpreadSeconds);
 }
 
 export const containerName = (i: Pick<Instance, 'releaseName' | 'ordinal'>) => `fz-${i.releaseName}-${i.ordinal}`;

@@ -32,6 +32,8 @@ export interface PlatformEvent extends Versioned {
   progress?: { done: number; total: number } | null;
   /** Container status changes: the health before and after. */
   health?: { before: string | null; after: string | null } | null;
+  /** A desired-state notice of a round told to every host: the seconds its runner spreads its sync over. */
+  spreadSeconds?: number;
   published: boolean;
   /** Index keys (see above). */
   stream?: typeof STREAM;

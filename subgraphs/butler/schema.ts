@@ -25,7 +25,7 @@ async function hostDesiredStateChange(eventId: string, ctx: Context) {
   if (ctx.principal.kind === 'host' && ctx.principal.hostId !== event.hostId) {
     throw new AppError('FORBIDDEN', 'a host runner may read only the desired-state changes of its own host');
   }
-  return { hostId: event.hostId, at: event.at };
+  return { hostId: event.hostId, at: event.at, spreadSeconds: event.spreadSeconds ?? 0 };
 }
 
 /**

@@ -203,6 +203,23 @@ describe('network changes', () => {
     // Nothing left: the next tick tells no one.
     await announcePendingNetwork(store, at(5000));
     expect(await told()).toHaveLength(4);
+    // A fleet this small takes a round at once: no runner is asked to spread its sync.
+    expect((await notices()).map((e) => e.spreadSeconds ?? 0)).toEqual([0, 0, 0, 0]);
+  });
+
+  test('past FZ_MAX_NOTICES_PER_SECOND a round asks every runner to spread its sync over the gap between rounds; a placement does not', async () => {
+    process.env.FZ_MAX_NOTICES_PER_SECOND = '1';
+    try {
+      const { store, notices } = await ark(host('h-a'), host('h-b'), host('h-c'));
+      await networkChanged(store, 'web-0 serves');
+      expect((await notices()).map((e) => [e.hostId, e.spreadSeconds])).toEqual(expect.arrayContaining([['h-a', 3], ['h-b', 3], ['h-c', 3]]));
+      await placeInstances(store, unplaced('r1', [0]), SPREAD);
+      const placed = (await notices()).filter((e) => e.message.includes('placed'));
+      expect(placed).toHaveLength(1);
+      expect(placed[0].spreadSeconds).toBeUndefined();
+    } finally {
+      delete process.env.FZ_MAX_NOTICES_PER_SECOND;
+    }
   });
 });
 

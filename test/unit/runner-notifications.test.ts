@@ -110,7 +110,7 @@ async function within(ms: number, what: string, p: Promise<unknown>): Promise<nu
   return Date.now() - started;
 }
 
-const next = (conn: Conn) => conn.socket.send(JSON.stringify({ id: conn.subscribe!.id, type: 'next', payload: { data: { hostDesiredStateChanged: { at: new Date().toISOString() } } } }));
+const next = (conn: Conn, spreadSeconds = 0) => conn.socket.send(JSON.stringify({ id: conn.subscribe!.id, type: 'next', payload: { data: { hostDesiredStateChanged: { at: new Date().toISOString(), spreadSeconds } } } }));
 const lines = (level: 'info' | 'warn' | 'debug') => (log[level] as unknown as jest.Mock).mock.calls.map((c) => (typeof c[0] === 'string' ? c[0] : c[1]) as string);
 
 test('subscribes with the host token; wakes on connect and on every notice; stop closes the socket for good', async () => {
@@ -127,6 +127,27 @@ test('subscribes with the host token; wakes on connect and on every notice; stop
   await until('the socket to close', () => conns[0].closed);
   await aReconnectCycle();
   expect(mine()).toHaveLength(1);
+});
+
+test('a notice asking for spread wakes the runner once, at a random moment within the spread; one without wakes it at once', async () => {
+  jest.spyOn(Math, 'random').mockReturnValue(0.5);
+  const { changes } = follow();
+  await until('the subscription', () => !!conns[0]?.subscribe);
+  expect(changes.count).toBe(1);
+  const sent = Date.now();
+  for (let k = 0; k < 3; k++) next(conns[0], 1);
+  await until('the spread-out wake-up', () => changes.count === 2);
+  expect(Date.now() - sent).toBeGreaterThanOrEqual(450); // half of the 1 s asked for (Math.random gave 0.5)
+  await new Promise((r) => setTimeout(r, 700));
+  expect(changes.count).toBe(2); // three notices of one round: one sync
+  // A spread-out wake-up is pending; a change of this host's own containers does not wait for it, nor does it come after.
+  next(conns[0], 1);
+  await new Promise((r) => setTimeout(r, 50));
+  expect(changes.count).toBe(2);
+  next(conns[0]);
+  await until('the immediate wake-up', () => changes.count === 3);
+  await new Promise((r) => setTimeout(r, 700));
+  expect(changes.count).toBe(3);
 });
 
 test('a dropped connection is made again with back-off, and one line says so', async () => {
