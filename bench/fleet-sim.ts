@@ -267,6 +267,8 @@ async function runOne(store: Store, n: number, signal: AbortSignal): Promise<Res
     const joinToken = async () => (await s.graphql<{ createJoinToken: { token: string } }>('mutation { createJoinToken { token } }')).data!.createJoinToken.token;
     // Each host's simulated runner starts as soon as the host is registered, as a real runner does: a host left
     // silent while the others register would be DOWN (rightly) before the measurement starts.
+    const take = async () => { proxy.send({ take: true }); return once(proxy, (m: { counts?: StoreCounts }) => m.counts); };
+    let seen = { at: Date.now(), counts: await take() };
     let registered = 0;
     const BATCH = 25;
     for (let i = 0; i < n; i += BATCH) {
@@ -280,7 +282,16 @@ async function runOne(store: Store, n: number, signal: AbortSignal): Promise<Res
       if (registered % RUNNERS_PER_WORKER === 0) workers.push(self('runners'));
       workers.at(-1)!.send({ start: { url: s.url, wsUrl: s.wsUrl, hosts: batch } });
       registered += batch.length;
-      if (process.env.FZ_SIM_DEBUG) console.log(`  ${registered} registered at ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+      if (process.env.FZ_SIM_DEBUG) {
+        console.log(`  ${registered} registered at ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+        if (registered % 100 === 0) {
+          // What the store is asked most while the fleet grows, per second since the last such line.
+          const [now, counts] = [Date.now(), await take()];
+          const rate = Object.entries(counts.byKind).map(([k, v]) => [k, (v - (seen.counts.byKind[k] ?? 0)) / ((now - seen.at) / 1000)] as const);
+          console.log(`    store ops/s: ${rate.sort((a, b) => b[1] - a[1]).slice(0, 8).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(', ')}`);
+          seen = { at: now, counts };
+        }
+      }
     }
     console.log(`  N=${n}: stack up and ${n} hosts registered, each with its simulated runner, in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
 
@@ -294,7 +305,6 @@ async function runOne(store: Store, n: number, signal: AbortSignal): Promise<Res
     await sleep(5000, undefined, { signal });
     const downBefore = await hostDownEvents(s);
 
-    const take = async () => { proxy.send({ take: true }); return once(proxy, (m: { counts?: StoreCounts }) => m.counts); };
     const cpu = () => ({ server: cpuSeconds(s.apiPid), store: cpuSeconds(store.pid), runners: workers.reduce((a, w) => a + cpuSeconds(w.pid!), 0) });
     for (const w of workers) w.send({ measure: true });
     const [ops0, cpu0, started] = [await take(), cpu(), Date.now()];

@@ -207,11 +207,21 @@ export class Store {
     }
   }
 
-  async scan<T>(table: Table): Promise<T[]> {
+  /**
+   * Every item of the table; with `attributes`, only those attributes of each, a dotted one naming a nested field
+   * (`spec.cpuMillis`): a projection, so a tick that reads a few fields of every host or instance moves and decodes
+   * a fraction of the bytes.
+   */
+  async scan<T>(table: Table, attributes?: readonly string[]): Promise<T[]> {
     const items: T[] = [];
+    const names = [...new Set(attributes?.flatMap((a) => a.split('.')))];
+    const projection = attributes?.length ? {
+      ProjectionExpression: attributes.map((a) => a.split('.').map((n) => `#p${names.indexOf(n)}`).join('.')).join(', '),
+      ExpressionAttributeNames: Object.fromEntries(names.map((n, k) => [`#p${k}`, n])),
+    } : {};
     let start: Record<string, unknown> | undefined;
     do {
-      const out = await this.doc.send(new ScanCommand({ TableName: this.tableName(table), ExclusiveStartKey: start, ConsistentRead: true }));
+      const out = await this.doc.send(new ScanCommand({ TableName: this.tableName(table), ExclusiveStartKey: start, ConsistentRead: true, ...projection }));
       items.push(...((out.Items ?? []) as T[]));
       start = out.LastEvaluatedKey;
     } while (start);

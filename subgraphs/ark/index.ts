@@ -7,8 +7,8 @@ export { arkHooks, type ArkListeners } from './hooks';
 export { arkSchema } from './schema';
 export { listCertificates, recordServerCertificate, type TrackedCertificate } from './certificates';
 export {
-  forgetHost, getHost, listHosts, markDown, mustGetHost, recordProbe, recordSocketAnswer, revokeHost, setCordoned, setHostExclusive, watchingSince,
-  type Host, type HostStatus,
+  forgetHost, getHost, listHostLiveness, listHosts, markDown, mustGetHost, recordProbe, recordSocketAnswer, revokeHost, setCordoned, setHostExclusive, watchingSince,
+  type Host, type HostLiveness, type HostStatus,
 } from './hosts';
 export {
   announcePendingNetwork, checkPlacement, containerName, forgetLostContainers, getInstance, HOST_DESIRED_CHANGED, hostTopic, instanceId, instancesOfHost, instancesOfRelease, listInstances,

@@ -2,8 +2,8 @@ import { config } from '../../lib/config';
 import { log } from '../../lib/log';
 import type { Store } from '../../lib/store';
 import {
-  forgetHost, getContainer, getHost, getInstance, instancesOfHost, isServing, listHosts, markDown, migrateInstance, recordProbe, removeInstance,
-  revokeHost, setCordoned, silenceFor, watchingSince, type Host, type Instance,
+  forgetHost, getContainer, getHost, getInstance, instancesOfHost, isServing, listHostLiveness, markDown, migrateInstance, recordProbe, removeInstance,
+  revokeHost, setCordoned, silenceFor, watchingSince, type Host, type HostLiveness, type Instance,
 } from '../ark';
 import { constraintsOf, getRelease, specAfterMove } from '../panama';
 import { raise, resolveAlarm } from './alarms';
@@ -37,7 +37,7 @@ const probeTimeoutMs = () => Math.max(2, 2 * config().tickSeconds) * 1000;
 export async function watchHosts(store: Store, probe: SocketProbe | null = null, now = new Date()): Promise<void> {
   const watching = await watchingSince(store, config().tickSeconds, now);
   const ago = (seconds: number) => new Date(now.getTime() - seconds * 1000).toISOString();
-  for (const host of await listHosts(store)) {
+  for (const host of await listHostLiveness(store)) {
     // Judged by the interval its runner was told (a large fleet beats less often, subgraphs/ark/cadence.ts).
     const { hostDownSeconds, heartbeatSeconds } = silenceFor(host);
     const staleBefore = { closed: ago(Math.min(hostDownSeconds, 3 * heartbeatSeconds)), unanswered: ago(hostDownSeconds) };
@@ -76,7 +76,7 @@ export async function watchHosts(store: Store, probe: SocketProbe | null = null,
  * time-out, 'alive' when it answered the latest probe, 'asking' while a probe is out. Probes again once an answer is
  * older than a time-out.
  */
-async function askSocket(store: Store, host: Host, probe: SocketProbe, now: Date): Promise<'closed' | 'unanswered' | 'alive' | 'asking'> {
+async function askSocket(store: Store, host: HostLiveness, probe: SocketProbe, now: Date): Promise<'closed' | 'unanswered' | 'alive' | 'asking'> {
   const sentAt = host.probeSentAt ?? null;
   const answered = !!sentAt && (host.socketAnsweredAt ?? '') >= sentAt;
   const timedOut = !!sentAt && Date.parse(sentAt) <= now.getTime() - probeTimeoutMs();
@@ -90,7 +90,7 @@ async function askSocket(store: Store, host: Host, probe: SocketProbe, now: Date
   return answered ? 'alive' : 'asking';
 }
 
-async function drainOne(store: Store, host: Host, now: Date) {
+async function drainOne(store: Store, host: HostLiveness, now: Date) {
   const instances = await instancesOfHost(store, host.id);
   if (!instances.length) {
     // Drained: what moved needs no more watching.
@@ -116,7 +116,7 @@ async function recentlyMovedFrom(store: Store, hostId: string): Promise<string[]
 }
 
 /** Moves the instance off the host; false (and a MIGRATION_BLOCKED event) when no host can take it now. */
-export async function move(store: Store, from: Host, instance: Instance, now: Date): Promise<boolean> {
+export async function move(store: Store, from: Pick<Host, 'id' | 'name' | 'status'>, instance: Instance, now: Date): Promise<boolean> {
   const release = await getRelease(store, instance.releaseId);
   if (!release) return false;
   let to: string;

@@ -107,6 +107,20 @@ describe.each([
     });
   });
 
+  describe('scan', () => {
+    it('reads every item, or only the attributes asked for, nested ones too (names DynamoDB reserves included)', async () => {
+      const prefixed = new Store(client, newPrefix());
+      await ensureTables(client, prefixed.prefix);
+      for (let i = 0; i < 3; i++) await prefixed.create('products', { name: `p${i}`, description: `d${i}`, status: 'ok' });
+      const byName = (a: { name: string }, b: { name: string }) => a.name.localeCompare(b.name);
+      expect((await prefixed.scan<Product>('products')).sort(byName)).toEqual([0, 1, 2].map((i) => ({ name: `p${i}`, description: `d${i}`, status: 'ok', seq: 1 })));
+      // `status` and `name` are reserved words: the projection must name them through placeholders.
+      expect((await prefixed.scan<Product & { status: string }>('products', ['name', 'status'])).sort(byName)).toEqual([0, 1, 2].map((i) => ({ name: `p${i}`, status: 'ok' })));
+      await prefixed.create('instances', { id: 'i-1', hostId: 'h-1', spec: { cpuMillis: 100, memoryMb: 64, env: [{ name: 'A', value: 'b' }] } });
+      expect(await prefixed.scan('instances', ['id', 'spec.cpuMillis', 'spec.memoryMb'])).toEqual([{ id: 'i-1', spec: { cpuMillis: 100, memoryMb: 64 } }]);
+    });
+  });
+
   describe('increment', () => {
     it('counts from 1, and 40 concurrent writers from two clients lose no step', async () => {
       const name = key('counter');
