@@ -16,28 +16,44 @@ interface FleetNetwork {
   records: DnsRecord[];
 }
 
+/** At most one read of the whole fleet per this many ms and process, however often the serial moves. */
+const FLEET_READ_GAP_MS = 1000;
+
+interface Reading {
+  /** The serial the read was asked for; it reads the serial again when it starts, so it may cover a newer one. */
+  serial: number;
+  startsAt: number;
+  read: Promise<FleetNetwork>;
+}
+
 /**
  * The last fleet network this process read, per store: every runner whose serial is stale needs the same hosts and
  * records, so they are read once per serial (one read shared by the syncs that ask at the same time), not once per
  * runner: a change on a fleet of N hosts costs N small answers instead of N reads of the whole fleet. Safe because
  * every change writes first and moves the serial after, so what is read after seeing serial S holds every change up
  * to S; a read that fails is forgotten, and the next sync reads again.
+ * While a fleet grows, every join moves the serial: then reads come at most one a second (FLEET_READ_GAP_MS), and
+ * the syncs that ask in between wait for the next one, which reads the serial when it starts and so covers theirs.
  */
-const lastRead = new WeakMap<Store, Promise<FleetNetwork>>();
+const lastRead = new WeakMap<Store, Reading>();
 
-function fleetNetwork(store: Store, serial: number): Promise<FleetNetwork> {
-  const cached = lastRead.get(store);
+function fleetNetwork(store: Store, serial: number, now = Date.now()): Promise<FleetNetwork> {
+  const last = lastRead.get(store);
+  // Read at this serial or a newer one, or not started yet (it will see at least this serial): share it.
+  if (last && (last.serial >= serial || now < last.startsAt)) return last.read;
+  const startsAt = Math.max(now, (last?.startsAt ?? 0) + FLEET_READ_GAP_MS);
   const read = (async () => {
-    const last = await cached?.catch(() => undefined);
-    if (last?.serial === serial) return last;
+    if (startsAt > now) await new Promise((resolve) => setTimeout(resolve, startsAt - now));
+    const current = startsAt > now ? Math.max(serial, await networkSerial(store)) : serial;
     const [hosts, instances, containers] = await Promise.all([
       listHosts(store), listInstances(store), listContainers(store),
     ]);
     const serving = servingSet(containers);
-    return { serial, hosts, records: zoneRecords(config().dnsZone, instances, (id) => serving.has(id)) };
+    return { serial: current, hosts, records: zoneRecords(config().dnsZone, instances, (id) => serving.has(id)) };
   })();
-  lastRead.set(store, read);
-  read.catch(() => { if (lastRead.get(store) === read) lastRead.delete(store); });
+  const reading = { serial, startsAt, read };
+  lastRead.set(store, reading);
+  read.then((fleet) => { reading.serial = fleet.serial; }, () => { if (lastRead.get(store) === reading) lastRead.delete(store); });
   return read;
 }
 
