@@ -44,9 +44,12 @@ test('every mutation is audited with principal, outcome, code and redacted input
   expect((await api.run('{ auditLog { nodes { seq } } }', {}, withRole('OPERATOR'))).errors?.[0].extensions?.code).toBe('FORBIDDEN');
 });
 
-test('concurrent appends from many writers keep one unbroken chain', async () => {
+test('concurrent appends from many writers, in this process and in three others, keep one unbroken chain', async () => {
   const before = (await api.run('{ auditHead { last } }')).data!.auditHead.last as number;
-  await Promise.all(Array.from({ length: 12 }, (_, i) => appendAudit(store, {
+  // One process's appends queue behind each other; other API processes (a Store of their own each) race for entries.
+  const { Store, createClient } = await import('../../lib/store');
+  const others = [1, 2, 3].map(() => new Store(createClient(), store.prefix));
+  await Promise.all(Array.from({ length: 12 }, (_, i) => appendAudit(i % 4 ? others[i % 4 - 1] : store, {
     at: new Date().toISOString(), principal: `writer-${i}`, role: 'OPERATOR', operation: 'deploy', input: '{}', outcome: 'OK', code: null, requestId: null,
   })));
   const { result, out } = await lines((o, e) => verify(cli, o, e));

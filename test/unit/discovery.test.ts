@@ -1,5 +1,9 @@
 import type { Store } from '../../lib/store';
-import { networkFor } from '../../subgraphs/ark/discovery';
+import { networkFor as networkOf } from '../../subgraphs/ark/discovery';
+import type { Host } from '../../subgraphs/ark/hosts';
+
+/** Only what the network needs of a host (id, name, address, subnet). */
+const networkFor = (store: Store, h: { id: string; subnet: string }, serial: number | null) => networkOf(store, h as unknown as Host & { subnet: string }, serial);
 
 /**
  * The fleet network a runner gets with its sync (subgraphs/ark/discovery.ts): read once per serial and process, and
