@@ -6,7 +6,7 @@ import { hashSecret, matchesHash } from './ids';
 import { config } from './config';
 import { looksLikeJwt, verifyJwt } from './jwt';
 import { CertificateError, checkHostCertificate, platformCa } from './pca';
-import { store } from './store';
+import { store, type Store } from './store';
 
 export type { Role, Scope } from './apikeys';
 
@@ -53,6 +53,43 @@ async function checkClientCertificate(hostId: string, clientCert: string | null 
 }
 
 /** `clientCert`: the PEM client certificate the TLS connection presented (and the server verified), if any. */
+/**
+ * Host tokens found valid, by their hash (no token is kept), per store. Every beat, sync and pushed notice of a runner
+ * presents its token, and each would read its claim: a token found valid is taken as valid for at most
+ * HOST_TOKEN_VERIFIED_MS after that read. The process that revokes or removes a host forgets its token at once
+ * (forgetHostToken), and does not remember a read that the revocation overtook; every other process refuses it within
+ * that time. Refusals are not remembered.
+ */
+export const HOST_TOKEN_VERIFIED_MS = 1_000;
+const MAX_HOST_TOKENS = 10_000;
+const hostTokens = new WeakMap<Store, Map<string, { hostId: string; until: number }>>();
+let forgottenTokens = 0;
+
+async function hostOfToken(token: string): Promise<string | undefined> {
+  const db = store();
+  let known = hostTokens.get(db);
+  if (!known) hostTokens.set(db, (known = new Map()));
+  const hash = hashSecret(token);
+  const hit = known.get(hash);
+  if (hit && hit.until > Date.now()) return hit.hostId;
+  known.delete(hash);
+  const before = forgottenTokens;
+  // Looked up by its hash: the store compares keys, no secret is compared in this process.
+  const claim = await db.get<{ hostId: string }>('claims', `host-token#${hash}`);
+  if (!claim) return undefined;
+  if (before === forgottenTokens) {
+    if (known.size >= MAX_HOST_TOKENS) known.delete(known.keys().next().value!);
+    known.set(hash, { hostId: claim.hostId, until: Date.now() + HOST_TOKEN_VERIFIED_MS });
+  }
+  return claim.hostId;
+}
+
+/** The host token with this hash was revoked or its host removed: this process stops taking it at once. */
+export function forgetHostToken(db: Store, tokenHash: string): void {
+  forgottenTokens++;
+  hostTokens.get(db)?.delete(tokenHash);
+}
+
 export async function authenticate(authorization: string | undefined, clientCert?: string | null): Promise<Principal> {
   if (!authorization) return { kind: 'anonymous' };
   const match = /^Bearer\s+(\S+)$/i.exec(authorization.trim());
@@ -69,11 +106,10 @@ export async function authenticate(authorization: string | undefined, clientCert
     throw unauthenticated('the API key is not valid: it was revoked, or the secret is mistyped (an admin can create a new one with createApiKey)');
   }
   if (token.startsWith('fzh_')) {
-    // Looked up by its hash: the store compares keys, no secret is compared in this process.
-    const claim = await store().get<{ hostId: string }>('claims', `host-token#${hashSecret(token)}`);
-    if (claim) {
-      await checkClientCertificate(claim.hostId, clientCert);
-      return { kind: 'host', hostId: claim.hostId };
+    const hostId = await hostOfToken(token);
+    if (hostId) {
+      await checkClientCertificate(hostId, clientCert);
+      return { kind: 'host', hostId };
     }
     throw unauthenticated('the host token is not valid: the host was removed or revoked, or the token was replaced; register the runner again with a new join token');
   }

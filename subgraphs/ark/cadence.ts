@@ -51,17 +51,24 @@ export function silenceFor(host: Pick<Host, 'heartbeatSeconds'>, c: ReturnType<t
 
 /**
  * The fleet's size as this process last counted it: counted again at most every 30 s (a count-only Scan of `hosts`),
- * or at once after this process registered or removed a host.
+ * or soon after this process registered or removed a host (at most once a second while hosts keep joining). The
+ * callers that ask while a count is under way share it.
  */
 const COUNT_TTL_MS = 30_000;
-let counted: { hosts: number; at: number; store: Store } | null = null;
+const RECOUNT_GAP_MS = 1_000;
+let counted: { hosts: Promise<number>; at: number; store: Store; stale: boolean } | null = null;
 
 export async function fleetCadence(store: Store, now = Date.now()): Promise<Cadence> {
-  if (!counted || counted.store !== store || now - counted.at > COUNT_TTL_MS) counted = { hosts: await store.count('hosts'), at: now, store };
-  return cadenceFor(counted.hosts);
+  const age = counted?.store === store ? now - counted.at : Infinity;
+  if (age > COUNT_TTL_MS || (counted!.stale && age > RECOUNT_GAP_MS)) {
+    const count = { hosts: store.count('hosts'), at: now, store, stale: false };
+    counted = count;
+    count.hosts.catch(() => { if (counted === count) counted = null; });
+  }
+  return cadenceFor(await counted!.hosts);
 }
 
-/** A host joined or left through this process: the next cadence counts the fleet again. */
+/** A host joined or left through this process: the fleet is counted again soon. */
 export function fleetChanged(store: Store): void {
-  if (counted?.store === store) counted = null;
+  if (counted?.store === store) counted.stale = true;
 }

@@ -3,6 +3,7 @@ import { AppError, conflict, notFound } from '../../lib/errors';
 import { platformCa, type CertificateInfo } from '../../lib/pca';
 import { hashSecret, newId, newSecret } from '../../lib/ids';
 import type { EngineInfo } from '../../lib/runner-protocol';
+import { forgetHostToken } from '../../lib/auth';
 import { dropClaim } from '../../lib/claims';
 import { ConditionFailed, type Store, type Versioned } from '../../lib/store';
 import * as check from '../../lib/validate';
@@ -135,13 +136,19 @@ export async function registerHost(store: Store, input: RegisterHostInput, now =
   return { host: host as Host, hostToken, certificate };
 }
 
+/** The host token's claim goes, and this process stops taking the token at once (lib/auth keeps valid ones 1 s). */
+async function forgetToken(store: Store, tokenHash: string): Promise<void> {
+  await store.remove('claims', `host-token#${tokenHash}`);
+  forgetHostToken(store, tokenHash);
+}
+
 /**
- * The host token stops working at once (its claim is removed), and so does its certificate (lib/auth checks the
+ * The host token stops working at once (its claim is removed; other API processes refuse it within a second), and so does its certificate (lib/auth checks the
  * record); the host and its instances stay until removed.
  */
 export async function revokeHost(store: Store, id: string, now = new Date()): Promise<Host> {
   const host = await mustGetHost(store, id);
-  if (host.tokenHash) await store.remove('claims', `host-token#${host.tokenHash}`);
+  if (host.tokenHash) await forgetToken(store, host.tokenHash);
   return (await store.mutate<Host>('hosts', id, (h) => h && { ...h, tokenHash: null, tokenRevokedAt: h.tokenRevokedAt ?? now.toISOString() }))!;
 }
 
@@ -154,7 +161,7 @@ export async function forgetHost(store: Store, id: string): Promise<Host> {
   const host = await mustGetHost(store, id);
   const left = await store.query<{ id: string }>('instances', 'byHost', id);
   if (left.length) throw conflict(`host ${host.name} still holds ${left.length} instance(s); move or remove them first`);
-  if (host.tokenHash) await store.remove('claims', `host-token#${host.tokenHash}`);
+  if (host.tokenHash) await forgetToken(store, host.tokenHash);
   for (const c of await store.query<{ instanceId: string }>('containers', 'byHost', id)) await forgetContainer(store, c.instanceId, id);
   await dropClaim<{ hostId: string }>(store, 'claims', `host-name#${host.name}`, (c) => c.hostId === id);
   await freeHostNetwork(store, host);

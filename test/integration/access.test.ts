@@ -2,7 +2,9 @@ import { createClient as createWsClient, type Client } from 'graphql-ws';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { HOST_TOKEN_VERIFIED_MS } from '../../lib/auth';
 import { hashSecret } from '../../lib/ids';
+import { revokeHost } from '../../subgraphs/ark';
 import { createClient, ensureTables, Store } from '../../lib/store';
 import { startDynalite, type DynamoDbServer } from '../support/dynamodb';
 import { httpClient } from '../support/lambda';
@@ -163,6 +165,22 @@ test('a join token registers one host only, and a revoked host token stops worki
   expect((await gql(sync, hostToken)).body.data).toEqual({ runnerSync: { hostId: host.id } });
   expect((await gql({ query: `mutation { revokeHost(id: "${host.id}") { id } }` }, ADMIN)).body.errors).toBeUndefined();
   expect(codeOf(await gql(sync, hostToken))).toBe('UNAUTHENTICATED');
+});
+
+test('a host token revoked by another API process is refused here within a second', async () => {
+  const token = (await gql({ query: 'mutation { createJoinToken { token } }' }, ADMIN)).body.data!.createJoinToken.token;
+  const { host, hostToken } = (await gql({
+    query: 'mutation($i: RegisterHostInput!) { registerHost(input: $i) { host { id } hostToken } }',
+    variables: { i: { joinToken: token, name: 'revoked-elsewhere', address: '127.0.0.1', capacity: { cpuMillis: 1000, memoryMb: 512 } } },
+  }, ADMIN)).body.data!.registerHost;
+  const sync = { query: 'mutation { runnerSync(input: {observed: []}) { hostId } }' };
+  expect((await gql(sync, hostToken)).body.data).toEqual({ runnerSync: { hostId: host.id } });
+  // Revoked through a store client of its own, as another replica would: this process learns it from the store only.
+  await revokeHost(store, host.id);
+  await new Promise((resolve) => setTimeout(resolve, HOST_TOKEN_VERIFIED_MS));
+  const after = await gql(sync, hostToken);
+  expect(after.status).toBe(401);
+  expect(codeOf(after)).toBe('UNAUTHENTICATED');
 });
 
 test('a join token expires: it lives ttlSeconds (at least a minute), and past its expiry it registers nothing', async () => {
