@@ -1,9 +1,9 @@
 import { config } from '../../lib/config';
 import type { ContainerHealth, DnsRecord, HostNetwork } from '../../lib/runner-protocol';
 import type { Store } from '../../lib/store';
-import { isServing, type ContainerRecord } from './containers';
+import { isServing, listContainers, type ContainerRecord } from './containers';
 import { listHosts, type Host } from './hosts';
-import { instancesOfRelease, type Instance } from './instances';
+import { instancesOfRelease, listInstances, type Instance } from './instances';
 import { hostNetwork, networkSerial, routesFor } from './network';
 import { parseZoneName, zoneRecords } from './zone';
 
@@ -31,7 +31,7 @@ function fleetNetwork(store: Store, serial: number): Promise<FleetNetwork> {
     const last = await cached?.catch(() => undefined);
     if (last?.serial === serial) return last;
     const [hosts, instances, containers] = await Promise.all([
-      listHosts(store), store.scan<Instance>('instances'), store.scan<ContainerRecord>('containers'),
+      listHosts(store), listInstances(store), listContainers(store),
     ]);
     const serving = servingSet(containers);
     return { serial, hosts, records: zoneRecords(config().dnsZone, instances, (id) => serving.has(id)) };

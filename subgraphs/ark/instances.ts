@@ -199,7 +199,6 @@ async function claimAddressOn(store: Store, hostId: string, instanceId: string, 
 export async function placeInstances(
   store: Store, unplaced: UnplacedInstance[], constraints: PlacementConstraints, now = new Date(), render?: RenderSpec,
 ): Promise<Instance[]> {
-  const placed: Instance[] = [];
   /** Written by this call, by instance id. */
   const written = new Map<string, Instance>();
   /** Held on a host (resources and an address) and not written yet. */
@@ -258,7 +257,6 @@ export async function placeInstances(
       if (winner?.hostId !== hostId) await unreserve(store, hostId, u.id);
       if (winner?.ip !== ip) await freeInstanceIp(store, { id: u.id, ip });
     });
-    placed.push(...[...written.values()].sort((a, b) => order.get(a.id)! - order.get(b.id)!));
   } catch (err) {
     // Undone before any runner was told: a refused request announces nothing.
     for (const { u, hostId, ip } of held) {
@@ -268,6 +266,7 @@ export async function placeInstances(
     await Promise.all([...written.values()].map((i) => dropInstance(store, i)));
     throw err;
   }
+  const placed = [...written.values()].sort((a, b) => order.get(a.id)! - order.get(b.id)!);
   await announce(store, placed.reduce((changes, i) => addChange(changes, i.hostId, `placed ${displayName(i)}`), new Map() as HostChanges));
   // New names in the zone: runners fetch the records at their next sync (the hosts told above sync at once).
   if (placed.length) await bumpNetworkSerial(store);

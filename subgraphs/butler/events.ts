@@ -77,6 +77,8 @@ export async function recordEvent(store: Store, event: NewEvent, now = new Date(
   return (await store.create('events', item))!;
 }
 
+export const getEvent = (store: Store, id: string) => store.get<PlatformEvent>('events', id);
+
 export interface EventFilter {
   kind?: string | null;
   hostId?: string | null;

@@ -4,7 +4,7 @@ import { callerOf, inScope, scopeOf, secure, type AccessRules, type Context, typ
 import { readSchemaFile } from '../../lib/schema-files';
 import { store } from '../../lib/store';
 import { acknowledgeAlarm, getAlarm, listAlarms, type Alarm, type AlarmFilter } from './alarms';
-import { listEvents, releaseOfInstance, type EventFilter, type PlatformEvent } from './events';
+import { getEvent, listEvents, releaseOfInstance, type EventFilter, type PlatformEvent } from './events';
 import { restart } from './watch';
 import { AppError, notFound } from '../../lib/errors';
 import { config } from '../../lib/config';
@@ -142,7 +142,7 @@ const alarmVisible = async ({ id }: { id: string }, scope: Scope) => {
 };
 
 const eventVisible = async ({ id }: { id: string }, scope: Scope) => {
-  const event = await store().get<PlatformEvent>('events', id);
+  const event = await getEvent(store(), id);
   return event ? ofRelease(event.releaseId, scope) : null;
 };
 

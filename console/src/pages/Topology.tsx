@@ -45,14 +45,17 @@ export function Topology() {
               {r.statusMessage && <p className="muted">{r.statusMessage}</p>}
               <p className="muted">{r.health.healthy}/{r.health.desired} healthy</p>
               <ul className="instances">
-                {r.instances.map((i) => (
-                  <li key={i.id} className={`instance ${healthClass(statusOf(i))}`} data-testid={`instance-${r.name}-${i.ordinal}`}
-                    data-health={healthClass(statusOf(i))} title={i.domainName}>
-                    <strong>{r.name}-{i.ordinal}</strong>
-                    <span>{statusOf(i) ? `${statusOf(i)!.state.toLowerCase()} · ${statusOf(i)!.health.toLowerCase()}` : 'no report yet'}</span>
-                    <span className="muted">on {i.host?.name ?? 'unplaced'}</span>
-                  </li>
-                ))}
+                {r.instances.map((i) => {
+                  const status = statusOf(i);
+                  return (
+                    <li key={i.id} className={`instance ${healthClass(status)}`} data-testid={`instance-${r.name}-${i.ordinal}`}
+                      data-health={healthClass(status)} title={i.domainName}>
+                      <strong>{r.name}-{i.ordinal}</strong>
+                      <span>{status ? `${status.state.toLowerCase()} · ${status.health.toLowerCase()}` : 'no report yet'}</span>
+                      <span className="muted">on {i.host?.name ?? 'unplaced'}</span>
+                    </li>
+                  );
+                })}
               </ul>
             </li>
           ))}
