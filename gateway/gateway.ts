@@ -1,16 +1,9 @@
-import { ApolloGateway, LocalGraphQLDataSource, RemoteGraphQLDataSource } from '@apollo/gateway';
+import { ApolloGateway } from '@apollo/gateway';
 import type { GraphQLSchema } from 'graphql';
-import type { Context } from '../lib/auth';
 import { config } from '../lib/config';
 import { readSchemaFile } from '../lib/schema-files';
 import type { SubgraphName } from './compose';
-
-/** Forwards the caller's credential, so each subgraph checks it again: subgraphs are reachable on their own too. */
-class ForwardingDataSource extends RemoteGraphQLDataSource<Context> {
-  override willSendRequest({ request, context }: Parameters<NonNullable<RemoteGraphQLDataSource<Context>['willSendRequest']>>[0]) {
-    if (context.authorization) request.http?.headers.set('authorization', context.authorization);
-  }
-}
+import { ForwardingDataSource, LocalDataSource } from './data-sources';
 
 // Loaded only in the single-process shape, so the HTTP gateway does not pay for the subgraphs' code at cold start.
 const localSchema = (name: SubgraphName): GraphQLSchema => {
@@ -32,7 +25,7 @@ export function createGateway(transport = config().subgraphTransport, urlBase = 
   return new ApolloGateway({
     supergraphSdl: readSchemaFile('supergraph.graphql'),
     buildService: ({ name }) => transport === 'inprocess'
-      ? new LocalGraphQLDataSource(localSchema(name as SubgraphName))
-      : new ForwardingDataSource({ url: `${urlBase}/${name}` }),
+      ? new LocalDataSource(localSchema(name as SubgraphName))
+      : new ForwardingDataSource(`${urlBase}/${name}`),
   });
 }

@@ -2,6 +2,7 @@ import { createRemoteJWKSet, errors, jwtVerify, type JWTVerifyGetKey } from 'jos
 import { GraphQLError } from 'graphql';
 import { ROLES, type Role } from './apikeys';
 import { config } from './config';
+import { hashSecret } from './ids';
 
 /**
  * Bearer JWTs of an external identity provider, verified with `jose` against the provider's JWKS (fetched and cached
@@ -37,7 +38,27 @@ export function roleOf(claim: unknown, roleMap: string): Role | null {
   return roles.reduce<Role | null>((best, r) => (r && (!best || ROLES.indexOf(r) > ROLES.indexOf(best)) ? r : best), null);
 }
 
-export async function verifyJwt(token: string): Promise<JwtIdentity> {
+/**
+ * A query through the gateway is verified again by every subgraph it calls over HTTP (about 0.2 ms of CPU each
+ * here): a token found valid is taken as valid for at most VERIFIED_MS, and never past its expiry. A JWT cannot be
+ * revoked before it expires; refusals are not remembered. Kept by the token's hash.
+ */
+const VERIFIED_MS = 1_000;
+const MAX_VERIFIED = 1_000;
+const verified = new Map<string, { identity: JwtIdentity; until: number }>();
+
+export async function verifyJwt(token: string, now = Date.now()): Promise<JwtIdentity> {
+  const hash = hashSecret(token);
+  const hit = verified.get(hash);
+  if (hit && hit.until > now) return hit.identity;
+  if (hit) verified.delete(hash);
+  const identity = await verifyAtProvider(token);
+  if (verified.size >= MAX_VERIFIED) verified.delete(verified.keys().next().value!);
+  verified.set(hash, { identity, until: Math.min(now + VERIFIED_MS, identity.expiresAt ?? Infinity) });
+  return identity;
+}
+
+async function verifyAtProvider(token: string): Promise<JwtIdentity> {
   const c = config().jwt;
   if (!c.jwksUrl || !c.issuer) {
     throw refused('bearer JWTs are not accepted here: no identity provider is configured (FZ_JWT_JWKS_URL and FZ_JWT_ISSUER)');

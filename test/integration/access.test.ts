@@ -2,6 +2,7 @@ import { createClient as createWsClient, type Client } from 'graphql-ws';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { revokeApiKey, VERIFIED_MS } from '../../lib/apikeys';
 import { HOST_TOKEN_VERIFIED_MS } from '../../lib/auth';
 import { hashSecret } from '../../lib/ids';
 import { revokeHost } from '../../subgraphs/ark';
@@ -80,6 +81,17 @@ test('a revoked key stops working at once', async () => {
   expect(after.status).toBe(401);
   expect(codeOf(after)).toBe('UNAUTHENTICATED');
   expect(codeOf(await gql({ query: '{ releases { id } }' }, `${ops.secret.slice(0, -1)}x`))).toBe('UNAUTHENTICATED');
+});
+
+test('a key revoked by another replica is refused here within a second', async () => {
+  const ops = await createKey('nightly', 'OPERATOR');
+  expect((await gql({ query: '{ releases { id } }' }, ops.secret)).status).toBe(200);
+  // Revoked through a store client of its own, as another replica would: this process learns it only from the store.
+  await revokeApiKey(store, ops.key.id);
+  await new Promise((resolve) => setTimeout(resolve, VERIFIED_MS));
+  const after = await gql({ query: '{ releases { id } }' }, ops.secret);
+  expect(after.status).toBe(401);
+  expect(codeOf(after)).toBe('UNAUTHENTICATED');
 });
 
 test('a scoped operator key may change only the products in its scope', async () => {
