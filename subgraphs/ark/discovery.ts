@@ -1,5 +1,5 @@
 import { config } from '../../lib/config';
-import type { ContainerHealth, DnsRecord, HostNetwork } from '../../lib/runner-protocol';
+import type { ContainerHealth, DnsRecord, HostNetwork, Route } from '../../lib/runner-protocol';
 import type { Store } from '../../lib/store';
 import { isServing, listContainers, type ContainerRecord } from './containers';
 import { listHosts, type Host } from './hosts';
@@ -9,10 +9,13 @@ import { parseZoneName, zoneRecords } from './zone';
 
 const servingSet = (containers: ContainerRecord[]) => new Set(containers.filter(isServing).map((c) => c.instanceId));
 
-/** The fleet as the network sees it at one serial: every host (for routes) and every record of the zone. */
+/**
+ * The fleet as the network sees it at one serial: the route to every host's subnet (worked out once per read, not
+ * once per host that asks: a host's own is left out of its answer) and every record of the zone.
+ */
 interface FleetNetwork {
   serial: number;
-  hosts: Host[];
+  routes: Route[];
   records: DnsRecord[];
 }
 
@@ -36,6 +39,8 @@ interface Reading {
  * the syncs that ask in between wait for the next one, which reads the serial when it starts and so covers theirs.
  */
 const lastRead = new WeakMap<Store, Reading>();
+/** No host of the fleet: the routes to every host. */
+const NO_HOST = { id: '', address: '', subnet: null };
 
 function fleetNetwork(store: Store, serial: number, now = Date.now()): Promise<FleetNetwork> {
   const last = lastRead.get(store);
@@ -49,7 +54,7 @@ function fleetNetwork(store: Store, serial: number, now = Date.now()): Promise<F
       listHosts(store), listInstances(store), listContainers(store),
     ]);
     const serving = servingSet(containers);
-    return { serial: current, hosts, records: zoneRecords(config().dnsZone, instances, (id) => serving.has(id)) };
+    return { serial: current, routes: routesFor(NO_HOST, hosts), records: zoneRecords(config().dnsZone, instances, (id) => serving.has(id)) };
   })();
   const reading = { serial, startsAt, read };
   lastRead.set(store, reading);
@@ -66,7 +71,8 @@ export async function networkFor(store: Store, host: Host & { subnet: string }, 
   const base = { ...hostNetwork(host), zone: config().dnsZone, serial };
   if (knownSerial === serial) return { ...base, routes: null, records: null };
   const fleet = await fleetNetwork(store, serial);
-  return { ...base, routes: routesFor(host, fleet.hosts), records: fleet.records };
+  // Every host holds a subnet of its own (claimed), so its own route is the one to its subnet.
+  return { ...base, routes: fleet.routes.filter((r) => r.subnet !== host.subnet), records: fleet.records };
 }
 
 export interface Endpoint {
