@@ -52,7 +52,6 @@ async function checkClientCertificate(hostId: string, clientCert: string | null 
   }
 }
 
-/** `clientCert`: the PEM client certificate the TLS connection presented (and the server verified), if any. */
 /**
  * Host tokens found valid, by their hash (no token is kept), per store. Every beat, sync and pushed notice of a runner
  * presents its token, and each would read its claim: a token found valid is taken as valid for at most
@@ -90,6 +89,7 @@ export function forgetHostToken(db: Store, tokenHash: string): void {
   hostTokens.get(db)?.delete(tokenHash);
 }
 
+/** `clientCert`: the PEM client certificate the TLS connection presented (and the server verified), if any. */
 export async function authenticate(authorization: string | undefined, clientCert?: string | null): Promise<Principal> {
   if (!authorization) return { kind: 'anonymous' };
   const match = /^Bearer\s+(\S+)$/i.exec(authorization.trim());

@@ -143,8 +143,8 @@ async function forgetToken(store: Store, tokenHash: string): Promise<void> {
 }
 
 /**
- * The host token stops working at once (its claim is removed; other API processes refuse it within a second), and so does its certificate (lib/auth checks the
- * record); the host and its instances stay until removed.
+ * The host token stops working at once (its claim is removed; other API processes refuse it within a second), and
+ * so does its certificate (lib/auth checks the record); the host and its instances stay until removed.
  */
 export async function revokeHost(store: Store, id: string, now = new Date()): Promise<Host> {
   const host = await mustGetHost(store, id);
