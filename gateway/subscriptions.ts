@@ -395,7 +395,8 @@ export function matches(sub: Pick<SubscriptionRecord, 'field' | 'topic' | 'filte
     case 'releaseProgress':
       return true;
     case 'hostDesiredStateChanged':
-      return (event.kind === undefined || event.kind === HOST_DESIRED_CHANGED) && !!sub.filter.hostId && sub.filter.hostId === event.hostId;
+      // A notice about one host, or a round told to many (no host of its own: its topics name them, checked above).
+      return (event.kind === undefined || event.kind === HOST_DESIRED_CHANGED) && !!sub.filter.hostId && (event.hostId ?? sub.filter.hostId) === sub.filter.hostId;
     case 'instanceLogTail':
       return event.kind === LOG_TAIL && !!sub.filter.instanceId && sub.filter.instanceId === event.instanceId;
   }

@@ -9,7 +9,7 @@ import { ConditionFailed, type Store, type Versioned } from '../../lib/store';
 import type { Label } from '../../lib/validate';
 import { containersOfRelease, forgetContainer } from './containers';
 import { arkHooks } from './hooks';
-import { ensureSubnet, getHost, listHosts, reserve, unreserve } from './hosts';
+import { ensureSubnet, getHost, listHostLiveness, listHosts, reserve, unreserve } from './hosts';
 import { eachLimit } from '../../lib/concurrency';
 import { fleetCadence } from './cadence';
 import { bumpNetworkSerial, claimInstanceIp, freeInstanceIp, inSubnet } from './network';
@@ -108,20 +108,20 @@ const addChange = (changes: HostChanges, hostId: string, what: string) => {
   return changes;
 };
 
+const summary = (what: string[]) => `${what.slice(0, 5).join(', ')}${what.length > 5 ? ` and ${what.length - 5} more` : ''}`;
+
 /**
  * Tells the runners of these hosts that their desired containers changed: one HOST_DESIRED_CHANGED event per host
  * and operation (topic `host:<hostId>`, which its runner subscribes to through hostDesiredStateChanged), then the
  * publisher is kicked, so the runner syncs within a fraction of a second instead of at its next poll. Never throws:
- * the change itself is written already, and the runner's poll still picks it up if the notice is lost. A round told
- * to every host asks the runners to spread their syncs over `spreadSeconds` (cadence.ts: noticeSpreadSeconds).
+ * the change itself is written already, and the runner's poll still picks it up if the notice is lost.
  */
-async function announce(store: Store, changes: HostChanges, spreadSeconds = 0): Promise<void> {
+async function announce(store: Store, changes: HostChanges): Promise<void> {
   if (!changes.size) return;
   // The time of writing, never a caller's `now`: the publisher sends no event older than a subscription.
   const now = new Date();
   const written = await Promise.allSettled([...changes].map(([hostId, what]) => arkHooks.emit('event', store, {
-    kind: HOST_DESIRED_CHANGED, severity: 'INFO', hostId, topics: [hostTopic(hostId)], ...(spreadSeconds ? { spreadSeconds } : {}),
-    message: `desired containers changed: ${what.slice(0, 5).join(', ')}${what.length > 5 ? ` and ${what.length - 5} more` : ''}`,
+    kind: HOST_DESIRED_CHANGED, severity: 'INFO', hostId, topics: [hostTopic(hostId)], message: `desired containers changed: ${summary(what)}`,
   }, now)));
   const failed = written.filter((w): w is PromiseRejectedResult => w.status === 'rejected');
   if (failed.length) {
@@ -440,9 +440,25 @@ export async function announcePendingNetwork(store: Store, now = new Date()): Pr
   if (what.length) await announceToLiveHosts(store, what);
 }
 
+/**
+ * A round of network notices: one HOST_DESIRED_CHANGED event about no host in particular, on the topic of every live
+ * host (one event written and published for the round, not one per host), which asks the runners to spread their
+ * syncs over `spreadSeconds` (cadence.ts: noticeSpreadSeconds). Never throws, as announce.
+ */
 async function announceToLiveHosts(store: Store, what: string[]): Promise<void> {
-  const hosts = (await listHosts(store)).filter((h) => h.status !== 'DOWN');
-  await announce(store, new Map(hosts.map((h) => [h.id, what])), (await fleetCadence(store)).noticeSpreadSeconds);
+  const hosts = (await listHostLiveness(store)).filter((h) => h.status !== 'DOWN');
+  if (!hosts.length) return;
+  const { noticeSpreadSeconds } = await fleetCadence(store);
+  try {
+    await arkHooks.emit('event', store, {
+      kind: HOST_DESIRED_CHANGED, severity: 'INFO', hostId: null, topics: hosts.map((h) => hostTopic(h.id)),
+      message: `network changed, told to ${hosts.length} host(s): ${summary(what)}`, ...(noticeSpreadSeconds ? { spreadSeconds: noticeSpreadSeconds } : {}),
+    }, new Date());
+  } catch (err) {
+    log.warn({ err }, 'could not record a network notice; the runners see the change at their next poll');
+    return;
+  }
+  await kick('publish');
 }
 
 export const containerName = (i: Pick<Instance, 'releaseName' | 'ordinal'>) => `fz-${i.releaseName}-${i.ordinal}`;

@@ -11,21 +11,26 @@ import { config } from '../../lib/config';
 import { getInspection, inspectionOf, listInspections, runInspection, type Inspection } from './inspection';
 import { findingCounts, reportHtml, reportMarkdown } from './inspection-report';
 import {
-  containersOfHost, containersOfRelease, generationStatus, getContainer, getInstance, HOST_DESIRED_CHANGED, instancesOfRelease, isFailing, isServing,
+  containersOfHost, containersOfRelease, generationStatus, getContainer, getInstance, HOST_DESIRED_CHANGED, hostTopic, instancesOfRelease, isFailing, isServing,
   listContainers, type ContainerRecord,
 } from '../ark';
 import { testChannel } from './notify';
 import { removeHost } from './watchdog';
 import { releaseInScope, releasesInScope } from '../panama';
 
-/** The change a HOST_DESIRED_CHANGED event announced; a host runner may read only those of its own host. */
+/**
+ * The change a HOST_DESIRED_CHANGED event announced: about one host, or a round of network notices told to many (the
+ * event names no host; its topics name the hosts told). A host runner may read only those told to its own host.
+ */
 async function hostDesiredStateChange(eventId: string, ctx: Context) {
-  const event = await store().get<PlatformEvent>('events', eventId);
-  if (!event || event.kind !== HOST_DESIRED_CHANGED || !event.hostId) return null;
-  if (ctx.principal.kind === 'host' && ctx.principal.hostId !== event.hostId) {
+  const event = await getEvent(store(), eventId);
+  if (!event || event.kind !== HOST_DESIRED_CHANGED) return null;
+  const hostId = ctx.principal.kind === 'host' ? ctx.principal.hostId : event.hostId;
+  if (!hostId) return null;
+  if (event.hostId ? event.hostId !== hostId : !event.topics.includes(hostTopic(hostId))) {
     throw new AppError('FORBIDDEN', 'a host runner may read only the desired-state changes of its own host');
   }
-  return { hostId: event.hostId, at: event.at, spreadSeconds: event.spreadSeconds ?? 0 };
+  return { hostId, at: event.at, spreadSeconds: event.spreadSeconds ?? 0 };
 }
 
 /**

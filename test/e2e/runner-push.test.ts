@@ -122,10 +122,13 @@ test('restartInstance reaches the runner by push: the fresh container appears lo
 // own host): an operator is refused, and so is the runner of another host.
 test('the lookup behind the subscription: a host reads its own changes; an operator and another host are refused', async () => {
   const { hostToken } = JSON.parse(readFileSync(join(dataDir, 'runners', `${hostName}.json`), 'utf8')) as { hostToken: string };
-  const events = await stack.graphql<{ events: { nodes: { id: string; host: { id: string } }[] } }>(
-    '{ events(filter: {kind: "HOST_DESIRED_CHANGED"}, first: 5) { nodes { id host { id } } } }');
-  const [latest] = events.data!.events.nodes;
-  expect(latest.host.id).toBe(hostId);
+  const events = await stack.graphql<{ events: { nodes: { id: string; host: { id: string } | null }[] } }>(
+    '{ events(filter: {kind: "HOST_DESIRED_CHANGED"}, first: 50) { nodes { id host { id } } } }');
+  // Notices about this host, and rounds of network notices (no host of their own: told to every live host).
+  const latest = events.data!.events.nodes.find((n) => n.host)!;
+  const round = events.data!.events.nodes.find((n) => !n.host)!;
+  expect(latest.host!.id).toBe(hostId);
+  expect(round).toBeDefined();
   const LOOKUP = 'query($e: ID!) { hostDesiredStateChange(eventId: $e) { hostId at } }';
   const asHost = await stack.graphql(LOOKUP, { e: latest.id }, hostToken);
   expect(asHost).toEqual({ data: { hostDesiredStateChange: { hostId, at: expect.any(String) } } });
@@ -140,6 +143,9 @@ test('the lookup behind the subscription: a host reads its own changes; an opera
   expect(other.errors).toBeUndefined();
   const asOther = await stack.graphql(LOOKUP, { e: latest.id }, other.data!.registerHost.hostToken);
   expect(asOther.errors?.[0]).toMatchObject({ extensions: { code: 'FORBIDDEN' }, message: expect.stringContaining('its own host') });
+  // A round is read by a host it was told to as a change of its own; a host that joined later was not told it.
+  expect(await stack.graphql(LOOKUP, { e: round.id }, hostToken)).toEqual({ data: { hostDesiredStateChange: { hostId, at: expect.any(String) } } });
+  expect((await stack.graphql(LOOKUP, { e: round.id }, other.data!.registerHost.hostToken)).errors?.[0].extensions?.code).toBe('FORBIDDEN');
   // Not a change of desired state: nothing to tell. And a host token still reaches nothing else.
   expect((await stack.graphql(LOOKUP, { e: 'no-such-event' }, hostToken)).data).toEqual({ hostDesiredStateChange: null });
   expect((await stack.graphql('{ hosts { id } }', {}, hostToken)).errors?.[0].extensions?.code).toBe('FORBIDDEN');

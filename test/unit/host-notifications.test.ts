@@ -171,7 +171,8 @@ describe('HOST_DESIRED_CHANGED events', () => {
     // Its address (given at placement) leaves the zone too: every live host hears of the DNS change.
     expect(await step(async () => removeInstance(store, (await memory.get<Instance>('instances', instance.id))!))).toEqual([
       { hostId: to, topics: [`host:${to}`], message: 'desired containers changed: removed web-0' },
-      ...['h-a', 'h-b'].map((h) => ({ hostId: h, topics: [`host:${h}`], message: 'desired containers changed: web-0 removed' })),
+      // One event for the round, on the topic of every live host.
+      { hostId: null, topics: ['host:h-a', 'host:h-b'], message: 'network changed, told to 2 host(s): web-0 removed' },
     ]);
   });
 
@@ -186,25 +187,25 @@ describe('network changes', () => {
   test('every live host hears of a burst of DNS changes twice at most: the first at once, the rest together a second later', async () => {
     const { store, notices } = await ark(host('h-a'), host('h-b'), { ...host('h-down'), status: 'DOWN' });
     const at = (ms: number) => new Date(Date.parse('2026-01-01T00:00:00.000Z') + ms);
-    const told = async () => (await notices()).map((e) => `${e.hostId}: ${e.message}`).sort();
+    // A round is one event about no host in particular, on the topic of every live host.
+    const told = async () => (await notices()).map((e) => ({ hostId: e.hostId, topics: [...e.topics].sort(), message: e.message }));
+    const live = ['host:h-a', 'host:h-b'];
     await networkChanged(store, 'web-0 serves', at(0));
-    expect(await told()).toEqual(['h-a: desired containers changed: web-0 serves', 'h-b: desired containers changed: web-0 serves']);
+    expect(await told()).toEqual([{ hostId: null, topics: live, message: 'network changed, told to 2 host(s): web-0 serves' }]);
     // 99 more changes within the second: no notice now, and none at a tick before the second is over.
     for (let i = 1; i < 100; i++) await networkChanged(store, `web-${i} serves`, at(5 * i));
     await announcePendingNetwork(store, at(900));
-    expect(await told()).toHaveLength(2);
+    expect(await told()).toHaveLength(1);
     await announcePendingNetwork(store, at(1000));
-    const after = await told();
-    expect(after).toHaveLength(4);
-    expect(after.filter((m) => m.startsWith('h-a'))).toEqual([
-      'h-a: desired containers changed: web-0 serves',
-      'h-a: desired containers changed: web-80 serves, web-81 serves, web-82 serves, web-83 serves, web-84 serves and 15 more',
-    ]);
+    expect((await told())[1]).toEqual({
+      hostId: null, topics: live,
+      message: 'network changed, told to 2 host(s): web-80 serves, web-81 serves, web-82 serves, web-83 serves, web-84 serves and 15 more',
+    });
     // Nothing left: the next tick tells no one.
     await announcePendingNetwork(store, at(5000));
-    expect(await told()).toHaveLength(4);
+    expect(await told()).toHaveLength(2);
     // A fleet this small takes a round at once: no runner is asked to spread its sync.
-    expect((await notices()).map((e) => e.spreadSeconds ?? 0)).toEqual([0, 0, 0, 0]);
+    expect((await notices()).map((e) => e.spreadSeconds ?? 0)).toEqual([0, 0]);
   });
 
   test('past FZ_MAX_NOTICES_PER_SECOND a round asks every runner to spread its sync over the gap between rounds; a placement does not', async () => {
@@ -212,7 +213,7 @@ describe('network changes', () => {
     try {
       const { store, notices } = await ark(host('h-a'), host('h-b'), host('h-c'));
       await networkChanged(store, 'web-0 serves');
-      expect((await notices()).map((e) => [e.hostId, e.spreadSeconds])).toEqual(expect.arrayContaining([['h-a', 3], ['h-b', 3], ['h-c', 3]]));
+      expect((await notices()).map((e) => [e.hostId, [...e.topics].sort(), e.spreadSeconds])).toEqual([[null, ['host:h-a', 'host:h-b', 'host:h-c'], 3]]);
       await placeInstances(store, unplaced('r1', [0]), SPREAD);
       const placed = (await notices()).filter((e) => e.message.includes('placed'));
       expect(placed).toHaveLength(1);
@@ -267,6 +268,15 @@ describe('matching', () => {
     const groups = groupDeliveries([one, other], event);
     expect(groups).toHaveLength(1);
     expect(groups[0]).toMatchObject({ variables: { fzLookupId: event.id }, principal: asHost('h-1'), targets: [{ connectionId: 'c1', subscriptionId: '1' }] });
+  });
+
+  test('a round of network notices reaches the subscription of every host it names, each looked up as its own host', () => {
+    const [one, ten, two] = [record('c1', asHost('h-1')), record('c10', asHost('h-10')), record('c2', asHost('h-2'))];
+    const round = notice({ hostId: null, topics: ['host:h-1', 'host:h-10'] });
+    expect([one, ten, two].map((sub) => matches(sub, round))).toEqual([true, true, false]);
+    const groups = groupDeliveries([one, ten, two], round);
+    expect(groups.map((g) => g.principal)).toEqual([asHost('h-1'), asHost('h-10')]);
+    expect(groups.every((g) => g.variables.fzLookupId === round.id)).toBe(true);
   });
 });
 
