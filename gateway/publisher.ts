@@ -85,8 +85,11 @@ export interface EventReport {
 /** Sends one event to its subscribers. Never throws for one bad subscription or connection. */
 export async function publishEvent(deps: PublisherDeps, event: MatchableEvent): Promise<EventReport> {
   const store = deps.store as SubscriptionStore;
-  const candidates = (await Promise.all(topicsOfEvent(event.topics ?? []).map((topic) =>
-    store.query<SubscriptionRecord>(SUBSCRIPTIONS_TABLE, 'byTopic', topic)))).flat();
+  // A round of network notices names every live host's topic: at most 16 lookups at a time.
+  const candidates: SubscriptionRecord[] = [];
+  await eachLimit(topicsOfEvent(event.topics ?? []), 16, async (topic) => {
+    candidates.push(...await store.query<SubscriptionRecord>(SUBSCRIPTIONS_TABLE, 'byTopic', topic));
+  });
   const groups = groupDeliveries(candidates, event);
   const report: EventReport = { eventId: event.id, subscriptions: 0, executions: 0, deliveries: 0, gone: 0, failed: 0 };
   const goneConnections = new Set<string>();
