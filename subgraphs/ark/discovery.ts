@@ -2,7 +2,7 @@ import { config } from '../../lib/config';
 import type { ContainerHealth, DnsRecord, HostNetwork, Route } from '../../lib/runner-protocol';
 import type { Store } from '../../lib/store';
 import { isServing, listContainers, type ContainerRecord } from './containers';
-import { listHosts, type Host } from './hosts';
+import { listHostAddresses, type Host } from './hosts';
 import { instancesOfRelease, listInstances, type Instance } from './instances';
 import { hostNetwork, networkSerial, routesFor } from './network';
 import { parseZoneName, zoneRecords } from './zone';
@@ -51,7 +51,7 @@ function fleetNetwork(store: Store, serial: number, now = Date.now()): Promise<F
     if (startsAt > now) await new Promise((resolve) => setTimeout(resolve, startsAt - now));
     const current = startsAt > now ? Math.max(serial, await networkSerial(store)) : serial;
     const [hosts, instances, containers] = await Promise.all([
-      listHosts(store), listInstances(store), listContainers(store),
+      listHostAddresses(store), listInstances(store), listContainers(store),
     ]);
     const serving = servingSet(containers);
     return { serial: current, routes: routesFor(NO_HOST, hosts), records: zoneRecords(config().dnsZone, instances, (id) => serving.has(id)) };

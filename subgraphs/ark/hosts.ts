@@ -192,6 +192,11 @@ export async function listHosts(store: Store): Promise<Host[]> {
   return (await store.scan<Host>('hosts')).sort((a, b) => a.name.localeCompare(b.name));
 }
 
+/** Where every host is on the cluster network (its address and subnet): the routes between hosts need no more. */
+export function listHostAddresses(store: Store): Promise<Pick<Host, 'id' | 'address' | 'subnet'>[]> {
+  return store.scan<Host>('hosts', ['id', 'address', 'subnet']);
+}
+
 /** What a host's liveness is judged by (subgraphs/butler/watchdog.ts). */
 export type HostLiveness = Pick<Host, typeof LIVENESS[number]>;
 const LIVENESS = ['id', 'name', 'status', 'lastHeartbeatAt', 'heartbeatSeconds', 'probeSentAt', 'socketAnsweredAt'] as const;
