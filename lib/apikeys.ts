@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { AppError, badInput, notFound } from './errors';
 import { hashSecret, matchesHash, newId } from './ids';
 import type { Store, Versioned } from './store';
+import { verifiedPerStore } from './verified';
 
 export type Role = 'VIEWER' | 'OPERATOR' | 'ADMIN';
 export const ROLES: readonly Role[] = ['VIEWER', 'OPERATOR', 'ADMIN'];
@@ -57,9 +58,7 @@ export async function createApiKey(store: Store, input: ApiKeyInput, createdBy: 
 export async function revokeApiKey(store: Store, id: string, now = new Date()): Promise<ApiKey> {
   const key = await store.mutate<ApiKey>('apikeys', id, (k) => k && !k.revokedAt ? { ...k, revokedAt: now.toISOString() } : undefined);
   if (!key) throw notFound('API key', id);
-  revocations++;
-  const known = verifiedIn(store);
-  for (const [hash, entry] of known) if (entry.key.id === id) known.delete(hash);
+  verified(store).forget((k) => k.id === id);
   return key;
 }
 
@@ -67,39 +66,21 @@ export async function listApiKeys(store: Store): Promise<ApiKey[]> {
   return (await store.scan<ApiKey>('apikeys')).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
 }
 
-/**
- * A query through the gateway is authenticated again by every subgraph it calls (over HTTP: three times for a
- * release with its instances and their status), each a read of the key. A key found valid is taken as valid for at
- * most VERIFIED_MS after that read, so those checks read it once: a revoked key is refused at once by the process
- * that revoked it (revokeApiKey forgets it there) and within VERIFIED_MS by every other process. Refusals are not
- * remembered. By store, then by the secret's hash (no secret is kept).
- */
-export const VERIFIED_MS = 1_000;
-const MAX_VERIFIED = 1_000;
-const verified = new WeakMap<Store, Map<string, { key: ApiKey; until: number }>>();
-/** Counts revocations in this process: a read that a revocation overtook is not remembered. */
-let revocations = 0;
-const verifiedIn = (store: Store) => {
-  let known = verified.get(store);
-  if (!known) verified.set(store, (known = new Map()));
-  return known;
-};
+/** API keys found valid, per store (lib/verified.ts): a query's subgraph checks read the key once. */
+const verified = verifiedPerStore<Store, ApiKey>();
 
 /** The key a bearer secret belongs to, or undefined when it is unknown, revoked or wrong. */
 export async function keyOfSecret(store: Store, secret: string, now = Date.now()): Promise<ApiKey | undefined> {
   const match = TOKEN.exec(secret);
   if (!match) return undefined;
   const hash = hashSecret(secret);
-  const known = verifiedIn(store);
-  const hit = known.get(hash);
-  if (hit && hit.until > now) return hit.key;
-  if (hit) known.delete(hash);
-  const before = revocations;
+  const known = verified(store);
+  const hit = known.get(hash, now);
+  if (hit) return hit;
+  const mark = known.mark();
   const key = await store.get<ApiKey>('apikeys', match[1]);
   if (!key || key.revokedAt || !matchesHash(secret, key.secretHash)) return undefined;
-  if (before !== revocations) return key;
-  if (known.size >= MAX_VERIFIED) known.delete(known.keys().next().value!);
-  known.set(hash, { key, until: now + VERIFIED_MS });
+  known.remember(hash, key, mark, now);
   return key;
 }
 

@@ -7,6 +7,7 @@ import { config } from './config';
 import { looksLikeJwt, verifyJwt } from './jwt';
 import { CertificateError, checkHostCertificate, platformCa } from './pca';
 import { store, type Store } from './store';
+import { verifiedPerStore } from './verified';
 
 export type { Role, Scope } from './apikeys';
 
@@ -52,41 +53,26 @@ async function checkClientCertificate(hostId: string, clientCert: string | null 
   }
 }
 
-/**
- * Host tokens found valid, by their hash (no token is kept), per store. Every beat, sync and pushed notice of a runner
- * presents its token, and each would read its claim: a token found valid is taken as valid for at most
- * HOST_TOKEN_VERIFIED_MS after that read. The process that revokes or removes a host forgets its token at once
- * (forgetHostToken), and does not remember a read that the revocation overtook; every other process refuses it within
- * that time. Refusals are not remembered.
- */
-export const HOST_TOKEN_VERIFIED_MS = 1_000;
-const MAX_HOST_TOKENS = 10_000;
-const hostTokens = new WeakMap<Store, Map<string, { hostId: string; until: number }>>();
-let forgottenTokens = 0;
+/** Host tokens found valid, per store (lib/verified.ts): a runner's beats, syncs and notices read the token's claim once. */
+const verifiedHosts = verifiedPerStore<Store, string>(10_000);
 
 async function hostOfToken(token: string): Promise<string | undefined> {
   const db = store();
-  let known = hostTokens.get(db);
-  if (!known) hostTokens.set(db, (known = new Map()));
+  const known = verifiedHosts(db);
   const hash = hashSecret(token);
   const hit = known.get(hash);
-  if (hit && hit.until > Date.now()) return hit.hostId;
-  known.delete(hash);
-  const before = forgottenTokens;
+  if (hit) return hit;
+  const mark = known.mark();
   // Looked up by its hash: the store compares keys, no secret is compared in this process.
   const claim = await db.get<{ hostId: string }>('claims', `host-token#${hash}`);
   if (!claim) return undefined;
-  if (before === forgottenTokens) {
-    if (known.size >= MAX_HOST_TOKENS) known.delete(known.keys().next().value!);
-    known.set(hash, { hostId: claim.hostId, until: Date.now() + HOST_TOKEN_VERIFIED_MS });
-  }
+  known.remember(hash, claim.hostId, mark);
   return claim.hostId;
 }
 
 /** The host token with this hash was revoked or its host removed: this process stops taking it at once. */
 export function forgetHostToken(db: Store, tokenHash: string): void {
-  forgottenTokens++;
-  hostTokens.get(db)?.delete(tokenHash);
+  verifiedHosts(db).forget((_, hash) => hash === tokenHash);
 }
 
 /** `clientCert`: the PEM client certificate the TLS connection presented (and the server verified), if any. */

@@ -60,7 +60,7 @@ const resolvers = {
     alarm: (_: unknown, { id }: { id: string }) => getAlarm(store(), id),
     events: async (_: unknown, { filter, first, after }: { filter?: EventFilter | null; first: number; after?: string | null }, ctx: Context) =>
       listEvents(store(), filter ?? {}, first, after, await readableReleases(ctx)),
-    event: (_: unknown, { id }: { id: string }) => store().get<PlatformEvent>('events', id),
+    event: (_: unknown, { id }: { id: string }) => getEvent(store(), id),
     containerStatus: async (_: unknown, { instanceId }: { instanceId: string }) => {
       const [instance, record] = await Promise.all([getInstance(store(), instanceId), getContainer(store(), instanceId)]);
       return instance ? generationStatus(record, instance.specHash) : null;
@@ -97,7 +97,7 @@ const resolvers = {
     release: (a: Alarm) => a.releaseId && { __typename: 'Release', id: a.releaseId },
   },
   Event: {
-    __resolveReference: ({ id }: { id: string }) => store().get<PlatformEvent>('events', id),
+    __resolveReference: ({ id }: { id: string }) => getEvent(store(), id),
     host: (e: PlatformEvent) => e.hostId && { __typename: 'Host', id: e.hostId },
     instance: (e: PlatformEvent) => e.instanceId && { __typename: 'Instance', id: e.instanceId },
     release: (e: PlatformEvent) => e.releaseId && { __typename: 'Release', id: e.releaseId },

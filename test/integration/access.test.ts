@@ -2,8 +2,8 @@ import { createClient as createWsClient, type Client } from 'graphql-ws';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
-import { revokeApiKey, VERIFIED_MS } from '../../lib/apikeys';
-import { HOST_TOKEN_VERIFIED_MS } from '../../lib/auth';
+import { revokeApiKey } from '../../lib/apikeys';
+import { VERIFIED_MS } from '../../lib/verified';
 import { hashSecret } from '../../lib/ids';
 import { revokeHost } from '../../subgraphs/ark';
 import { createClient, ensureTables, Store } from '../../lib/store';
@@ -189,7 +189,7 @@ test('a host token revoked by another API process is refused here within a secon
   expect((await gql(sync, hostToken)).body.data).toEqual({ runnerSync: { hostId: host.id } });
   // Revoked through a store client of its own, as another replica would: this process learns it from the store only.
   await revokeHost(store, host.id);
-  await new Promise((resolve) => setTimeout(resolve, HOST_TOKEN_VERIFIED_MS));
+  await new Promise((resolve) => setTimeout(resolve, VERIFIED_MS));
   const after = await gql(sync, hostToken);
   expect(after.status).toBe(401);
   expect(codeOf(after)).toBe('UNAUTHENTICATED');
