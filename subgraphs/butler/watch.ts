@@ -44,15 +44,15 @@ async function react(store: Store, hostId: string, { instanceId, releaseId, befo
     if (!(await getInstance(store, instanceId))) for (const kind of INSTANCE_ALARMS) await resolve(kind);
     return;
   }
+  const restarted = await restartOf(store, instanceId, name, before, after);
+  // Raised even when it serves again already (resolved just below): the restart still happened.
+  if (restarted) await raise(store, { kind: 'CONTAINER_RESTARTED', severity: 'WARNING', cause, ...subject, message: restarted }, now);
   if (isServing(after)) {
     for (const kind of INSTANCE_ALARMS) await resolve(kind);
     return;
   }
   if (after.oomKilled && !before?.oomKilled) {
     await raise(store, { kind: 'CONTAINER_OOM', severity: 'CRITICAL', cause, ...subject, message: `${name} was killed for running out of memory` }, now);
-  }
-  if (after.containerId && after.containerId === before?.containerId && after.restartCount > before.restartCount) {
-    await raise(store, { kind: 'CONTAINER_RESTARTED', severity: 'WARNING', cause, ...subject, message: `${name} exited (code ${after.exitCode ?? '?'}) and was restarted by Docker (${after.restartCount} restarts)` }, now);
   }
   if (after.error && after.error !== before?.error) {
     await raise(store, { kind: 'DEPLOY_FAILED', severity: 'WARNING', cause, ...subject, message: `${name}: ${after.error}` }, now);
@@ -61,6 +61,24 @@ async function react(store: Store, hostId: string, { instanceId, releaseId, befo
     await raise(store, { kind: 'CONTAINER_UNHEALTHY', severity: 'WARNING', cause, ...subject, message: `${name} is unhealthy: its healthcheck failed its retries` }, now);
     await autoRestart(store, instanceId, name, subject, now);
   }
+}
+
+/**
+ * Why a container stopped without being asked to, or null. Docker restarts a container that exits by itself (its
+ * restart count goes up), but not one killed from outside (`docker kill`): its runner starts that one again, and the
+ * change shows as a later start of the same container, or as an exit while its instance is meant to run.
+ */
+async function restartOf(store: Store, instanceId: string, name: string, before: ContainerRecord | undefined, after: ContainerRecord): Promise<string | null> {
+  if (!before || !after.containerId || after.containerId !== before.containerId) return null;
+  if (after.restartCount > before.restartCount) return `${name} exited and was restarted by Docker (${after.restartCount} restarts)`;
+  if (before.state !== 'RUNNING') return null;
+  if (after.state === 'RUNNING' && before.startedAt && after.startedAt && after.startedAt !== before.startedAt) {
+    return `${name} stopped without being asked to and was started again`;
+  }
+  if ((after.state === 'EXITED' || after.state === 'DEAD') && (await getInstance(store, instanceId))?.desiredState === 'RUNNING') {
+    return `${name} exited (code ${after.exitCode ?? '?'}) while it should run; its runner starts it again`;
+  }
+  return null;
 }
 
 /** Replaces an unhealthy container with a fresh one, at most AUTO_RESTART.max times in AUTO_RESTART.windowMs. */

@@ -78,7 +78,7 @@ test('killing a container reaches a containerStatusChanged subscriber and an ala
   expect(seen.containerStatusChanged.instance.domainName).toMatch(/^live-\d\.live\.fz\.internal$/);
   const alarm = await waitFor('an alarm for the killed container', async () =>
     alarms.received.find((a) => a.alarmRaised.instance?.id === instanceId), 30_000, 100);
-  // Docker restarts it at once (restart count up) and its healthcheck may fail first: either alarm is right.
+  // Docker leaves a killed container stopped and its runner starts it again; its healthcheck may fail first: either alarm is right.
   expect(['CONTAINER_RESTARTED', 'CONTAINER_UNHEALTHY']).toContain(alarm.alarmRaised.kind);
   expect(alarm.alarmRaised).toMatchObject({ severity: 'WARNING', host: { name: hostName }, release: { name: 'live' } });
   statuses.dispose();

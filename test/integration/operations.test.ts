@@ -253,6 +253,53 @@ test('a container that stays unhealthy is replaced at most 3 times in 10 minutes
   await api.run('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id });
 });
 
+test('a container that stops without being asked to raises CONTAINER_RESTARTED, whether Docker or its runner starts it again', async () => {
+  const id = (await api.run('mutation { deploy(input: {name: "bouncy", product: "svc", version: "1.0.0", replicas: 1}) { id } }')).data!.deploy.id;
+  const instanceId = `${id}-0`;
+  let host = '';
+  let desired: { instanceId: string; name: string; specHash: string } | undefined;
+  for (const h of [hostA, hostB]) {
+    const found = (await api.reportAllRunning(h)).find((d) => d.instanceId === instanceId);
+    if (found) [host, desired] = [h, found as typeof desired];
+  }
+  // As its runner reports it, each report after the one before: the same container all along (no new generation).
+  const report = async (fields: Record<string, unknown>) => {
+    const observed = [{ containerId: 'c-bouncy', ...desired, state: 'RUNNING', health: 'HEALTHY', restartCount: 0, oomKilled: false, ports: [], ...fields }];
+    expect((await api.run('mutation($o: [ObservedContainerInput!]!) { runnerSync(input: {observed: $o}) { hostId } }', { o: observed }, asHost(host))).errors).toBeUndefined();
+  };
+  const restarts = async () => (await api.run('query($r: ID!) { alarms(filter: {releaseId: $r}) { nodes { kind state message raisedAt } } }', { r: id }))
+    .data!.alarms.nodes.filter((a: { kind: string }) => a.kind === 'CONTAINER_RESTARTED')
+    .sort((a: { raisedAt: string }, b: { raisedAt: string }) => a.raisedAt.localeCompare(b.raisedAt))
+    .map(({ state, message }: { state: string; message: string }) => ({ state, message }));
+
+  await report({ startedAt: '2026-01-01T00:00:00Z' });
+  await report({ startedAt: '2026-01-01T00:00:00Z' });
+  expect(await restarts()).toEqual([]);
+
+  // Killed from outside (`docker kill`): Docker leaves it stopped, its runner starts it again. Same restart count.
+  await report({ startedAt: '2026-01-01T00:05:00Z', health: 'STARTING' });
+  expect(await restarts()).toEqual([{ state: 'FIRING', message: 'fz-bouncy-0 stopped without being asked to and was started again' }]);
+  await report({ startedAt: '2026-01-01T00:05:00Z', health: 'HEALTHY' });
+  expect(await restarts()).toEqual([{ state: 'RESOLVED', message: 'fz-bouncy-0 stopped without being asked to and was started again' }]);
+
+  // It exits by itself while it should run, then Docker restarts it (its restart count goes up): one alarm for both.
+  await report({ startedAt: '2026-01-01T00:05:00Z', state: 'EXITED', health: 'NONE', exitCode: 137 });
+  await report({ startedAt: '2026-01-01T00:06:00Z', health: 'STARTING', restartCount: 1 });
+  expect(await restarts()).toEqual([
+    { state: 'RESOLVED', message: 'fz-bouncy-0 stopped without being asked to and was started again' },
+    { state: 'FIRING', message: 'fz-bouncy-0 exited (code 137) while it should run; its runner starts it again' },
+  ]);
+  // Started again and serving at once (no healthcheck): the restart is still on record, already resolved.
+  await report({ startedAt: '2026-01-01T00:06:00Z', health: 'HEALTHY', restartCount: 1 });
+  await report({ startedAt: '2026-01-01T00:07:00Z', health: 'NONE', restartCount: 2 });
+  expect(await restarts()).toEqual([
+    { state: 'RESOLVED', message: 'fz-bouncy-0 stopped without being asked to and was started again' },
+    { state: 'RESOLVED', message: 'fz-bouncy-0 exited (code 137) while it should run; its runner starts it again' },
+    { state: 'RESOLVED', message: 'fz-bouncy-0 exited and was restarted by Docker (2 restarts)' },
+  ]);
+  await api.run('mutation($id: ID!) { deleteRelease(id: $id) { id } }', { id });
+});
+
 test('events and alarms page with first and after: every item once, newest first, and the last page says so', async () => {
   for (let n = 0; n < 5; n++) {
     await raise(store(), { kind: 'CONTAINER_OOM', severity: 'WARNING', cause: `instance:paged-${n}`, message: `paged-${n} ran out of memory`, hostId: 'h-paged' },
