@@ -1,8 +1,7 @@
 /**
  * Cold start of the gateway handler: module init (`require`) and first request in a fresh `node` per sample, for the
  * esbuild bundle (the options of serverless.yml custom.esbuild) with and without --enable-source-maps, and for the
- * source under tsx. With source maps on, Node reads the 17 MB map at load, and the first subgraph fetch parses it:
- * agent-base (under make-fetch-happen) reads `new Error().stack` to tell http from https.
+ * source under tsx. With source maps on, Node reads the bundle's source map at load: the variants show what that costs.
  * `node --import tsx bench/cold-start.ts`
  */
 import { build } from 'esbuild';

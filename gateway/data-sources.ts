@@ -5,7 +5,8 @@ import { keepAliveFetch } from './fetcher';
 
 /**
  * Calls a subgraph over HTTP (on kept-alive connections) and forwards the caller's credential, so each subgraph
- * checks it again: subgraphs are reachable on their own too.
+ * checks it again (subgraphs are reachable on their own too), and the request's id, so the subgraph's logs and audit
+ * entries carry the id the caller sent or the gateway gave.
  */
 export class ForwardingDataSource extends RemoteGraphQLDataSource<Context> {
   constructor(url: string) {
@@ -14,6 +15,7 @@ export class ForwardingDataSource extends RemoteGraphQLDataSource<Context> {
 
   override willSendRequest({ request, context }: Parameters<NonNullable<RemoteGraphQLDataSource<Context>['willSendRequest']>>[0]) {
     if (context.authorization) request.http?.headers.set('authorization', context.authorization);
+    if (context.requestId) request.http?.headers.set('x-request-id', context.requestId);
   }
 }
 

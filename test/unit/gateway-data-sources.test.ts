@@ -1,7 +1,7 @@
 import { buildSchema } from 'graphql';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { LocalDataSource } from '../../gateway/data-sources';
+import { ForwardingDataSource, LocalDataSource } from '../../gateway/data-sources';
 import { keepAliveFetch } from '../../gateway/fetcher';
 import type { Context } from '../../lib/auth';
 
@@ -13,9 +13,11 @@ import type { Context } from '../../lib/auth';
 let server: Server;
 let url: string;
 const connections: number[] = [];
+const headersSeen: Record<string, string | string[] | undefined>[] = [];
 
 beforeAll(async () => {
   server = createServer((req, res) => {
+    headersSeen.push(req.headers);
     let body = '';
     req.on('data', (chunk) => (body += chunk));
     req.on('end', () => {
@@ -63,4 +65,16 @@ test('an in-process subgraph answers each document as graphql-js would, refusing
     expect((await ask('{ goodbye }')).errors?.[0].message).toMatch(/Cannot query field "goodbye" on type "Query"/);
     expect((await ask('{ hello(')).errors?.[0].message).toMatch(/Syntax Error/);
   }
+});
+
+test('a subgraph called over HTTP gets the credential and the id of the request that called it', async () => {
+  const source = new ForwardingDataSource(`${url}/ark`);
+  const ask = (context: Partial<Context>) => source.process({
+    request: { query: '{ hello }' },
+    context,
+  } as unknown as Parameters<ForwardingDataSource['process']>[0]);
+  headersSeen.length = 0;
+  await ask({ principal: { kind: 'anonymous' }, authorization: 'Bearer fzk_y', requestId: 'req-123' } as Partial<Context>);
+  await ask({ principal: { kind: 'anonymous' } } as Partial<Context>);
+  expect(headersSeen.map((h) => [h.authorization, h['x-request-id']])).toEqual([['Bearer fzk_y', 'req-123'], [undefined, undefined]]);
 });
